@@ -1,0 +1,45 @@
+# Two commands do all set-up: `make run` (local stack with demo data) and `make test` (every test).
+# Both create .venv and install Python and npm dependencies when missing or changed.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .make
+
+.PHONY: deps run test test-fast lint bench clean
+
+$(STAMPS):
+	mkdir -p $(STAMPS)
+
+$(STAMPS)/venv: requirements.txt requirements-dev.txt | $(STAMPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(STAMPS)/npm: package.json package-lock.json | $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+local.settings.json:
+	cp local.settings.sample.json local.settings.json
+
+deps: $(STAMPS)/venv $(STAMPS)/npm
+
+run: deps local.settings.json
+	$(PY) -m devhost.stack
+
+test: deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+test-fast: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m ruff check .
+
+bench: deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(STAMPS) node_modules .stack

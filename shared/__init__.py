@@ -1,0 +1,1 @@
+"""The application package: everything function_app.py wires to a trigger lives here."""

@@ -1,0 +1,130 @@
+"""The error catalogue and the one JSON shape every non-2xx answer has.
+
+Every error the API can return is listed in ``CATALOGUE`` with its HTTP status and an English and a
+Japanese message and remedy. The remedy is written for the flow maker who reads it in Power Automate:
+it says what to do next. Handlers raise ``ApiError(code, **details)``; ``shared.web`` turns it into::
+
+    {"error": {"code": "...", "message": "...", "remedy": "...", "correlationId": "..."}}
+
+Details fill ``{placeholders}`` in the texts. Details must never hold secrets (callback URLs, tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorText:
+    status: int
+    message_en: str
+    remedy_en: str
+    message_ja: str
+    remedy_ja: str
+
+
+CATALOGUE: dict[str, ErrorText] = {
+    "InvalidRequest": ErrorText(
+        400,
+        "The request is not valid: {reason}",
+        "Check the request against the connector definition and send it again.",
+        "リクエストが正しくありません: {reason}",
+        "コネクタ定義に沿ってリクエストを確認し、もう一度送信してください。",
+    ),
+    "Unauthenticated": ErrorText(
+        401,
+        "The request has no valid sign-in: {reason}",
+        "Sign in again: edit the connection in Power Automate and re-authenticate it.",
+        "有効なサインインがありません: {reason}",
+        "Power Automate で接続を編集し、もう一度サインインしてください。",
+    ),
+    "FunctionKeyRequired": ErrorText(
+        401,
+        "This endpoint needs a function key.",
+        "Send the key in the x-functions-key header or the 'code' query parameter.",
+        "このエンドポイントには関数キーが必要です。",
+        "x-functions-key ヘッダーまたは code クエリ パラメーターでキーを送信してください。",
+    ),
+    "NotFound": ErrorText(
+        404,
+        "Nothing is served at {path}.",
+        "Check the URL: every route starts with /api/.",
+        "{path} には何もありません。",
+        "URL を確認してください。すべてのルートは /api/ で始まります。",
+    ),
+    "MethodNotAllowed": ErrorText(
+        405,
+        "{method} is not allowed on {path}.",
+        "Use one of: {allowed}.",
+        "{path} では {method} は使用できません。",
+        "次のいずれかを使用してください: {allowed}。",
+    ),
+    "PayloadTooLarge": ErrorText(
+        413,
+        "The request body is larger than {limit} bytes.",
+        "Send a smaller body.",
+        "リクエスト本文が {limit} バイトを超えています。",
+        "本文を小さくして送信してください。",
+    ),
+    "DependencyUnavailable": ErrorText(
+        503,
+        "A service this app depends on did not answer: {dependency}.",
+        "Try again in a few minutes. If it persists, ask the app's administrator to check Application Insights.",
+        "このアプリが依存するサービスが応答しませんでした: {dependency}。",
+        "数分後にもう一度お試しください。続く場合は管理者に Application Insights の確認を依頼してください。",
+    ),
+    "InternalError": ErrorText(
+        500,
+        "Something went wrong on our side.",
+        "Try again. If it persists, send the correlation id {correlationId} to the app's administrator.",
+        "サーバー側でエラーが発生しました。",
+        "もう一度お試しください。続く場合は相関 ID {correlationId} を管理者に伝えてください。",
+    ),
+}
+
+
+class ApiError(Exception):
+    """An error answer. ``code`` must be in ``CATALOGUE``; ``details`` fill its placeholders."""
+
+    def __init__(self, code: str, *, headers: dict[str, str] | None = None, **details: Any) -> None:
+        if code not in CATALOGUE:
+            raise KeyError(f"error code {code!r} is not in the catalogue")
+        super().__init__(code)
+        self.code = code
+        self.status = CATALOGUE[code].status
+        self.details = details
+        self.headers = headers or {}
+
+
+def prefers_japanese(accept_language: str | None) -> bool:
+    """True when the highest-weighted language in ``Accept-Language`` is Japanese."""
+    best, best_q = "en", -1.0
+    for part in (accept_language or "").split(","):
+        lang, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if lang and q > best_q:
+            best, best_q = lang.lower(), q
+    return best == "ja" or best.startswith("ja-")
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def error_body(code: str, correlation_id: str, accept_language: str | None = None,
+               **details: Any) -> dict[str, Any]:
+    text = CATALOGUE[code]
+    values = _Blank(details, correlationId=correlation_id)
+    ja = prefers_japanese(accept_language)
+    message = (text.message_ja if ja else text.message_en).format_map(values)
+    remedy = (text.remedy_ja if ja else text.remedy_en).format_map(values)
+    return {"error": {"code": code, "message": message, "remedy": remedy, "correlationId": correlation_id}}

@@ -1,0 +1,95 @@
+"""Storage clients and the names of every table and queue the app uses.
+
+One ``Store`` per event loop holds the async Table and Queue service clients, built from settings:
+a connection string locally (Azurite), service URIs plus an Entra credential on Azure (no keys).
+Queue messages are base64 text, as the Functions queue trigger expects.
+
+Infra and the local stack create exactly the tables and queues listed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+from shared.settings import StorageSettings, get_settings
+
+# All state of a mailbox lives in one partition (PartitionKey = lower-cased SMTP) of this table.
+MAILBOX_TABLE = "mailboxes"
+TABLES: tuple[str, ...] = (MAILBOX_TABLE,)
+
+MAILBOX_CHANGES_QUEUE = "mailbox-changes"
+DELIVERIES_QUEUE = "deliveries"
+QUEUES: tuple[str, ...] = (MAILBOX_CHANGES_QUEUE, DELIVERIES_QUEUE)
+
+
+def poison_queue(name: str) -> str:
+    """The Functions runtime moves a message that failed maxDequeueCount times here."""
+    return f"{name}-poison"
+
+
+@dataclass
+class Store:
+    tables: TableServiceClient
+    queues: QueueServiceClient
+    credential: Any = None
+
+    def table(self, name: str) -> TableClient:
+        return self.tables.get_table_client(name)
+
+    def queue(self, name: str) -> QueueClient:
+        return self.queues.get_queue_client(
+            name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+        )
+
+    async def create_all(self) -> None:
+        """Create every table and queue (and poison queue) if missing. Locally only: Bicep does it on Azure."""
+        for name in TABLES:
+            await self.tables.create_table_if_not_exists(name)
+        for name in QUEUES:
+            for queue in (name, poison_queue(name)):
+                try:
+                    await self.queues.create_queue(queue)
+                except Exception as exc:  # azure-storage-queue has no create_if_not_exists
+                    if getattr(exc, "error_code", None) != "QueueAlreadyExists":
+                        raise
+
+    async def close(self) -> None:
+        await self.tables.close()
+        await self.queues.close()
+        if self.credential is not None:
+            await self.credential.close()
+
+
+def open_store(storage: StorageSettings) -> Store:
+    if storage.connection_string:
+        return Store(
+            TableServiceClient.from_connection_string(storage.connection_string),
+            QueueServiceClient.from_connection_string(storage.connection_string),
+        )
+    from azure.identity.aio import DefaultAzureCredential  # only on Azure; keeps local imports light
+
+    credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
+    return Store(
+        TableServiceClient(endpoint=storage.table_service_uri, credential=credential),
+        QueueServiceClient(account_url=storage.queue_service_uri, credential=credential),
+        credential,
+    )
+
+
+# Async clients belong to the loop they were first used on; the Functions worker has one loop, tests many.
+_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Store] = weakref.WeakKeyDictionary()
+
+
+def get_store() -> Store:
+    loop = asyncio.get_running_loop()
+    store = _stores.get(loop)
+    if store is None:
+        store = _stores[loop] = open_store(get_settings().storage)
+    return store
