@@ -149,8 +149,9 @@ SPECS: tuple[SettingSpec, ...] = (
     _spec("AUTH_JWKS_URL", "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
           "Signing keys of the token issuer; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
           "jwks_url_template"),
-    _spec("PUBLIC_BASE_URL", None, "Public https base of this app (e.g. https://<app>.azurewebsites.net). "
-          "Graph posts notifications under it and Location headers point at it.", _url, "public_base_url"),
+    _spec("PUBLIC_BASE_URL", "", "Public base URL of this app. Graph posts notifications under it and Location "
+          "headers point at it. Empty: https://$WEBSITE_HOSTNAME, which Azure sets on every Function App.",
+          lambda n, r: _url(n, r) if r.strip() else "", "public_base_url"),
     _spec("MAX_FLOWS_PER_MAILBOX", "5", "Flows (appointment triggers) allowed per Bookings mailbox, "
           "as Microsoft's connector allows.", _positive_int, "max_flows_per_mailbox"),
     _spec("CALLBACK_HOST_ALLOWLIST", "*.logic.azure.com,*.logic.azure.us,*.logic.azure.cn,*.flow.microsoft.com,"
@@ -260,6 +261,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             "Setting GRAPH_CLIENT_SECRET (and GRAPH_CLIENT_ID) must be set when GRAPH_CREDENTIAL=clientsecret."
         )
+    if not values["public_base_url"]:
+        hostname = env.get("WEBSITE_HOSTNAME", "").strip()
+        if not hostname:
+            raise SettingsError("Setting PUBLIC_BASE_URL is not set, and neither is WEBSITE_HOSTNAME (which Azure "
+                                "sets): give the app's public base URL, e.g. https://<app>.azurewebsites.net.")
+        values["public_base_url"] = _url("WEBSITE_HOSTNAME", f"https://{hostname}")
     return Settings(storage=_storage(env), tenant_id=tenant, token_url=token_url, issuer=issuer,
                     jwks_url=jwks_url, **values)
 
