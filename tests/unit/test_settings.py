@@ -1,0 +1,96 @@
+"""Settings: read once, validated, and every failure names the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import SPECS, SettingsError, load_settings
+from tests.conftest import sample_settings
+
+
+def env(**overrides: str | None) -> dict[str, str]:
+    values = sample_settings()
+    for name, value in overrides.items():
+        if value is None:
+            values.pop(name, None)
+        else:
+            values[name] = value
+    return values
+
+
+def test_sample_settings_load() -> None:
+    settings = load_settings(env())
+    assert settings.max_flows_per_mailbox == 5
+    assert settings.token_url == f"http://127.0.0.1:7072/{settings.tenant_id}/oauth2/v2.0/token"
+    assert not settings.storage.uses_identity
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MAX_FLOWS_PER_MAILBOX", "five", "MAX_FLOWS_PER_MAILBOX"),
+        ("MAX_FLOWS_PER_MAILBOX", "0", "MAX_FLOWS_PER_MAILBOX"),
+        ("GRAPH_BASE_URL", "graph.microsoft.com", "GRAPH_BASE_URL"),
+        ("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0?x=1", "GRAPH_BASE_URL"),
+        ("RENEWAL_SCHEDULE", "*/30 * * * *", "RENEWAL_SCHEDULE"),
+        ("ALLOW_LOOPBACK_CALLBACKS", "maybe", "ALLOW_LOOPBACK_CALLBACKS"),
+        ("CALLBACK_HOST_ALLOWLIST", "https://evil.example/x", "CALLBACK_HOST_ALLOWLIST"),
+        ("GRAPH_CREDENTIAL", "password", "GRAPH_CREDENTIAL"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL"),
+        ("AzureWebJobsStorage", "not a connection string", "AzureWebJobsStorage"),
+        ("ENTRA_TOKEN_URL", "not a url {tenant}", "ENTRA_TOKEN_URL"),
+    ],
+)
+def test_malformed_setting_is_named(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(env(**{name: value}))
+
+
+@pytest.mark.parametrize("name", ["ENTRA_TENANT_ID", "AUTH_AUDIENCE", "AzureWebJobsStorage"])
+def test_missing_required_setting_is_named(name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env(**{name: None}))
+
+
+def test_identity_based_storage() -> None:
+    settings = load_settings(env(
+        AzureWebJobsStorage=None,
+        AzureWebJobsStorage__tableServiceUri="https://acct.table.core.windows.net/",
+        AzureWebJobsStorage__queueServiceUri="https://acct.queue.core.windows.net",
+        AzureWebJobsStorage__clientId="1234",
+    ))
+    assert settings.storage.uses_identity
+    assert settings.storage.table_service_uri == "https://acct.table.core.windows.net"
+    assert settings.storage.client_id == "1234"
+
+
+def test_identity_based_storage_needs_both_uris() -> None:
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage__queueServiceUri"):
+        load_settings(env(AzureWebJobsStorage=None,
+                          AzureWebJobsStorage__tableServiceUri="https://acct.table.core.windows.net"))
+
+
+def test_client_secret_credential_needs_secret() -> None:
+    with pytest.raises(SettingsError, match="GRAPH_CLIENT_SECRET"):
+        load_settings(env(GRAPH_CLIENT_SECRET=""))
+
+
+def test_public_base_url_falls_back_to_website_hostname() -> None:
+    settings = load_settings(env(PUBLIC_BASE_URL=None, WEBSITE_HOSTNAME="app.azurewebsites.net"))
+    assert settings.public_base_url == "https://app.azurewebsites.net"
+    with pytest.raises(SettingsError, match="PUBLIC_BASE_URL"):
+        load_settings(env(PUBLIC_BASE_URL=None))
+
+
+def test_secrets_are_not_in_repr() -> None:
+    text = repr(load_settings(env()))
+    assert "local-sandbox-secret" not in text
+    assert "AccountKey" not in text
+
+
+def test_every_setting_is_documented_in_sample_and_readme(repo_root) -> None:
+    sample = sample_settings()
+    readme = (repo_root / "README.md").read_text()
+    for spec in SPECS:
+        assert spec.name in readme, f"{spec.name} is not documented in README.md"
+        assert spec.name in sample, f"{spec.name} has no value in local.settings.sample.json"
