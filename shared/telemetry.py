@@ -49,7 +49,11 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string must not lose the line
             message = str(record.msg)
-        record.msg = redact(message)
+        try:
+            message = redact(message)
+        except Exception:  # at interpreter shutdown even re.sub can fail; drop the line rather than leak it
+            return False
+        record.msg = message
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -1,0 +1,161 @@
+"""Serving HTTP functions at ``/<routePrefix>/<route>`` as the Functions runtime does.
+
+An ASGI application (run by uvicorn) that matches the path against every HTTP function's route
+template, checks the method and the auth level, builds ``func.HttpRequest`` and turns the returned
+``func.HttpResponse`` into the answer. Answers the host itself gives (no route, wrong method, missing
+key, body too large, a function that raised) follow the app's JSON error shape, so clients see one
+contract locally and on Azure.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import azure.functions as func
+
+from devhost.config import Keys
+from devhost.functions import HttpFunction, invoke
+from shared.errors import CATALOGUE, error_body
+
+MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions runtime's request size limit
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class HttpHost:
+    def __init__(self, functions: list[HttpFunction], route_prefix: str, keys: Keys,
+                 timeout: float | None = None) -> None:
+        # Most specific template first, as ASP.NET routing orders them.
+        self.functions = sorted(functions, key=lambda f: f.template.specificity)
+        self.prefix = [p for p in route_prefix.strip("/").split("/") if p]
+        self.keys = keys
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+            return
+        if scope["type"] != "http":
+            return
+        headers = _headers(scope)
+        language = headers.get("accept-language")
+        method = scope["method"].upper()
+        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0]
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+
+        function, route_params, allowed = self._route(method, path)
+        if function is None:
+            if allowed:
+                await _error(send, "MethodNotAllowed", language, {"Allow": ", ".join(sorted(allowed))},
+                             method=method, path=path, allowed=", ".join(sorted(allowed)))
+            else:
+                await _error(send, "NotFound", language, path=path)
+            return
+        if not self._authorized(function, headers, params):
+            await _error(send, "FunctionKeyRequired", language)
+            return
+        body = await _read_body(receive, headers)
+        if body is None:
+            await _error(send, "PayloadTooLarge", language, limit=MAX_BODY_BYTES)
+            return
+        host = headers.get("host", "127.0.0.1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+        request = func.HttpRequest(method, url, headers=headers, params=params, route_params=route_params,
+                                   body=body)
+        outcome = await invoke(function, request, f"{method} {path}", self.timeout)
+        response = outcome.result
+        if not outcome.succeeded:
+            await _error(send, "InternalError", language)
+            return
+        if isinstance(response, str | bytes):
+            response = func.HttpResponse(response)
+        elif response is None:
+            response = func.HttpResponse(status_code=204)
+        elif not isinstance(response, func.HttpResponse):
+            await _error(send, "InternalError", language)
+            return
+        await _send(send, response.status_code, _response_headers(response), response.get_body())
+
+    def _route(self, method: str, path: str) -> tuple[HttpFunction | None, dict[str, str], set[str]]:
+        parts = [p for p in path.split("/") if p]
+        if [p.lower() for p in parts[: len(self.prefix)]] != [p.lower() for p in self.prefix]:
+            return None, {}, set()
+        rest = "/".join(parts[len(self.prefix):])
+        allowed: set[str] = set()
+        for function in self.functions:
+            values = function.template.match(rest)
+            if values is None:
+                continue
+            if function.methods is None or method in function.methods:
+                return function, values, set()
+            allowed |= function.methods
+        return None, {}, allowed
+
+    def _authorized(self, function: HttpFunction, headers: dict[str, str], params: dict[str, str]) -> bool:
+        if function.auth_level == "anonymous":
+            return True
+        given = headers.get("x-functions-key") or params.get("code") or ""
+        accepted = [self.keys.master_key]
+        if function.auth_level == "function":
+            accepted.append(self.keys.function_key)
+        return any(hmac.compare_digest(given.encode(), key.encode()) for key in accepted)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+async def _read_body(receive: Receive, headers: dict[str, str]) -> bytes | None:
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _response_headers(response: func.HttpResponse) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in response.headers.items()]
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        mimetype = response.mimetype
+        textual = mimetype.startswith("text/") or mimetype in ("application/json", "application/xml")
+        headers.append(("content-type", f"{mimetype}; charset={response.charset}" if textual else mimetype))
+    return headers
+
+
+async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
+               if k.lower() != "content-length"]
+    encoded.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": encoded})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, code: str, language: str | None, headers: dict[str, str] | None = None,
+                 **details: Any) -> None:
+    correlation_id = str(uuid.uuid4())
+    body = json.dumps(error_body(code, correlation_id, language, **details), ensure_ascii=False).encode()
+    all_headers = [("content-type", "application/json; charset=utf-8"), ("x-correlation-id", correlation_id),
+                   *(headers or {}).items()]
+    await _send(send, CATALOGUE[code].status, all_headers, body)
