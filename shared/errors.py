@@ -74,6 +74,57 @@ CATALOGUE: dict[str, ErrorText] = {
         "このアプリが依存するサービスが応答しませんでした: {dependency}。",
         "数分後にもう一度お試しください。続く場合は管理者に Application Insights の確認を依頼してください。",
     ),
+    # --- registration of flows (issue 5); the remedies are for the flow maker reading Power Automate ---
+    "NotBookingsAdministrator": ErrorText(
+        403,
+        "Only administrators of the Bookings business {business} can do this; your role there: {role}.",
+        "Ask an administrator of this Bookings business to create the flow, or to make you an administrator "
+        "(Bookings: Staff, role 'Administrator'). Team members, schedulers, viewers and guests cannot.",
+        "この操作は Bookings ビジネス {business} の管理者のみが行えます。あなたの役割: {role}。",
+        "この Bookings ビジネスの管理者にフローの作成を依頼するか、管理者の役割を付与してもらってください"
+        "(Bookings の [スタッフ] で役割を「管理者」に)。"
+        "チーム メンバー、スケジューラ、閲覧者、ゲストは作成できません。",
+    ),
+    "BookingBusinessNotFound": ErrorText(
+        404,
+        "There is no Bookings business with the address {business}.",
+        "Check the business's SMTP address: it is the part after /b/ in its booking page URL "
+        "(https://book.ms/b/<address>), or pick the business from the list in the trigger.",
+        "アドレス {business} の Bookings ビジネスは見つかりません。",
+        "ビジネスの SMTP アドレスを確認してください。"
+        "予約ページの URL (https://book.ms/b/<アドレス>) の /b/ の後の部分です。"
+        "トリガーの一覧からビジネスを選択することもできます。",
+    ),
+    "NotificationUrlNotAllowed": ErrorText(
+        403,
+        "The flow's notification URL is not allowed: {reason}.",
+        "Create the trigger from Power Automate, which supplies its own https callback URL. If your Power "
+        "Automate environment calls back from a host that is not allowed, ask the app's administrator to add "
+        "it to CALLBACK_HOST_ALLOWLIST.",
+        "フローの通知 URL は許可されていません: {reason}。",
+        "Power Automate からトリガーを作成してください (Power Automate が https のコールバック URL を指定します)。"
+        "お使いの Power Automate 環境のホストが許可されていない場合は、アプリの管理者に CALLBACK_HOST_ALLOWLIST への"
+        "追加を依頼してください。",
+    ),
+    "FlowLimitReached": ErrorText(
+        429,
+        "The Bookings business {business} already has {count} appointment flows, the most allowed ({limit}).",
+        "This limit is per Bookings mailbox, not per person. Remove one of the {count} existing flows for this "
+        "business, or add actions to one of them instead of creating a new flow. Other administrators of the "
+        "business can see who created each flow.",
+        "Bookings ビジネス {business} には既に予定フローが {count} 個あり、上限 ({limit}) に達しています。",
+        "この上限はユーザーごとではなく Bookings メールボックスごとです。"
+        "既存の {count} 個のフローのいずれかを削除するか、"
+        "新しいフローを作らずに既存のフローにアクションを追加してください。"
+        "各フローの作成者はビジネスの他の管理者が確認できます。",
+    ),
+    "TooManyConcurrentChanges": ErrorText(
+        503,
+        "Too many flows of the Bookings business {business} are being changed at the same moment.",
+        "Save the flow again in a minute.",
+        "Bookings ビジネス {business} のフローが同時に多数変更されています。",
+        "1 分ほど待ってから、もう一度フローを保存してください。",
+    ),
     "InternalError": ErrorText(
         500,
         "Something went wrong on our side.",
