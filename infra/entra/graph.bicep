@@ -1,0 +1,113 @@
+// Entra ID objects, declared with the Microsoft Graph Bicep extension:
+//   - the API app registration that the custom connector signs in to (its token audience),
+//   - the connector's client app registration (what Power Automate signs users in with),
+//   - Microsoft Graph application permissions for the app's managed identity (app role assignments).
+//
+// What this file cannot do, and scripts/postprovision.sh reports or does instead:
+//   - create the connector client's secret (the extension does not create password credentials, and a
+//     secret must not pass through deployment history or azd's .env): scripts/connector-secret.sh;
+//   - assign Graph application permissions when the deployer lacks the right to (only Privileged Role
+//     Administrator or Global Administrator may grant Microsoft Graph app roles): deploy with
+//     ASSIGN_GRAPH_APP_ROLES=false and let an admin run scripts/grant-graph-permissions.sh;
+//   - add the per-connector redirect URI Power Automate shows once the connector exists.
+//
+// Kept in its own file, deployed as a module: checkov's Bicep parser (pycep-parser 0.5.1) cannot read
+// the `extension` keyword, so checkov skips this folder and tests/infra parses it with pycep 0.7.
+extension microsoftGraphV1
+
+@description('Short unique token of this environment; makes the registrations\' unique names.')
+param resourceToken string
+param environmentName string
+@description('Object (principal) id of the app\'s user-assigned managed identity.')
+param managedIdentityPrincipalId string
+@description('Assign Microsoft Graph application permissions to the managed identity (needs Privileged Role Administrator).')
+param assignGraphAppRoles bool
+@description('Also grant BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
+param enableCancelWithReason bool
+
+var graphAppId = '00000003-0000-0000-c000-000000000000'
+// Power Automate / Power Apps custom connectors redirect OAuth sign-ins here.
+var connectorRedirectUri = 'https://global.consent.azure-apim.net/redirect'
+var scopeValue = 'user_impersonation'
+// Stable across deployments, so the connector's scope never changes id.
+var scopeId = guid(tenant().tenantId, resourceToken, scopeValue)
+var readRoles = [
+  'Calendars.Read'
+  'Bookings.Read.All'
+]
+var graphRoles = enableCancelWithReason ? concat(readRoles, ['BookingsAppointment.ReadWrite.All']) : readRoles
+var assignedRoles = assignGraphAppRoles ? graphRoles : []
+
+// The custom connector's OAuth client. It asks no Graph permission: it only needs the API's scope,
+// which the API app pre-authorizes, so nobody is prompted for consent.
+resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
+  uniqueName: 'bookings-triggers-connector-${resourceToken}'
+  displayName: 'Bookings triggers connector (${environmentName})'
+  signInAudience: 'AzureADMyOrg'
+  web: {
+    redirectUris: [
+      connectorRedirectUri
+    ]
+  }
+}
+
+resource connectorSp 'Microsoft.Graph/servicePrincipals@v1.0' = {
+  appId: connectorApp.appId
+}
+
+// The API: the registration routes accept only v2 access tokens issued for it (aud = its client id).
+resource apiApp 'Microsoft.Graph/applications@v1.0' = {
+  uniqueName: 'bookings-triggers-api-${resourceToken}'
+  displayName: 'Bookings triggers API (${environmentName})'
+  signInAudience: 'AzureADMyOrg'
+  // api://<tenant id>/<name> is one of Entra's secure identifier URI patterns and needs no verified domain.
+  identifierUris: [
+    'api://${tenant().tenantId}/bookings-triggers-${resourceToken}'
+  ]
+  api: {
+    requestedAccessTokenVersion: 2
+    oauth2PermissionScopes: [
+      {
+        id: scopeId
+        value: scopeValue
+        type: 'User'
+        isEnabled: true
+        adminConsentDisplayName: 'Register Bookings appointment triggers'
+        adminConsentDescription: 'Lets Power Automate register and remove appointment triggers of Bookings businesses the signed-in user administers.'
+        userConsentDisplayName: 'Register Bookings appointment triggers'
+        userConsentDescription: 'Lets Power Automate register and remove appointment triggers of Bookings businesses you administer.'
+      }
+    ]
+    preAuthorizedApplications: [
+      {
+        appId: connectorApp.appId
+        delegatedPermissionIds: [
+          scopeId
+        ]
+      }
+    ]
+  }
+}
+
+resource apiSp 'Microsoft.Graph/servicePrincipals@v1.0' = {
+  appId: apiApp.appId
+}
+
+resource graphSp 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: graphAppId
+}
+
+// Application permissions for the managed identity: it calls Graph app-only, as itself, no secret.
+resource graphAppRoles 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for role in assignedRoles: {
+  principalId: managedIdentityPrincipalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, r => r.value == role)[0].id
+}]
+
+output apiAppId string = apiApp.appId
+output apiIdentifierUri string = apiApp.identifierUris[0]
+output apiScope string = '${apiApp.identifierUris[0]}/${scopeValue}'
+output connectorAppId string = connectorApp.appId
+output connectorSpId string = connectorSp.id
+output apiSpId string = apiSp.id
+output graphAppRoles array = assignedRoles

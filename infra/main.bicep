@@ -1,0 +1,261 @@
+// Everything `azd up` provisions for Bookings appointment triggers, in one resource group:
+// a Flex Consumption Function App running as a user-assigned managed identity, Storage without keys,
+// Log Analytics + Application Insights with local auth disabled, alert rules and a workbook, and (through
+// the Microsoft Graph Bicep extension) the Entra app registrations and Graph permissions.
+//
+// Resources are declared in this repository's modules, not taken from a registry: checkov and
+// tests/infra read every property. infra/README.md explains deployment and operations.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; makes the resource names unique.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer Flex Consumption.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Memory of each Function App instance, in MB.')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('Most instances the Function App scales out to. Bounds cost and the load on Graph.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Instances kept warm for the HTTP functions. 0 scales from zero (cheapest); 1 keeps Graph notification answers fast after idle periods.')
+@minValue(0)
+param alwaysReadyHttpInstances int = 0
+
+@description('Spread the Function App plan over availability zones (only where Flex Consumption offers it).')
+param zoneRedundant bool = false
+
+@description('Storage replication. Geo-redundant by default (offered in every region): the flow registrations live only in this account.')
+@allowed(['Standard_GRS', 'Standard_GZRS', 'Standard_ZRS', 'Standard_LRS'])
+param storageSkuName string = 'Standard_GRS'
+
+@description('Assign the Graph application permissions to the managed identity during deployment. Needs Privileged Role Administrator; without it, deploy with false and have an admin run scripts/grant-graph-permissions.sh.')
+param assignGraphAppRoles bool = true
+
+@description('Also grant BookingsAppointment.ReadWrite.All, needed by the cancel-with-reason action.')
+param enableCancelWithReason bool = false
+
+@description('Microsoft Graph endpoint without version (national clouds differ).')
+param graphEndpoint string = 'https://graph.microsoft.com'
+
+@description('Entra ID authority host (national clouds differ).')
+param entraAuthority string = 'https://login.microsoftonline.com'
+
+@description('Public base URL of the app when a custom domain fronts it. Empty: https://<app>.azurewebsites.net.')
+param publicBaseUrl string = ''
+
+@description('Flows (appointment triggers) allowed per Bookings mailbox.')
+@minValue(1)
+param maxFlowsPerMailbox int = 5
+
+@description('Hosts flow callback URLs may point at; *.domain allows its subdomains.')
+param callbackHostAllowlist string = '*.logic.azure.com,*.logic.azure.us,*.logic.azure.cn,*.flow.microsoft.com,*.powerautomate.com'
+
+@description('NCRONTAB schedule of the subscription renewal timer.')
+param renewalSchedule string = '0 */30 * * * *'
+
+@description('NCRONTAB schedule of the periodic resync of every mailbox.')
+param resyncSchedule string = '0 0 * * * *'
+
+@allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
+param logLevel string = 'INFO'
+
+@description('E-mail address for alerts. Empty: alerts show in the Azure portal only.')
+param alertEmail string = ''
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  app: 'bookings-triggers'
+}
+var functionAppName = 'func-bookings-${resourceToken}'
+// Flex Consumption reads the app package from this container.
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-bookings-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stbookings${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    skuName: storageSkuName
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-bookings-${resourceToken}'
+    applicationInsightsName: 'appi-bookings-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    principalId: identity.outputs.principalId
+  }
+}
+
+module entra 'entra/graph.bicep' = {
+  name: 'entra'
+  scope: rg
+  params: {
+    resourceToken: resourceToken
+    environmentName: environmentName
+    managedIdentityPrincipalId: identity.outputs.principalId
+    assignGraphAppRoles: assignGraphAppRoles
+    enableCancelWithReason: enableCancelWithReason
+  }
+}
+
+module function 'modules/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-bookings-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    alwaysReadyHttpInstances: alwaysReadyHttpInstances
+    zoneRedundant: zoneRedundant
+    // v2 access tokens carry the API app's client id as `aud`.
+    apiAudience: entra.outputs.apiAppId
+    graphEndpoint: graphEndpoint
+    entraAuthority: entraAuthority
+    publicBaseUrl: publicBaseUrl
+    maxFlowsPerMailbox: maxFlowsPerMailbox
+    callbackHostAllowlist: callbackHostAllowlist
+    renewalSchedule: renewalSchedule
+    resyncSchedule: resyncSchedule
+    logLevel: logLevel
+  }
+  // The app must not start before it may read its package and reach storage.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: 'bookings-${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    alertEmail: alertEmail
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+  }
+}
+
+var baseUrl = empty(publicBaseUrl) ? 'https://${function.outputs.defaultHostName}' : publicBaseUrl
+
+// azd stores these in .azure/<env>/.env; scripts/ and infra/README.md use them. None is a secret.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = function.outputs.name
+output SERVICE_API_NAME string = function.outputs.name
+output FUNCTION_URL string = baseUrl
+output API_BASE_URL string = '${baseUrl}/api'
+output NOTIFICATION_URL string = '${baseUrl}/api/graph/notifications'
+output LIFECYCLE_URL string = '${baseUrl}/api/graph/lifecycle'
+output HEALTH_URL string = '${baseUrl}/api/health'
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output API_APP_CLIENT_ID string = entra.outputs.apiAppId
+output API_APP_ID_URI string = entra.outputs.apiIdentifierUri
+output API_SCOPE string = entra.outputs.apiScope
+output CONNECTOR_CLIENT_APP_ID string = entra.outputs.connectorAppId
+output GRAPH_APP_ROLES_ASSIGNED bool = assignGraphAppRoles
+output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -1,0 +1,122 @@
+// Alert rules for admins, over the app's telemetry events (shared/events.py) in Application Insights.
+// Queries live in infra/queries/*.kql; each rule counts the rows its query returns in its window.
+
+param namePrefix string
+param location string
+param tags object
+param applicationInsightsId string
+@description('E-mail address that receives alerts. Empty: alerts show in the portal only.')
+param alertEmail string
+@description('Failed delivery attempts in 15 minutes above which the delivery alert fires.')
+param deliveryFailureThreshold int = 10
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: '${namePrefix}-admins'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'bookingtrig'
+    enabled: true
+    emailReceivers: empty(alertEmail) ? [] : [
+      {
+        name: 'admins'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var rules = [
+  {
+    name: 'delivery-failures'
+    displayName: 'Bookings triggers: deliveries to flows failing'
+    description: 'More failed delivery attempts than the threshold in 15 minutes. Flows may be missing appointment events; see the workbook and DeliveryFailed events.'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    threshold: deliveryFailureThreshold
+    query: loadTextContent('../queries/alert-delivery-failures.kql')
+  }
+  {
+    name: 'dead-letters'
+    displayName: 'Bookings triggers: dead letters growing'
+    description: 'Deliveries gave up and left dead letters. Fix the cause, then replay them through the dead-letter API.'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT1H'
+    threshold: 0
+    query: loadTextContent('../queries/alert-dead-letters.kql')
+  }
+  {
+    name: 'subscription-renewal-failed'
+    displayName: 'Bookings triggers: Graph subscription failing to renew'
+    description: 'A Graph subscription could not be renewed. Once it expires the mailbox flows stop receiving changes. Check Graph permissions and throttling.'
+    severity: 1
+    frequency: 'PT15M'
+    window: 'PT1H'
+    threshold: 0
+    query: loadTextContent('../queries/alert-subscription-renewal-failed.kql')
+  }
+  {
+    name: 'subscription-expiring'
+    displayName: 'Bookings triggers: Graph subscription expiring'
+    description: 'A live Graph subscription expires within 6 hours, or has expired, without a renewal.'
+    severity: 1
+    frequency: 'PT1H'
+    window: 'P2D'
+    threshold: 0
+    query: loadTextContent('../queries/alert-subscription-expiring.kql')
+  }
+  {
+    name: 'notification-5xx'
+    displayName: 'Bookings triggers: Graph notifications answered 5xx'
+    description: 'The notification or lifecycle endpoint could not persist what Graph sent. Graph retries for up to 4 hours; check storage.'
+    severity: 1
+    frequency: 'PT5M'
+    window: 'PT15M'
+    threshold: 0
+    query: loadTextContent('../queries/alert-notification-5xx.kql')
+  }
+]
+
+resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for rule in rules: {
+  name: '${namePrefix}-${rule.name}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: rule.displayName
+    description: rule.description
+    severity: rule.severity
+    enabled: true
+    evaluationFrequency: rule.frequency
+    windowSize: rule.window
+    scopes: [
+      applicationInsightsId
+    ]
+    criteria: {
+      allOf: [
+        {
+          query: rule.query
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: rule.threshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}]
+
+output actionGroupId string = actionGroup.id
+output ruleNames array = [for rule in rules: '${namePrefix}-${rule.name}']

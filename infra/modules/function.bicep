@@ -1,0 +1,183 @@
+// The Function App: Flex Consumption (FC1), Python 3.11, running as the user-assigned managed identity.
+//
+// App settings are identity-based only. Storage is reached by service URIs with the managed identity
+// (AzureWebJobsStorage__*), Graph by managed-identity tokens (GRAPH_CREDENTIAL=managedidentity), and
+// Application Insights by Entra auth (APPLICATIONINSIGHTS_AUTHENTICATION_STRING). No key, connection
+// string with a key, or client secret is set: GRAPH_CLIENT_SECRET is deliberately absent.
+//
+// `appSettings` below names every setting of shared/settings.py SPECS; tests/infra checks that. They are
+// set as siteConfig.appSettings of the site (not a separate sites/config resource, which checkov mistakes
+// for the site's web configuration).
+// Flex Consumption rejects FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION and
+// WEBSITE_RUN_FROM_PACKAGE as app settings: the runtime comes from functionAppConfig instead.
+
+param name string
+param planName string
+param location string
+param tags object
+param identityId string
+param identityClientId string
+param blobEndpoint string
+param queueEndpoint string
+param tableEndpoint string
+param deploymentContainerName string
+param applicationInsightsConnectionString string
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int
+@description('Instances kept warm for the HTTP functions (0 = scale from zero; 1 avoids cold starts on Graph notifications, at a cost).')
+@minValue(0)
+param alwaysReadyHttpInstances int
+@description('Spread the plan over availability zones (only in regions that offer it for Flex Consumption).')
+param zoneRedundant bool
+
+// Application settings (see shared/settings.py for what each one does).
+param apiAudience string
+param graphEndpoint string
+param entraAuthority string
+param publicBaseUrl string
+param maxFlowsPerMailbox int
+param callbackHostAllowlist string
+param renewalSchedule string
+param resyncSchedule string
+param logLevel string
+
+var tenantId = tenant().tenantId
+
+var appSettings = {
+  // Functions runtime storage: identity-based, never a connection string.
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__blobServiceUri: blobEndpoint
+  AzureWebJobsStorage__queueServiceUri: queueEndpoint
+  AzureWebJobsStorage__tableServiceUri: tableEndpoint
+
+  // Telemetry: the connection string names the resource only; local auth is off, so ingestion needs
+  // an Entra token of this identity (Monitoring Metrics Publisher).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
+
+  // The app's own settings (shared/settings.py SPECS).
+  ENTRA_TENANT_ID: tenantId
+  GRAPH_BASE_URL: '${graphEndpoint}/v1.0'
+  GRAPH_CREDENTIAL: 'managedidentity'
+  GRAPH_CLIENT_ID: identityClientId
+  GRAPH_SCOPE: '${graphEndpoint}/.default'
+  ENTRA_TOKEN_URL: '${entraAuthority}/${tenantId}/oauth2/v2.0/token'
+  AUTH_ISSUER: '${entraAuthority}/${tenantId}/v2.0'
+  AUTH_AUDIENCE: apiAudience
+  AUTH_JWKS_URL: '${entraAuthority}/${tenantId}/discovery/v2.0/keys'
+  PUBLIC_BASE_URL: publicBaseUrl
+  MAX_FLOWS_PER_MAILBOX: string(maxFlowsPerMailbox)
+  CALLBACK_HOST_ALLOWLIST: callbackHostAllowlist
+  ALLOW_LOOPBACK_CALLBACKS: 'false'
+  RENEWAL_SCHEDULE: renewalSchedule
+  RESYNC_SCHEDULE: resyncSchedule
+  HEALTH_TIMEOUT_SECONDS: '3'
+  LOG_LEVEL: logLevel
+}
+
+var appSettingsList = [for setting in items(appSettings): {
+  name: setting.key
+  value: setting.value
+}]
+
+var alwaysReady = alwaysReadyHttpInstances > 0 ? [
+  {
+    name: 'http'
+    instanceCount: alwaysReadyHttpInstances
+  }
+] : []
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225:zone redundancy of Flex Consumption exists only in some regions; the zoneRedundant parameter turns it on where offered
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+    zoneRedundant: zoneRedundant
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17:Graph and Power Automate cannot present client certificates; callers are authenticated by Entra bearer tokens (registration API) and clientState (Graph)
+  // checkov:skip=CKV_AZURE_222:Graph and Power Automate call the app over the public internet; there is no private caller to restrict access to
+  // checkov:skip=CKV_AZURE_212:Flex Consumption scales out on demand (maximumInstanceCount) and keeps warm instances with alwaysReadyHttpInstances, not with a fixed instance count
+  // checkov:skip=CKV_AZURE_213:App Service health check is not offered on Flex Consumption; GET /api/health reports each dependency for external probes
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: appSettingsList
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+        alwaysReady: alwaysReady
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// No FTP or Kudu basic (user name + password) publishing: azd deploys with an Entra token.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output id string = site.id
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName

@@ -1,0 +1,129 @@
+// Storage for the Functions runtime (deployment package, timers' leases) and for the app's own state:
+// every table and queue of shared/store.py, created here because on Azure the app never creates them.
+// Keys are off (allowSharedKeyAccess: false): the app and the runtime use their managed identity.
+//
+// Keep tableNames and queueNames in step with shared/store.py (TABLES, QUEUES, poison_queue());
+// tests/infra checks it, and says what is missing.
+
+param name string
+param location string
+param tags object
+param deploymentContainerName string
+@description('Replication. Geo-redundant by default (available in every region): the flow registrations live only here.')
+@allowed(['Standard_GRS', 'Standard_GZRS', 'Standard_ZRS', 'Standard_LRS'])
+param skuName string = 'Standard_GRS'
+
+var tableNames = [
+  'mailboxes'
+]
+
+// Each queue and the `<queue>-poison` queue the Functions runtime moves a message to after the last
+// failed attempt. Declaring the poison queues lets admins and alerts rely on them existing.
+var queueNames = [
+  'mailbox-changes'
+  'mailbox-changes-poison'
+  'deliveries'
+  'deliveries-poison'
+]
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35:the Function App (no VNet integration) reaches storage over its public endpoint; keys are off, so every request needs an Entra token of an identity holding a data role on this account
+  // checkov:skip=CKV_AZURE_206:replication is the skuName parameter (default Standard_GRS, geo-redundant; GZRS, ZRS or LRS by choice), which checkov cannot resolve
+  // checkov:skip=CKV_AZURE_59:as CKV_AZURE_35: public endpoint, Entra-only access (allowSharedKeyAccess false, no anonymous blob access)
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: skuName
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    dnsEndpointType: 'Standard'
+    minimumTlsVersion: 'TLS1_2'
+    publicNetworkAccess: 'Enabled'
+    supportsHttpsTrafficOnly: true
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+// Flex Consumption reads the deployment package from here with the managed identity.
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
+}]
+
+output id string = account.id
+output name string = account.name
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table
+output tableNames array = tableNames
+output queueNames array = queueNames

@@ -1,0 +1,89 @@
+"""Application Insights export (azure-monitor-opentelemetry) and the one way to emit a telemetry event.
+
+``configure_monitoring(settings)`` turns export on only when APPLICATIONINSIGHTS_CONNECTION_STRING is
+set, and imports the exporter only then: locally and in tests nothing is loaded, and importing
+``function_app`` stays cheap. On Azure, local (key) authentication of Application Insights is disabled,
+so the exporter authenticates with the app's user-assigned managed identity (Entra token; the identity
+holds Monitoring Metrics Publisher).
+
+``track_event(name, **dimensions)`` logs one event of ``shared.events``. With export on, the exporter
+turns it into a ``customEvents`` row (name, and dimensions as ``customDimensions``); without, it is an
+ordinary log line. Only the dimensions the event declares are kept, and values are redacted, so a
+callback URL or token cannot reach telemetry even by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from shared import events
+from shared.telemetry import RedactingFilter, redact
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+# Only the app's own loggers are exported: the Azure SDK's loggers print request URLs and headers.
+EXPORTED_LOGGER = "shared"
+_event_logger = logging.getLogger("shared.events")
+# Events are what alerts count: LOG_LEVEL=WARNING must not silence them.
+_event_logger.setLevel(logging.INFO)
+# The exporter maps a log record carrying this attribute to a customEvents row of that name.
+_CUSTOM_EVENT_ATTRIBUTE = "microsoft.custom_event.name"
+
+_configured = False
+
+
+def configure_monitoring(settings: Settings) -> bool:
+    """Start exporting traces, logs and metrics to Application Insights; idempotent. True if export is on."""
+    global _configured
+    if _configured:
+        return True
+    if not settings.appinsights_connection_string:
+        return False
+    from azure.monitor.opentelemetry import configure_azure_monitor  # heavy: only when export is on
+
+    kwargs: dict[str, Any] = {}
+    if settings.storage.uses_identity:
+        # Same user-assigned identity as storage (AzureWebJobsStorage__clientId); on Azure that is also
+        # the ClientId of APPLICATIONINSIGHTS_AUTHENTICATION_STRING.
+        from azure.identity import ManagedIdentityCredential
+
+        kwargs["credential"] = ManagedIdentityCredential(client_id=settings.storage.client_id)
+    configure_azure_monitor(
+        connection_string=settings.appinsights_connection_string,
+        logger_name=EXPORTED_LOGGER,
+        enable_live_metrics=True,
+        **kwargs,
+    )
+    # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well.
+    for handler in logging.getLogger(EXPORTED_LOGGER).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    _configured = True
+    return True
+
+
+def event_dimensions(name: str, dimensions: dict[str, Any]) -> dict[str, str | int | float]:
+    """The dimensions of ``name`` that may be emitted: declared ones only, never None, strings redacted."""
+    allowed = events.EVENTS.get(name)
+    if allowed is None:
+        raise ValueError(f"Unknown telemetry event {name!r}: declare it in shared/events.py first.")
+    kept: dict[str, str | int | float] = {}
+    for key, value in dimensions.items():
+        if key not in allowed or key in events.FORBIDDEN_DIMENSIONS or value is None:
+            continue
+        if isinstance(value, bool):
+            kept[key] = "true" if value else "false"
+        elif isinstance(value, int | float):
+            kept[key] = value
+        else:
+            kept[key] = redact(str(value))
+    return kept
+
+
+def track_event(name: str, level: int = logging.INFO, **dimensions: Any) -> None:
+    """Emit telemetry event ``name`` (a constant of ``shared.events``) with its declared dimensions."""
+    kept = event_dimensions(name, dimensions)
+    summary = " ".join(f"{k}={v}" for k, v in sorted(kept.items()))
+    _event_logger.log(level, "%s %s", name, summary, extra={_CUSTOM_EVENT_ATTRIBUTE: name, **kept})
