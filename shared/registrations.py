@@ -1,0 +1,305 @@
+"""The flows registered on each Bookings mailbox, and the per-mailbox flow limit, in Table storage.
+
+This module owns the *storage* of registrations; the HTTP rules (who may register, which URLs) live in
+``shared.registration_api``. Everything is in the mailbox's partition of ``MAILBOX_TABLE``
+(PartitionKey = lower-cased SMTP address), next to what other modules keep there:
+
+=================  ============================================================================
+RowKey             row
+=================  ============================================================================
+``quota``          ``FlowCount``: how many flows the mailbox has. Every registration and deletion
+                   changes it in the *same* transaction as the flow row, guarded by its ETag.
+``flow:<uuid>``    one registered flow: trigger, callback URL, creator, created time, delivery health
+=================  ============================================================================
+
+Why the quota row: "at most N flows per mailbox" must hold when 50 registrations arrive at once.
+Counting flow rows and then inserting is a race (all 50 count 4, all 50 insert). Instead each
+registration reads the quota row, and commits ``FlowCount + 1`` *with an ETag match* together with the
+new flow row in one entity-group transaction. Exactly one of the concurrent writers of the same
+ETag wins; the others get 412 (or 409 when the row did not exist yet), re-read and try again with
+backoff, and see the limit once it is reached. No read-then-write without an ETag anywhere.
+Transactions here hold two operations; Azurite fails on transactions over 100, which we never build.
+
+The callback URL is a secret (its query string is the flow's signature). It is stored because
+delivery needs it, and leaves this module only through ``Flow.callback_url``; listings, logs and
+``repr`` show ``redact_url`` of it (host and path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.errors import ApiError
+from shared.telemetry import redact_url
+
+log = logging.getLogger(__name__)
+
+# Route name of each trigger -> the change type Power Automate's connector sends for it.
+TRIGGERS: dict[str, str] = {
+    "AppointmentCreated": "Created",
+    "AppointmentUpdated": "Updated",
+    "AppointmentDeleted": "Deleted",
+}
+
+QUOTA_ROW = "quota"
+FLOW_PREFIX = "flow:"
+_FLOW_PREFIX_END = "flow;"  # ';' follows ':' in ASCII: RowKey ge 'flow:' and lt 'flow;' = every flow row
+
+# Keep retrying optimistic-concurrency conflicts this long. Power Automate waits far longer for a
+# registration; the bound only stops a pathological storm from holding an invocation forever.
+CONFLICT_RETRY_SECONDS = 15.0
+_BACKOFF_BASE_SECONDS = 0.01
+_BACKOFF_CAP_SECONDS = 0.25
+
+
+class FlowListing(TypedDict):
+    """A flow as shown to the mailbox's administrators: no callback query string, ever."""
+
+    webhookId: str
+    trigger: str
+    callbackHostPath: str
+    createdByUpn: str
+    createdByOid: str
+    createdDateTime: str
+    deliveredCount: int
+    failedCount: int
+    consecutiveFailures: int
+    lastDeliveryStatus: str
+    lastDeliveryDateTime: str | None
+
+
+@dataclass(frozen=True)
+class Flow:
+    business: str  # lower-cased SMTP address = PartitionKey
+    webhook_id: str
+    trigger: str
+    callback_url: str = field(repr=False)  # secret-bearing: never log or return it
+    created_by_oid: str
+    created_by_upn: str
+    created: datetime
+    # Delivery health, written by the delivery worker (issue 7); zero / empty until then.
+    delivered_count: int = 0
+    failed_count: int = 0
+    consecutive_failures: int = 0
+    last_delivery_status: str = ""
+    last_delivery: datetime | None = None
+
+    @property
+    def row_key(self) -> str:
+        return flow_row_key(self.webhook_id)
+
+    def listing(self) -> FlowListing:
+        return {
+            "webhookId": self.webhook_id, "trigger": self.trigger, "callbackHostPath": redact_url(self.callback_url),
+            "createdByUpn": self.created_by_upn, "createdByOid": self.created_by_oid,
+            "createdDateTime": iso(self.created), "deliveredCount": self.delivered_count,
+            "failedCount": self.failed_count, "consecutiveFailures": self.consecutive_failures,
+            "lastDeliveryStatus": self.last_delivery_status,
+            "lastDeliveryDateTime": iso(self.last_delivery) if self.last_delivery else None,
+        }
+
+    def entity(self) -> dict[str, Any]:
+        entity: dict[str, Any] = {
+            "PartitionKey": self.business, "RowKey": self.row_key, "Kind": "flow", "WebhookId": self.webhook_id,
+            "Trigger": self.trigger, "CallbackUrl": self.callback_url, "CreatedByOid": self.created_by_oid,
+            "CreatedByUpn": self.created_by_upn, "CreatedDateTime": self.created,
+            "DeliveredCount": self.delivered_count, "FailedCount": self.failed_count,
+            "ConsecutiveFailures": self.consecutive_failures, "LastDeliveryStatus": self.last_delivery_status,
+        }
+        if self.last_delivery is not None:
+            entity["LastDeliveryDateTime"] = self.last_delivery
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> Flow:
+        return cls(
+            business=entity["PartitionKey"], webhook_id=entity["WebhookId"], trigger=entity["Trigger"],
+            callback_url=entity["CallbackUrl"], created_by_oid=entity.get("CreatedByOid", ""),
+            created_by_upn=entity.get("CreatedByUpn", ""), created=_utc(entity["CreatedDateTime"]),
+            delivered_count=int(entity.get("DeliveredCount", 0)), failed_count=int(entity.get("FailedCount", 0)),
+            consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
+            last_delivery_status=entity.get("LastDeliveryStatus", ""),
+            last_delivery=_utc(entity["LastDeliveryDateTime"]) if entity.get("LastDeliveryDateTime") else None,
+        )
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    removed: bool  # False: it was already gone (deleting again is not an error)
+    remaining: int  # flows the mailbox has now
+
+    @property
+    def mailbox_now_empty(self) -> bool:
+        return self.remaining == 0
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def flow_row_key(webhook_id: str) -> str:
+    return f"{FLOW_PREFIX}{webhook_id}"
+
+
+def _conflict(error: TableTransactionError) -> bool:
+    # 412: someone changed the quota/flow row since we read it. 409: someone created the quota row
+    # first. 404: the row we meant to change was deleted meanwhile. All three: re-read and retry.
+    return error.status_code in (404, 409, 412)
+
+
+async def _backoff(attempt: int) -> None:
+    # Full jitter: concurrent losers spread out instead of colliding again in lock-step.
+    await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)))  # noqa: S311
+
+
+class FlowRegistry:
+    """Registered flows of every mailbox, over one table client."""
+
+    def __init__(self, table: TableClient, max_flows_per_mailbox: int,
+                 conflict_retry_seconds: float = CONFLICT_RETRY_SECONDS) -> None:
+        self.table = table
+        self.max_flows = max_flows_per_mailbox
+        self.conflict_retry_seconds = conflict_retry_seconds
+        self.conflicts = 0  # optimistic-concurrency retries so far; benchmarks and tests read it
+
+    async def _get(self, business: str, row_key: str) -> Any:
+        try:
+            return await self.table.get_entity(business, row_key)
+        except ResourceNotFoundError:
+            return None
+
+    async def register(self, business: str, trigger: str, callback_url: str, *, created_by_oid: str,
+                       created_by_upn: str) -> Flow:
+        """Add a flow, atomically with the mailbox's count. ``ApiError("FlowLimitReached")`` at the limit."""
+        if trigger not in TRIGGERS:
+            raise ValueError(f"unknown trigger {trigger!r}")
+        flow = Flow(business=business, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
+                    created_by_oid=created_by_oid, created_by_upn=created_by_upn,
+                    created=datetime.now(UTC).replace(microsecond=0))
+        deadline = time.monotonic() + self.conflict_retry_seconds
+        attempt = 0
+        while True:
+            quota = await self._get(business, QUOTA_ROW)
+            count = int(quota["FlowCount"]) if quota is not None else 0
+            if count >= self.max_flows:
+                raise ApiError("FlowLimitReached", business=business, count=count, limit=self.max_flows)
+            quota_row = {"PartitionKey": business, "RowKey": QUOTA_ROW, "Kind": "quota", "FlowCount": count + 1}
+            quota_op: tuple[Any, ...] = (
+                ("create", quota_row) if quota is None else
+                ("update", quota_row, {"mode": UpdateMode.MERGE, "etag": quota.metadata["etag"],
+                                       "match_condition": MatchConditions.IfNotModified})
+            )
+            try:
+                await self.table.submit_transaction([quota_op, ("create", flow.entity())])
+            except TableTransactionError as error:
+                if not _conflict(error) or time.monotonic() > deadline:
+                    if _conflict(error):
+                        raise ApiError("TooManyConcurrentChanges", business=business) from None
+                    raise
+                self.conflicts += 1
+                await _backoff(attempt)
+                attempt += 1
+                continue
+            log.info("flow %s registered on %s for %s (%d of %d)", flow.webhook_id, business, trigger, count + 1,
+                     self.max_flows, extra={"business": business, "webhookId": flow.webhook_id})
+            return flow
+
+    async def unregister(self, business: str, webhook_id: str) -> Unregistered:
+        """Remove a flow and decrement the count in one transaction. Idempotent: gone already is fine."""
+        deadline = time.monotonic() + self.conflict_retry_seconds
+        attempt = 0
+        while True:
+            entity = await self._get(business, flow_row_key(webhook_id))
+            quota = await self._get(business, QUOTA_ROW)
+            count = int(quota["FlowCount"]) if quota is not None else 0
+            if entity is None:
+                return Unregistered(removed=False, remaining=count)
+            ops: list[tuple[Any, ...]] = [
+                ("delete", {"PartitionKey": business, "RowKey": entity["RowKey"]},
+                 {"etag": entity.metadata["etag"], "match_condition": MatchConditions.IfNotModified}),
+            ]
+            if quota is not None:
+                ops.append(("update", {"PartitionKey": business, "RowKey": QUOTA_ROW, "Kind": "quota",
+                                       "FlowCount": max(count - 1, 0)},
+                            {"mode": UpdateMode.MERGE, "etag": quota.metadata["etag"],
+                             "match_condition": MatchConditions.IfNotModified}))
+            else:
+                # Should not happen (every flow row was written with the quota row); heal by deleting.
+                log.warning("flow %s on %s has no quota row", webhook_id, business)
+            try:
+                await self.table.submit_transaction(ops)
+            except TableTransactionError as error:
+                if not _conflict(error) or time.monotonic() > deadline:
+                    if _conflict(error):
+                        raise ApiError("TooManyConcurrentChanges", business=business) from None
+                    raise
+                self.conflicts += 1
+                await _backoff(attempt)
+                attempt += 1
+                continue
+            remaining = max(count - 1, 0) if quota is not None else len(await self.list_flows(business))
+            log.info("flow %s removed from %s (%d left)", webhook_id, business, remaining,
+                     extra={"business": business, "webhookId": webhook_id})
+            return Unregistered(removed=True, remaining=remaining)
+
+    async def get_flow(self, business: str, webhook_id: str) -> Flow | None:
+        entity = await self._get(business, flow_row_key(webhook_id))
+        return Flow.from_entity(entity) if entity is not None else None
+
+    async def list_flows(self, business: str) -> list[Flow]:
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        entities = self.table.query_entities(
+            query, parameters={"pk": business, "lo": FLOW_PREFIX, "hi": _FLOW_PREFIX_END})
+        flows = [Flow.from_entity(entity) async for entity in entities]
+        return sorted(flows, key=lambda f: (f.created, f.webhook_id))
+
+    async def flow_count(self, business: str) -> int:
+        quota = await self._get(business, QUOTA_ROW)
+        return int(quota["FlowCount"]) if quota is not None else 0
+
+
+# --- seams for the subscriptions issue (issue 6) --------------------------------------------------------
+#
+# SEAM: ONE GRAPH SUBSCRIPTION PER MAILBOX. Not built yet. The registration API calls these two hooks
+# through this module's attributes (so issue 6 replaces them, or assigns new functions at start-up):
+#
+#   after_flow_registered(business, flow) — after the flow row is committed. Issue 6 ensures the
+#       mailbox's Graph subscription here. If it raises, the API unregisters the flow again (nothing
+#       half-made stays) and answers with the hook's ApiError.
+#   after_last_flow_removed(business) — after a deletion left the mailbox with zero flows. Issue 6
+#       deletes the Graph subscription here. A registration racing with this deletion can leave a
+#       mailbox with flows and no subscription: issue 6's renewal timer repairs exactly that case.
+#
+# Until then they only log, loudly, that nothing was done.
+
+FlowHook = Callable[[str, Flow], Awaitable[None]]
+MailboxHook = Callable[[str], Awaitable[None]]
+
+
+async def _subscription_not_built(business: str, flow: Flow | None = None) -> None:
+    log.warning("SEAM: Graph subscriptions are not built yet (issue 6); nothing done for mailbox %s", business)
+
+
+async def after_flow_registered(business: str, flow: Flow) -> None:
+    await _subscription_not_built(business, flow)
+
+
+async def after_last_flow_removed(business: str) -> None:
+    await _subscription_not_built(business)
