@@ -74,10 +74,10 @@ class Azurite:
             raise FileNotFoundError(f"{AZURITE} is missing: run `npm ci` (make does it) to install Azurite")
         self.process = subprocess.Popen(
             [str(AZURITE), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry",
-             "--location", self.workdir, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
+             "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
              "--tableHost", "127.0.0.1", "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
              "--tablePort", str(self.table_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir,
         )
         for port in (self.blob_port, self.queue_port, self.table_port):
             wait_for_port(port, process=self.process)

@@ -104,10 +104,18 @@ class QueueListener:
             log.warning("queue %s: receive failed (%s); retrying", self.function.queue_name, type(exc).__name__)
             return 0
         for message in batch:
-            task = asyncio.create_task(self._process(message))
+            task = asyncio.create_task(self._process_safely(message))
             self.running.add(task)
             task.add_done_callback(self.running.discard)
         return len(batch)
+
+    async def _process_safely(self, message: Any) -> None:
+        try:
+            await self._process(message)
+        except Exception:
+            # Storage failed while settling: the message keeps its lease and is retried when it expires.
+            log.exception("queue %s: message %s could not be settled; it will be retried",
+                          self.function.queue_name, message.id)
 
     async def _process(self, message: Any) -> None:
         name = self.function.queue_name
@@ -123,7 +131,7 @@ class QueueListener:
                 log.error("queue %s: message %s is not base64 text (messageEncoding is base64)", name, message.id)
                 outcome_ok = False
             else:
-                trigger = func.QueueMessage(
+                trigger = func.queue.QueueMessage(
                     id=message.id, body=body, dequeue_count=message.dequeue_count,
                     expiration_time=message.expires_on, insertion_time=message.inserted_on,
                     time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
