@@ -1,0 +1,66 @@
+"""Settings of one sandbox instance: identities, limits and timings.
+
+Everything a test may want to shrink (handshake timeout, retry back-off, expiry sweep) lives here so
+slow Graph behaviour can be reproduced in milliseconds. Defaults are Graph's documented values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_TENANT_ID = "c0a7b00c-0000-4000-8000-000000000001"
+DEFAULT_CLIENT_ID = "a99b0000-0000-4000-8000-000000000002"
+DEFAULT_CLIENT_SECRET = "local-sandbox-secret"  # noqa: S105 - a published local-only value
+DEFAULT_API_AUDIENCE = "api://bookings-triggers-local"
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+# Application permissions the app registration is granted (admin consent given) by default.
+DEFAULT_APP_ROLES = ("Bookings.Read.All", "BookingsAppointment.ReadWrite.All", "Calendars.Read")
+
+
+@dataclass
+class AppRegistration:
+    """A confidential client that may use the client-credentials grant."""
+
+    client_id: str
+    client_secret: str
+    roles: list[str]
+    display_name: str = "Bookings triggers (local)"
+
+
+@dataclass
+class SandboxConfig:
+    tenant_id: str = DEFAULT_TENANT_ID
+    api_audience: str = DEFAULT_API_AUDIENCE
+    apps: list[AppRegistration] = field(
+        default_factory=lambda: [
+            AppRegistration(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, list(DEFAULT_APP_ROLES)),
+        ]
+    )
+    seed: bool = True
+    token_lifetime_s: int = 3600
+    # Graph: the validation response must arrive within 10 s.
+    validation_timeout_s: float = 10.0
+    # Graph: a notification POST needs a 2xx within 3 s, otherwise it is retried.
+    notification_timeout_s: float = 3.0
+    # Back-off between delivery attempts of one batch (Graph retries "for up to 4 hours").
+    retry_delays_s: tuple[float, ...] = (1.0, 2.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 3600.0, 3600.0)
+    # Changes within this window are sent in one POST per notification URL (Graph batches bursts).
+    batch_window_s: float = 0.05
+    max_batch_size: int = 100
+    # Outlook event subscriptions: at most 4,230 minutes.
+    max_event_subscription_minutes: int = 4230
+    expiry_sweep_interval_s: float = 1.0
+    # After reauthorizationRequired, change notifications pause unless the app reauthorizes in time.
+    reauthorization_grace_s: float = 600.0
+    # Real Graph requires https; loopback http is allowed here so tests can run receivers locally.
+    allow_http_notification_urls: bool = True
+    # Outlook usually follows "created" with an "updated" for the same event; model it.
+    updated_after_created: bool = True
+    default_page_size: int = 100
+    # Graph's documented limits, enforced only when switched on (POST /_sandbox/limits).
+    subscription_write_limit: int = 500
+    subscription_write_window_s: float = 20.0
+    mailbox_concurrency_limit: int = 4
+
+    def app(self, client_id: str) -> AppRegistration | None:
+        return next((a for a in self.apps if a.client_id == client_id), None)

@@ -1,0 +1,258 @@
+"""``/_sandbox/*``: the test and demo controls. Not part of Graph; no token needed (loopback only).
+
+See README.md in this package for every endpoint with its request and response shape.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import demo
+from .entra import user_token
+from .faults import FaultRule
+from .state import graph_timestamp, now_utc
+
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+
+
+def _sb(request: Request) -> Any:
+    return request.app.state.sandbox
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+def _bad(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def health(request: Request) -> Response:
+    sb = _sb(request)
+    return JSONResponse({"status": "ok", "baseUrl": sb.base_url, "tenantId": sb.config.tenant_id})
+
+
+async def reset(request: Request) -> Response:
+    _sb(request).reset_state()
+    return JSONResponse({"status": "reset"})
+
+
+async def seed(request: Request) -> Response:
+    return JSONResponse(demo.seed(_sb(request)))
+
+
+async def users(request: Request) -> Response:
+    return JSONResponse({"value": demo.summary(_sb(request))["users"]})
+
+
+async def add_user(request: Request) -> Response:
+    try:
+        body = await _body(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    upn = body.get("upn")
+    if not isinstance(upn, str) or "@" not in upn:
+        return _bad("upn must be an email-like user principal name")
+    user = _sb(request).state.add_user(upn, str(body.get("displayName") or upn.split("@")[0]))
+    return JSONResponse(
+        {"upn": user.user_principal_name, "id": user.id, "displayName": user.display_name}, status_code=201
+    )
+
+
+async def faults(request: Request) -> Response:
+    sb = _sb(request)
+    if request.method == "GET":
+        return JSONResponse({"value": [r.to_json() for r in sb.faults.rules]})
+    if request.method == "DELETE":
+        sb.faults.rules.clear()
+        return Response(status_code=204)
+    try:
+        rule = FaultRule.from_json(await _body(request))
+    except (ValueError, TypeError) as exc:
+        return _bad(str(exc))
+    return JSONResponse(sb.faults.add(rule).to_json(), status_code=201)
+
+
+async def delete_fault(request: Request) -> Response:
+    rules = _sb(request).faults.rules
+    before = len(rules)
+    rules[:] = [r for r in rules if r.id != request.path_params["fault_id"]]
+    return Response(status_code=204 if len(rules) < before else 404)
+
+
+async def limits(request: Request) -> Response:
+    sb = _sb(request)
+    if request.method == "POST":
+        try:
+            body = await _body(request)
+        except ValueError as exc:
+            return _bad(str(exc))
+        if "subscriptionWrites" in body:
+            sb.faults.limits.subscription_writes = bool(body["subscriptionWrites"])
+        if "mailboxConcurrency" in body:
+            sb.faults.limits.mailbox_concurrency = bool(body["mailboxConcurrency"])
+    cfg = sb.config
+    return JSONResponse(
+        {
+            "subscriptionWrites": sb.faults.limits.subscription_writes,
+            "mailboxConcurrency": sb.faults.limits.mailbox_concurrency,
+            "subscriptionWriteLimit": cfg.subscription_write_limit,
+            "subscriptionWriteWindowSeconds": cfg.subscription_write_window_s,
+            "mailboxConcurrencyLimit": cfg.mailbox_concurrency_limit,
+        }
+    )
+
+
+def _filter(entries: list[dict[str, Any]], request: Request, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    q = request.query_params
+    since = int(q.get("since", "0") or 0)
+    out = [e for e in entries if e["seq"] > since]
+    for key in keys:
+        if key in q:
+            if key == "path":
+                out = [e for e in out if fnmatch.fnmatch(e["path"].lower(), q[key].lower())]
+            else:
+                out = [e for e in out if str(e.get(key)).lower() == q[key].lower()]
+    return out
+
+
+async def request_log(request: Request) -> Response:
+    sb = _sb(request)
+    if request.method == "DELETE":
+        sb.faults.request_log.clear()
+        return Response(status_code=204)
+    return JSONResponse({"value": _filter(sb.faults.request_log, request, ("method", "path", "status"))})
+
+
+async def notification_log(request: Request) -> Response:
+    sb = _sb(request)
+    if request.method == "DELETE":
+        sb.notifier.log.clear()
+        return Response(status_code=204)
+    entries = _filter(sb.notifier.log, request, ("kind", "outcome", "url"))
+    return JSONResponse({"value": entries, "pending": sb.notifier.busy})
+
+
+async def all_subscriptions(request: Request) -> Response:
+    subs = _sb(request).state.subscriptions.values()
+    return JSONResponse(
+        {
+            "value": [
+                {
+                    **s.data,
+                    "mailbox": s.mailbox,
+                    "reauthorizationDue": graph_timestamp(s.reauthorization_due) if s.reauthorization_due else None,
+                }
+                for s in subs
+            ]
+        }
+    )
+
+
+async def lifecycle(request: Request) -> Response:
+    sb = _sb(request)
+    sub = sb.state.subscriptions.get(request.path_params["sub_id"])
+    if sub is None:
+        return _bad("no such subscription", 404)
+    try:
+        body = await _body(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    event = body.get("event")
+    if event not in LIFECYCLE_EVENTS:
+        return _bad(f"event must be one of {', '.join(LIFECYCLE_EVENTS)}")
+    if event == "reauthorizationRequired":
+        grace = float(body.get("graceSeconds", sb.config.reauthorization_grace_s))
+        sub.reauthorization_due = now_utc() + timedelta(seconds=grace)
+    elif event == "subscriptionRemoved":
+        del sb.state.subscriptions[sub.id]
+    sent = sb.notifier.lifecycle(sub, event)
+    return JSONResponse({"subscriptionId": sub.id, "event": event, "sent": sent}, status_code=202)
+
+
+async def expire(request: Request) -> Response:
+    """Let a subscription run out now (the sweep then removes it and sends subscriptionRemoved)."""
+    sb = _sb(request)
+    sub = sb.state.subscriptions.get(request.path_params["sub_id"])
+    if sub is None:
+        return _bad("no such subscription", 404)
+    sub.data["expirationDateTime"] = graph_timestamp(now_utc())
+    return JSONResponse({"subscriptionId": sub.id, "expirationDateTime": sub.data["expirationDateTime"]})
+
+
+async def cancellations(request: Request) -> Response:
+    return JSONResponse({"value": _sb(request).state.cancellations})
+
+
+async def mailbox_event(request: Request) -> Response:
+    sb = _sb(request)
+    user = sb.state.find_user(request.path_params["mailbox"])
+    if user is None:
+        return _bad("no such mailbox", 404)
+    if request.method == "DELETE":
+        ok = sb.calendars.delete_event(user.user_principal_name, request.path_params.get("event_id", ""))
+        return Response(status_code=204 if ok else 404)
+    try:
+        body = await _body(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    event = sb.calendars.add_plain_event(
+        user.user_principal_name,
+        str(body.get("subject", "Staff meeting")),
+        str(body.get("start", "2030-01-01T09:00:00.0000000")),
+        str(body.get("end", "2030-01-01T10:00:00.0000000")),
+    )
+    return JSONResponse(event, status_code=201)
+
+
+async def app_roles(request: Request) -> Response:
+    sb = _sb(request)
+    app = sb.config.app(request.path_params["client_id"])
+    if app is None:
+        return _bad("no such app", 404)
+    try:
+        body = await _body(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    roles = body.get("roles")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return _bad("roles must be a list of strings")
+    app.roles = roles
+    return JSONResponse({"clientId": app.client_id, "roles": app.roles})
+
+
+routes = [
+    Route("/_sandbox/health", health, methods=["GET"]),
+    Route("/_sandbox/reset", reset, methods=["POST"]),
+    Route("/_sandbox/seed", seed, methods=["POST"]),
+    Route("/_sandbox/users", users, methods=["GET"]),
+    Route("/_sandbox/users", add_user, methods=["POST"]),
+    Route("/_sandbox/tokens/user", user_token, methods=["POST"]),
+    Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
+    Route("/_sandbox/faults/{fault_id}", delete_fault, methods=["DELETE"]),
+    Route("/_sandbox/limits", limits, methods=["GET", "POST"]),
+    Route("/_sandbox/requests", request_log, methods=["GET", "DELETE"]),
+    Route("/_sandbox/notifications", notification_log, methods=["GET", "DELETE"]),
+    Route("/_sandbox/subscriptions", all_subscriptions, methods=["GET"]),
+    Route("/_sandbox/subscriptions/{sub_id}/lifecycle", lifecycle, methods=["POST"]),
+    Route("/_sandbox/subscriptions/{sub_id}/expire", expire, methods=["POST"]),
+    Route("/_sandbox/cancellations", cancellations, methods=["GET"]),
+    Route("/_sandbox/mailboxes/{mailbox}/events", mailbox_event, methods=["POST"]),
+    Route("/_sandbox/mailboxes/{mailbox}/events/{event_id}", mailbox_event, methods=["DELETE"]),
+    Route("/_sandbox/apps/{client_id}/roles", app_roles, methods=["POST"]),
+]

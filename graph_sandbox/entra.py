@@ -1,0 +1,390 @@
+"""Entra ID stand-in: signing keys, OpenID discovery, JWKS, the client-credentials token endpoint,
+user tokens for local sign-in (good and deliberately bad ones), and Graph's check of app tokens.
+
+Issuers: user (v2.0) tokens say ``{base_url}/{tenant}/v2.0`` as the discovery document does; app
+tokens for Graph are v1.0 tokens from ``https://sts.windows.net/{tenant}/`` like the real ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .config import GRAPH_AUDIENCE
+from .errors import GraphError, entra_error
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+USER_TOKEN_KINDS = ("valid", "expired", "wrong_audience", "wrong_issuer", "unsigned", "bad_signature", "not_yet_valid")
+# The Power Automate custom connector is the client that asks for user tokens for our API.
+CONNECTOR_CLIENT_ID = "c0ec7000-0000-4000-8000-000000000003"
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        der = RSAAlgorithm.to_jwk(key.public_key()).encode()
+        kid = base64.urlsafe_b64encode(hashlib.sha256(der).digest()[:20]).decode().rstrip("=")
+        return cls(kid, key)
+
+    def jwk(self, issuer: str) -> dict[str, Any]:
+        jwk = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.kid,
+            "n": jwk["n"],
+            "e": jwk["e"],
+            "issuer": issuer,
+        }
+
+
+class Entra:
+    """Keys and token logic of one tenant."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.key = SigningKey.generate()
+        # Signs "bad_signature" tokens: same kid as the real key, different key material.
+        self.rogue_key = SigningKey.generate()
+
+    @property
+    def tenant(self) -> str:
+        return self.sandbox.config.tenant_id
+
+    def v2_issuer(self) -> str:
+        return f"{self.sandbox.base_url}/{self.tenant}/v2.0"
+
+    def app_issuer(self) -> str:
+        return f"https://sts.windows.net/{self.tenant}/"
+
+    def _sign(self, claims: dict[str, Any], key: SigningKey | None = None, kid: str | None = None) -> str:
+        key = key or self.key
+        headers = {"typ": "JWT", "kid": kid or key.kid, "x5t": kid or key.kid}
+        return jwt.encode(claims, key.private_key, algorithm="RS256", headers=headers)
+
+    def issue_app_token(self, client_id: str, roles: list[str], display_name: str) -> tuple[str, int]:
+        now = int(time.time())
+        lifetime = self.sandbox.config.token_lifetime_s
+        sp_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sp:{self.tenant}:{client_id}"))
+        claims = {
+            "aud": GRAPH_AUDIENCE,
+            "iss": self.app_issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "app_displayname": display_name,
+            "appid": client_id,
+            "appidacr": "1",
+            "idp": self.app_issuer(),
+            "idtyp": "app",
+            "oid": sp_id,
+            "roles": sorted(roles),
+            "sub": sp_id,
+            "tid": self.tenant,
+            "uti": uuid.uuid4().hex[:22],
+            "ver": "1.0",
+        }
+        return self._sign(claims), lifetime
+
+    def issue_user_token(self, upn: str, kind: str, scp: str = "user_impersonation") -> tuple[str, dict[str, Any]]:
+        user = self.sandbox.state.find_user(upn)
+        if user is None:
+            raise KeyError(upn)
+        now = int(time.time())
+        lifetime = self.sandbox.config.token_lifetime_s
+        claims: dict[str, Any] = {
+            "aud": self.sandbox.config.api_audience,
+            "iss": self.v2_issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "azp": CONNECTOR_CLIENT_ID,
+            "azpacr": "0",
+            "name": user.display_name,
+            "oid": user.id,
+            "preferred_username": user.user_principal_name,
+            "scp": scp,
+            "sub": base64.urlsafe_b64encode(hashlib.sha256(f"{user.id}:{CONNECTOR_CLIENT_ID}".encode()).digest())
+            .decode()
+            .rstrip("="),
+            "tid": self.tenant,
+            "upn": user.user_principal_name,
+            "uti": uuid.uuid4().hex[:22],
+            "ver": "2.0",
+        }
+        if kind == "expired":
+            claims.update(iat=now - 2 * lifetime, nbf=now - 2 * lifetime, exp=now - lifetime)
+        elif kind == "not_yet_valid":
+            claims.update(nbf=now + lifetime, exp=now + 2 * lifetime)
+        elif kind == "wrong_audience":
+            claims["aud"] = "api://some-other-api"
+        elif kind == "wrong_issuer":
+            claims["iss"] = "https://login.microsoftonline.com/72f988bf-0000-4000-8000-00000000beef/v2.0"
+        if kind == "unsigned":
+            token = jwt.encode(claims, key=None, algorithm="none", headers={"typ": "JWT"})
+        elif kind == "bad_signature":
+            token = self._sign(claims, key=self.rogue_key, kid=self.key.kid)
+        else:
+            token = self._sign(claims)
+        return token, claims
+
+    def verify_app_token(self, authorization: str | None) -> dict[str, Any]:
+        """Graph's own check of the bearer token; raises 401 ``InvalidAuthenticationToken``."""
+        challenge = {
+            "WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/'
+            f'authorize", client_id="{GRAPH_APP_ID}"'
+        }
+
+        def fail(message: str) -> GraphError:
+            return GraphError(401, "InvalidAuthenticationToken", message, challenge)
+
+        if not authorization or not authorization.strip():
+            raise fail("Access token is empty.")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise fail("Access token is empty.")
+        token = token.strip()
+        if token.count(".") != 2:
+            raise fail("IDX14100: JWT is not well formed, there are no dots (.).")
+        try:
+            return jwt.decode(
+                token,
+                self.key.private_key.public_key(),
+                algorithms=["RS256"],
+                audience=[GRAPH_AUDIENCE, GRAPH_APP_ID],
+                issuer=self.app_issuer(),
+                options={"require": ["exp", "nbf", "iat", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise fail("Lifetime validation failed, the token is expired.") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise fail("Lifetime validation failed, the token is not yet valid.") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise fail("Access token validation failure. Invalid audience.") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise fail("Access token validation failure. Invalid issuer.") from exc
+        except jwt.PyJWTError as exc:
+            raise fail("Access token validation failure.") from exc
+
+
+def _entra(request: Request) -> Entra:
+    return request.app.state.sandbox.entra
+
+
+def _unknown_tenant(tenant: str) -> JSONResponse:
+    return entra_error(
+        400,
+        "invalid_request",
+        90002,
+        f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the "
+        "correct cloud.",
+    )
+
+
+async def openid_configuration(request: Request) -> Response:
+    entra = _entra(request)
+    tenant = request.path_params["tenant"]
+    if tenant.lower() != entra.tenant:
+        return _unknown_tenant(tenant)
+    base = f"{entra.sandbox.base_url}/{entra.tenant}"
+    return JSONResponse(
+        {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{entra.sandbox.base_url}/{entra.tenant}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": entra.v2_issuer(),
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "claims_supported": [
+                "sub",
+                "iss",
+                "cloud_instance_name",
+                "cloud_instance_host_name",
+                "cloud_graph_host_name",
+                "msgraph_host",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "acr",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "ver",
+                "at_hash",
+                "c_hash",
+                "email",
+            ],
+            "tenant_region_scope": "NA",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+        }
+    )
+
+
+async def jwks(request: Request) -> Response:
+    entra = _entra(request)
+    tenant = request.path_params["tenant"]
+    if tenant.lower() != entra.tenant:
+        return _unknown_tenant(tenant)
+    return JSONResponse({"keys": [entra.key.jwk(entra.v2_issuer())]})
+
+
+async def token(request: Request) -> Response:
+    """``POST /{tenant}/oauth2/v2.0/token``: the client-credentials grant, Entra's checks and errors."""
+    entra = _entra(request)
+    tenant = request.path_params["tenant"]
+    if tenant.lower() != entra.tenant:
+        return _unknown_tenant(tenant)
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return entra_error(
+            400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."
+        )
+    # Parsed by hand: form parsing in Starlette would need python-multipart for one endpoint.
+    params = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    client_id, client_secret = params.get("client_id"), params.get("client_secret")
+    basic = request.headers.get("authorization", "")
+    if basic.lower().startswith("basic "):
+        try:
+            client_id, _, client_secret = base64.b64decode(basic[6:]).decode().partition(":")
+        except ValueError:
+            return entra_error(
+                401,
+                "invalid_client",
+                7000216,
+                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+            )
+    grant_type = params.get("grant_type")
+    if not grant_type:
+        return entra_error(
+            400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."
+        )
+    if grant_type != "client_credentials":
+        return entra_error(
+            400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'."
+        )
+    if not client_id:
+        return entra_error(
+            400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'."
+        )
+    app = entra.sandbox.config.app(client_id)
+    if app is None:
+        return entra_error(
+            400,
+            "unauthorized_client",
+            700016,
+            f"Application with identifier '{client_id}' was not found in the directory '{entra.tenant}'. "
+            "This can happen "
+            "if the application has not been installed by the administrator of the tenant or consented to by any user "
+            "in the tenant. You may have sent your authentication request to the wrong tenant.",
+        )
+    if not client_secret:
+        return entra_error(
+            401,
+            "invalid_client",
+            7000216,
+            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+        )
+    if client_secret != app.client_secret:
+        return entra_error(
+            401,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, "
+            f"not the client secret ID, for a secret added to app '{client_id}'.",
+        )
+    scope = params.get("scope")
+    if not scope:
+        return entra_error(
+            400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'."
+        )
+    if not scope.endswith("/.default"):
+        return entra_error(
+            400,
+            "invalid_scope",
+            1002012,
+            f"The provided value for scope {scope} is not valid. Client credential flows must have a scope value with "
+            "/.default suffixed to the resource identifier (application ID URI).",
+        )
+    resource = scope[: -len("/.default")]
+    if resource not in (GRAPH_AUDIENCE, GRAPH_APP_ID):
+        return entra_error(
+            400,
+            "invalid_resource",
+            500011,
+            f"The resource principal named {resource} was not found in the tenant named {entra.tenant}. "
+            "This can happen "
+            "if the application has not been installed by the administrator of the tenant or consented to by any user "
+            "in the tenant. You might have sent your authentication request to the wrong tenant.",
+        )
+    access_token, lifetime = entra.issue_app_token(client_id, app.roles, app.display_name)
+    return JSONResponse(
+        {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token},
+        headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+    )
+
+
+async def user_token(request: Request) -> Response:
+    """``POST /_sandbox/tokens/user``: a user access token for OUR API, good or deliberately bad."""
+    entra = _entra(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"error": "body must be JSON"}, status_code=400)
+    upn = str(body.get("upn", ""))
+    kind = str(body.get("kind", "valid"))
+    if kind not in USER_TOKEN_KINDS:
+        return JSONResponse({"error": f"kind must be one of {', '.join(USER_TOKEN_KINDS)}"}, status_code=400)
+    try:
+        access_token, claims = entra.issue_user_token(upn, kind, str(body.get("scp", "user_impersonation")))
+    except KeyError:
+        return JSONResponse({"error": f"no such user: {upn}"}, status_code=404)
+    return JSONResponse(
+        {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "kind": kind,
+            "expires_in": claims["exp"] - claims["iat"],
+            "claims": claims,
+        }
+    )
+
+
+routes = [
+    Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    Route("/{tenant}/discovery/v2.0/keys", jwks, methods=["GET"]),
+    Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+]

@@ -1,0 +1,354 @@
+"""Faults on demand, Graph's limits on demand, and the request log — one ASGI middleware.
+
+Every request passes through ``GraphGate``: it is logged; ``/v1.0`` requests need a valid app token
+(401 ``InvalidAuthenticationToken``); when switched on, the per-mailbox concurrency limit and the
+subscription write limit answer 429 with ``Retry-After``; then the first matching fault rule may add
+latency and/or answer an error instead of the real handler. Rules are count-limited ("the next N
+requests matching method + path"), so tests state exactly which calls fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import itertools
+import json
+import re
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import GraphError, graph_error
+from .state import graph_timestamp
+
+if TYPE_CHECKING:
+    from .app import Sandbox
+
+# Graph's error codes for the statuses a fault can produce (graph/errors, throttling docs).
+DEFAULT_CODES = {
+    429: ("TooManyRequests", "Please retry again later."),
+    500: ("generalException", "An unspecified error has occurred."),
+    502: ("generalException", "An unspecified error has occurred."),
+    503: ("serviceNotAvailable", "The service is not available. Try the request again after a delay."),
+    504: ("timeout", "The operation timed out."),
+}
+_MAILBOX_PATH = re.compile(r"^/v1\.0/(?:solutions/bookingBusinesses|users)/([^/]+)", re.IGNORECASE)
+_ids = itertools.count(1)
+
+
+@dataclass
+class FaultRule:
+    """``kind="http"``: match requests; ``kind="dropNotifications"``: swallow change notifications."""
+
+    kind: str = "http"
+    method: str = "*"
+    path: str = "*"  # glob on the URL path, case-insensitive, e.g. "/v1.0/subscriptions*"
+    status: int | None = None
+    retry_after: float | None = None
+    latency_ms: int = 0
+    count: int | None = 1  # None = until removed
+    code: str | None = None
+    message: str | None = None
+    mailbox: str = "*"  # for dropNotifications: glob on the mailbox SMTP address
+    id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            self.kind == "http"
+            and (self.method == "*" or self.method.upper() == method.upper())
+            and fnmatch.fnmatch(path.lower(), self.path.lower())
+            and (self.count is None or self.count > 0)
+        )
+
+    def consume(self) -> None:
+        self.hits += 1
+        if self.count is not None:
+            self.count -= 1
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {
+            "id": d["id"],
+            "kind": d["kind"],
+            "method": d["method"],
+            "path": d["path"],
+            "status": d["status"],
+            "retryAfter": d["retry_after"],
+            "latencyMs": d["latency_ms"],
+            "remaining": d["count"],
+            "code": d["code"],
+            "message": d["message"],
+            "mailbox": d["mailbox"],
+            "hits": d["hits"],
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> FaultRule:
+        kind = str(body.get("kind", "http"))
+        if kind not in ("http", "dropNotifications"):
+            raise ValueError("kind must be 'http' or 'dropNotifications'")
+        status = body.get("status")
+        if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
+            raise ValueError("status must be an HTTP error status (400-599)")
+        count = body.get("count", 1)
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ValueError("count must be a positive integer or null (unlimited)")
+        return cls(
+            kind=kind,
+            method=str(body.get("method", "*")),
+            path=str(body.get("path", "*")),
+            status=status,
+            retry_after=body.get("retryAfter"),
+            latency_ms=int(body.get("latencyMs", 0)),
+            count=count,
+            code=body.get("code"),
+            message=body.get("message"),
+            mailbox=str(body.get("mailbox", "*")),
+        )
+
+
+@dataclass
+class Limits:
+    subscription_writes: bool = False
+    mailbox_concurrency: bool = False
+
+
+class Faults:
+    """Fault rules, switched-on limits and the request log of one sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.rules: list[FaultRule] = []
+        self.limits = Limits()
+        self.in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (app, mailbox) -> requests
+        self.writes: dict[str, deque[float]] = defaultdict(deque)  # app -> write times
+        self.request_log: list[dict[str, Any]] = []
+        self._seq = itertools.count(1)
+
+    def reset(self) -> None:
+        self.rules.clear()
+        self.limits = Limits()
+        self.writes.clear()
+        self.request_log.clear()
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        self.rules.append(rule)
+        return rule
+
+    def match(self, method: str, path: str) -> FaultRule | None:
+        for rule in self.rules:
+            if rule.matches(method, path):
+                rule.consume()
+                return rule
+        return None
+
+    def take_drop(self, mailbox: str) -> FaultRule | None:
+        """A change notification for ``mailbox`` is about to be sent: should it be dropped?"""
+        for rule in self.rules:
+            if (
+                rule.kind == "dropNotifications"
+                and fnmatch.fnmatch(mailbox.lower(), rule.mailbox.lower())
+                and (rule.count is None or rule.count > 0)
+            ):
+                rule.consume()
+                return rule
+        return None
+
+    def check_write_limit(self, app_id: str) -> float | None:
+        """Seconds to wait when the app is over 500 subscription writes / 20 s, else None (and count it)."""
+        cfg = self.sandbox.config
+        now = time.monotonic()
+        window = self.writes[app_id]
+        while window and now - window[0] >= cfg.subscription_write_window_s:
+            window.popleft()
+        if len(window) >= cfg.subscription_write_limit:
+            return max(0.001, cfg.subscription_write_window_s - (now - window[0]))
+        window.append(now)
+        return None
+
+    def log(self, entry: dict[str, Any]) -> None:
+        entry["seq"] = next(self._seq)
+        self.request_log.append(entry)
+
+
+def _mailbox_of(sandbox: Sandbox, path: str) -> str | None:
+    m = _MAILBOX_PATH.match(path)
+    if not m:
+        return None
+    key = unquote(m.group(1))
+    user = sandbox.state.find_user(key)
+    return (user.user_principal_name if user else key).lower()
+
+
+def _retry_after_header(seconds: float) -> str:
+    # Graph sends whole seconds in Retry-After; never advertise 0 for a throttle.
+    return str(max(1, int(seconds + 0.999)))
+
+
+class GraphGate:
+    """ASGI middleware: request log, app-token check, limits and faults (see module docstring)."""
+
+    def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
+        self.app = app
+        self.sandbox = sandbox
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/_sandbox"):
+            await self.app(scope, receive, send)
+            return
+        faults = self.sandbox.faults
+        started = time.monotonic()
+        scope["sandbox.request_id"] = str(uuid.uuid4())
+        request = Request(scope)
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        entry: dict[str, Any] = {
+            "time": graph_timestamp(),
+            "method": method,
+            "path": path,
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "requestId": scope["sandbox.request_id"],
+            "clientRequestId": request.headers.get("client-request-id"),
+            "prefer": request.headers.get("prefer"),
+            "body": _loggable(body, request.headers.get("content-type", "")),
+            "appId": None,
+            "fault": None,
+            "throttled": None,
+        }
+        status_holder = {"status": 0}
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                if path.startswith("/v1.0"):
+                    rid, cid = entry["requestId"], entry["clientRequestId"] or scope.get("sandbox.client_request_id")
+                    headers = list(message.get("headers", []))
+                    names = {h[0].lower() for h in headers}
+                    if b"request-id" not in names:
+                        headers.append((b"request-id", rid.encode()))
+                    if b"client-request-id" not in names and cid:
+                        headers.append((b"client-request-id", cid.encode()))
+                    message["headers"] = headers
+            await send(message)
+
+        mailbox_slot: tuple[str, str] | None = None
+        try:
+            response = None
+            if path.startswith("/v1.0"):
+                try:
+                    claims = self.sandbox.entra.verify_app_token(request.headers.get("authorization"))
+                    entry["appId"] = claims.get("appid")
+                    scope["sandbox.app"] = claims
+                except GraphError as err:
+                    response = graph_error(request, err.status, err.code, err.message, err.headers)
+                if response is None:
+                    response, mailbox_slot = self._limits(request, entry)
+            if response is None:
+                rule = faults.match(method, path)
+                if rule is not None:
+                    entry["fault"] = rule.id
+                    if rule.latency_ms:
+                        await asyncio.sleep(rule.latency_ms / 1000)
+                    if rule.status:
+                        response = self._fault_response(request, rule)
+            if response is not None:
+                await response(scope, replay, send_with_ids)
+            else:
+                await self.app(scope, replay, send_with_ids)
+        finally:
+            if mailbox_slot is not None:
+                faults.in_flight[mailbox_slot] -= 1
+            entry["status"] = status_holder["status"]
+            entry["durationMs"] = round((time.monotonic() - started) * 1000, 1)
+            faults.log(entry)
+
+    def _limits(self, request: Request, entry: dict[str, Any]) -> tuple[Any, tuple[str, str] | None]:
+        faults, cfg = self.sandbox.faults, self.sandbox.config
+        app_id = entry["appId"] or "?"
+        path, method = request.url.path, request.method
+        if (
+            faults.limits.subscription_writes
+            and method in ("POST", "PATCH", "DELETE")
+            and path.lower().startswith("/v1.0/subscriptions")
+        ):
+            wait = faults.check_write_limit(app_id)
+            if wait is not None:
+                entry["throttled"] = "subscriptionWrites"
+                return (
+                    graph_error(
+                        request,
+                        429,
+                        "TooManyRequests",
+                        "Too many requests. The application has exceeded the limit of subscription operations.",
+                        {"Retry-After": _retry_after_header(wait)},
+                    ),
+                    None,
+                )
+        mailbox = _mailbox_of(self.sandbox, path)
+        if mailbox is None:
+            return None, None
+        slot = (app_id, mailbox)
+        if faults.limits.mailbox_concurrency and faults.in_flight[slot] >= cfg.mailbox_concurrency_limit:
+            entry["throttled"] = "mailboxConcurrency"
+            return (
+                graph_error(
+                    request,
+                    429,
+                    "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.",
+                    {"Retry-After": "1"},
+                ),
+                None,
+            )
+        faults.in_flight[slot] += 1
+        return None, slot
+
+    def _fault_response(self, request: Request, rule: FaultRule) -> Any:
+        assert rule.status is not None
+        code, message = DEFAULT_CODES.get(rule.status, ("generalException", "An unspecified error has occurred."))
+        headers = {}
+        if rule.retry_after is not None:
+            headers["Retry-After"] = _retry_after_header(float(rule.retry_after))
+        elif rule.status in (429, 503):
+            headers["Retry-After"] = "1"
+        if not request.url.path.startswith("/v1.0"):
+            # The Entra endpoints answer in their own OAuth shape.
+            from .errors import entra_error
+
+            return entra_error(
+                rule.status, "temporarily_unavailable", 50196, rule.message or "The server is temporarily unavailable."
+            )
+        return graph_error(request, rule.status, rule.code or code, rule.message or message, headers)
+
+
+def _loggable(body: bytes, content_type: str) -> Any:
+    if not body:
+        return None
+    if "json" in content_type:
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+    if "x-www-form-urlencoded" in content_type:
+        return "<form>"  # the token request holds the client secret: never log it
+    return body[:2048].decode("utf-8", "replace")
