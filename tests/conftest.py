@@ -6,14 +6,16 @@ settings into the environment with storage pointed at that Azurite, as the local
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from devhost.processes import ROOT, Azurite
+from devhost.processes import ROOT, Azurite, free_port
 from shared.settings import reset_settings_cache
+from tests.hosting import HostProcess
 
 
 def sample_settings() -> dict[str, str]:
@@ -41,3 +43,38 @@ def app_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+def create_app_storage(connection_string: str) -> None:
+    """Create the app's tables and queues, as `make run` does locally and Bicep does on Azure."""
+    from shared.settings import StorageSettings
+    from shared.store import open_store
+
+    async def create() -> None:
+        store = open_store(StorageSettings(connection_string=connection_string))
+        try:
+            await store.create_all()
+        finally:
+            await store.close()
+
+    asyncio.run(create())
+
+
+@pytest.fixture
+def app_host_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
+    """Start the project's own function_app under the local host, settings from the sample + overrides."""
+    hosts: list[HostProcess] = []
+    create_app_storage(azurite.connection_string)
+
+    def make(**overrides: str) -> HostProcess:
+        env = {**sample_settings(), "AzureWebJobsStorage": azurite.connection_string, **overrides}
+        port = free_port()
+        env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+        host = HostProcess(ROOT, port, env=env, log_dir=tmp_path / f"host-{len(hosts)}")
+        host.log_file.parent.mkdir(parents=True, exist_ok=True)
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.kill()

@@ -4,67 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from devhost.processes import Azurite, free_port, python_module, stop_process, wait_for_port
+from devhost.processes import Azurite, free_port
+from tests.hosting import HostProcess
 
 SAMPLE_APP = Path(__file__).parent / "sample_app"
-
-
-class HostProcess:
-    def __init__(self, app_dir: Path, port: int) -> None:
-        self.app_dir, self.port = app_dir, port
-        self.log_file = app_dir / "host.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, env: dict[str, str] | None = None) -> HostProcess:
-        log = self.log_file.open("a")
-        self.process = python_module("devhost", "--app-dir", str(self.app_dir), "--port", str(self.port),
-                                     env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, timeout=30, process=self.process)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.process is None:
-            return None
-        code = stop_process(self.process, sig=sig)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    @property
-    def log(self) -> str:
-        return self.log_file.read_text() if self.log_file.exists() else ""
-
-    def records(self) -> list[dict[str, Any]]:
-        path = self.app_dir / "records.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 20) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = self.records()
-            if predicate(records):
-                return records
-            time.sleep(0.1)
-        raise AssertionError(f"condition not met within {timeout} s; records: {self.records()}\nlog:\n{self.log}")
 
 
 @pytest.fixture

@@ -1,0 +1,99 @@
+"""``make run``: the whole local stack — Azurite, the Graph sandbox, the local Functions host.
+
+Starts each on its usual port (Azurite 10000-10002, sandbox 7072, host 7071; each can be moved with
+an environment variable named below), creates the app's tables and queues in Azurite (Bicep does that
+on Azure), prints the URLs, and stops everything on Ctrl-C or SIGTERM. Logs of the three processes are
+in ``.stack/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from devhost.config import apply_local_settings
+from devhost.processes import ROOT, Azurite, python_module, stop_process, wait_for_port
+
+LOGS = ROOT / ".stack"
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+async def _create_storage() -> None:
+    from shared.settings import get_settings
+    from shared.store import open_store
+
+    store = open_store(get_settings().storage)
+    try:
+        await store.create_all()
+    finally:
+        await store.close()
+
+
+def _start(module: str, args: list[str], log_name: str, port: int) -> subprocess.Popen:
+    log = (LOGS / log_name).open("w")
+    process = python_module(module, *args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, timeout=60, process=process)
+    except Exception:
+        print(f"{module} did not start; its log ({LOGS / log_name}):\n{(LOGS / log_name).read_text()}")
+        raise
+    return process
+
+
+def main() -> int:
+    LOGS.mkdir(exist_ok=True)
+    apply_local_settings(ROOT / "local.settings.json")
+    host_port = _port("DEVHOST_PORT", 7071)
+    sandbox_port = _port("SANDBOX_PORT", 7072)
+    azurite = Azurite(_port("AZURITE_BLOB_PORT", 10000), _port("AZURITE_QUEUE_PORT", 10001),
+                      _port("AZURITE_TABLE_PORT", 10002))
+    processes: list[subprocess.Popen] = []
+    stop = {"now": False}
+
+    def request_stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        azurite.start()
+        # The app and the host must talk to the Azurite just started, whatever local.settings.json says.
+        os.environ["AzureWebJobsStorage"] = azurite.connection_string
+        asyncio.run(_create_storage())
+        print(f"Azurite           tables http://127.0.0.1:{azurite.table_port}  queues http://127.0.0.1:"
+              f"{azurite.queue_port}  blobs http://127.0.0.1:{azurite.blob_port}")
+
+        if importlib.util.find_spec("graph_sandbox") is not None:
+            processes.append(_start("graph_sandbox", ["--port", str(sandbox_port)], "sandbox.log", sandbox_port))
+            print(f"Graph sandbox     http://127.0.0.1:{sandbox_port}/v1.0  (demo business clinic@contoso.test)")
+        else:
+            print("Graph sandbox     NOT BUILT YET (issue 4): Graph calls will fail; /api/health reports it")
+
+        processes.append(_start("devhost", ["--port", str(host_port)], "host.log", host_port))
+        print(f"Functions host    http://127.0.0.1:{host_port}/api/  (log: {LOGS / 'host.log'})")
+        print(f"\nTry:  curl http://127.0.0.1:{host_port}/api/health\nCtrl-C stops everything.", flush=True)
+
+        while not stop["now"]:
+            for process in processes:
+                if process.poll() is not None:
+                    print(f"{process.args[2]} exited with {process.returncode}; see {LOGS}/. Stopping.")
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("Stopping…")
+        for process in reversed(processes):
+            stop_process(process)
+        azurite.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
