@@ -23,7 +23,14 @@ $(STAMPS)/npm: package.json package-lock.json | $(STAMPS)
 local.settings.json:
 	cp local.settings.sample.json local.settings.json
 
-deps: $(STAMPS)/venv $(STAMPS)/npm
+# checkov (infra checks, tests/infra) pins dependencies that clash with the app's: it gets its own venv.
+CHECKOV_VERSION := 3.3.30
+$(STAMPS)/checkov: | $(STAMPS)
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/checkov
 
 run: deps local.settings.json
 	$(PY) -m devhost.stack
@@ -42,4 +49,4 @@ bench: deps
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(STAMPS) node_modules .stack
+	rm -rf $(VENV) .venv-checkov $(STAMPS) node_modules .stack

@@ -1,0 +1,283 @@
+"""The deployed configuration's security properties and its agreement with the app, read from the Bicep.
+
+Settings, tables and queues come from the app's own code (shared/settings.py, shared/store.py), so a
+setting, table or queue added there without its infra counterpart fails here with what to add where.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from shared.settings import SPECS, STORAGE_CLIENT_ID, STORAGE_CONNECTION, STORAGE_QUEUE_URI, STORAGE_TABLE_URI
+from shared.store import QUEUES, TABLES, poison_queue
+from tests.infra.conftest import INFRA, ROOT, bicep_files, body, is_reference, lower_keys, parse, resources
+
+# Built-in role definition ids.
+ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": ("Storage Blob Data Owner", "storage"),
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": ("Storage Queue Data Contributor", "storage"),
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": ("Storage Table Data Contributor", "storage"),
+    "3913510d-42f4-4e42-8a64-420c390055eb": ("Monitoring Metrics Publisher", "appInsights"),
+}
+
+SECRET_PATTERNS = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"AccountKey=", r"SharedAccessSignature", r"(^|[?&;])sig=", r"InstrumentationKey=", r"password",
+        r"client_?secret", r"secret=", r"eyJ[A-Za-z0-9_-]{5,}\.", r"[A-Za-z0-9+/]{40,}={0,2}",
+    )
+]
+
+
+def test_every_bicep_file_parses() -> None:
+    files = bicep_files()
+    assert len(files) >= 8
+    for path in files:
+        parse(str(path.relative_to(INFRA)))  # raises on a syntax pycep cannot read
+
+
+# --- storage ---------------------------------------------------------------------------------------
+
+
+def test_storage_account_has_no_shared_keys_and_no_public_blobs() -> None:
+    doc = parse("modules/storage.bicep")
+    (account,) = resources(doc, "Microsoft.Storage/storageAccounts").values()
+    props = account["properties"]
+    assert props["allowSharedKeyAccess"] is False
+    assert props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["supportsHttpsTrafficOnly"] is True
+    assert props["defaultToOAuthAuthentication"] is True
+    for container in resources(doc, "Microsoft.Storage/storageAccounts/blobServices/containers").values():
+        assert container["properties"]["publicAccess"] == "None"
+
+
+def _loop_names(doc: dict[str, Any], type_: str) -> list[str]:
+    (res,) = [r for r in doc["resources"].values() if r["type"] == type_]
+    array_name = res["config"]["loop_type"]["detail"]["array_name"]
+    return doc["variables"][array_name]["value"]
+
+
+def test_every_table_of_the_app_exists() -> None:
+    declared = _loop_names(parse("modules/storage.bicep"), "Microsoft.Storage/storageAccounts/tableServices/tables")
+    missing = sorted(set(TABLES) - set(declared))
+    assert not missing, f"add {missing} to tableNames in infra/modules/storage.bicep (shared/store.py TABLES)"
+    assert sorted(declared) == sorted(TABLES), "infra/modules/storage.bicep declares tables the app does not use"
+
+
+def test_every_queue_and_poison_queue_of_the_app_exists() -> None:
+    declared = _loop_names(parse("modules/storage.bicep"), "Microsoft.Storage/storageAccounts/queueServices/queues")
+    expected = {q for name in QUEUES for q in (name, poison_queue(name))}
+    missing = sorted(expected - set(declared))
+    assert not missing, f"add {missing} to queueNames in infra/modules/storage.bicep (shared/store.py QUEUES)"
+    assert set(declared) == expected, "infra/modules/storage.bicep declares queues the app does not use"
+
+
+def test_deployment_container_is_the_one_the_function_app_reads(main_bicep: dict[str, Any]) -> None:
+    storage = main_bicep["modules"]["storage"]["config"]["params"]
+    function = main_bicep["modules"]["function"]["config"]["params"]
+    assert storage["deploymentContainerName"] == function["deploymentContainerName"] == "deploymentContainerName"
+
+
+# --- monitoring ------------------------------------------------------------------------------------
+
+
+def test_application_insights_and_log_analytics_disable_local_auth() -> None:
+    doc = parse("modules/monitoring.bicep")
+    (ai,) = resources(doc, "Microsoft.Insights/components").values()
+    assert lower_keys(ai["properties"])["disablelocalauth"] is True
+    (workspace,) = resources(doc, "Microsoft.OperationalInsights/workspaces").values()
+    assert workspace["properties"]["features"]["disableLocalAuth"] is True
+
+
+# --- identity and roles ----------------------------------------------------------------------------
+
+
+def test_function_app_runs_as_the_user_assigned_identity_only(function_bicep: dict[str, Any]) -> None:
+    (site,) = resources(function_bicep, "Microsoft.Web/sites").values()
+    assert site["identity"]["type"] == "UserAssigned"
+    auth = site["properties"]["functionAppConfig"]["deployment"]["storage"]["authentication"]
+    assert auth == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
+
+
+def test_each_role_assignment_is_present_for_the_managed_identity(main_bicep: dict[str, Any]) -> None:
+    doc = parse("modules/rbac.bicep")
+    role_vars = {name: var["value"] for name, var in doc["variables"].items()}
+    assigned = {}
+    for res in resources(doc, "Microsoft.Authorization/roleAssignments").values():
+        props = res["properties"]
+        assert props["principalId"] == "principalId"
+        assert props["principalType"] == "ServicePrincipal"
+        role_var = props["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        assigned[role_vars[role_var]] = res["scope"]
+    for role_id, (role_name, scope) in ROLES.items():
+        assert role_id in assigned, f"{role_name} is not assigned in infra/modules/rbac.bicep"
+        assert assigned[role_id] == scope, f"{role_name} must be scoped to the {scope} resource, not wider"
+    rbac_principal = main_bicep["modules"]["rbac"]["config"]["params"]["principalId"]
+    assert json.dumps(rbac_principal).count('"principalId"') == 1 and "identity" in json.dumps(rbac_principal)
+
+
+# --- Function App ----------------------------------------------------------------------------------
+
+
+def test_function_app_is_flex_consumption_python_311_with_scale_parameters(function_bicep: dict[str, Any],
+                                                                           main_bicep: dict[str, Any]) -> None:
+    (plan,) = resources(function_bicep, "Microsoft.Web/serverfarms").values()
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    (site,) = resources(function_bicep, "Microsoft.Web/sites").values()
+    config = site["properties"]["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    scale = config["scaleAndConcurrency"]
+    assert scale["instanceMemoryMB"] == "instanceMemoryMB"
+    assert scale["maximumInstanceCount"] == "maximumInstanceCount"
+    assert main_bicep["parameters"]["instanceMemoryMB"]["default"] == 2048
+    assert site["properties"]["httpsOnly"] is True
+    assert site["properties"]["siteConfig"]["minTlsVersion"] == "1.2"
+    assert site["properties"]["siteConfig"]["ftpsState"] == "Disabled"
+    assert site["tags"]["function"]["parameters"]["arg_2"]["'azd-service-name'"] == "api"
+    basic = resources(function_bicep, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert {r["name"]: r["properties"]["allow"] for r in basic.values()} == {"ftp": False, "scm": False}
+
+
+def test_site_uses_the_declared_app_settings(function_bicep: dict[str, Any]) -> None:
+    (site,) = resources(function_bicep, "Microsoft.Web/sites").values()
+    assert site["properties"]["siteConfig"]["appSettings"] == "appSettingsList"
+    loop = function_bicep["variables"]["appSettingsList"]["value"]["loop_type"]["detail"]["array_name"]
+    assert loop == {"function": {"type": "items", "parameters": {"arg_1": "appSettings"}}}
+    assert not resources(function_bicep, "Microsoft.Web/sites/config"), "declare app settings in one place"
+
+
+def test_storage_settings_are_identity_based(app_settings: dict[str, Any]) -> None:
+    assert STORAGE_CONNECTION not in app_settings, "no storage connection string on Azure"
+    assert app_settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert app_settings[STORAGE_CLIENT_ID] == "identityClientId"
+    assert app_settings["AzureWebJobsStorage__blobServiceUri"] == "blobEndpoint"
+    assert app_settings[STORAGE_QUEUE_URI] == "queueEndpoint"
+    assert app_settings[STORAGE_TABLE_URI] == "tableEndpoint"
+
+
+def test_telemetry_settings_use_entra_auth(app_settings: dict[str, Any], main_bicep: dict[str, Any]) -> None:
+    assert app_settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD;ClientId=${identityClientId}"
+    assert app_settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "applicationInsightsConnectionString"
+    passed = main_bicep["modules"]["function"]["config"]["params"]["applicationInsightsConnectionString"]
+    assert "monitoring" in json.dumps(passed) and "connectionString" in json.dumps(passed)
+
+
+def test_graph_uses_the_managed_identity(app_settings: dict[str, Any]) -> None:
+    assert app_settings["GRAPH_CREDENTIAL"] == "managedidentity"
+    assert app_settings["GRAPH_CLIENT_ID"] == "identityClientId"
+    assert app_settings["ALLOW_LOOPBACK_CALLBACKS"] == "false"
+
+
+def test_every_setting_the_app_reads_is_set(app_settings: dict[str, Any]) -> None:
+    expected = {spec.name for spec in SPECS if not spec.secret}
+    missing = sorted(expected - set(app_settings))
+    assert not missing, (
+        f"app settings {missing} (shared/settings.py SPECS) are not set on Azure: add them to appSettings in "
+        "infra/modules/function.bicep (and a parameter in infra/main.bicep when the value is a choice)"
+    )
+
+
+def test_no_secret_setting_is_deployed(app_settings: dict[str, Any]) -> None:
+    secrets = {spec.name for spec in SPECS if spec.secret}
+    assert secrets, "SPECS marks GRAPH_CLIENT_SECRET secret"
+    assert not secrets & set(app_settings), "secret settings must not be app settings: use the managed identity"
+    for name in app_settings:
+        upper = name.upper()
+        assert not any(word in upper for word in ("SECRET", "PASSWORD", "ACCOUNTKEY", "SAS")), name
+        if upper.endswith("CONNECTION_STRING") or upper.endswith("CONNECTIONSTRING"):
+            assert name == "APPLICATIONINSIGHTS_CONNECTION_STRING", f"{name}: connection strings carry keys"
+
+
+def test_no_secret_literal_in_app_settings(app_settings: dict[str, Any], function_bicep: dict[str, Any]) -> None:
+    for name, value in app_settings.items():
+        if is_reference(function_bicep, value):
+            param = function_bicep["parameters"].get(value)
+            if param is not None:
+                assert not any(d["type"] == "secure" for d in param["decorators"]), f"{name} comes from a @secure()"
+            continue
+        text = json.dumps(value)
+        for pattern in SECRET_PATTERNS:
+            assert not pattern.search(text), f"app setting {name} looks like it holds a secret: {text}"
+
+
+def test_no_key_is_read_anywhere_in_infra() -> None:
+    for path in bicep_files():
+        text = path.read_text()
+        assert not re.search(r"\blist[A-Z]\w*\(", text), f"{path.name} reads keys or secrets with list*()"
+        assert "@secure()" not in text, f"{path.name} takes a secret parameter"
+        assert "connectionString:" not in text.replace("applicationInsightsConnectionString", ""), path.name
+
+
+def _spec_default_on_azure(name: str, value: Any, function_bicep: dict[str, Any], main_bicep: dict[str, Any]) -> Any:
+    """The value a fresh `azd up` gives setting ``name``, when it is a literal or a main.bicep default."""
+    if isinstance(value, dict) and value.get("function", {}).get("type") == "string":
+        value = value["function"]["parameters"]["value_to_convert"]
+    if not is_reference(function_bicep, value):
+        return value if isinstance(value, str) and "${" not in value else None
+    if value not in function_bicep["parameters"]:
+        return None
+    passed = main_bicep["modules"]["function"]["config"]["params"].get(value)
+    if not (isinstance(passed, str) and passed in main_bicep["parameters"]):
+        return None
+    default = main_bicep["parameters"][passed]["default"]
+    return None if default is None else str(default)
+
+
+def test_azure_defaults_match_the_app_defaults(app_settings: dict[str, Any], function_bicep: dict[str, Any],
+                                               main_bicep: dict[str, Any]) -> None:
+    compared = 0
+    for spec in SPECS:
+        if spec.name not in app_settings or spec.default is None:
+            continue
+        on_azure = _spec_default_on_azure(spec.name, app_settings[spec.name], function_bicep, main_bicep)
+        if on_azure is None:
+            continue  # derived from a resource (identity, tenant, endpoints): checked elsewhere
+        compared += 1
+        assert on_azure == spec.default, f"{spec.name}: Azure default {on_azure!r} != app default {spec.default!r}"
+    assert compared >= 8
+
+
+def test_no_flex_consumption_forbidden_settings(app_settings: dict[str, Any]) -> None:
+    forbidden = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
+                 "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE", "SCM_DO_BUILD_DURING_DEPLOYMENT"}
+    assert not forbidden & set(app_settings)
+
+
+# --- azd -------------------------------------------------------------------------------------------
+
+
+def test_azure_yaml_deploys_this_folder_as_a_python_function() -> None:
+    text = (ROOT / "azure.yaml").read_text()
+    assert re.search(r"^services:\n  api:\n    project: \.\n    language: python\n    host: function$", text, re.M)
+    assert "./scripts/postprovision.sh" in text
+    assert (ROOT / "scripts" / "postprovision.sh").exists()
+
+
+def test_parameters_file_feeds_only_declared_parameters(main_bicep: dict[str, Any]) -> None:
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    unknown = sorted(set(params) - set(main_bicep["parameters"]))
+    assert not unknown, f"main.parameters.json sets parameters main.bicep does not declare: {unknown}"
+
+
+@pytest.mark.parametrize("output", ["FUNCTION_URL", "NOTIFICATION_URL", "LIFECYCLE_URL", "API_APP_CLIENT_ID",
+                                    "API_SCOPE", "CONNECTOR_CLIENT_APP_ID", "MANAGED_IDENTITY_CLIENT_ID",
+                                    "SERVICE_API_NAME", "AZURE_FUNCTION_APP_NAME", "AZURE_RESOURCE_GROUP"])
+def test_outputs_azd_and_the_readme_use(main_bicep: dict[str, Any], output: str) -> None:
+    assert output in main_bicep["outputs"]
+
+
+def test_notification_urls_are_the_app_routes(main_bicep: dict[str, Any]) -> None:
+    assert main_bicep["outputs"]["NOTIFICATION_URL"]["value"] == "${baseUrl}/api/graph/notifications"
+    assert main_bicep["outputs"]["LIFECYCLE_URL"]["value"] == "${baseUrl}/api/graph/lifecycle"
+
+
+def test_every_module_is_declared_in_this_repository(main_bicep: dict[str, Any]) -> None:
+    for name, module in main_bicep["modules"].items():
+        assert module["type"] == "local", f"module {name} comes from a registry: checkov cannot see into it"
+        assert (INFRA / module["detail"]["path"]).exists()
+    assert body(main_bicep["resources"]["rg"])["name"] == "rg-${environmentName}"

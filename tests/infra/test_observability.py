@@ -1,0 +1,188 @@
+"""Alerts, workbook and KQL agree with the app's telemetry contract (shared/events.py), and the
+Application Insights export is configured lazily and leaks nothing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import events, monitoring
+from shared.settings import load_settings
+from tests.infra.conftest import INFRA, ROOT, bicep_files, parse
+
+QUERIES = INFRA / "queries"
+ALL_DIMENSIONS = {d for dims in events.EVENTS.values() for d in dims}
+
+
+def _event_names(kql: str) -> set[str]:
+    names = set(re.findall(r'name\s*(?:==|!=)\s*"([^"]+)"', kql))
+    for group in re.findall(r"name\s+in\s*\(([^)]*)\)", kql):
+        names |= set(re.findall(r'"([^"]+)"', group))
+    return names
+
+
+def test_queries_use_only_defined_events_and_dimensions() -> None:
+    files = sorted(QUERIES.glob("*.kql"))
+    assert len(files) >= 10
+    for path in files:
+        kql = path.read_text()
+        if "customEvents" not in kql:
+            continue
+        names = _event_names(kql)
+        assert names, f"{path.name} reads customEvents without naming an event"
+        unknown = names - set(events.EVENTS)
+        assert not unknown, f"{path.name} uses events not in shared/events.py: {unknown}"
+        allowed = {d for n in names for d in events.EVENTS[n]}
+        dims = set(re.findall(r"customDimensions\.(\w+)", kql))
+        assert dims <= allowed, f"{path.name} reads dimensions its events do not carry: {dims - allowed}"
+
+
+def test_every_query_file_is_used_and_every_loaded_file_exists() -> None:
+    loaded: set[str] = set()
+    for path in bicep_files():
+        for target in re.findall(r"loadTextContent\('([^']+)'\)", path.read_text()):
+            file = (path.parent / target).resolve()
+            assert file.exists(), f"{path.name} loads missing {target}"
+            loaded.add(file.name)
+    unused = {p.name for p in QUERIES.glob("*.kql")} - loaded
+    assert not unused, f"queries no alert or workbook uses: {unused}"
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    return parse("modules/alerts.bicep")["variables"]["rules"]["value"]
+
+
+@pytest.mark.parametrize("rule,event", [
+    ("delivery-failures", events.DELIVERY_FAILED),
+    ("dead-letters", events.DELIVERY_DEAD_LETTERED),
+    ("subscription-renewal-failed", events.SUBSCRIPTION_RENEWAL_FAILED),
+    ("subscription-expiring", events.SUBSCRIPTION_RENEWED),
+    ("notification-5xx", None),
+])
+def test_alert_rule_exists_for(rule: str, event: str | None) -> None:
+    rules = {r["name"]: r for r in _alert_rules()}
+    assert rule in rules
+    kql_file = re.search(r"'([^']+\.kql)'", str(rules[rule]["query"])).group(1)
+    kql = (INFRA / "modules" / kql_file).resolve().read_text()
+    if event:
+        assert event in _event_names(kql)
+    else:
+        assert "/api/graph/notifications" in kql and "resultCode" in kql
+
+
+def test_alert_rules_are_log_alerts_on_application_insights_with_an_action_group() -> None:
+    doc = parse("modules/alerts.bicep")
+    res = doc["resources"]["alertRules"]["config"]["config"]
+    assert res["kind"] == "LogAlert"
+    assert res["properties"]["scopes"] == ["applicationInsightsId"]
+    assert "actionGroup" in str(res["properties"]["actions"])
+
+
+def test_workbook_charts_what_admins_need() -> None:
+    charts = {c["name"] for c in parse("modules/workbook.bicep")["variables"]["charts"]["value"]}
+    assert charts == {"flows-per-mailbox", "events-and-deliveries", "end-to-end-latency", "renewals", "dead-letters"}
+
+
+def test_flows_per_mailbox_is_kept_current_by_the_resync() -> None:
+    for name in (events.FLOW_REGISTERED, events.FLOW_UNREGISTERED, events.MAILBOX_RECONCILED):
+        assert {events.FLOW_COUNT, events.MAX_FLOWS} <= set(events.EVENTS[name])
+
+
+def test_events_carry_no_forbidden_dimension() -> None:
+    assert not ALL_DIMENSIONS & events.FORBIDDEN_DIMENSIONS
+    assert len(set(events.EVENTS)) == len(events.EVENTS)
+
+
+# --- the app side: shared/monitoring.py ------------------------------------------------------------
+
+
+def test_track_event_keeps_declared_dimensions_only_and_redacts(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="shared.events"):
+        monitoring.track_event(
+            events.DELIVERY_FAILED, mailbox="shop@contoso.com", flowId="f1", status=503, willRetry=True,
+            errorCode="Bearer abc.def", callbackUrl="https://x.logic.azure.com/?sig=SECRET", trigger=None,
+        )
+    (record,) = caplog.records
+    assert record.__dict__["microsoft.custom_event.name"] == "DeliveryFailed"
+    assert record.__dict__["mailbox"] == "shop@contoso.com"
+    assert record.__dict__["status"] == 503 and record.__dict__["willRetry"] == "true"
+    assert "callbackUrl" not in record.__dict__ and "trigger" not in record.__dict__
+    assert "SECRET" not in record.getMessage() and "abc.def" not in str(record.__dict__["errorCode"])
+
+
+def test_track_event_refuses_an_undeclared_event() -> None:
+    with pytest.raises(ValueError, match=r"shared/events\.py"):
+        monitoring.track_event("SomethingElse", mailbox="a@b.c")
+
+
+def test_events_are_not_silenced_by_log_level() -> None:
+    assert logging.getLogger("shared.events").getEffectiveLevel() == logging.INFO
+
+
+def _settings(**extra: str) -> Any:
+    env = {"ENTRA_TENANT_ID": "t", "AUTH_AUDIENCE": "a", "PUBLIC_BASE_URL": "https://app.example",
+           "AzureWebJobsStorage": "UseDevelopmentStorage=true", **extra}
+    return load_settings(env)
+
+
+def test_export_is_off_without_a_connection_string() -> None:
+    assert monitoring.configure_monitoring(_settings()) is False
+
+
+def test_export_is_not_loaded_when_unset() -> None:
+    # A fresh interpreter: importing the telemetry modules and configuring without a connection string
+    # must not import the exporter (cold start).
+    code = (
+        "import sys\n"
+        "from shared import monitoring, events\n"
+        "from shared.settings import load_settings\n"
+        "s = load_settings({'ENTRA_TENANT_ID': 't', 'AUTH_AUDIENCE': 'a', 'PUBLIC_BASE_URL': 'https://x.example',"
+        " 'AzureWebJobsStorage': 'UseDevelopmentStorage=true'})\n"
+        "assert monitoring.configure_monitoring(s) is False\n"
+        "monitoring.track_event(events.FLOW_REGISTERED, mailbox='a@b.c')\n"
+        "loaded = [m for m in sys.modules if m.startswith(('azure.monitor', 'opentelemetry'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_export_uses_the_managed_identity_on_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: dict[str, Any] = {}
+    import azure.identity
+    import azure.monitor.opentelemetry as distro
+
+    class FakeCredential:
+        def __init__(self, client_id: str | None = None) -> None:
+            self.client_id = client_id
+
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **kw: calls.update(kw))
+    monkeypatch.setattr(azure.identity, "ManagedIdentityCredential", FakeCredential)
+    monkeypatch.setattr(monitoring, "_configured", False)
+    settings = load_settings({
+        "ENTRA_TENANT_ID": "t", "AUTH_AUDIENCE": "a", "PUBLIC_BASE_URL": "https://app.example",
+        "AzureWebJobsStorage__tableServiceUri": "https://st.table.core.windows.net",
+        "AzureWebJobsStorage__queueServiceUri": "https://st.queue.core.windows.net",
+        "AzureWebJobsStorage__clientId": "11111111-2222-3333-4444-555555555555",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+                                                 "IngestionEndpoint=https://example.in.applicationinsights.azure.com/",
+    })
+    try:
+        assert monitoring.configure_monitoring(settings) is True
+    finally:
+        monkeypatch.setattr(monitoring, "_configured", False)
+    assert calls["logger_name"] == "shared"
+    assert isinstance(calls["credential"], FakeCredential)
+    assert calls["credential"].client_id == "11111111-2222-3333-4444-555555555555"
+
+
+def test_query_files_are_plain_kql() -> None:
+    for path in QUERIES.glob("*.kql"):
+        text = path.read_text()
+        assert "{" not in text.replace("{}", ""), f"{path.name}: no workbook placeholders, it runs as-is in Logs"
+        assert Path(path).read_text().strip()
