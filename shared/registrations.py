@@ -192,7 +192,7 @@ class FlowRegistry:
             raise ValueError(f"unknown trigger {trigger!r}")
         flow = Flow(business=business, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
                     created_by_oid=created_by_oid, created_by_upn=created_by_upn,
-                    created=datetime.now(UTC).replace(microsecond=0))
+                    created=datetime.now(UTC))
         deadline = time.monotonic() + self.conflict_retry_seconds
         attempt = 0
         while True:
