@@ -74,7 +74,7 @@ param zoneRedundant bool = false
 @allowed(['Standard_GRS', 'Standard_GZRS', 'Standard_ZRS', 'Standard_LRS'])
 param storageSkuName string = 'Standard_GRS'
 
-@description('Assign the Graph application permissions to the managed identity during deployment. Needs Privileged Role Administrator; without it, deploy with false and have an admin run scripts/grant-graph-permissions.sh.')
+@description('Make the admin grants during deployment: Graph application permissions for the managed identity and tenant-wide consent to the connector sign-in scopes. Needs Privileged Role Administrator; without it, deploy with false and have an admin run scripts/grant-graph-permissions.sh.')
 param assignGraphAppRoles bool = true
 
 @description('Also grant BookingsAppointment.ReadWrite.All, needed by the cancel-with-reason action.')

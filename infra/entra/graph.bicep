@@ -6,9 +6,9 @@
 // What this file cannot do, and scripts/postprovision.sh reports or does instead:
 //   - create the connector client's secret (the extension does not create password credentials, and a
 //     secret must not pass through deployment history or azd's .env): scripts/connector-secret.sh;
-//   - assign Graph application permissions when the deployer lacks the right to (only Privileged Role
-//     Administrator or Global Administrator may grant Microsoft Graph app roles): deploy with
-//     ASSIGN_GRAPH_APP_ROLES=false and let an admin run scripts/grant-graph-permissions.sh;
+//   - admin grants when the deployer lacks the right to make them (Microsoft Graph app roles need
+//     Privileged Role Administrator or Global Administrator): deploy with ASSIGN_GRAPH_APP_ROLES=false and
+//     let an admin run scripts/grant-graph-permissions.sh, which makes the same grants with az CLI;
 //   - add the per-connector redirect URI Power Automate shows once the connector exists.
 //
 // Kept in its own file, deployed as a module: checkov's Bicep parser (pycep-parser 0.5.1) cannot read
@@ -38,8 +38,19 @@ var readRoles = [
 var graphRoles = enableCancelWithReason ? concat(readRoles, ['BookingsAppointment.ReadWrite.All']) : readRoles
 var assignedRoles = assignGraphAppRoles ? graphRoles : []
 
-// The custom connector's OAuth client. It asks no Graph permission: it only needs the API's scope,
-// which the API app pre-authorizes, so nobody is prompted for consent.
+// Delegated Graph scopes the connector's sign-in needs (no data access): sign-in, refresh tokens, profile.
+var signInScopes = [
+  'openid'
+  'offline_access'
+  'User.Read'
+]
+
+resource graphSp 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: graphAppId
+}
+
+// The custom connector's OAuth client. Besides sign-in it only needs the API's scope, which the API app
+// pre-authorizes, so users are not prompted for it.
 resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: 'bookings-triggers-connector-${resourceToken}'
   displayName: 'Bookings triggers connector (${environmentName})'
@@ -49,6 +60,15 @@ resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
       connectorRedirectUri
     ]
   }
+  requiredResourceAccess: [
+    {
+      resourceAppId: graphAppId
+      resourceAccess: [for scope in signInScopes: {
+        id: filter(graphSp.oauth2PermissionScopes, s => s.value == scope)[0].id
+        type: 'Scope'
+      }]
+    }
+  ]
 }
 
 resource connectorSp 'Microsoft.Graph/servicePrincipals@v1.0' = {
@@ -93,8 +113,13 @@ resource apiSp 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: apiApp.appId
 }
 
-resource graphSp 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
-  appId: graphAppId
+// Tenant-wide (admin) consent to the connector's sign-in scopes, so no user sees a consent prompt even
+// where user consent is disabled. An admin grant, like the app roles below: same switch.
+resource connectorConsent 'Microsoft.Graph/oauth2PermissionGrants@v1.0' = if (assignGraphAppRoles) {
+  clientId: connectorSp.id
+  resourceId: graphSp.id
+  consentType: 'AllPrincipals'
+  scope: join(signInScopes, ' ')
 }
 
 // Application permissions for the managed identity: it calls Graph app-only, as itself, no secret.

@@ -66,3 +66,13 @@ def test_main_deploys_the_entra_module_and_feeds_the_audience(main_bicep: dict[s
     assert module["detail"]["path"] == "entra/graph.bicep"
     audience = str(main_bicep["modules"]["function"]["config"]["params"]["apiAudience"])
     assert "entra" in audience and "apiAppId" in audience
+
+
+def test_connector_sign_in_scopes_are_admin_consented_with_the_admin_switch(graph: dict[str, Any]) -> None:
+    assert graph["variables"]["signInScopes"]["value"] == ["openid", "offline_access", "User.Read"]
+    grant = graph["resources"]["connectorConsent"]["config"]
+    assert grant["condition"] == "assignGraphAppRoles"
+    assert grant["config"]["consentType"] == "AllPrincipals"
+    connector = resources(graph, "Microsoft.Graph/applications")["connectorApp"]
+    (access,) = connector["requiredResourceAccess"]
+    assert access["resourceAppId"] == "graphAppId"

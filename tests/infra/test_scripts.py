@@ -1,0 +1,56 @@
+"""The azd hook and admin scripts under scripts/: they run, read azd outputs, and print no secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.infra.conftest import ROOT, parse
+
+OUTPUTS = {
+    "AZURE_FUNCTION_APP_NAME": "func-bookings-abc",
+    "FUNCTION_URL": "https://func-bookings-abc.azurewebsites.net",
+    "NOTIFICATION_URL": "https://func-bookings-abc.azurewebsites.net/api/graph/notifications",
+    "LIFECYCLE_URL": "https://func-bookings-abc.azurewebsites.net/api/graph/lifecycle",
+    "API_APP_CLIENT_ID": "11111111-1111-1111-1111-111111111111",
+    "API_APP_ID_URI": "api://tenant/bookings-triggers-abc",
+    "API_SCOPE": "api://tenant/bookings-triggers-abc/user_impersonation",
+    "CONNECTOR_CLIENT_APP_ID": "22222222-2222-2222-2222-222222222222",
+}
+
+
+def _run(script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], **OUTPUTS, **extra}
+    return subprocess.run([str(ROOT / "scripts" / script)], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_postprovision_prints_the_urls_and_next_steps() -> None:
+    run = _run("postprovision.sh", GRAPH_APP_ROLES_ASSIGNED="true")
+    assert run.returncode == 0, run.stderr
+    assert OUTPUTS["NOTIFICATION_URL"] in run.stdout and OUTPUTS["CONNECTOR_CLIENT_APP_ID"] in run.stdout
+    assert "scripts/connector-secret.sh" in run.stdout
+    assert "ACTION NEEDED" not in run.stdout
+
+
+def test_postprovision_asks_for_the_admin_grants_when_they_were_not_made() -> None:
+    run = _run("postprovision.sh", GRAPH_APP_ROLES_ASSIGNED="false")
+    assert run.returncode == 0, run.stderr
+    assert "ACTION NEEDED" in run.stdout and "scripts/grant-graph-permissions.sh" in run.stdout
+
+
+def test_scripts_use_only_outputs_the_bicep_declares() -> None:
+    outputs = set(parse("main.bicep")["outputs"])
+    for name in ("MANAGED_IDENTITY_PRINCIPAL_ID", "GRAPH_APP_ROLES_ASSIGNED", "ENABLE_CANCEL_WITH_REASON",
+                 "HEALTH_URL", *OUTPUTS):
+        assert name in outputs, name
+    for script in ("postprovision.sh", "grant-graph-permissions.sh", "connector-secret.sh"):
+        path = ROOT / "scripts" / script
+        assert os.access(path, os.X_OK), f"{script} is not executable"
+        assert "set -e" in path.read_text()
+
+
+def test_bash_scripts_have_valid_syntax() -> None:
+    for script in ("grant-graph-permissions.sh", "connector-secret.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True, timeout=30)
+    subprocess.run(["sh", "-n", str(ROOT / "scripts" / "postprovision.sh")], check=True, timeout=30)
