@@ -54,3 +54,20 @@ def test_bash_scripts_have_valid_syntax() -> None:
     for script in ("grant-graph-permissions.sh", "connector-secret.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True, timeout=30)
     subprocess.run(["sh", "-n", str(ROOT / "scripts" / "postprovision.sh")], check=True, timeout=30)
+
+
+def test_deployment_readme_covers_the_journey_and_names_real_files() -> None:
+    import re
+
+    text = (ROOT / "infra" / "README.md").read_text()
+    for step in ("azd auth login", "azd up", "azd down --purge", "scripts/grant-graph-permissions.sh",
+                 "scripts/connector-secret.sh", "ASSIGN_GRAPH_APP_ROLES"):
+        assert step in text, step
+    for kql in set(re.findall(r"`([\w-]+\.kql)`", text)):
+        assert (ROOT / "infra" / "queries" / kql).exists(), kql
+    outputs = set(parse("main.bicep")["outputs"])
+    for name in re.findall(r"`([A-Z][A-Z_]{6,})`", text):
+        if name.startswith(("FUNCTION_INSTANCE", "FUNCTION_MAXIMUM", "ASSIGN_", "ENABLE_", "MAX_", "ALERT_", "LOG_")):
+            assert f"${{{name}" in (ROOT / "infra" / "main.parameters.json").read_text(), name
+        elif name not in ("AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_URL"):
+            assert name in outputs, f"README names {name}, which main.bicep does not output"
