@@ -1,0 +1,168 @@
+"""The custom connector definition: valid Swagger 2.0, served by our routes, the contract of DESIGN §2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import OpenAPIV2SpecValidator, validate
+
+from shared import registration_api
+from shared.registration_api import (
+    BUSINESSES_ROUTE,
+    ROUTE_PREFIX,
+    WEBHOOK_ROUTE,
+    WEBHOOKS_ROUTE,
+    parse_registration_body,
+    parse_trigger,
+)
+
+CONNECTOR = Path(__file__).resolve().parents[2] / "connector"
+
+# The routes function_app.py registers for the registration API, with their methods (see the report
+# of issue 5 / registration_api's docstring). A connector path must match one of these.
+SERVED: dict[str, set[str]] = {
+    f"/{ROUTE_PREFIX}/{WEBHOOK_ROUTE}": {"post", "delete"},
+    f"/{ROUTE_PREFIX}/{WEBHOOKS_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{BUSINESSES_ROUTE}": {"get"},
+}
+
+# DESIGN §2: the field names flows reference. Written out here because they are the contract.
+APPOINTMENT_DATA = {
+    "AdditionalInfo", "CancelReason", "CustomerEmail", "CustomerId", "CustomerLocation", "CustomerName",
+    "CustomerNotes", "CustomerPhone", "CustomerTimeZone", "CustomQuestionAnswers", "Customers", "Duration",
+    "EndTime", "FilledAttendeesCount", "Id", "IsSMSNotificationsEnabled", "JoinWebURL", "MaxAttendeesCount",
+    "SelfServiceAppointmentId", "ServiceId", "ServiceName", "ServiceNotes", "StaffMembers", "StartTime",
+    "TrackingData",
+}
+CUSTOMER_DATA = {"Email", "Id", "Location", "Name", "Notes", "TimeZone", "Answers"}
+CUSTOM_QUESTION = {"Answer", "AnswerOptions", "IsRequired", "Question", "QuestionID", "SelectedOptions"}
+STAFF_MEMBER = {"DisplayName", "EmailAddress", "Id"}
+PHYSICAL_ADDRESS = {"City", "CountryOrRegion", "PostalCode", "State", "Street"}
+TRIGGERS = {
+    "CreateAppointment": ("When an appointment is created", "Created"),
+    "UpdateAppointment": ("When an appointment is updated", "Updated"),
+    "CancelAppointment": ("When an appointment is cancelled", "Deleted"),
+}
+
+
+@pytest.fixture(scope="module")
+def swagger() -> dict[str, Any]:
+    return json.loads((CONNECTOR / "apiDefinition.swagger.json").read_text())
+
+
+def resolve(swagger: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = swagger["definitions"][schema["$ref"].removeprefix("#/definitions/")]
+    return schema
+
+
+def operations(swagger: dict[str, Any]):
+    for path, item in swagger["paths"].items():
+        for method, operation in item.items():
+            if not method.startswith("x-"):
+                yield path, method, item, operation
+
+
+def served_route(path: str) -> str | None:
+    """The served route template a connector path falls under: literal segments must be equal, a route
+    parameter accepts anything, a connector parameter needs a route parameter."""
+    segments = path.strip("/").split("/")
+    for route in SERVED:
+        route_segments = route.strip("/").split("/")
+        if len(route_segments) == len(segments) and all(
+            r.startswith("{") or (not s.startswith("{") and s.lower() == r.lower())
+            for s, r in zip(segments, route_segments, strict=True)
+        ):
+            return route
+    return None
+
+
+def test_valid_swagger_2(swagger: dict[str, Any]) -> None:
+    validate(swagger, cls=OpenAPIV2SpecValidator)
+    assert swagger["swagger"] == "2.0" and swagger["schemes"] == ["https"]
+
+
+def test_every_path_is_a_route_we_serve(swagger: dict[str, Any]) -> None:
+    for path, method, _, _ in operations(swagger):
+        full = swagger["basePath"].rstrip("/") + path
+        route = served_route(full)
+        assert route is not None, f"{full} is not served"
+        assert method in SERVED[route], f"{method.upper()} {full} is not served"
+        if route.endswith("{name}") and method == "post":
+            parse_trigger(full.rsplit("/", 1)[1])  # the literal trigger name is one the handler accepts
+
+
+def test_served_route_matcher_can_fail() -> None:
+    assert served_route("/api/v1/bookingBusinesses/{SMTPAddress}/hooks/AppointmentCreated") is None
+    assert served_route("/api/v1/bookingBusinesses/x/webhooks/y/z") is None
+
+
+def test_the_three_triggers(swagger: dict[str, Any]) -> None:
+    found = {}
+    for path, method, item, operation in operations(swagger):
+        if operation.get("x-ms-trigger"):
+            found[operation["operationId"]] = operation
+            summary, change = TRIGGERS[operation["operationId"]]
+            assert method == "post" and operation["x-ms-trigger"] == "single"
+            assert operation["summary"] == summary
+            content = item["x-ms-notification-content"]
+            assert content["schema"] == {"$ref": "#/definitions/AppointmentData"}
+            body = next(p for p in operation["parameters"] if p["in"] == "body")["schema"]
+            url_fields = [n for n, p in body["properties"].items() if p.get("x-ms-notification-url") is True]
+            assert url_fields == ["notificationURL"]
+            assert body["properties"]["changeType"]["default"] == [change]
+            # What Power Automate will send, built from the schema, is accepted by our parser.
+            sample = {name: prop.get("default", "https://a.logic.azure.com/x") for name, prop in
+                      body["properties"].items()}
+            parse_registration_body(json.dumps(sample).encode(), parse_trigger(path.rsplit("/", 1)[1]))
+            assert set(operation["responses"]) >= {"201", "401", "403", "429", "500"}
+    assert set(found) == set(TRIGGERS)
+
+
+def test_appointment_data_is_the_contract(swagger: dict[str, Any]) -> None:
+    data = swagger["definitions"]["AppointmentData"]["properties"]
+    assert set(data) == APPOINTMENT_DATA
+    assert data["Duration"]["type"] == "integer"
+    assert set(resolve(swagger, data["Customers"]["items"])["properties"]) == CUSTOMER_DATA
+    assert set(resolve(swagger, data["CustomQuestionAnswers"]["items"])["properties"]) == CUSTOM_QUESTION
+    assert set(resolve(swagger, data["StaffMembers"]["items"])["properties"]) == STAFF_MEMBER
+    assert set(data["CustomerLocation"]["properties"]) == {"DisplayName", "PhysicalAddress"}
+    assert set(data["CustomerLocation"]["properties"]["PhysicalAddress"]["properties"]) == PHYSICAL_ADDRESS
+    customer = resolve(swagger, data["Customers"]["items"])["properties"]
+    assert set(customer["Location"]["properties"]["PhysicalAddress"]["properties"]) == PHYSICAL_ADDRESS
+    assert set(resolve(swagger, customer["Answers"]["items"])["properties"]) == CUSTOM_QUESTION
+    question = resolve(swagger, data["CustomQuestionAnswers"]["items"])["properties"]
+    assert question["SelectedOptions"]["items"]["type"] == "integer"
+    assert question["AnswerOptions"]["items"]["type"] == "string"
+
+
+async def test_dropdown_is_wired_to_the_businesses_operation(swagger: dict[str, Any]) -> None:
+    by_id = {op["operationId"]: (path, op) for path, _, _, op in operations(swagger)}
+    for operation_id in TRIGGERS:
+        smtp = next(p for p in by_id[operation_id][1]["parameters"] if p["name"] == "SMTPAddress")
+        dynamic = smtp["x-ms-dynamic-values"]
+        path, source = by_id[dynamic["operationId"]]
+        assert served_route(swagger["basePath"] + path) == f"/{ROUTE_PREFIX}/{BUSINESSES_ROUTE}"
+        # The names the dropdown reads are the ones the handler writes.
+        schema = resolve(swagger, source["responses"]["200"]["schema"])
+        item = schema["properties"][dynamic["value-collection"]]["items"]["properties"]
+        assert {dynamic["value-path"], dynamic["value-title"]} <= set(item)
+        assert {dynamic["value-path"], dynamic["value-title"]} <= set(
+            registration_api.AdministeredBusiness.__annotations__)
+
+
+def test_delete_operation_is_internal(swagger: dict[str, Any]) -> None:
+    deletes = [op for _, method, _, op in operations(swagger) if method == "delete"]
+    assert len(deletes) == 1 and deletes[0]["x-ms-visibility"] == "internal"
+    assert "204" in deletes[0]["responses"]
+
+
+def test_oauth_with_entra_id() -> None:
+    swagger = json.loads((CONNECTOR / "apiDefinition.swagger.json").read_text())
+    assert [s["type"] for s in swagger["securityDefinitions"].values()] == ["oauth2"]
+    properties = json.loads((CONNECTOR / "apiProperties.json").read_text())["properties"]
+    oauth = properties["connectionParameters"]["token"]
+    assert oauth["type"] == "oauthSetting" and oauth["oAuthSettings"]["identityProvider"] == "aad"
