@@ -178,7 +178,7 @@ module entra 'entra/graph.bicep' = {
   }
 }
 
-module function 'modules/function.bicep' = {
+module functionApp 'modules/function.bicep' = {
   name: 'function'
   scope: rg
   params: {
@@ -236,14 +236,14 @@ module workbook 'modules/workbook.bicep' = {
   }
 }
 
-var baseUrl = empty(publicBaseUrl) ? 'https://${function.outputs.defaultHostName}' : publicBaseUrl
+var baseUrl = empty(publicBaseUrl) ? 'https://${functionApp.outputs.defaultHostName}' : publicBaseUrl
 
 // azd stores these in .azure/<env>/.env; scripts/ and infra/README.md use them. None is a secret.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.name
-output SERVICE_API_NAME string = function.outputs.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
 output FUNCTION_URL string = baseUrl
 output API_BASE_URL string = '${baseUrl}/api'
 output NOTIFICATION_URL string = '${baseUrl}/api/graph/notifications'

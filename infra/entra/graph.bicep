@@ -49,6 +49,10 @@ resource graphSp 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: graphAppId
 }
 
+// Permission ids are looked up by name on the Graph service principal rather than hard-coded.
+var graphScopes = graphSp.oauth2PermissionScopes
+var graphAppRoleDefinitions = graphSp.appRoles
+
 // The custom connector's OAuth client. Besides sign-in it only needs the API's scope, which the API app
 // pre-authorizes, so users are not prompted for it.
 resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
@@ -64,7 +68,7 @@ resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
     {
       resourceAppId: graphAppId
       resourceAccess: [for scope in signInScopes: {
-        id: filter(graphSp.oauth2PermissionScopes, s => s.value == scope)[0].id
+        id: filter(graphScopes, s => s.value == scope)[0].id
         type: 'Scope'
       }]
     }
@@ -126,7 +130,7 @@ resource connectorConsent 'Microsoft.Graph/oauth2PermissionGrants@v1.0' = if (as
 resource graphAppRoles 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for role in assignedRoles: {
   principalId: managedIdentityPrincipalId
   resourceId: graphSp.id
-  appRoleId: filter(graphSp.appRoles, r => r.value == role)[0].id
+  appRoleId: filter(graphAppRoleDefinitions, r => r.value == role)[0].id
 }]
 
 output apiAppId string = apiApp.appId

@@ -79,7 +79,7 @@ def test_every_queue_and_poison_queue_of_the_app_exists() -> None:
 
 def test_deployment_container_is_the_one_the_function_app_reads(main_bicep: dict[str, Any]) -> None:
     storage = main_bicep["modules"]["storage"]["config"]["params"]
-    function = main_bicep["modules"]["function"]["config"]["params"]
+    function = main_bicep["modules"]["functionApp"]["config"]["params"]
     assert storage["deploymentContainerName"] == function["deploymentContainerName"] == "deploymentContainerName"
 
 
@@ -163,7 +163,7 @@ def test_storage_settings_are_identity_based(app_settings: dict[str, Any]) -> No
 def test_telemetry_settings_use_entra_auth(app_settings: dict[str, Any], main_bicep: dict[str, Any]) -> None:
     assert app_settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD;ClientId=${identityClientId}"
     assert app_settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "applicationInsightsConnectionString"
-    passed = main_bicep["modules"]["function"]["config"]["params"]["applicationInsightsConnectionString"]
+    passed = main_bicep["modules"]["functionApp"]["config"]["params"]["applicationInsightsConnectionString"]
     assert "monitoring" in json.dumps(passed) and "connectionString" in json.dumps(passed)
 
 
@@ -221,7 +221,7 @@ def _spec_default_on_azure(name: str, value: Any, function_bicep: dict[str, Any]
         return value if isinstance(value, str) and "${" not in value else None
     if value not in function_bicep["parameters"]:
         return None
-    passed = main_bicep["modules"]["function"]["config"]["params"].get(value)
+    passed = main_bicep["modules"]["functionApp"]["config"]["params"].get(value)
     if not (isinstance(passed, str) and passed in main_bicep["parameters"]):
         return None
     default = main_bicep["parameters"][passed]["default"]

@@ -64,7 +64,7 @@ def test_managed_identity_gets_exactly_the_graph_application_permissions(graph: 
 def test_main_deploys_the_entra_module_and_feeds_the_audience(main_bicep: dict[str, Any]) -> None:
     module = main_bicep["modules"]["entra"]
     assert module["detail"]["path"] == "entra/graph.bicep"
-    audience = str(main_bicep["modules"]["function"]["config"]["params"]["apiAudience"])
+    audience = str(main_bicep["modules"]["functionApp"]["config"]["params"]["apiAudience"])
     assert "entra" in audience and "apiAppId" in audience
 
 
