@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared import registration_api, registrations
 from shared.errors import ApiError
@@ -401,3 +403,37 @@ async def test_no_callback_secret_or_token_in_logs(api, issuer, business, caplog
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "registered" in text  # something was logged at all
     assert "TOP-SECRET" not in text and token not in text and "sig=" not in text
+
+
+# --- fuzzing: whatever arrives, the answer is a catalogued error or a success, never a 5xx ---------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=8)
+_url_like = st.one_of(st.text(max_size=40), st.sampled_from([CALLBACK, "http://localhost:1/x", "https://evil.example",
+                                                             "http://[::1]:70000/", "https://%zz/", "http://127.0.0.1:0/"]))
+_body = st.one_of(
+    st.binary(max_size=64),
+    _json.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"notificationURL": _url_like}, optional={"resource": _json, "changeType": _json})
+    .map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"webhook": st.fixed_dictionaries({"notification_url": _url_like},
+                                                            optional={"change_type": _json})})
+    .map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(smtp=st.one_of(st.text(max_size=30), st.just("{business}")),
+       name=st.one_of(st.text(max_size=20), st.sampled_from([*registrations.TRIGGERS, str(uuid.uuid4())])),
+       method=st.sampled_from(["POST", "DELETE", "GET", "PATCH"]), body=_body)
+async def test_fuzzed_requests_never_get_a_5xx(api, issuer, business, smtp, name, method, body) -> None:
+    api.businesses[business][1]["admin@contoso.test"] = "administrator"
+    smtp = smtp.replace("{business}", business)
+    req = func.HttpRequest(method, f"{BASE}/api/x", headers={"authorization": f"Bearer {issuer.token()}"},
+                           params={}, route_params={"smtp": smtp, "name": name}, body=body)
+    response = await registration_api.webhook(req)
+    assert response.status_code < 500, response.get_body()
+    if response.status_code >= 400:
+        assert set(json.loads(response.get_body())["error"]) == {"code", "message", "remedy", "correlationId"}
