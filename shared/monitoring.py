@@ -10,11 +10,18 @@ holds Monitoring Metrics Publisher).
 turns it into a ``customEvents`` row (name, and dimensions as ``customDimensions``); without, it is an
 ordinary log line. Only the dimensions the event declares are kept, and values are redacted, so a
 callback URL or token cannot reach telemetry even by mistake.
+
+``telemetry_context(mailbox=..., correlationId=...)`` sets the common dimensions (mailbox, flowId,
+subscriptionId, trigger, correlationId) once for a request or queue message: every event tracked and
+every log line exported inside it carries them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from shared import events
@@ -31,7 +38,36 @@ _event_logger.setLevel(logging.INFO)
 # The exporter maps a log record carrying this attribute to a customEvents row of that name.
 _CUSTOM_EVENT_ATTRIBUTE = "microsoft.custom_event.name"
 
+#: Dimensions a request or message sets once with ``telemetry_context``.
+CONTEXT_DIMENSIONS: tuple[str, ...] = (events.MAILBOX, events.FLOW_ID, events.SUBSCRIPTION_ID, events.TRIGGER,
+                                       events.CORRELATION_ID)
+_context: ContextVar[dict[str, str]] = ContextVar("telemetry_context", default={})  # noqa: B039 (never mutated)
+
 _configured = False
+
+
+@contextmanager
+def telemetry_context(**dimensions: Any) -> Iterator[None]:
+    """Within this block, events and exported log lines carry these common dimensions (None: unset)."""
+    unknown = set(dimensions) - set(CONTEXT_DIMENSIONS)
+    if unknown:
+        raise ValueError(f"Not a context dimension: {sorted(unknown)}; use one of {CONTEXT_DIMENSIONS}.")
+    merged = {**_context.get(), **{k: redact(str(v)) for k, v in dimensions.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current ``telemetry_context`` to each record (the exporter makes them customDimensions)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
 
 
 def configure_monitoring(settings: Settings) -> bool:
@@ -56,10 +92,13 @@ def configure_monitoring(settings: Settings) -> bool:
         enable_live_metrics=True,
         **kwargs,
     )
-    # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well.
+    # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well, and
+    # give them the request's dimensions.
     for handler in logging.getLogger(EXPORTED_LOGGER).handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+        if not any(isinstance(f, ContextFilter) for f in handler.filters):
+            handler.addFilter(ContextFilter())
     _configured = True
     return True
 
@@ -84,6 +123,6 @@ def event_dimensions(name: str, dimensions: dict[str, Any]) -> dict[str, str | i
 
 def track_event(name: str, level: int = logging.INFO, **dimensions: Any) -> None:
     """Emit telemetry event ``name`` (a constant of ``shared.events``) with its declared dimensions."""
-    kept = event_dimensions(name, dimensions)
+    kept = event_dimensions(name, {**_context.get(), **dimensions})
     summary = " ".join(f"{k}={v}" for k, v in sorted(kept.items()))
     _event_logger.log(level, "%s %s", name, summary, extra={_CUSTOM_EVENT_ATTRIBUTE: name, **kept})

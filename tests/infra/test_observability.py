@@ -186,3 +186,29 @@ def test_query_files_are_plain_kql() -> None:
         text = path.read_text()
         assert "{" not in text.replace("{}", ""), f"{path.name}: no workbook placeholders, it runs as-is in Logs"
         assert Path(path).read_text().strip()
+
+
+def test_telemetry_context_fills_common_dimensions(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="shared.events"):
+        with monitoring.telemetry_context(mailbox="shop@contoso.com", correlationId="c-1"):
+            with monitoring.telemetry_context(flowId="f-9"):
+                monitoring.track_event(events.DELIVERY_SUCCEEDED, status=200, endToEndMs=1234)
+            monitoring.track_event(events.SUBSCRIPTION_CREATED, subscriptionId="s-1")
+        monitoring.track_event(events.FLOW_REGISTERED, flowId="f-2")
+    first, second, third = (r.__dict__ for r in caplog.records)
+    assert (first["mailbox"], first["correlationId"], first["flowId"], first["endToEndMs"]) == (
+        "shop@contoso.com", "c-1", "f-9", 1234)
+    assert second["mailbox"] == "shop@contoso.com" and "flowId" not in second  # not a SubscriptionCreated dimension
+    assert "mailbox" not in third and third["flowId"] == "f-2"
+
+
+def test_telemetry_context_refuses_other_dimensions() -> None:
+    with pytest.raises(ValueError, match="context dimension"), monitoring.telemetry_context(callbackUrl="https://x"):
+        pass
+
+
+def test_context_filter_adds_dimensions_to_log_records() -> None:
+    record = logging.LogRecord("shared.x", logging.INFO, __file__, 1, "hello", None, None)
+    with monitoring.telemetry_context(subscriptionId="s-2"):
+        assert monitoring.ContextFilter().filter(record)
+    assert record.__dict__["subscriptionId"] == "s-2"
