@@ -20,7 +20,7 @@ param resourceToken string
 param environmentName string
 @description('Object (principal) id of the app\'s user-assigned managed identity.')
 param managedIdentityPrincipalId string
-@description('Assign Microsoft Graph application permissions to the managed identity (needs Privileged Role Administrator).')
+@description('Make the admin grants: Graph application permissions for the managed identity, consent to the connector sign-in scopes (needs Privileged Role Administrator).')
 param assignGraphAppRoles bool
 @description('Also grant BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
 param enableCancelWithReason bool
@@ -67,8 +67,8 @@ resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
   requiredResourceAccess: [
     {
       resourceAppId: graphAppId
-      resourceAccess: [for scope in signInScopes: {
-        id: filter(graphScopes, s => s.value == scope)[0].id
+      resourceAccess: [for scopeName in signInScopes: {
+        id: filter(graphScopes, s => s.value == scopeName)[0].id
         type: 'Scope'
       }]
     }
