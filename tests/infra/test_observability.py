@@ -212,3 +212,36 @@ def test_context_filter_adds_dimensions_to_log_records() -> None:
     with monitoring.telemetry_context(subscriptionId="s-2"):
         assert monitoring.ContextFilter().filter(record)
     assert record.__dict__["subscriptionId"] == "s-2"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's LoggingHandler: what the distro installs
+def test_events_become_custom_events_rows_with_their_dimensions() -> None:
+    # Through the real OpenTelemetry logging pipeline and the Azure Monitor exporter's envelope mapping
+    # (no network): the row the KQL reads is customEvents, name = the event, customDimensions = dimensions.
+    from azure.monitor.opentelemetry.exporter.export.logs._exporter import _convert_log_to_envelope
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs import export as log_export
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    memory = getattr(log_export, "InMemoryLogRecordExporter", None) or log_export.InMemoryLogExporter
+    exporter = memory()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = LoggingHandler(logger_provider=provider)
+    handler.addFilter(monitoring.ContextFilter())
+    logger = logging.getLogger(monitoring.EXPORTED_LOGGER)
+    logger.addHandler(handler)
+    try:
+        with monitoring.telemetry_context(correlationId="c-7"):
+            monitoring.track_event(events.DELIVERY_FAILED, mailbox="shop@contoso.com", status=503, willRetry=True,
+                                   callbackUrl="https://prod.logic.azure.com/x?sig=SECRET")
+    finally:
+        logger.removeHandler(handler)
+    (record,) = exporter.get_finished_logs()
+    envelope = _convert_log_to_envelope(record)
+    assert envelope.name == "Microsoft.ApplicationInsights.Event"
+    assert envelope.data.base_data.name == "DeliveryFailed"
+    dims = envelope.data.base_data.properties
+    assert dims["mailbox"] == "shop@contoso.com" and dims["status"] == "503" and dims["willRetry"] == "true"
+    assert dims["correlationId"] == "c-7"
+    assert "SECRET" not in str(dims) and "callbackUrl" not in dims
