@@ -20,6 +20,11 @@ ETag wins; the others get 412 (or 409 when the row did not exist yet), re-read a
 backoff, and see the limit once it is reached. No read-then-write without an ETag anywhere.
 Transactions here hold two operations; Azurite fails on transactions over 100, which we never build.
 
+Within one process, changes to the same mailbox also queue on an in-process lock first. That is only
+an optimisation (50 callers on one instance then cost about 50 storage round trips, not 50 × 50
+colliding ones); correctness across instances comes from the ETags alone, and the tests check the ETag
+path with the lock switched off (``serialize_locally=False``), as if every caller were another instance.
+
 The callback URL is a secret (its query string is the flow's signature). It is stored because
 delivery needs it, and leaves this module only through ``Flow.callback_url``; listings, logs and
 ``repr`` show ``redact_url`` of it (host and path).
@@ -28,10 +33,12 @@ delivery needs it, and leaves this module only through ``Flow.callback_url``; li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -164,6 +171,18 @@ def _conflict(error: TableTransactionError) -> bool:
     return error.status_code in (404, 409, 412)
 
 
+# In-process queue per (event loop, mailbox); entries vanish when no caller holds the lock.
+_local_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _local_lock(business: str) -> asyncio.Lock:
+    key = (id(asyncio.get_running_loop()), business)
+    lock = _local_locks.get(key)
+    if lock is None:
+        lock = _local_locks[key] = asyncio.Lock()
+    return lock
+
+
 async def _backoff(attempt: int) -> None:
     # Full jitter: concurrent losers spread out instead of colliding again in lock-step.
     await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)))  # noqa: S311
@@ -173,11 +192,15 @@ class FlowRegistry:
     """Registered flows of every mailbox, over one table client."""
 
     def __init__(self, table: TableClient, max_flows_per_mailbox: int,
-                 conflict_retry_seconds: float = CONFLICT_RETRY_SECONDS) -> None:
+                 conflict_retry_seconds: float = CONFLICT_RETRY_SECONDS, serialize_locally: bool = True) -> None:
         self.table = table
         self.max_flows = max_flows_per_mailbox
         self.conflict_retry_seconds = conflict_retry_seconds
+        self.serialize_locally = serialize_locally
         self.conflicts = 0  # optimistic-concurrency retries so far; benchmarks and tests read it
+
+    def _queue(self, business: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        return _local_lock(business) if self.serialize_locally else contextlib.nullcontext()
 
     async def _get(self, business: str, row_key: str) -> Any:
         try:
@@ -193,6 +216,11 @@ class FlowRegistry:
         flow = Flow(business=business, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
                     created_by_oid=created_by_oid, created_by_upn=created_by_upn,
                     created=datetime.now(UTC))
+        async with self._queue(business):
+            return await self._register(flow)
+
+    async def _register(self, flow: Flow) -> Flow:
+        business, trigger = flow.business, flow.trigger
         deadline = time.monotonic() + self.conflict_retry_seconds
         attempt = 0
         while True:
@@ -223,6 +251,10 @@ class FlowRegistry:
 
     async def unregister(self, business: str, webhook_id: str) -> Unregistered:
         """Remove a flow and decrement the count in one transaction. Idempotent: gone already is fine."""
+        async with self._queue(business):
+            return await self._unregister(business, webhook_id)
+
+    async def _unregister(self, business: str, webhook_id: str) -> Unregistered:
         deadline = time.monotonic() + self.conflict_retry_seconds
         attempt = 0
         while True:

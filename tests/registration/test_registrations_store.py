@@ -29,8 +29,10 @@ def business() -> str:
     return f"clinic-{uuid.uuid4().hex[:8]}@contoso.test"
 
 
-def registry(table: TableClient, limit: int = 5) -> FlowRegistry:
-    return FlowRegistry(table, limit)
+def registry(table: TableClient, limit: int = 5, serialize_locally: bool = False) -> FlowRegistry:
+    # Without the in-process queue by default: every concurrent call then behaves like a call on another
+    # instance, so the ETag-guarded transactions alone must keep the count exact.
+    return FlowRegistry(table, limit, serialize_locally=serialize_locally)
 
 
 async def register(reg: FlowRegistry, business: str, trigger: str = "AppointmentCreated", n: int = 0):
@@ -76,6 +78,22 @@ async def test_fifty_parallel_registrations_yield_exactly_the_limit(table: Table
     assert sorted(r["WebhookId"] for r in rows) == sorted(f.webhook_id for f in created)
     assert await quota(table, business) == 5
     assert reg.conflicts > 0  # the race really happened: writers lost ETag races and retried
+
+
+async def test_in_process_queue_avoids_conflicts_and_keeps_the_limit(table: TableClient, business: str) -> None:
+    reg = registry(table, limit=5, serialize_locally=True)
+    results = await asyncio.gather(*(register(reg, business, n=i) for i in range(50)), return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 5
+    assert all(r.code == "FlowLimitReached" for r in results if isinstance(r, BaseException))
+    assert reg.conflicts == 0 and len(await flow_rows(table, business)) == 5
+
+
+async def test_instances_with_and_without_the_queue_race_safely(table: TableClient, business: str) -> None:
+    queued, unqueued = registry(table, serialize_locally=True), registry(table)
+    results = await asyncio.gather(*(register(queued if i % 2 else unqueued, business, n=i) for i in range(40)),
+                                   return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 5
+    assert len(await flow_rows(table, business)) == 5 and await quota(table, business) == 5
 
 
 async def test_the_limit_is_per_mailbox(table: TableClient, business: str) -> None:
