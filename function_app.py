@@ -6,12 +6,15 @@ project's local host (``python -m devhost``). Importing it must stay cheap (no G
 
 import azure.functions as func
 
-from shared import health
+from shared import health, lifecycle, notifications
+from shared.monitoring import configure_monitoring
 from shared.settings import get_settings
 from shared.telemetry import configure_logging
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
-configure_logging(get_settings().log_level)
+settings = get_settings()
+configure_logging(settings.log_level)
+configure_monitoring(settings)  # no-op unless APPLICATIONINSIGHTS_CONNECTION_STRING is set
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -19,3 +22,14 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health_check(req: func.HttpRequest) -> func.HttpResponse:
     return await health.handle(req)
+
+
+# Graph cannot sign in: anonymous, authenticated per item by the subscription's clientState.
+@app.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    return await notifications.handle(req)
+
+
+@app.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return await lifecycle.handle(req)

@@ -125,6 +125,40 @@ CATALOGUE: dict[str, ErrorText] = {
         "Bookings ビジネス {business} のフローが同時に多数変更されています。",
         "1 分ほど待ってから、もう一度フローを保存してください。",
     ),
+    "SubscriptionValidationFailed": ErrorText(
+        502,
+        "Microsoft Graph could not reach this app to confirm change notifications for {business}.",
+        "The flow was not saved. Ask the app's administrator to check that the app's public URL "
+        "(PUBLIC_BASE_URL) answers from the internet at /api/graph/notifications, then save the flow again.",
+        "Microsoft Graph がこのアプリに接続できず、{business} の変更通知を確認できませんでした。",
+        "フローは保存されていません。アプリの管理者に、アプリの公開 URL (PUBLIC_BASE_URL) の "
+        "/api/graph/notifications がインターネットから応答するか確認を依頼し、もう一度フローを保存してください。",
+    ),
+    "GraphPermissionMissing": ErrorText(
+        502,
+        "Microsoft Graph refused this app access to the calendar of {business} ({graph_code}).",
+        "The flow was not saved. Ask a Microsoft Entra administrator to grant the app the Calendars.Read and "
+        "Bookings.Read.All application permissions (see the README's deployment section), then save the flow "
+        "again.",
+        "Microsoft Graph が {business} の予定表へのアクセスを拒否しました ({graph_code})。",
+        "フローは保存されていません。Microsoft Entra 管理者にアプリへのアプリケーション アクセス許可 "
+        "Calendars.Read と Bookings.Read.All の付与を依頼し (README のデプロイの章を参照)、"
+        "もう一度フローを保存してください。",
+    ),
+    "GraphThrottled": ErrorText(
+        503,
+        "Microsoft Graph is limiting requests from this app right now.",
+        "The flow was not saved. Save it again in {seconds} seconds.",
+        "Microsoft Graph が現在このアプリからの要求を制限しています。",
+        "フローは保存されていません。{seconds} 秒後にもう一度保存してください。",
+    ),
+    "NotificationNotPersisted": ErrorText(
+        503,
+        "The notification could not be stored.",
+        "Microsoft Graph retries this notification by itself; nothing to do.",
+        "通知を保存できませんでした。",
+        "Microsoft Graph が自動的に再送します。対応は不要です。",
+    ),
     "InternalError": ErrorText(
         500,
         "Something went wrong on our side.",

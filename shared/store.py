@@ -22,11 +22,15 @@ from shared.settings import StorageSettings, get_settings
 
 # All state of a mailbox lives in one partition (PartitionKey = lower-cased SMTP) of this table.
 MAILBOX_TABLE = "mailboxes"
-TABLES: tuple[str, ...] = (MAILBOX_TABLE,)
+# Graph subscription id -> mailbox and clientState: the notification path's only read.
+SUBSCRIPTION_TABLE = "subscriptions"
+TABLES: tuple[str, ...] = (MAILBOX_TABLE, SUBSCRIPTION_TABLE)
 
 MAILBOX_CHANGES_QUEUE = "mailbox-changes"
 DELIVERIES_QUEUE = "deliveries"
-QUEUES: tuple[str, ...] = (MAILBOX_CHANGES_QUEUE, DELIVERIES_QUEUE)
+# Renewals, reauthorizations, re-creations: fanned out so no single invocation holds them all.
+SUBSCRIPTION_TASKS_QUEUE = "subscription-tasks"
+QUEUES: tuple[str, ...] = (MAILBOX_CHANGES_QUEUE, DELIVERIES_QUEUE, SUBSCRIPTION_TASKS_QUEUE)
 
 
 def poison_queue(name: str) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,52 @@ def app_host_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[...,
     yield make
     for host in hosts:
         host.kill()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Any]:
+    """One Graph sandbox per test session, with Graph's real timings but fast notification batching."""
+    from graph_sandbox import SandboxConfig, SandboxServer
+
+    with SandboxServer(SandboxConfig(batch_window_s=0.05, retry_delays_s=(0.2, 0.5, 1.0, 2.0))) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Any) -> Any:
+    sandbox_server.seed()  # clears subscriptions, faults, limits and logs, and re-seeds the demo tenant
+    return sandbox_server
+
+
+def sandbox_settings(sandbox: Any) -> dict[str, str]:
+    """App settings pointing every outside endpoint at the sandbox."""
+    return {"GRAPH_BASE_URL": sandbox.graph_url, "ENTRA_TOKEN_URL": sandbox.token_url,
+            "ENTRA_TENANT_ID": sandbox.tenant_id, "AUTH_ISSUER": sandbox.issuer, "AUTH_JWKS_URL": sandbox.jwks_url}
+
+
+@pytest.fixture
+def graph_env(app_env: dict[str, str], sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``app_env`` with Graph and Entra pointed at the session's sandbox."""
+    for name, value in sandbox_settings(sandbox).items():
+        monkeypatch.setenv(name, value)
+        app_env[name] = value
+    reset_settings_cache()
+    return app_env
+
+
+def clean_app_storage(connection_string: str) -> None:
+    """Empty every app table and queue: tests that share the session's Azurite start from nothing."""
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    from shared.store import QUEUES, TABLES, poison_queue
+
+    tables = TableServiceClient.from_connection_string(connection_string)
+    for name in TABLES:
+        table = tables.get_table_client(name)
+        for entity in table.list_entities(select=["PartitionKey", "RowKey"]):
+            table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    queues = QueueServiceClient.from_connection_string(connection_string)
+    for name in QUEUES:
+        for queue in (name, poison_queue(name)):
+            queues.get_queue_client(queue).clear_messages()

@@ -15,6 +15,7 @@ param skuName string = 'Standard_GRS'
 
 var tableNames = [
   'mailboxes'
+  'subscriptions'
 ]
 
 // Each queue and the `<queue>-poison` queue the Functions runtime moves a message to after the last
@@ -24,6 +25,8 @@ var queueNames = [
   'mailbox-changes-poison'
   'deliveries'
   'deliveries-poison'
+  'subscription-tasks'
+  'subscription-tasks-poison'
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {

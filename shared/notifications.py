@@ -1,0 +1,172 @@
+"""POST /api/graph/notifications: Graph's change notifications in, one queue message per mailbox out.
+
+Graph needs a 2xx within 3 s (and throttles an endpoint that is often slower), so this path only
+touches storage: one point read per subscription id in the batch (``subscriptions`` index table) and
+one queue message per mailbox. It never calls Graph and never imports the Graph SDK. It answers 202
+once the messages are stored, and 503 only when they could not be (Graph then retries for hours).
+
+Validation handshake: with ``?validationToken=`` it answers 200 ``text/plain`` with the token exactly
+as received (after URL decoding, which the runtime does), with ``nosniff`` so the reflection is inert.
+
+Each item must name a known subscription and carry its ``clientState`` (compared in constant time);
+other items are dropped and counted in the log — without their content.
+
+Message contract (queue ``mailbox-changes``, base64 JSON, consumed by the reconcile worker of issue 7)::
+
+    {
+      "version": 1,
+      "mailbox": "clinic@contoso.test",         # lower-cased SMTP address = the table partition
+      "subscriptionId": "…",                    # which subscription reported it ("" for timer/lifecycle)
+      "changes": [                               # the hint: may be empty, duplicated or out of order
+        {"changeType": "created|updated|deleted", "eventId": "…"}   # calendar event id, NOT appointment id
+      ],
+      "fullResync": false,                       # true: compare the whole horizon, not just these events
+      "baseline": false,                         # true: first sync of a new subscription, emit no events
+      "reason": "notification|missed|subscriptionRemoved|created|timer",
+      "receivedAt": "2026-11-25T08:00:00+00:00",
+      "correlationId": "…"
+    }
+
+The reconcile worker treats it as a hint: it re-reads Graph and diffs against its snapshot, so
+duplicates, re-orderings and lost messages cannot produce wrong events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+import azure.functions as func
+
+from shared.errors import ApiError
+from shared.store import MAILBOX_CHANGES_QUEUE, get_store
+from shared.subscriptions import IndexEntry, Subscriptions
+from shared.web import CORRELATION_HEADER, endpoint
+
+log = logging.getLogger(__name__)
+
+# Graph batches notifications; even a large burst stays far below this.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_ITEMS = 1000
+MAX_VALIDATION_TOKEN_CHARS = 1024
+
+
+class Change(TypedDict):
+    changeType: str
+    eventId: str
+
+
+class MailboxChangeMessage(TypedDict):
+    version: int
+    mailbox: str
+    subscriptionId: str
+    changes: list[Change]
+    fullResync: bool
+    baseline: bool
+    reason: str
+    receivedAt: str
+    correlationId: str
+
+
+def change_message(mailbox: str, *, subscription_id: str = "", changes: list[Change] | None = None,
+                   full_resync: bool = False, baseline: bool = False, reason: str,
+                   correlation_id: str) -> MailboxChangeMessage:
+    return {"version": 1, "mailbox": mailbox, "subscriptionId": subscription_id, "changes": changes or [],
+            "fullResync": full_resync, "baseline": baseline, "reason": reason,
+            "receivedAt": datetime.now(UTC).isoformat(), "correlationId": correlation_id}
+
+
+async def enqueue_change(message: MailboxChangeMessage) -> None:
+    await get_store().queue(MAILBOX_CHANGES_QUEUE).send_message(json.dumps(message))
+
+
+def validation_response(req: func.HttpRequest) -> func.HttpResponse | None:
+    """Graph's handshake: echo the token, inert. None when this is not a handshake."""
+    token = req.params.get("validationToken")
+    if token is None:
+        return None
+    if len(token) > MAX_VALIDATION_TOKEN_CHARS:
+        raise ApiError("InvalidRequest", reason="validationToken is longer than any Graph sends")
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
+                             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+def parse_batch(body: bytes) -> list[dict[str, Any]]:
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError("PayloadTooLarge", limit=MAX_BODY_BYTES)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("InvalidRequest", reason="the body is not JSON") from None
+    items = document.get("value") if isinstance(document, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ApiError("InvalidRequest", reason='expected {"value": [notification, …]}')
+    if len(items) > MAX_ITEMS:
+        raise ApiError("PayloadTooLarge", limit=MAX_BODY_BYTES)
+    return items
+
+
+async def authentic_items(items: list[dict[str, Any]], subscriptions: Subscriptions
+                          ) -> tuple[list[tuple[IndexEntry, dict[str, Any]]], dict[str, int]]:
+    """Items whose subscription we know and whose clientState matches; and counts of the dropped."""
+    ids = {str(i.get("subscriptionId", "")) for i in items if isinstance(i.get("subscriptionId"), str)}
+    ids.discard("")
+    try:
+        entries = dict(zip(ids, await asyncio.gather(*(subscriptions.lookup(i) for i in ids)), strict=True))
+    except Exception as error:
+        log.error("notification lookup failed (%s); answering 503 so Graph retries", type(error).__name__)
+        raise ApiError("NotificationNotPersisted") from None
+    accepted: list[tuple[IndexEntry, dict[str, Any]]] = []
+    dropped = {"unknownSubscription": 0, "clientStateMismatch": 0}
+    for item in items:
+        entry = entries.get(item.get("subscriptionId")) if isinstance(item.get("subscriptionId"), str) else None
+        if entry is None:
+            dropped["unknownSubscription"] += 1
+            continue
+        given = item.get("clientState")
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), entry.client_state.encode()):
+            dropped["clientStateMismatch"] += 1
+            continue
+        accepted.append((entry, item))
+    return accepted, dropped
+
+
+def _event_id(item: dict[str, Any]) -> str:
+    data = item.get("resourceData")
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return data["id"]
+    resource = item.get("resource")
+    return resource.rsplit("/", 1)[-1] if isinstance(resource, str) else ""
+
+
+@endpoint
+async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    handshake = validation_response(req)
+    if handshake is not None:
+        return handshake
+    items = parse_batch(req.get_body())
+    accepted, dropped = await authentic_items(items, Subscriptions())
+    by_mailbox: dict[tuple[str, str], list[Change]] = defaultdict(list)
+    for entry, item in accepted:
+        change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
+        by_mailbox[(entry.mailbox, entry.subscription_id)].append(
+            {"changeType": change_type, "eventId": _event_id(item)})
+    try:
+        await asyncio.gather(*(
+            enqueue_change(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
+                                          correlation_id=correlation_id))
+            for (mailbox, sid), changes in by_mailbox.items()))
+    except Exception as error:
+        log.error("could not enqueue notifications (%s); answering 503 so Graph retries", type(error).__name__,
+                  extra={"correlationId": correlation_id})
+        raise ApiError("NotificationNotPersisted") from None
+    if any(dropped.values()):
+        log.warning("dropped notification items: %s", dropped, extra={"correlationId": correlation_id})
+    log.info("notifications: %d accepted for %d mailboxes", len(accepted), len(by_mailbox),
+             extra={"correlationId": correlation_id})
+    return func.HttpResponse(status_code=202, headers={CORRELATION_HEADER: correlation_id})
