@@ -26,13 +26,15 @@ Rules of a registration, in the order they are checked (each with its catalogue 
 Deleting: the flow's creator may always delete it (even after losing the administrator role, or the
 mailbox's quota would leak); anyone else must be an administrator of the business.
 
-The directory of Bookings businesses (who is on which staff list, with which role) is Microsoft Graph,
-reached through ``shared/graph.py`` — NOT BUILT YET. This module defines the small interface it needs
-(``BookingsDirectory``) and gets it from ``get_directory()``, which raises until Graph access exists.
+The directory of Bookings businesses (who is on which staff list, with which role) is Microsoft Graph:
+``BookingsDirectory`` is the small interface this module needs, ``GraphBookingsDirectory`` implements it
+over ``shared.graph`` (imported on first use, so importing this module never loads the Graph SDK), and
+``get_directory()`` hands it out. Unit tests replace ``get_directory`` with a fake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -98,10 +100,74 @@ class BookingsDirectory(Protocol):
         ...
 
 
+# Listing the businesses a user administers costs one staff listing per business; Outlook allows 4
+# concurrent requests per app per mailbox, and the dropdown is not worth more parallelism than that.
+_STAFF_LISTING_CONCURRENCY = 4
+
+
+class GraphBookingsDirectory:
+    """``BookingsDirectory`` over Microsoft Graph (``shared.graph``): staff lists, read on every call."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    async def staff_role(self, business: str, upn: str) -> str | None:
+        from shared.graph import GraphError
+
+        try:
+            staff = await self.graph.list_staff(business)
+        except GraphError as error:
+            raise _directory_error(error, business) from None
+        for member in staff:
+            if str(member.get("emailAddress") or "").strip().lower() == upn:
+                return str(member.get("role") or "") or None
+        return None
+
+    async def businesses_administered_by(self, upn: str) -> list[AdministeredBusiness]:
+        from shared.graph import GraphError
+
+        try:
+            businesses = await self.graph.list_businesses()
+        except GraphError as error:
+            raise _directory_error(error, "*") from None
+        limit = asyncio.Semaphore(_STAFF_LISTING_CONCURRENCY)
+
+        async def administered(business: dict[str, Any]) -> AdministeredBusiness | None:
+            smtp = str(business.get("id") or business.get("email") or "").lower()
+            if not smtp:
+                return None
+            async with limit:
+                try:
+                    role = await self.staff_role(smtp, upn)
+                except ApiError as error:
+                    if error.code == "BookingBusinessNotFound":  # deleted between the two calls
+                        return None
+                    raise
+            if role != ADMINISTRATOR:
+                return None
+            return {"displayName": str(business.get("displayName") or smtp), "email": smtp}
+
+        found = await asyncio.gather(*(administered(b) for b in businesses))
+        return [b for b in found if b is not None]
+
+
+def _directory_error(error: Any, business: str) -> ApiError:
+    if error.status == 404:
+        return ApiError("BookingBusinessNotFound", business=business)
+    if error.status == 0 or error.throttled or error.status >= 500:
+        headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
+        return ApiError("DependencyUnavailable", headers=headers, dependency="Microsoft Graph (Bookings)")
+    # 401/403 and the like: the app's own Graph access is misconfigured. A 500 whose correlation id leads
+    # the administrator to this log line is the honest answer; the flow maker cannot fix it.
+    log.error("Graph refused the Bookings directory lookup for %s: %s %s", business, error.status, error.code)
+    return ApiError("InternalError")
+
+
 def get_directory() -> BookingsDirectory:
-    """The Bookings directory (Graph). Tests replace this function; issue 4's shared/graph.py fills it in."""
-    raise NotImplementedError("shared/graph.py: not built yet — the Bookings directory (staff roles) needs Graph "
-                              "access (issue 4). Registration cannot check administrators until it exists.")
+    """The Bookings directory: Graph, through the event loop's ``shared.graph`` client."""
+    from shared.graph import get_graph
+
+    return GraphBookingsDirectory(get_graph())
 
 
 # --- parsing ---------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Fixtures of the registration tests: an Entra-like token issuer served over real HTTP.
 
 ``issuer`` starts a tiny JWKS server on 127.0.0.1 (stdlib ``http.server`` in a thread) and signs
-tokens with the claims Entra ID v2 access tokens carry. It is the one place tests make tokens: when the
-Graph sandbox's Entra stand-in is ready, this fixture can fetch its tokens instead and every test keeps
-working unchanged (they only call ``issuer.token(...)`` and read ``issuer.jwks_url`` / ``issuer.issuer``).
+tokens with the claims Entra ID v2 access tokens carry. It is the one place the unit tests make tokens
+(they only call ``issuer.token(...)`` and read ``issuer.jwks_url`` / ``issuer.issuer``), because they need
+what a shared server cannot give per test: key rotation, unpublished kids, counting JWKS fetches.
+``bookings_sandbox`` is the Graph + Entra sandbox; test_registration_sandbox.py uses its tokens and staff lists.
 """
 
 from __future__ import annotations
@@ -158,3 +159,12 @@ def auth_env(issuer: TokenIssuer, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
     reset_settings_cache()
     yield values
     reset_settings_cache()
+
+
+@pytest.fixture(scope="session")
+def bookings_sandbox() -> Iterator[Any]:
+    """The Graph + Entra sandbox (graph_sandbox), once per session; its demo tenant is re-seeded per test."""
+    from graph_sandbox.testing import SandboxServer
+
+    with SandboxServer() as server:
+        yield server

@@ -1,8 +1,8 @@
 """The webhook API's handlers, called as the Functions runtime calls them (func.HttpRequest in, out).
 
 Real: token validation (JWKS over HTTP), callback policy, Table storage (Azurite). Fake: the Bookings
-directory only, because shared/graph.py does not exist yet; the end-to-end tests through the Graph
-sandbox and the local host replace this fake once both exist.
+directory only, so each rule can be set up exactly (demotions, crashes); test_registration_sandbox.py runs
+the same rules with the Graph-backed directory against the Graph sandbox.
 """
 
 from __future__ import annotations
@@ -378,18 +378,19 @@ async def test_businesses_where_the_caller_is_administrator(api, issuer, busines
     error_of(await registration_api.businesses_as_admin(request("GET", "x", {}, None)), 401, "Unauthenticated")
 
 
-# --- what is not built yet, and secrets in logs -----------------------------------------------------------------
+# --- failures inside, and secrets in logs -----------------------------------------------------------------------
 
-async def test_without_graph_the_admin_check_fails_loudly(app_env, issuer, business, monkeypatch, caplog) -> None:
-    monkeypatch.setenv("AUTH_ISSUER", issuer.issuer)
-    monkeypatch.setenv("AUTH_JWKS_URL", issuer.jwks_url)
-    reset_settings_cache()
-    with pytest.raises(NotImplementedError, match=r"shared/graph\.py"):
-        registration_api.get_directory()
+async def test_a_directory_crash_is_a_500_with_a_correlation_id_in_the_logs(api, issuer, business, monkeypatch,
+                                                                            caplog) -> None:
+    async def broken(smtp: str, upn: str) -> str | None:
+        raise RuntimeError("directory exploded")
+
+    monkeypatch.setattr(api, "staff_role", broken)
     with caplog.at_level(logging.ERROR):
         error = error_of(await post(business, issuer.token()), 500, "InternalError")
     assert error["correlationId"] in error["remedy"]
-    assert "not built yet" in caplog.text and error["correlationId"] in str([r.__dict__ for r in caplog.records])
+    assert "directory exploded" in caplog.text
+    assert any(getattr(r, "correlationId", None) == error["correlationId"] for r in caplog.records)
 
 
 async def test_no_callback_secret_or_token_in_logs(api, issuer, business, caplog) -> None:
