@@ -6,7 +6,6 @@ settings into the environment with storage pointed at that Azurite, as the local
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,17 +47,22 @@ def repo_root() -> Path:
 
 def create_app_storage(connection_string: str) -> None:
     """Create the app's tables and queues, as `make run` does locally and Bicep does on Azure."""
-    from shared.settings import StorageSettings
-    from shared.store import open_store
+    from azure.core.exceptions import ResourceExistsError
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
 
-    async def create() -> None:
-        store = open_store(StorageSettings(connection_string=connection_string))
-        try:
-            await store.create_all()
-        finally:
-            await store.close()
+    from shared.store import QUEUES, TABLES, poison_queue
 
-    asyncio.run(create())
+    tables = TableServiceClient.from_connection_string(connection_string)
+    for name in TABLES:
+        tables.create_table_if_not_exists(name)
+    queues = QueueServiceClient.from_connection_string(connection_string)
+    for name in QUEUES:
+        for queue in (name, poison_queue(name)):
+            try:
+                queues.create_queue(queue)
+            except ResourceExistsError:
+                pass
 
 
 @pytest.fixture
