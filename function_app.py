@@ -6,10 +6,11 @@ project's local host (``python -m devhost``). Importing it must stay cheap (no G
 
 import azure.functions as func
 
-from shared import health, lifecycle, notifications
+from shared import health, lifecycle, notifications, renewal, store
 from shared.monitoring import configure_monitoring
 from shared.settings import get_settings
 from shared.telemetry import configure_logging
+from shared.web import new_correlation_id
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -33,3 +34,13 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     return await lifecycle.handle(req)
+
+
+@app.timer_trigger(schedule="%RENEWAL_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def renew_subscriptions(timer: func.TimerRequest) -> None:
+    await renewal.sweep(correlation_id=new_correlation_id())
+
+
+@app.queue_trigger(arg_name="msg", queue_name=store.SUBSCRIPTION_TASKS_QUEUE, connection="AzureWebJobsStorage")
+async def subscription_tasks(msg: func.QueueMessage) -> None:
+    await renewal.handle_message(msg)

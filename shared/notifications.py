@@ -43,7 +43,9 @@ from typing import Any, TypedDict
 
 import azure.functions as func
 
+from shared import events
 from shared.errors import ApiError
+from shared.monitoring import track_event
 from shared.store import MAILBOX_CHANGES_QUEUE, get_store
 from shared.subscriptions import IndexEntry, Subscriptions
 from shared.web import CORRELATION_HEADER, endpoint
@@ -167,6 +169,7 @@ async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
         raise ApiError("NotificationNotPersisted") from None
     if any(dropped.values()):
         log.warning("dropped notification items: %s", dropped, extra={"correlationId": correlation_id})
-    log.info("notifications: %d accepted for %d mailboxes", len(accepted), len(by_mailbox),
-             extra={"correlationId": correlation_id})
+    for (mailbox, sid), changes in by_mailbox.items():
+        track_event(events.NOTIFICATIONS_RECEIVED, mailbox=mailbox, subscriptionId=sid, itemCount=len(changes),
+                    droppedCount=sum(dropped.values()), correlationId=correlation_id)
     return func.HttpResponse(status_code=202, headers={CORRELATION_HEADER: correlation_id})

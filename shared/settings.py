@@ -161,6 +161,11 @@ SPECS: tuple[SettingSpec, ...] = (
           "Never true on Azure.", _bool, "allow_loopback_callbacks"),
     _spec("RENEWAL_SCHEDULE", "0 */30 * * * *", "NCRONTAB schedule of the subscription renewal timer.",
           _ncrontab, "renewal_schedule"),
+    _spec("RENEWAL_WINDOW_MINUTES", "1440", "The renewal timer renews subscriptions expiring within this many "
+          "minutes (Graph allows 4,230 minutes of life).", _positive_int, "renewal_window_minutes"),
+    _spec("SUBSCRIPTION_WRITES_PER_SECOND", "20", "Pace of subscription renewals and re-creations, below "
+          "Graph's 500 writes per 20 s per app (25/s), leaving room for new flows.", _positive_int,
+          "subscription_writes_per_second"),
     _spec("RESYNC_SCHEDULE", "0 0 * * * *", "NCRONTAB schedule of the periodic full resync of every mailbox.",
           _ncrontab, "resync_schedule"),
     _spec("HEALTH_TIMEOUT_SECONDS", "3", "How long /api/health waits for each dependency.", _positive_int,
@@ -205,6 +210,8 @@ class Settings:
     callback_host_allowlist: tuple[str, ...]
     allow_loopback_callbacks: bool
     renewal_schedule: str
+    renewal_window_minutes: int
+    subscription_writes_per_second: int
     resync_schedule: str
     health_timeout_seconds: int
     log_level: str

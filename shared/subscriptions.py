@@ -33,9 +33,8 @@ in its turn. If the winner dies, its lease runs out and a waiter takes the row o
 crash cannot wedge a mailbox. If the winner finds it lost the row while it was creating (lease run out),
 it deletes what it created in Graph: no orphan.
 
-Still to build (issue 6): lifecycle notifications, the renewal timer (renew, recreate on 404, repair
-mailboxes with flows and no subscription, sweep orphans), the notification endpoint's use of the index
-is in ``shared.notifications``.
+Renewal, re-creation and repair are driven by ``shared.renewal``; the notification endpoint's use of
+the index is in ``shared.notifications``.
 """
 
 from __future__ import annotations
@@ -52,8 +51,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared import events
 from shared.errors import ApiError
 from shared.graph import Graph, GraphError, get_graph
+from shared.monitoring import track_event
 from shared.settings import get_settings
 from shared.store import MAILBOX_TABLE, SUBSCRIPTION_TABLE, get_store
 
@@ -230,6 +231,8 @@ class Subscriptions:
             raise
         log.info("subscription %s created for %s, expires %s", subscription_id, mailbox, expires.isoformat(),
                  extra={"mailbox": mailbox, "subscriptionId": subscription_id})
+        track_event(events.SUBSCRIPTION_CREATED, mailbox=mailbox, subscriptionId=subscription_id,
+                    expiresAt=expires.isoformat())
         return SubscriptionRecord(mailbox, "active", subscription_id, client_state, expires, None, result["etag"])
 
     async def _release_claim(self, mailbox: str, etag: str) -> None:
@@ -291,6 +294,55 @@ class Subscriptions:
         await self._release_claim(mailbox, marked["etag"])
         log.info("subscription %s of %s deleted with the last flow", record.subscription_id, mailbox,
                  extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
+        track_event(events.SUBSCRIPTION_DELETED, mailbox=mailbox, subscriptionId=record.subscription_id,
+                    reason="lastFlowRemoved")
+
+
+    # ---- renewal and repair (driven by shared.renewal) -------------------------------------------------
+
+    async def renew(self, record: SubscriptionRecord) -> datetime:
+        """Extend the subscription to the longest allowed life. GraphError propagates (404: it is gone)."""
+        expiration = new_expiration()
+        answer = await self.graph.renew_subscription(record.subscription_id, expiration) or {}
+        expires = _parse_time(answer.get("expirationDateTime")) or expiration
+        await self._record_expiration(record, expires)
+        return expires
+
+    async def _record_expiration(self, record: SubscriptionRecord, expires: datetime) -> None:
+        await self.table.update_entity(
+            {"PartitionKey": record.mailbox, "RowKey": SUBSCRIPTION_ROW, "ExpirationDateTime": expires,
+             "Failures": 0, "LastError": ""}, mode=UpdateMode.MERGE)
+        await self.index.update_entity(
+            {"PartitionKey": record.subscription_id, "RowKey": "", "ExpirationDateTime": expires},
+            mode=UpdateMode.MERGE)
+
+    async def record_failure(self, record: SubscriptionRecord, error: str) -> int:
+        """Count a failed renewal; returns how many in a row."""
+        failures = record.failures + 1
+        try:
+            await self.table.update_entity(
+                {"PartitionKey": record.mailbox, "RowKey": SUBSCRIPTION_ROW, "Failures": failures,
+                 "LastError": error[:500]}, mode=UpdateMode.MERGE)
+        except ResourceNotFoundError:
+            pass
+        return failures
+
+    async def forget(self, record: SubscriptionRecord) -> None:
+        """Drop our rows of a subscription Graph no longer has (404, subscriptionRemoved)."""
+        try:
+            await self.index.delete_entity(record.subscription_id, "")
+        except ResourceNotFoundError:
+            pass
+        try:
+            await self.table.delete_entity(record.mailbox, SUBSCRIPTION_ROW, etag=record.etag,
+                                           match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, HttpResponseError):
+            pass  # already replaced by a newer one: leave it
+
+    async def all_index_entries(self) -> Any:
+        """Every subscription we know (pages through the index table)."""
+        async for entity in self.index.list_entities(select=["PartitionKey", "Mailbox", "ExpirationDateTime"]):
+            yield entity
 
 
 def _parse_time(value: Any) -> datetime | None:

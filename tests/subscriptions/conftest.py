@@ -26,3 +26,10 @@ def app_host(app_host_factory, sandbox, graph_env, azurite, monkeypatch: pytest.
 
 def sandbox_subscriptions(sandbox: Any) -> list[dict]:
     return list(sandbox.control("GET", "subscriptions")["value"])
+
+
+@pytest.fixture
+def clean_env(graph_env, azurite) -> dict[str, str]:
+    """Settings and empty storage, no host running: nothing consumes the queues behind the test's back."""
+    clean_app_storage(azurite.connection_string)
+    return graph_env

@@ -1,0 +1,234 @@
+"""Keeping every mailbox's subscription alive: the renewal sweep (timer) and the task worker (queue).
+
+The sweep (``RENEWAL_SCHEDULE``, default every 30 minutes) does no Graph writes itself. It pages
+through what we know and puts one task per piece of work on ``subscription-tasks``:
+
+- ``renew`` for every subscription expiring within ``RENEWAL_WINDOW_MINUTES``;
+- ``repair`` for every mailbox that has flows but no working subscription (a crash between steps, a
+  manual deletion, a stuck 'creating'/'deleting' row whose owner died), and for every subscription row
+  left behind by a mailbox that no longer has flows.
+
+The tasks are spread out in time with the queue's visibility delay — task *i* becomes visible after
+*i / SUBSCRIPTION_WRITES_PER_SECOND* seconds — so any number of worker instances together stay under
+Graph's 500 subscription writes per 20 s per app, and no invocation has to hold 10,000 renewals
+(the Functions time limit). A worker that is throttled anyway puts its task back with the delay Graph's
+``Retry-After`` asks for (no dequeue count is spent on throttling).
+
+Task outcomes: a renewal answered 404 means Graph dropped the subscription: it is re-created and the
+mailbox gets a full resync (changes in between were not notified). Other failures are counted on the
+subscription row; from the third in a row each one is an error-level log and a
+``SubscriptionRenewalFailed`` event naming the mailbox, and the task keeps being retried with back-off
+(and by every later sweep) for as long as the mailbox has flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared import events
+from shared.graph import GraphError
+from shared.lifecycle import SubscriptionTask, enqueue_task, task
+from shared.monitoring import track_event
+from shared.notifications import change_message, enqueue_change
+from shared.registrations import QUOTA_ROW
+from shared.settings import get_settings
+from shared.store import MAILBOX_TABLE, get_store
+from shared.subscriptions import SUBSCRIPTION_ROW, SubscriptionRecord, Subscriptions
+
+log = logging.getLogger(__name__)
+
+FAILURES_BEFORE_ALERT = 3
+ENQUEUE_CONCURRENCY = 32
+THROTTLED_DEFAULT_SECONDS = 30
+MAX_BACKOFF_SECONDS = 900
+
+
+@dataclass
+class SweepReport:
+    renewals: int = 0
+    repairs: int = 0
+    tasks: list[SubscriptionTask] = field(default_factory=list)
+
+
+async def _mailboxes_with_flows() -> set[str]:
+    table = get_store().table(MAILBOX_TABLE)
+    query = f"RowKey eq '{QUOTA_ROW}' and FlowCount gt 0"
+    return {e["PartitionKey"] async for e in table.query_entities(query, select=["PartitionKey"])}
+
+
+async def _subscription_rows() -> dict[str, Any]:
+    table = get_store().table(MAILBOX_TABLE)
+    query = f"RowKey eq '{SUBSCRIPTION_ROW}'"
+    return {e["PartitionKey"]: e async for e in table.query_entities(query)}
+
+
+async def plan_sweep(now: datetime | None = None) -> SweepReport:
+    """What the sweep would enqueue, without enqueueing it."""
+    now = now or datetime.now(UTC)
+    horizon = now + timedelta(minutes=get_settings().renewal_window_minutes)
+    with_flows, rows = await asyncio.gather(_mailboxes_with_flows(), _subscription_rows())
+    report = SweepReport()
+    for mailbox, row in rows.items():
+        record = SubscriptionRecord.from_entity(row)
+        if mailbox not in with_flows:
+            if not record.lease_held(now):
+                report.tasks.append(task("repair", mailbox, record.subscription_id, "no flows left", ""))
+                report.repairs += 1
+        elif record.state != "active":
+            if not record.lease_held(now):
+                report.tasks.append(task("repair", mailbox, record.subscription_id, f"stuck {record.state}", ""))
+                report.repairs += 1
+        elif record.expiration is None or record.expiration <= horizon:
+            report.tasks.append(task("renew", mailbox, record.subscription_id, "expiring", ""))
+            report.renewals += 1
+    for mailbox in sorted(with_flows - rows.keys()):
+        report.tasks.append(task("repair", mailbox, "", "flows without a subscription", ""))
+        report.repairs += 1
+    return report
+
+
+async def sweep(correlation_id: str, now: datetime | None = None) -> SweepReport:
+    """The renewal timer's work: enqueue paced tasks for every renewal and repair due."""
+    report = await plan_sweep(now)
+    rate = get_settings().subscription_writes_per_second
+    limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+
+    async def put(index: int, item: SubscriptionTask) -> None:
+        item["correlationId"] = correlation_id
+        async with limit:
+            await enqueue_task(item, delay_seconds=index // rate)
+
+    await asyncio.gather(*(put(i, t) for i, t in enumerate(report.tasks)))
+    log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,
+             len(report.tasks) // rate, extra={"correlationId": correlation_id})
+    return report
+
+
+# ---- the worker -----------------------------------------------------------------------------------
+
+
+def parse_task(body: bytes) -> SubscriptionTask:
+    try:
+        item = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("subscription task is not JSON") from None
+    if not isinstance(item, dict) or item.get("action") not in ("renew", "reauthorize", "recreate", "repair") \
+            or not isinstance(item.get("mailbox"), str) or not item["mailbox"]:
+        raise ValueError("subscription task has no valid action/mailbox")
+    item.setdefault("subscriptionId", "")
+    item.setdefault("reason", "")
+    item.setdefault("correlationId", "")
+    item.setdefault("attempt", 0)
+    return item  # type: ignore[return-value]
+
+
+async def _flow_count(mailbox: str) -> int:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        quota = await get_store().table(MAILBOX_TABLE).get_entity(mailbox, QUOTA_ROW)
+    except ResourceNotFoundError:
+        return 0
+    return int(quota.get("FlowCount", 0))
+
+
+async def _resync(mailbox: str, reason: str, correlation_id: str, subscription_id: str = "") -> None:
+    await enqueue_change(change_message(mailbox, subscription_id=subscription_id, full_resync=True, reason=reason,
+                                        correlation_id=correlation_id))
+
+
+async def _recreate(subs: Subscriptions, mailbox: str, record: SubscriptionRecord | None, reason: str,
+                    correlation_id: str) -> None:
+    if record is not None:
+        await subs.forget(record)
+        try:
+            await subs.graph.delete_subscription(record.subscription_id)  # in case Graph still has it
+        except GraphError:
+            pass
+    if await _flow_count(mailbox) == 0:
+        return
+    created = await subs.ensure(mailbox)
+    await _resync(mailbox, reason, correlation_id, created.subscription_id)
+
+
+async def _retry_later(item: SubscriptionTask, seconds: float) -> None:
+    again = dict(item)
+    again["attempt"] = int(item.get("attempt", 0)) + 1  # type: ignore[typeddict-unknown-key]
+    await enqueue_task(again, delay_seconds=max(1, int(seconds)))  # type: ignore[arg-type]
+
+
+async def run_task(item: SubscriptionTask) -> str:
+    """Do one task. Returns what happened (for the log line and tests)."""
+    subs = Subscriptions()
+    mailbox, cid = item["mailbox"], item["correlationId"]
+    record = await subs.get(mailbox)
+    action = item["action"]
+    stale = record is None or (item["subscriptionId"] and record.subscription_id != item["subscriptionId"])
+
+    if action == "repair":
+        flows = await _flow_count(mailbox)
+        if flows == 0:
+            if record is not None:
+                await subs.release(mailbox, lambda: _flow_count(mailbox))
+                return "released"
+            return "nothing to do"
+        if record is not None and record.state == "active":
+            return "already active"
+        await _recreate(subs, mailbox, None, "repair", cid)
+        return "recreated"
+    if action == "recreate":
+        await _recreate(subs, mailbox, None if stale else record, item["reason"] or "subscriptionRemoved", cid)
+        return "recreated"
+    if stale or record is None or record.state != "active":
+        return "stale task"  # the subscription it names was replaced or removed meanwhile
+
+    try:
+        if action == "reauthorize":
+            try:
+                await subs.graph.reauthorize_subscription(record.subscription_id)
+            except GraphError as error:
+                if error.status == 404 or error.throttled:
+                    raise
+            expires = await subs.renew(record)  # reauthorizing keeps the expiration: extend it too
+        else:
+            expires = await subs.renew(record)
+    except GraphError as error:
+        if error.status == 404:
+            log.warning("subscription of %s is gone from Graph; re-creating it", mailbox,
+                        extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
+            await _recreate(subs, mailbox, record, "subscriptionRemoved", cid)
+            return "recreated"
+        if error.throttled:
+            await _retry_later(item, error.retry_after or THROTTLED_DEFAULT_SECONDS)
+            return "throttled"
+        failures = await subs.record_failure(record, f"{error.status} {error.code}")
+        dims = {"mailbox": mailbox, "subscriptionId": record.subscription_id, "status": error.status,
+                "errorCode": error.code, "consecutiveFailures": failures, "correlationId": cid,
+                "expiresAt": record.expiration.isoformat() if record.expiration else ""}
+        if failures >= FAILURES_BEFORE_ALERT:
+            log.error("renewing the subscription of %s failed %d times in a row (%s %s)", mailbox, failures,
+                      error.status, error.code, extra=dims)
+            track_event(events.SUBSCRIPTION_RENEWAL_FAILED, logging.ERROR, **dims)
+        await _retry_later(item, min(60 * 2 ** failures, MAX_BACKOFF_SECONDS))
+        return "failed"
+    track_event(events.SUBSCRIPTION_RENEWED, mailbox=mailbox, subscriptionId=record.subscription_id,
+                expiresAt=expires.isoformat(), attempt=int(item.get("attempt", 0)), correlationId=cid)
+    return "renewed"
+
+
+
+async def handle_message(msg: Any) -> None:
+    """The queue trigger's entry: a malformed task is logged and dropped (retrying cannot fix it)."""
+    try:
+        item = parse_task(msg.get_body())
+    except ValueError as error:
+        log.error("dropped a malformed subscription task: %s", error)
+        return
+    outcome = await run_task(item)
+    log.info("subscription task %s for %s: %s", item["action"], item["mailbox"], outcome,
+             extra={"mailbox": item["mailbox"], "correlationId": item["correlationId"]})

@@ -1,0 +1,148 @@
+"""The renewal sweep and the subscription task worker, against the sandbox and Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from azure.storage.queue import QueueClient
+
+from shared.lifecycle import task
+from shared.renewal import plan_sweep, run_task, sweep
+from shared.store import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
+from shared.subscriptions import SUBSCRIPTION_ROW, Subscriptions
+from tests.subscriptions.conftest import sandbox_subscriptions
+
+CLINIC = "clinic@contoso.test"
+SALON = "salon@contoso.test"
+
+
+async def give_flows(mailbox: str, count: int = 1) -> None:
+    await get_store().table(MAILBOX_TABLE).upsert_entity({"PartitionKey": mailbox, "RowKey": "quota",
+                                                          "FlowCount": count})
+
+
+async def expire_soon(mailbox: str, minutes: int = 60) -> None:
+    await get_store().table(MAILBOX_TABLE).update_entity(
+        {"PartitionKey": mailbox, "RowKey": SUBSCRIPTION_ROW,
+         "ExpirationDateTime": datetime.now(UTC) + timedelta(minutes=minutes)})
+
+
+def queued(azurite, name: str) -> list[dict]:
+    client = QueueClient.from_connection_string(azurite.connection_string, name)
+    return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+
+
+async def test_sweep_plans_renewals_due_and_repairs(app_host, sandbox) -> None:
+    await give_flows(CLINIC)
+    await give_flows(SALON)
+    clinic = await Subscriptions().ensure(CLINIC)
+    await expire_soon(CLINIC)
+    # SALON has flows but no subscription (e.g. someone deleted it by hand).
+    report = await plan_sweep()
+    assert [(t["action"], t["mailbox"]) for t in report.tasks] == [("renew", CLINIC), ("repair", SALON)]
+    assert report.tasks[0]["subscriptionId"] == clinic.subscription_id
+    await expire_soon(CLINIC, minutes=3 * 24 * 60)  # not due within the 24 h window
+    assert [t["action"] for t in (await plan_sweep()).tasks] == ["repair"]
+
+
+async def test_sweep_paces_tasks_under_graphs_write_limit(clean_env, azurite, monkeypatch) -> None:
+    from shared.settings import reset_settings_cache
+
+    monkeypatch.setenv("SUBSCRIPTION_WRITES_PER_SECOND", "1")
+    reset_settings_cache()
+    for mailbox in (CLINIC, SALON):
+        await give_flows(mailbox)
+    await sweep("cid")  # two repairs: the first visible now, the second one second later
+    client = QueueClient.from_connection_string(azurite.connection_string, SUBSCRIPTION_TASKS_QUEUE)
+    visible = client.peek_messages(max_messages=32)
+    assert len(visible) == 1
+
+
+async def test_renew_extends_the_subscription(app_host, sandbox) -> None:
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    await expire_soon(CLINIC)
+    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring", "cid"))
+    assert outcome == "renewed"
+    renewed = await Subscriptions().get(CLINIC)
+    assert renewed.expiration > datetime.now(UTC) + timedelta(minutes=4000)
+    patches = [r for r in sandbox.requests() if r["method"] == "PATCH"]
+    assert len(patches) == 1 and record.subscription_id in patches[0]["path"]
+
+
+async def test_renew_of_a_vanished_subscription_recreates_and_resyncs(app_host, sandbox, azurite) -> None:
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    httpx.delete(f"{sandbox.graph_url}/subscriptions/{record.subscription_id}", headers=sandbox.graph_headers())
+    assert sandbox_subscriptions(sandbox) == []
+    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring", "cid"))
+    assert outcome == "recreated"
+    subs = sandbox_subscriptions(sandbox)
+    assert len(subs) == 1 and subs[0]["id"] != record.subscription_id
+    assert (await Subscriptions().get(CLINIC)).subscription_id == subs[0]["id"]
+    resyncs = [m for m in queued(azurite, MAILBOX_CHANGES_QUEUE) if m["fullResync"]]
+    assert resyncs and resyncs[-1]["mailbox"] == CLINIC
+
+
+async def test_throttled_renewal_is_put_back_with_retry_after(app_host, sandbox, azurite) -> None:
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    sandbox.add_fault(method="PATCH", path="/v1.0/subscriptions/*", status=429, retryAfter=2, count=None)
+    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring", "cid"))
+    assert outcome == "throttled"
+    assert queued(azurite, SUBSCRIPTION_TASKS_QUEUE) == []  # not visible yet: it waits as Graph asked
+    # The host's queue worker picks the task up once it is visible, and is throttled again.
+    for _ in range(80):
+        if "subscription task renew for clinic@contoso.test: throttled" in app_host.log:
+            break
+        await asyncio.sleep(0.1)
+    patches = [datetime.fromisoformat(r["time"].replace("Z", "+00:00")) for r in sandbox.requests()
+               if r["method"] == "PATCH"]
+    assert len(patches) >= 2
+    assert (patches[1] - patches[0]).total_seconds() >= 1.9
+
+
+async def test_repeated_failures_raise_an_error_naming_the_mailbox(app_host, sandbox, caplog) -> None:
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    sandbox.add_fault(method="PATCH", path="/v1.0/subscriptions/*", status=500, count=None)
+    outcomes = []
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            current = await Subscriptions().get(CLINIC)
+            outcomes.append(await run_task(task("renew", CLINIC, current.subscription_id, "expiring", "cid")))
+    assert outcomes == ["failed"] * 3
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and CLINIC in r.getMessage()]
+    assert errors and "3 times in a row" in errors[0].getMessage()
+    assert (await Subscriptions().get(CLINIC)).failures == 3
+    assert record.subscription_id  # still the same subscription: failures alone never drop it
+
+
+async def test_repair_creates_the_missing_subscription_and_releases_orphaned_rows(app_host, sandbox) -> None:
+    await give_flows(CLINIC)
+    assert await run_task(task("repair", CLINIC, "", "flows without a subscription", "cid")) == "recreated"
+    assert len(sandbox_subscriptions(sandbox)) == 1
+    await give_flows(CLINIC, 0)  # its flows are gone, the subscription stayed
+    assert await run_task(task("repair", CLINIC, "", "no flows left", "cid")) == "released"
+    assert sandbox_subscriptions(sandbox) == []
+
+
+async def test_lifecycle_recreate_task(app_host, sandbox) -> None:
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    assert await run_task(task("recreate", CLINIC, record.subscription_id, "subscriptionRemoved", "c")) == "recreated"
+    subs = sandbox_subscriptions(sandbox)
+    assert len(subs) == 1 and subs[0]["id"] != record.subscription_id
+
+
+async def test_reauthorize_task(app_host, sandbox) -> None:
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    assert await run_task(task("reauthorize", CLINIC, record.subscription_id, "reauthorizationRequired",
+                               "c")) == "renewed"
+    assert any(r["path"].endswith("/reauthorize") for r in sandbox.requests())
