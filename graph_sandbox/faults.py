@@ -40,6 +40,30 @@ DEFAULT_CODES = {
 }
 _MAILBOX_PATH = re.compile(r"^/v1\.0/(?:solutions/bookingBusinesses|users)/([^/]+)", re.IGNORECASE)
 _ids = itertools.count(1)
+# Graph's URL segments are case-insensitive ("Users/{id}/Events/{id}" in notifications works as is).
+_SEGMENTS = {
+    s.lower(): s
+    for s in (
+        "users",
+        "events",
+        "calendar",
+        "calendarView",
+        "solutions",
+        "bookingBusinesses",
+        "staffMembers",
+        "services",
+        "customers",
+        "customQuestions",
+        "appointments",
+        "cancel",
+        "subscriptions",
+        "reauthorize",
+    )
+}
+
+
+def canonical_path(path: str) -> str:
+    return "/".join(_SEGMENTS.get(seg.lower(), seg) for seg in path.split("/"))
 
 
 @dataclass
@@ -208,6 +232,8 @@ class GraphGate:
         if path.startswith("/_sandbox"):
             await self.app(scope, receive, send)
             return
+        if path.startswith("/v1.0/"):
+            path = scope["path"] = canonical_path(path)
         faults = self.sandbox.faults
         started = time.monotonic()
         scope["sandbox.request_id"] = str(uuid.uuid4())
