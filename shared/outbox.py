@@ -11,7 +11,8 @@ Outbox row (mailbox partition of ``MAILBOX_TABLE``; RowKey ``outbox:<eventId>``)
 ``Trigger``        ``AppointmentCreated`` | ``AppointmentUpdated`` | ``AppointmentDeleted``
 ``ChangeType``     ``Created`` | ``Updated`` | ``Cancelled``
 ``AppointmentId``  Bookings appointment id
-``Payload``        AppointmentData as JSON (``shared.appointment_data``); < 64 KiB (Table limit)
+``Payload0..N``    AppointmentData as JSON, in ``PayloadChunks`` pieces (a Table string holds 64 KiB):
+                   write with ``payload_properties``, read with ``read_payload``
 ``DetectedAt``     when the reconcile saw the change (end-to-end latency starts here)
 ``State``          ``pending`` (committed, not yet fanned out) | ``fannedOut``
 =================  ==========================================================================
@@ -31,7 +32,9 @@ message never carries either: queues are not where secrets or large bodies live)
 from __future__ import annotations
 
 import hashlib
-from typing import TypedDict
+import json
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 OUTBOX_PREFIX = "outbox:"
 OUTBOX_PREFIX_END = "outbox;"  # ';' follows ':' — RowKey ge 'outbox:' and lt 'outbox;' = every outbox row
@@ -65,3 +68,21 @@ def idempotency_key(event: str, flow: str) -> str:
 
 def outbox_row_key(event: str) -> str:
     return f"{OUTBOX_PREFIX}{event}"
+
+
+PAYLOAD_CHUNK_CHARS = 30_000  # a Table string property holds 64 KiB = 32K UTF-16 code units
+
+
+def payload_properties(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Entity properties holding ``payload`` as JSON, chunked under the Table property size limit."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    chunks = [text[i:i + PAYLOAD_CHUNK_CHARS] for i in range(0, len(text), PAYLOAD_CHUNK_CHARS)] or [""]
+    props: dict[str, Any] = {f"Payload{i}": chunk for i, chunk in enumerate(chunks)}
+    props["PayloadChunks"] = len(chunks)
+    return props
+
+
+def read_payload(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload ``payload_properties`` wrote into ``entity``."""
+    text = "".join(str(entity.get(f"Payload{i}", "")) for i in range(int(entity.get("PayloadChunks", 1))))
+    return json.loads(text) if text else {}
