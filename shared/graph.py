@@ -238,6 +238,12 @@ class Graph:
         info = self._business(smtp).calendar_view.to_get_request_information(config)
         return [a async for a in self.pages(info)]
 
+    async def get_event(self, smtp: str, event_id: str) -> dict:
+        """A calendar event of the mailbox (notifications name events, not appointments)."""
+        info = self.sdk.users.by_user_id(quote(smtp, safe="@")).events.by_event_id(event_id)\
+            .to_get_request_information()
+        return await self.send(info, retry=True)
+
     async def get_appointment(self, smtp: str, appointment_id: str) -> dict:
         info = self._business(smtp).appointments.by_booking_appointment_id(appointment_id).to_get_request_information()
         return await self.send(info, retry=True)

@@ -66,6 +66,16 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _positive_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a number, got {raw!r}.") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"Setting {name} must be a positive number, got {raw!r}.")
+    return value
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -168,6 +178,20 @@ SPECS: tuple[SettingSpec, ...] = (
           "subscription_writes_per_second"),
     _spec("RESYNC_SCHEDULE", "0 0 * * * *", "NCRONTAB schedule of the periodic full resync of every mailbox.",
           _ncrontab, "resync_schedule"),
+    _spec("RESYNC_HORIZON_DAYS", "180", "How many days ahead a full resync compares appointments "
+          "(and catches changes Graph never notified).",
+          _positive_int, "resync_horizon_days"),
+    _spec("RESYNC_PAST_DAYS", "7", "How many days back a full resync looks; older appointments leave the "
+          "snapshot silently.",
+          _positive_int, "resync_past_days"),
+    _spec("DELIVERY_RETRY_HOURS", "24", "How long a delivery to a flow is retried (429, 5xx, timeouts), counted "
+          "from its first attempt, before it becomes a dead letter. Decimals allowed.", _positive_number,
+          "delivery_retry_hours"),
+    _spec("OUTBOX_RETENTION_HOURS", "168", "How long an appointment event is kept after it was handed to its "
+          "flows (never less than DELIVERY_RETRY_HOURS + 1 h, and never while it has dead letters).",
+          _positive_number, "outbox_retention_hours"),
+    _spec("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the outbox sweep: hands events "
+          "left pending by a crash to their flows, and prunes delivered ones.", _ncrontab, "outbox_sweep_schedule"),
     _spec("HEALTH_TIMEOUT_SECONDS", "3", "How long /api/health waits for each dependency.", _positive_int,
           "health_timeout_seconds"),
     _spec("LOG_LEVEL", "INFO", "Level of the app's own logs: DEBUG, INFO, WARNING or ERROR.", _log_level,
@@ -213,7 +237,12 @@ class Settings:
     renewal_window_minutes: int
     subscription_writes_per_second: int
     resync_schedule: str
+    delivery_retry_hours: float
+    outbox_retention_hours: float
+    outbox_sweep_schedule: str
     health_timeout_seconds: int
+    resync_horizon_days: int
+    resync_past_days: int
     log_level: str
     appinsights_connection_string: str = field(repr=False)
 
