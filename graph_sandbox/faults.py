@@ -13,6 +13,7 @@ import asyncio
 import fnmatch
 import itertools
 import json
+import math
 import re
 import time
 import uuid
@@ -202,6 +203,37 @@ class Faults:
         self.request_log.append(entry)
 
 
+# Application permissions each route accepts (least privileged first), per the API reference pages.
+_BOOKINGS_READ = {
+    "Bookings.Read.All",
+    "BookingsAppointment.ReadWrite.All",
+    "Bookings.ReadWrite.All",
+    "Bookings.Manage.All",
+}
+_BOOKINGS_WRITE = {"BookingsAppointment.ReadWrite.All", "Bookings.ReadWrite.All", "Bookings.Manage.All"}
+_CALENDARS_READ = {"Calendars.ReadBasic", "Calendars.Read", "Calendars.ReadWrite"}
+_USERS_READ = {"User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All", "Directory.Read.All"}
+
+
+def _permission_check(request: Request, claims: dict[str, Any]) -> Any:
+    """403 when the app token lacks every role the route accepts (subscriptions check their own)."""
+    path, method = request.url.path.lower(), request.method
+    roles = set(claims.get("roles", []))
+    if path.startswith("/v1.0/solutions/bookingbusinesses"):
+        needed = _BOOKINGS_READ if method == "GET" else _BOOKINGS_WRITE
+        if not roles & needed:
+            return graph_error(request, 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    elif path.startswith("/v1.0/users/"):
+        is_calendar = any(seg in path.split("/") for seg in ("events", "calendar", "calendarview"))
+        if is_calendar and not roles & _CALENDARS_READ:
+            return graph_error(request, 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+        if not is_calendar and not roles & _USERS_READ:
+            return graph_error(
+                request, 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+            )
+    return None
+
+
 def _mailbox_of(sandbox: Sandbox, path: str) -> str | None:
     m = _MAILBOX_PATH.match(path)
     if not m:
@@ -288,6 +320,8 @@ class GraphGate:
                 except GraphError as err:
                     response = graph_error(request, err.status, err.code, err.message, err.headers)
                 if response is None:
+                    response = _permission_check(request, scope.get("sandbox.app", {}))
+                if response is None:
                     response, mailbox_slot = self._limits(request, entry)
             if response is None:
                 rule = faults.match(method, path)
@@ -354,7 +388,8 @@ class GraphGate:
         code, message = DEFAULT_CODES.get(rule.status, ("generalException", "An unspecified error has occurred."))
         headers = {}
         if rule.retry_after is not None:
-            headers["Retry-After"] = _retry_after_header(float(rule.retry_after))
+            # An explicit value is sent as asked (tests may want 0); Graph itself never sends 0.
+            headers["Retry-After"] = str(max(0, math.ceil(float(rule.retry_after))))
         elif rule.status in (429, 503):
             headers["Retry-After"] = "1"
         if not request.url.path.startswith("/v1.0"):

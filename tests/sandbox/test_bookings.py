@@ -293,12 +293,35 @@ def test_group_appointment_needs_known_customer_ids(graph: httpx.Client) -> None
     assert {c["name"] for c in created["customers"]} == {c["displayName"] for c in customers[:3]}
 
 
-def test_users_resolve_by_upn_and_object_id(graph: httpx.Client) -> None:
-    user = graph.get(f"/users/{CLINIC}").json()
+def test_users_resolve_by_upn_and_object_id(sb: SandboxServer, graph: httpx.Client) -> None:
+    # Reading a user needs User.Read.All, which the app is not granted by default.
+    denied = graph.get(f"/users/{CLINIC}")
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "Authorization_RequestDenied"
+    app = sb.sandbox.config.apps[0]
+    sb.control("POST", f"apps/{app.client_id}/roles", {"roles": [*app.roles, "User.Read.All"]})
+    try:
+        graph.headers["Authorization"] = f"Bearer {sb.app_token()}"
+        user = graph.get(f"/users/{CLINIC}").json()
+    finally:
+        sb.control("POST", f"apps/{app.client_id}/roles", {"roles": [r for r in app.roles if r != "User.Read.All"]})
     assert user["userPrincipalName"] == CLINIC
     assert graph.get(f"/users/{user['id']}").json()["id"] == user["id"]
     assert len(graph.get(f"/users/{user['id']}/events").json()["value"]) == 4
-    assert graph.get("/users/nobody@contoso.test").status_code == 404
+    assert graph.get("/users/nobody@contoso.test/events").status_code == 404
+
+
+def test_app_permissions_are_checked_per_route(sb: SandboxServer, graph: httpx.Client) -> None:
+    app = sb.sandbox.config.apps[0]
+    saved = list(app.roles)
+    sb.control("POST", f"apps/{app.client_id}/roles", {"roles": ["Bookings.Read.All"]})
+    try:
+        headers = {"Authorization": f"Bearer {sb.app_token()}"}
+        assert graph.get(f"{B}/appointments", headers=headers).status_code == 200
+        r = graph.delete(f"{B}/appointments/whatever", headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "ErrorAccessDenied"
+        assert graph.get(f"/users/{CLINIC}/events", headers=headers).status_code == 403
+    finally:
+        sb.control("POST", f"apps/{app.client_id}/roles", {"roles": saved})
 
 
 def test_unknown_graph_segment_is_400_bad_request(graph: httpx.Client) -> None:

@@ -157,8 +157,10 @@ def test_expiration_limit_is_4230_minutes(graph: httpx.Client, receiver: Notific
     _subscribe(graph, receiver, expirationDateTime=_expiry(4229), clientState="x" * 128)
 
 
-def test_resource_by_object_id_and_calendar_path(graph: httpx.Client, receiver: NotificationReceiver) -> None:
-    user_id = graph.get(f"/users/{CLINIC}").json()["id"]
+def test_resource_by_object_id_and_calendar_path(
+    sb: SandboxServer, graph: httpx.Client, receiver: NotificationReceiver
+) -> None:
+    user_id = next(u["id"] for u in sb.control("GET", "users")["value"] if u["upn"] == CLINIC)
     _subscribe(graph, receiver, resource=f"users/{user_id}/calendar/events")
     _subscribe(graph, receiver, resource=f"/users('{CLINIC}')/events")
 
@@ -212,7 +214,7 @@ def test_appointment_changes_notify_with_graphs_payload(
     sb: SandboxServer, graph: httpx.Client, receiver: NotificationReceiver
 ) -> None:
     sub = _subscribe(graph, receiver)
-    user_id = graph.get(f"/users/{CLINIC}").json()["id"]
+    user_id = next(u["id"] for u in sb.control("GET", "users")["value"] if u["upn"] == CLINIC)
     appt = _book(graph)
     sb.wait_for(lambda: len(receiver.items()) >= 2)
     created, updated = receiver.items()[:2]
