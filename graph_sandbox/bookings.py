@@ -63,6 +63,7 @@ def _business(request: Request) -> Business:
     smtp = request.path_params["business"]
     business = _sandbox(request).state.business(smtp)
     if business is None:
+        # Not documented for Bookings: Exchange's usual not-found code is our best guess.
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
     return business
 
@@ -183,6 +184,7 @@ def _with_prefer(request: Request, body: dict[str, Any]) -> JSONResponse:
 # ---- appointment validation ----------------------------------------------------------------------
 
 
+# Graph documents no error codes for invalid appointments: "BadRequest" (OData's generic 400) is a guess.
 def build_appointment(
     business: Business, body: dict[str, Any], existing: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -34,6 +34,7 @@ VALIDATION_FAILED_STATUS = (
 VALIDATION_FAILED_TOKEN = (
     "Subscription validation request failed. Response must exactly match validationToken query parameter."  # noqa: S105
 )
+# The next two wordings are not documented (best guesses); the two above are what Graph answers.
 VALIDATION_FAILED_TYPE = "Subscription validation request failed. Response must have content type text/plain."
 VALIDATION_TIMED_OUT = "Subscription validation request timed out."
 

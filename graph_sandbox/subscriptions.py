@@ -24,6 +24,8 @@ from .errors import GraphError
 from .state import Subscription, graph_timestamp, now_utc
 
 _RESOURCE = re.compile(r"^/?users(?:/([^/()]+)|\('([^']+)'\))(?:/calendar)?/events/?$", re.IGNORECASE)
+# Documented wording: "Subscription expiration can only be 4230 minutes in the future." (code InvalidRequest as
+# seen in the wild). The other 400 messages for bad bodies are our own, with the same code.
 CHANGE_TYPES = {"created", "updated", "deleted"}
 READ_CALENDAR_ROLES = {"Calendars.Read", "Calendars.ReadBasic.All", "Calendars.ReadWrite"}
 
