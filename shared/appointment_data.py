@@ -11,13 +11,13 @@ id and the business's staff, services and custom questions from Graph and passes
 Rules
 -----
 * **1:1 vs group.** An appointment is a group appointment when its ``maximumAttendeesCount`` (or, if the
-  appointment lacks it, its service's) is greater than 1, or when it has several customers. 1:1 appointments fill the top-level customer
-  fields (``CustomerName``, ``CustomerEmail``, ``CustomerPhone``, ``CustomerId``, ``CustomerNotes``,
-  ``CustomerTimeZone``, ``CustomerLocation``, ``CustomQuestionAnswers``) from their customer *and* list
-  that customer in ``Customers``. Group appointments list every customer, with notes and answers, in
-  ``Customers`` only and leave the top-level customer fields empty — as Microsoft's connector does (its
-  FAQ: "group bookings use the customers array"), so a flow never mistakes the first of many customers
-  for "the" customer.
+  appointment lacks it, its service's) is greater than 1, or when it has several customers. 1:1
+  appointments fill the top-level customer fields (``CustomerName``, ``CustomerEmail``, ``CustomerPhone``,
+  ``CustomerId``, ``CustomerNotes``, ``CustomerTimeZone``, ``CustomerLocation``, ``CustomQuestionAnswers``)
+  from their customer *and* list that customer in ``Customers``. Group appointments list every customer,
+  with notes and answers, in ``Customers`` only and leave the top-level customer fields empty — as
+  Microsoft's connector does (its FAQ: "group bookings use the customers array"), so a flow never
+  mistakes the first of many customers for "the" customer.
 * **Fill what Microsoft leaves empty**: customer notes, service notes, additional information and the
   custom question answers are filled for 1:1 appointments too; question text, options and "required"
   come from the answer itself, else from the business's custom questions and the service.
