@@ -47,6 +47,12 @@ class SandboxConfig:
     # Changes within this window are sent in one POST per notification URL (Graph batches bursts).
     batch_window_s: float = 0.05
     max_batch_size: int = 100
+    # Slow-endpoint throttling (webhooks delivery docs): an answer over 2.9 s is slow; after 100 answers, 10 %
+    # slow flags the URL (notifications delayed 10 min), 15 % drops them; counts restart every 10 min.
+    slow_response_s: float = 2.9
+    slow_min_samples: int = 100
+    slow_window_s: float = 600.0
+    throttled_delay_s: float = 600.0
     # Outlook event subscriptions: at most 4,230 minutes.
     max_event_subscription_minutes: int = 4230
     expiry_sweep_interval_s: float = 1.0

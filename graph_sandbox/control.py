@@ -148,6 +148,11 @@ async def notification_log(request: Request) -> Response:
     return JSONResponse({"value": entries, "pending": sb.notifier.busy})
 
 
+async def endpoints(request: Request) -> Response:
+    sb = _sb(request)
+    return JSONResponse({url: h.to_json(sb.config) for url, h in sb.notifier.endpoints.items()})
+
+
 async def all_subscriptions(request: Request) -> Response:
     subs = _sb(request).state.subscriptions.values()
     return JSONResponse(
@@ -249,6 +254,7 @@ routes = [
     Route("/_sandbox/requests", request_log, methods=["GET", "DELETE"]),
     Route("/_sandbox/notifications", notification_log, methods=["GET", "DELETE"]),
     Route("/_sandbox/subscriptions", all_subscriptions, methods=["GET"]),
+    Route("/_sandbox/endpoints", endpoints, methods=["GET"]),
     Route("/_sandbox/subscriptions/{sub_id}/lifecycle", lifecycle, methods=["POST"]),
     Route("/_sandbox/subscriptions/{sub_id}/expire", expire, methods=["POST"]),
     Route("/_sandbox/cancellations", cancellations, methods=["GET"]),

@@ -16,11 +16,13 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import httpx
 
+from .config import SandboxConfig
 from .state import Subscription, graph_timestamp, now_utc
 
 if TYPE_CHECKING:
@@ -39,6 +41,25 @@ VALIDATION_FAILED_TYPE = "Subscription validation request failed. Response must 
 VALIDATION_TIMED_OUT = "Subscription validation request timed out."
 
 
+@dataclass
+class EndpointHealth:
+    """Graph's view of one notification URL: how many recent answers were slow."""
+
+    window_started: float = field(default_factory=time.monotonic)
+    total: int = 0
+    slow: int = 0
+
+    def state(self, cfg: SandboxConfig) -> str:
+        if self.total < cfg.slow_min_samples:
+            return "ok"
+        share = self.slow / self.total
+        return "dropping" if share >= 0.15 else "throttled" if share >= 0.10 else "ok"
+
+    def to_json(self, cfg: SandboxConfig) -> dict[str, Any]:
+        percent = round(100 * self.slow / self.total, 1) if self.total else 0.0
+        return {"responses": self.total, "slow": self.slow, "slowPercent": percent, "state": self.state(cfg)}
+
+
 class Notifier:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
@@ -49,6 +70,7 @@ class Notifier:
         self._flush_scheduled: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[Any] | None = None
+        self.endpoints: dict[str, EndpointHealth] = {}
 
     # ---- lifecycle of the notifier itself ----
 
@@ -72,6 +94,7 @@ class Notifier:
         self._pending.clear()
         self._flush_scheduled.clear()
         self.log.clear()
+        self.endpoints.clear()
 
     @property
     def busy(self) -> int:
@@ -231,19 +254,43 @@ class Notifier:
 
     # ---- delivery with retries ----
 
+    def health(self, url: str) -> EndpointHealth:
+        health = self.endpoints.setdefault(url, EndpointHealth())
+        if time.monotonic() - health.window_started >= self.sandbox.config.slow_window_s:
+            health = self.endpoints[url] = EndpointHealth()
+        return health
+
     async def _deliver(self, kind: str, url: str, body: dict[str, Any]) -> None:
         assert self.client is not None
         cfg = self.sandbox.config
         batch_id = str(uuid.uuid4())
         delays = (0.0, *cfg.retry_delays_s)
         for attempt, delay in enumerate(delays, start=1):
+            state = self.health(url).state(cfg)
+            if state == "dropping":
+                self._record(
+                    kind=kind,
+                    url=url,
+                    batchId=batch_id,
+                    attempt=attempt,
+                    body=body,
+                    status=None,
+                    outcome="dropped",
+                    error="endpoint throttled: 15 % or more of its answers were slow",
+                )
+                return
+            if state == "throttled":
+                delay = max(delay, cfg.throttled_delay_s)  # throttled endpoints wait 10 minutes
             if delay:
                 await asyncio.sleep(delay)
             started = time.monotonic()
             entry: dict[str, Any] = {"kind": kind, "url": url, "batchId": batch_id, "attempt": attempt, "body": body}
+            if state == "throttled":
+                entry["throttled"] = True
             try:
                 response = await self.client.post(url, json=body, timeout=cfg.notification_timeout_s)
             except httpx.TimeoutException:
+                self._sample(url, slow=True)
                 self._record(
                     **entry,
                     status=None,
@@ -257,6 +304,7 @@ class Notifier:
                     **entry, status=None, outcome="error", durationMs=_ms(started), error=f"{type(exc).__name__}: {exc}"
                 )
                 continue
+            self._sample(url, slow=time.monotonic() - started > cfg.slow_response_s)
             ok = 200 <= response.status_code < 300
             self._record(
                 **entry,
@@ -277,6 +325,11 @@ class Notifier:
             error="retries exhausted",
             body=body,
         )
+
+    def _sample(self, url: str, slow: bool) -> None:
+        health = self.health(url)
+        health.total += 1
+        health.slow += int(slow)
 
 
 def _ms(started: float) -> float:

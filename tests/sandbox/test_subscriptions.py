@@ -397,3 +397,46 @@ def test_natural_expiry(sb: SandboxServer, graph: httpx.Client, receiver: Notifi
     item = sb.wait_for(lambda: _lifecycle_items(receiver), timeout=5)[0]
     assert item["lifecycleEvent"] == "subscriptionRemoved"
     assert graph.get(f"/subscriptions/{sub['id']}").status_code == 404
+
+
+def test_slow_endpoint_is_throttled_then_dropped() -> None:
+    """Webhooks docs: >2.9 s is slow; after 100 answers 10 % slow delays by 10 min, 15 % drops (scaled down)."""
+    config = SandboxConfig(
+        slow_response_s=0.1,
+        slow_min_samples=10,
+        throttled_delay_s=0.4,
+        notification_timeout_s=1.0,
+        batch_window_s=0.01,
+        updated_after_created=False,
+    )
+    with SandboxServer(config) as server, NotificationReceiver() as rec:
+        graph = httpx.Client(base_url=server.graph_url, headers=server.graph_headers(), trust_env=False)
+        _subscribe(graph, rec, changeType="created")
+
+        def notify_and_settle() -> dict[str, Any]:
+            before = len(server.notifications(kind="change"))
+            server.control("POST", f"mailboxes/{CLINIC}/events", {"subject": "ping"})
+            return server.wait_for(
+                lambda: (
+                    server.notifications(kind="change")[before:]
+                    if server.control("GET", "notifications")["pending"] == 0
+                    else None
+                )
+            )[-1]
+
+        rec.plan = [(202, 0.0)] * 9 + [(202, 0.15)]
+        for _ in range(10):
+            assert notify_and_settle()["outcome"] == "delivered"
+        health = server.control("GET", "endpoints")[rec.url + "/api/graph/notifications?code=abc"]
+        assert health == {"responses": 10, "slow": 1, "slowPercent": 10.0, "state": "throttled"}
+
+        started = time.monotonic()
+        entry = notify_and_settle()
+        assert entry["outcome"] == "delivered" and entry["throttled"] is True
+        assert time.monotonic() - started >= 0.4  # delayed while throttled; 1 slow of 11 is under 10 % again
+
+        rec.plan = [(202, 0.15)]
+        assert notify_and_settle()["outcome"] == "delivered"  # 2 slow of 12 = 16.7 %
+        dropped = notify_and_settle()
+        assert dropped["outcome"] == "dropped" and "15 %" in dropped["error"]
+        graph.close()
