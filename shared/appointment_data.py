@@ -630,7 +630,16 @@ def content_fingerprint(appointment: Mapping[str, Any]) -> str:
         {**c, "Answers": sorted(c["Answers"], key=lambda a: (a["QuestionID"], a["Question"], a["Answer"]))}
         for c in data["Customers"]
     ]
-    customer_phones = sorted(_str(info.get("phone")) for info in _customer_infos(appt))
+    infos = _customer_infos(appt)
+    customer_phones = sorted(_str(info.get("phone")) for info in infos)
+    # Selections as Graph wrote them: without the business's questions the mapping cannot turn option texts
+    # into indexes, and a changed choice must still count.
+    selections = sorted(
+        [_str(info.get("customerId")), _str(a.get("questionId")),
+         sorted(_str(o) for o in _list(a.get("selectedOptions")))]
+        for info in infos
+        for a in _dicts(info.get("customQuestionAnswers"))
+    )
     content = {
         "start": data["StartTime"],
         "end": data["EndTime"],
@@ -638,6 +647,7 @@ def content_fingerprint(appointment: Mapping[str, Any]) -> str:
         "staff": sorted({m["Id"] for m in data["StaffMembers"]}),
         "customers": sorted(customers, key=lambda c: json.dumps(c, sort_keys=True)),
         "customerPhones": customer_phones,
+        "selections": selections,
         "customerTimeZone": _str(appt.get("customerTimeZone")),
         "serviceId": data["ServiceId"],
         "serviceName": data["ServiceName"],
