@@ -6,7 +6,7 @@ project's local host (``python -m devhost``). Importing it must stay cheap (no G
 
 import azure.functions as func
 
-from shared import health, lifecycle, notifications, renewal, store
+from shared import health, lifecycle, notifications, registration_api, renewal, store
 from shared.monitoring import configure_monitoring
 from shared.settings import get_settings
 from shared.telemetry import configure_logging
@@ -23,6 +23,23 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health_check(req: func.HttpRequest) -> func.HttpResponse:
     return await health.handle(req)
+
+
+# The connector's API: anonymous at the Functions level, every call authenticated by its Entra bearer token
+# in shared.auth (Power Automate signs in with the user's token, not a function key).
+@app.route(route=registration_api.WEBHOOK_ROUTE, methods=["POST", "DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+async def flow_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return await registration_api.webhook(req)
+
+
+@app.route(route=registration_api.WEBHOOKS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def flow_webhooks(req: func.HttpRequest) -> func.HttpResponse:
+    return await registration_api.list_webhooks(req)
+
+
+@app.route(route=registration_api.BUSINESSES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def businesses_as_admin(req: func.HttpRequest) -> func.HttpResponse:
+    return await registration_api.businesses_as_admin(req)
 
 
 # Graph cannot sign in: anonymous, authenticated per item by the subscription's clientState.

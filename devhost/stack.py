@@ -48,6 +48,29 @@ def _start(module: str, args: list[str], log_name: str, port: int) -> subprocess
     return process
 
 
+DEMO_BUSINESS = "clinic@contoso.test"
+DEMO_ADMIN = "admin@contoso.test"
+DEMO_TRIGGERS = ("AppointmentCreated", "AppointmentUpdated", "AppointmentDeleted")
+
+
+def register_demo_flows(host_url: str, sandbox_url: str, receiver_url: str) -> None:
+    """Register the receiver for all three triggers, through the real registration API, as an admin."""
+    import httpx
+
+    token = httpx.post(f"{sandbox_url}/_sandbox/tokens/user", json={"upn": DEMO_ADMIN}).json()["access_token"]
+    for trigger in DEMO_TRIGGERS:
+        # The query string stands in for Power Automate's signature: it must never appear in a log.
+        callback = f"{receiver_url}/flows/{trigger}?sig=demo-signature-not-for-logs"
+        response = httpx.post(f"{host_url}/api/v1/bookingBusinesses/{DEMO_BUSINESS}/webhooks/{trigger}",
+                              headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                              json={"notificationURL": callback, "resource": "Appointments",
+                                    "changeType": trigger.removeprefix("Appointment")})
+        if response.status_code == 201:
+            print(f"Demo flow        {trigger} registered on {DEMO_BUSINESS} (webhook {response.json()['webhookId']})")
+        else:
+            print(f"Demo flow        {trigger} NOT registered: {response.status_code} {response.text}")
+
+
 def main() -> int:
     LOGS.mkdir(exist_ok=True)
     apply_local_settings(ROOT / "local.settings.json")
@@ -79,6 +102,15 @@ def main() -> int:
 
         processes.append(_start("devhost", ["--port", str(host_port)], "host.log", host_port))
         print(f"Functions host    http://127.0.0.1:{host_port}/api/  (log: {LOGS / 'host.log'})")
+        receiver_port = _port("RECEIVER_PORT", 7073)
+        receiver = python_module("devhost.receiver", "--port", str(receiver_port), start_new_session=True)
+        processes.append(receiver)
+        wait_for_port(receiver_port, process=receiver)
+        print(f"Demo receiver     http://127.0.0.1:{receiver_port}/received  (stands in for Power Automate; "
+              "prints each AppointmentData here)")
+        if importlib.util.find_spec("graph_sandbox") is not None:
+            register_demo_flows(f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{sandbox_port}",
+                                f"http://127.0.0.1:{receiver_port}")
         print(f"\nTry:  curl http://127.0.0.1:{host_port}/api/health\nCtrl-C stops everything.", flush=True)
 
         while not stop["now"]:

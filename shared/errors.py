@@ -152,12 +152,37 @@ CATALOGUE: dict[str, ErrorText] = {
         "Microsoft Graph が現在このアプリからの要求を制限しています。",
         "フローは保存されていません。{seconds} 秒後にもう一度保存してください。",
     ),
+    "AppointmentNotFound": ErrorText(
+        404,
+        "The Bookings business {business} has no such appointment (it may be cancelled already).",
+        "Check the appointment id; list the business's appointments in Bookings.",
+        "Bookings ビジネス {business} にその予定はありません (既にキャンセルされた可能性があります)。",
+        "予定 ID を確認してください。Bookings でビジネスの予定を確認できます。",
+    ),
     "NotificationNotPersisted": ErrorText(
         503,
         "The notification could not be stored.",
         "Microsoft Graph retries this notification by itself; nothing to do.",
         "通知を保存できませんでした。",
         "Microsoft Graph が自動的に再送します。対応は不要です。",
+    ),
+    # --- dead letters (issue 7); the remedies are for the business's administrators ---
+    "DeadLetterNotFound": ErrorText(
+        404,
+        "The Bookings business {business} has no dead letter {id}.",
+        "List the dead letters (GET …/deadletters) and use an id from that list; it may have been replayed "
+        "already.",
+        "Bookings ビジネス {business} に配信不能メッセージ {id} はありません。",
+        "配信不能メッセージの一覧 (GET …/deadletters) を取得し、その一覧の id を使用してください。"
+        "既に再送済みの可能性があります。",
+    ),
+    "DeadLetterNotReplayable": ErrorText(
+        410,
+        "The dead letter {id} cannot be delivered again: {reason}. It has been discarded.",
+        "Nothing to replay. If the flow should still receive appointments, save it again in Power Automate.",
+        "配信不能メッセージ {id} は再送できません: {reason}。このメッセージは破棄されました。",
+        "再送するものはありません。フローで引き続き予定を受け取る場合は、Power Automate でフローをもう一度保存して"
+        "ください。",
     ),
     "InternalError": ErrorText(
         500,

@@ -307,31 +307,32 @@ class FlowRegistry:
         return int(quota["FlowCount"]) if quota is not None else 0
 
 
-# --- seams for the subscriptions issue (issue 6) --------------------------------------------------------
+# --- what a flow change means for the mailbox's Graph subscription ------------------------------------
 #
-# SEAM: ONE GRAPH SUBSCRIPTION PER MAILBOX. Not built yet. The registration API calls these two hooks
-# through this module's attributes (so issue 6 replaces them, or assigns new functions at start-up):
+# The registration API calls these two hooks (through this module's attributes, so a test can replace
+# them):
 #
-#   after_flow_registered(business, flow) — after the flow row is committed. Issue 6 ensures the
-#       mailbox's Graph subscription here. If it raises, the API unregisters the flow again (nothing
-#       half-made stays) and answers with the hook's ApiError.
-#   after_last_flow_removed(business) — after a deletion left the mailbox with zero flows. Issue 6
-#       deletes the Graph subscription here. A registration racing with this deletion can leave a
-#       mailbox with flows and no subscription: issue 6's renewal timer repairs exactly that case.
-#
-# Until then they only log, loudly, that nothing was done.
+#   after_flow_registered(business, flow) — after the flow row is committed: make sure the mailbox has
+#       its Graph subscription (the first flow creates it). If it raises, the API unregisters the flow
+#       again (nothing half-made stays) and answers with the hook's ApiError.
+#   after_last_flow_removed(business) — after a deletion left the mailbox with zero flows: delete the
+#       subscription. A registration racing with this deletion is handled in shared.subscriptions, and
+#       the renewal sweep repairs any mailbox left with flows but no subscription.
 
 FlowHook = Callable[[str, Flow], Awaitable[None]]
 MailboxHook = Callable[[str], Awaitable[None]]
 
 
-async def _subscription_not_built(business: str, flow: Flow | None = None) -> None:
-    log.warning("SEAM: Graph subscriptions are not built yet (issue 6); nothing done for mailbox %s", business)
-
-
 async def after_flow_registered(business: str, flow: Flow) -> None:
-    await _subscription_not_built(business, flow)
+    from shared.subscriptions import Subscriptions  # Graph is only needed when flows change
+
+    await Subscriptions().ensure(business)
 
 
 async def after_last_flow_removed(business: str) -> None:
-    await _subscription_not_built(business)
+    from shared.settings import get_settings
+    from shared.store import MAILBOX_TABLE, get_store
+    from shared.subscriptions import Subscriptions
+
+    registry = FlowRegistry(get_store().table(MAILBOX_TABLE), get_settings().max_flows_per_mailbox)
+    await Subscriptions().release(business, lambda: registry.flow_count(business))

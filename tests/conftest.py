@@ -72,9 +72,9 @@ def app_host_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[...,
     create_app_storage(azurite.connection_string)
 
     def make(**overrides: str) -> HostProcess:
-        env = {**sample_settings(), "AzureWebJobsStorage": azurite.connection_string, **overrides}
         port = free_port()
-        env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+        env = {**sample_settings(), "AzureWebJobsStorage": azurite.connection_string,
+               "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **overrides}
         host = HostProcess(ROOT, port, env=env, log_dir=tmp_path / f"host-{len(hosts)}")
         host.log_file.parent.mkdir(parents=True, exist_ok=True)
         hosts.append(host)
@@ -132,3 +132,25 @@ def clean_app_storage(connection_string: str) -> None:
     for name in QUEUES:
         for queue in (name, poison_queue(name)):
             queues.get_queue_client(queue).clear_messages()
+
+
+@pytest.fixture
+def app_host(app_host_factory, sandbox, graph_env, azurite, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[HostProcess]:
+    clean_app_storage(azurite.connection_string)
+    host = app_host_factory(**sandbox_settings(sandbox)).start()
+    # In-process code (this test) must build the same notification URLs as the host serves.
+    monkeypatch.setenv("PUBLIC_BASE_URL", host.url)
+    reset_settings_cache()
+    yield host
+
+
+def sandbox_subscriptions(sandbox: Any) -> list[dict]:
+    return list(sandbox.control("GET", "subscriptions")["value"])
+
+
+@pytest.fixture
+def clean_env(graph_env, azurite) -> dict[str, str]:
+    """Settings and empty storage, no host running: nothing consumes the queues behind the test's back."""
+    clean_app_storage(azurite.connection_string)
+    return graph_env

@@ -168,3 +168,23 @@ def bookings_sandbox() -> Iterator[Any]:
 
     with SandboxServer() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def subscription_hooks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """These tests are about the registration rules; the Graph subscription a first flow creates (and the
+    last flow deletes) is tested end to end in tests/subscriptions and tests/e2e. Here the two hooks only
+    record that they were called, so the tests need no notification endpoint for Graph's handshake."""
+    from shared import registrations
+
+    calls: dict[str, list[str]] = {"registered": [], "last_removed": []}
+
+    async def registered(business: str, flow: Any) -> None:
+        calls["registered"].append(business)
+
+    async def last_removed(business: str) -> None:
+        calls["last_removed"].append(business)
+
+    monkeypatch.setattr(registrations, "after_flow_registered", registered)
+    monkeypatch.setattr(registrations, "after_last_flow_removed", last_removed)
+    return calls
