@@ -310,6 +310,8 @@ def _check_customer(business: Business, service: dict[str, Any], customer: Any, 
 
 
 async def list_businesses(request: Request) -> Response:
+    if not _sandbox(request).config.app_can_list_businesses:
+        raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
     query = (request.query_params.get("query") or "").lower()
     items = [
         {"id": b.smtp, "displayName": b.data["displayName"]}

@@ -63,6 +63,10 @@ class SandboxConfig:
     # Outlook usually follows "created" with an "updated" for the same event; model it.
     updated_after_created: bool = True
     default_page_size: int = 100
+    # The stored permissions reference says listing bookingBusinesses is "Not supported" for application
+    # permissions. The app's design lists them app-only, so this stays on by default; switch it off to see
+    # the documented behaviour (403).
+    app_can_list_businesses: bool = True
     # Graph's documented limits, enforced only when switched on (POST /_sandbox/limits).
     subscription_write_limit: int = 500
     subscription_write_window_s: float = 20.0

@@ -225,6 +225,16 @@ async def mailbox_event(request: Request) -> Response:
     return JSONResponse(event, status_code=201)
 
 
+async def rotate_keys(request: Request) -> Response:
+    try:
+        body = await _body(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+    entra = _sb(request).entra
+    key = entra.rotate(keep_old=bool(body.get("keepOld", True)))
+    return JSONResponse({"kid": key.kid, "published": [k.kid for k in entra.published()]})
+
+
 async def app_roles(request: Request) -> Response:
     sb = _sb(request)
     app = sb.config.app(request.path_params["client_id"])
@@ -261,4 +271,5 @@ routes = [
     Route("/_sandbox/mailboxes/{mailbox}/events", mailbox_event, methods=["POST"]),
     Route("/_sandbox/mailboxes/{mailbox}/events/{event_id}", mailbox_event, methods=["DELETE"]),
     Route("/_sandbox/apps/{client_id}/roles", app_roles, methods=["POST"]),
+    Route("/_sandbox/keys/rotate", rotate_keys, methods=["POST"]),
 ]

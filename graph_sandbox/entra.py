@@ -65,12 +65,23 @@ class Entra:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.key = SigningKey.generate()
+        # Keys still published after a rotation (Entra keeps old keys in the JWKS for a while).
+        self.previous_keys: list[SigningKey] = []
         # Signs "bad_signature" tokens: same kid as the real key, different key material.
         self.rogue_key = SigningKey.generate()
 
     @property
     def tenant(self) -> str:
         return self.sandbox.config.tenant_id
+
+    def rotate(self, keep_old: bool = True) -> SigningKey:
+        """Sign with a new key from now on; the old one stays in the JWKS unless ``keep_old`` is False."""
+        self.previous_keys = [self.key, *self.previous_keys] if keep_old else []
+        self.key = SigningKey.generate()
+        return self.key
+
+    def published(self) -> list[SigningKey]:
+        return [self.key, *self.previous_keys]
 
     def v2_issuer(self) -> str:
         return f"{self.sandbox.base_url}/{self.tenant}/v2.0"
@@ -168,9 +179,11 @@ class Entra:
         if token.count(".") != 2:
             raise fail("IDX14100: JWT is not well formed, there are no dots (.).")
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = next((k for k in self.published() if k.kid == kid), self.key)
             return jwt.decode(
                 token,
-                self.key.private_key.public_key(),
+                key.private_key.public_key(),
                 algorithms=["RS256"],
                 audience=[GRAPH_AUDIENCE, GRAPH_APP_ID],
                 issuer=self.app_issuer(),
@@ -260,7 +273,7 @@ async def jwks(request: Request) -> Response:
     tenant = request.path_params["tenant"]
     if tenant.lower() != entra.tenant:
         return _unknown_tenant(tenant)
-    return JSONResponse({"keys": [entra.key.jwk(entra.v2_issuer())]})
+    return JSONResponse({"keys": [k.jwk(entra.v2_issuer()) for k in entra.published()]})
 
 
 async def token(request: Request) -> Response:

@@ -327,3 +327,15 @@ def test_app_permissions_are_checked_per_route(sb: SandboxServer, graph: httpx.C
 def test_unknown_graph_segment_is_400_bad_request(graph: httpx.Client) -> None:
     r = graph.get("/solutions/nothingHere")
     assert r.status_code == 400 and r.json()["error"]["code"] == "BadRequest"
+
+
+def test_listing_businesses_app_only_can_follow_the_permissions_reference(
+    sb: SandboxServer, graph: httpx.Client
+) -> None:
+    sb.sandbox.config.app_can_list_businesses = False
+    try:
+        r = graph.get("/solutions/bookingBusinesses")
+    finally:
+        sb.sandbox.config.app_can_list_businesses = True
+    assert r.status_code == 403
+    assert graph.get(f"/solutions/bookingBusinesses/{CLINIC}").status_code == 200

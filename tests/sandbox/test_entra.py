@@ -198,3 +198,22 @@ def test_graph_rejects_an_expired_app_token(sb: SandboxServer) -> None:
     r = httpx.get(f"{sb.graph_url}/subscriptions", headers={"Authorization": f"Bearer {token}"}, trust_env=False)
     assert r.status_code == 401
     assert r.json()["error"]["message"] == "Lifetime validation failed, the token is expired."
+
+
+def test_key_rotation_publishes_both_keys_then_drops_the_old(sb: SandboxServer) -> None:
+    old_kid = jwt.get_unverified_header(sb.user_token("admin@contoso.test"))["kid"]
+    old_token = sb.app_token()
+    try:
+        rotated = sb.control("POST", "keys/rotate", {"keepOld": True})
+        assert rotated["published"] == [rotated["kid"], old_kid]
+        new_token = sb.user_token("admin@contoso.test")
+        assert jwt.get_unverified_header(new_token)["kid"] == rotated["kid"] != old_kid
+        assert _verify(sb, new_token)["upn"] == "admin@contoso.test"
+        graph = f"{sb.graph_url}/subscriptions"
+        assert httpx.get(graph, headers={"Authorization": f"Bearer {old_token}"}, trust_env=False).status_code == 200
+        sb.control("POST", "keys/rotate", {"keepOld": False})
+        assert httpx.get(graph, headers={"Authorization": f"Bearer {old_token}"}, trust_env=False).status_code == 401
+        with pytest.raises(jwt.InvalidKeyError):
+            _verify(sb, new_token)  # its kid is no longer published: a verifier must refetch and then refuse
+    finally:
+        sb.control("POST", "keys/rotate", {"keepOld": False})
