@@ -1,0 +1,110 @@
+"""Fixtures of the delivery tests: empty storage on the session's Azurite, a local receiver, and helpers
+that play the reconcile (outbox rows) and the queue runtime (drive ``deliver`` on queued messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared import delivery
+from shared.outbox import TRIGGER_OF_CHANGE, DeliveryMessage, event_id, outbox_row_key, payload_properties
+from shared.registrations import Flow, FlowRegistry
+from shared.settings import reset_settings_cache
+from shared.store import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
+from tests.conftest import clean_app_storage, create_app_storage
+from tests.delivery.receiver import Receiver
+
+CLINIC = "clinic@contoso.test"
+
+
+@pytest.fixture(scope="session")
+def receiver_server() -> Iterator[Receiver]:
+    with Receiver() as server:
+        yield server
+
+
+@pytest.fixture
+def receiver(receiver_server: Receiver) -> Receiver:
+    with receiver_server._lock:
+        receiver_server.plans.clear()
+        receiver_server.received.clear()
+    return receiver_server
+
+
+@pytest.fixture
+async def env(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict]:
+    """Settings (loopback callbacks allowed, as locally), empty storage, no back-off between retries."""
+    create_app_storage(azurite.connection_string)
+    clean_app_storage(azurite.connection_string)
+    monkeypatch.setattr(delivery, "BACKOFF_BASE_SECONDS", 0.0)
+    yield app_env
+    await delivery.close_client()
+    await get_store().close()
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+
+
+async def add_flow(url: str, trigger: str = "AppointmentCreated", mailbox: str = CLINIC) -> Flow:
+    registry = FlowRegistry(get_store().table(MAILBOX_TABLE), 5)
+    return await registry.register(mailbox, trigger, url, created_by_oid="oid-admin",
+                                   created_by_upn="admin@contoso.test")
+
+
+def appointment(number: int = 1) -> dict[str, Any]:
+    return {"Id": f"appt-{number}", "SelfServiceAppointmentId": f"appt-{number}", "CustomerName": "Aiko 山田",
+            "ServiceName": "Consultation", "Duration": 30, "StaffMembers": [], "Customers": []}
+
+
+async def add_event(change_type: str = "Created", number: int = 1, mailbox: str = CLINIC,
+                    payload: dict[str, Any] | None = None, **extra: Any) -> str:
+    """An outbox row as the reconcile commits it (state pending)."""
+    data = payload if payload is not None else appointment(number)
+    eid = event_id(mailbox, f"appt-{number}", change_type, f"v-{number}-{time.time_ns()}")
+    await get_store().table(MAILBOX_TABLE).upsert_entity({
+        "PartitionKey": mailbox, "RowKey": outbox_row_key(eid), "EventId": eid,
+        "Trigger": TRIGGER_OF_CHANGE[change_type], "ChangeType": change_type, "AppointmentId": f"appt-{number}",
+        "DetectedAt": datetime.now(UTC), "State": "pending", **payload_properties(data), **extra})
+    return eid
+
+
+def queue_message(item: DeliveryMessage | dict[str, Any] | bytes, dequeue_count: int = 1) -> func.queue.QueueMessage:
+    body = item if isinstance(item, bytes) else json.dumps(item).encode()
+    return func.queue.QueueMessage(id="test-message", body=body, dequeue_count=dequeue_count)
+
+
+async def queued() -> list[DeliveryMessage]:
+    """Visible messages on the deliveries queue (peeked, left in place)."""
+    messages = get_store().queue(DELIVERIES_QUEUE).peek_messages(max_messages=32)
+    return [json.loads(m.content) for m in await messages]
+
+
+async def run_worker(until: Callable[[], bool], timeout: float = 10.0) -> int:
+    """Play the queue runtime: receive delivery messages, run ``deliver``, delete them, until ``until()``.
+    Returns how many invocations ran."""
+    queue = get_store().queue(DELIVERIES_QUEUE)
+    deadline = time.monotonic() + timeout
+    runs = 0
+    while not until():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s after {runs} invocations")
+        got = False
+        async for message in queue.receive_messages(max_messages=16, visibility_timeout=30):
+            got = True
+            await delivery.deliver(func.queue.QueueMessage(id=message.id, body=message.content.encode(),
+                                                     dequeue_count=message.dequeue_count))
+            await queue.delete_message(message)
+            runs += 1
+        if not got:
+            await asyncio.sleep(0.05)
+    return runs
