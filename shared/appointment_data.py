@@ -395,16 +395,14 @@ def _location(value: Any) -> CustomerLocation:
 
 def _selected_indexes(selected: list[Any], options: list[str], answer: str) -> list[int]:
     """Graph documents ``selectedOptions`` as the chosen option *texts*; the contract wants their indexes.
-    Integers are taken as indexes already (older/other producers write them). When nothing is selected but
-    the free-text answer is exactly one option (radio buttons answered through ``answer``), that option."""
+    Integers are taken as indexes already (some producers write those — our Graph sandbox does). When
+    nothing is selected but the free-text answer is exactly one option (radio buttons answered through
+    ``answer``), that option."""
     indexes: list[int] = []
     for item in selected:
         index: int | None = None
-        if isinstance(item, str):
-            if item in options:
-                index = options.index(item)
-            elif item.strip().isdigit() and int(item.strip()) < len(options):
-                index = int(item.strip())
+        if isinstance(item, str) and item in options:
+            index = options.index(item)
         elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(options):
             index = item
         if index is not None and index not in indexes:
