@@ -162,13 +162,11 @@ def appointment_view(business: Business, appt: dict[str, Any], full: bool) -> di
     out = copy.deepcopy(appt)
     one_to_one = (out.get("maximumAttendeesCount") or 1) <= 1
     first = out["customers"][0] if out.get("customers") else None
-    # Deprecated single-customer properties (still in the resource's JSON representation).
-    out["customerId"] = first.get("customerId") if first and one_to_one else None
+    # Single-customer properties the v1.0 model still has (deprecated in favour of ``customers``).
     out["customerName"] = first.get("name") if first and one_to_one else None
     out["customerEmailAddress"] = first.get("emailAddress") if first and one_to_one else None
     out["customerPhone"] = first.get("phone") if first and one_to_one else None
     out["customerNotes"] = first.get("notes") if first and one_to_one else None
-    out["customerLocation"] = first.get("location") if first and one_to_one else None
     if not full:
         out.update(copy.deepcopy(LIST_OMITTED))
     return out

@@ -154,9 +154,7 @@ def _customer(smtp: str, name: str, email: str, phone: str, city: str) -> dict[s
         "id": stable_id(smtp, "customer", email),
         "displayName": name,
         "emailAddress": email,
-        "addresses": [
-            {"street": "", "city": city, "state": "", "countryOrRegion": "", "postalCode": "", "type": "home"}
-        ],
+        "addresses": [{"street": "", "city": city, "state": "", "countryOrRegion": "", "postalCode": ""}],
         "phones": [{"number": phone, "type": "mobile"}],
         "createdDateTime": now,
         "lastUpdatedDateTime": now,
