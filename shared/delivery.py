@@ -91,9 +91,16 @@ from shared.outbox import (
 from shared.registrations import Flow, FlowRegistry
 from shared.settings import get_settings
 from shared.store import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
-from shared.telemetry import redact, redact_url
+from shared.telemetry import RedactingFilter, redact, redact_url
 
 log = logging.getLogger(__name__)
+
+# httpx logs every request's full URL at INFO ("HTTP Request: POST https://…?sig=…"). configure_logging
+# raises its level, but a callback's signature must not depend on who configured logging: scrub at the source.
+for _name in ("httpx", "httpcore.connection", "httpcore.http11"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, RedactingFilter) for f in _logger.filters):
+        _logger.addFilter(RedactingFilter())
 
 MESSAGE_VERSION = 1
 PENDING, FANNED_OUT = "pending", "fannedOut"
@@ -407,8 +414,11 @@ def _callback_allowed(url: str) -> str | None:
 
 
 def _scrub(text: str, url: str) -> str:
-    """Error text safe to log and store: the callback URL as host + path, anything secret-looking redacted."""
-    return redact(text.replace(url, redact_url(url)))
+    """Error text safe to log and to show administrators: no callback URL (not even host and path, which
+    the dead-letter listing must not show), anything else secret-looking redacted."""
+    for spelling in (url, redact_url(url)):
+        text = text.replace(spelling, "[callback URL]")
+    return redact(text)
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
