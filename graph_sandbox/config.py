@@ -63,6 +63,8 @@ class SandboxConfig:
     # Outlook usually follows "created" with an "updated" for the same event; model it.
     updated_after_created: bool = True
     default_page_size: int = 100
+    # Request and delivery logs keep this many newest entries (enough for a 10,000-subscription bench).
+    log_limit: int = 200_000
     # The stored permissions reference says listing bookingBusinesses is "Not supported" for application
     # permissions. The app's design lists them app-only, so this stays on by default; switch it off to see
     # the documented behaviour (403).

@@ -81,6 +81,7 @@ class FaultRule:
     code: str | None = None
     message: str | None = None
     mailbox: str = "*"  # for dropNotifications: glob on the mailbox SMTP address
+    send_missed: bool = False  # for dropNotifications: tell the subscription with a "missed" lifecycle event
     id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
     hits: int = 0
 
@@ -136,6 +137,7 @@ class FaultRule:
             code=body.get("code"),
             message=body.get("message"),
             mailbox=str(body.get("mailbox", "*")),
+            send_missed=bool(body.get("sendMissed", False)),
         )
 
 
@@ -154,7 +156,7 @@ class Faults:
         self.limits = Limits()
         self.in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (app, mailbox) -> requests
         self.writes: dict[str, deque[float]] = defaultdict(deque)  # app -> write times
-        self.request_log: list[dict[str, Any]] = []
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=sandbox.config.log_limit)
         self._seq = itertools.count(1)
 
     def reset(self) -> None:

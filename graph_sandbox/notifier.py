@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -64,7 +64,7 @@ class Notifier:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.client: httpx.AsyncClient | None = None
-        self.log: list[dict[str, Any]] = []
+        self.log: deque[dict[str, Any]] = deque(maxlen=sandbox.config.log_limit)
         self._seq = itertools.count(1)
         self._pending: dict[str, list[dict[str, Any]]] = defaultdict(list)  # url -> items
         self._flush_scheduled: set[str] = set()
@@ -206,6 +206,8 @@ class Notifier:
                 error=f"dropped by {rule.id}",
                 body={"value": [item]},
             )
+            if rule.send_missed:
+                self.lifecycle(sub, "missed")
             return
         self._pending[url].append(item)
         if url not in self._flush_scheduled:

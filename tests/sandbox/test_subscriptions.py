@@ -330,6 +330,17 @@ def test_dropped_notifications_fault(sb: SandboxServer, graph: httpx.Client, rec
     assert [e["outcome"] for e in sb.notifications(kind="change")] == ["dropped", "delivered"]
 
 
+def test_dropped_notification_can_be_announced_as_missed(
+    sb: SandboxServer, graph: httpx.Client, receiver: NotificationReceiver
+) -> None:
+    sub = _subscribe(graph, receiver, changeType="created")
+    sb.add_fault(kind="dropNotifications", mailbox="clinic@*", count=1, sendMissed=True)
+    _book(graph, days=22)
+    item = sb.wait_for(lambda: [i for i in receiver.items() if "lifecycleEvent" in i])[0]
+    assert item["lifecycleEvent"] == "missed" and item["subscriptionId"] == sub["id"]
+    assert [i for i in receiver.items() if "changeType" in i] == []
+
+
 # ---- lifecycle -----------------------------------------------------------------------------------
 
 
