@@ -67,6 +67,7 @@ class Entra:
         self.key = SigningKey.generate()
         # Keys still published after a rotation (Entra keeps old keys in the JWKS for a while).
         self.previous_keys: list[SigningKey] = []
+        self._verified: dict[str, dict[str, Any]] = {}
         # Signs "bad_signature" tokens: same kid as the real key, different key material.
         self.rogue_key = SigningKey.generate()
 
@@ -77,6 +78,7 @@ class Entra:
     def rotate(self, keep_old: bool = True) -> SigningKey:
         """Sign with a new key from now on; the old one stays in the JWKS unless ``keep_old`` is False."""
         self.previous_keys = [self.key, *self.previous_keys] if keep_old else []
+        self._verified.clear()
         self.key = SigningKey.generate()
         return self.key
 
@@ -176,12 +178,15 @@ class Entra:
         if scheme.lower() != "bearer" or not token.strip():
             raise fail("Access token is empty.")
         token = token.strip()
+        cached = self._verified.get(token)
+        if cached is not None and cached["nbf"] <= time.time() < cached["exp"]:
+            return cached  # a token seen before: skip the RSA check (clients reuse one token for an hour)
         if token.count(".") != 2:
             raise fail("IDX14100: JWT is not well formed, there are no dots (.).")
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = next((k for k in self.published() if k.kid == kid), self.key)
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key.private_key.public_key(),
                 algorithms=["RS256"],
@@ -199,6 +204,10 @@ class Entra:
             raise fail("Access token validation failure. Invalid issuer.") from exc
         except jwt.PyJWTError as exc:
             raise fail("Access token validation failure.") from exc
+        if len(self._verified) > 1000:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
 
 
 def _entra(request: Request) -> Entra:
