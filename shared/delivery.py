@@ -88,7 +88,7 @@ from shared.outbox import (
     outbox_row_key,
     read_payload,
 )
-from shared.registrations import Flow, FlowRegistry
+from shared.registrations import Flow, FlowRegistry, flow_row_key
 from shared.settings import get_settings
 from shared.store import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
 from shared.telemetry import RedactingFilter, redact, redact_url
@@ -481,10 +481,14 @@ async def _deliver(item: DeliveryMessage) -> None:
         log.error("delivery of event %s to flow %s abandoned: the event is no longer in the outbox", event, flow_id)
         return
     registry = _registry()
-    flow = await registry.get_flow(mailbox, flow_id)
-    if flow is None:
+    try:
+        flow_entity = await table.get_entity(mailbox, flow_row_key(flow_id))
+    except ResourceNotFoundError:
+        flow_entity = None
+    if flow_entity is None:
         log.info("delivery of event %s skipped: flow %s was removed", event, flow_id)
         return
+    flow = Flow.from_entity(flow_entity)
     trigger = str(row.get("Trigger", ""))
     with telemetry_context(trigger=trigger):
         body = json.dumps(read_payload(row), ensure_ascii=False).encode()
@@ -494,7 +498,7 @@ async def _deliver(item: DeliveryMessage) -> None:
         result = await post(flow.callback_url, body, headers)
         common = {"eventId": event, "attempt": attempt + 1, "status": result.status}
         if result.outcome == "delivered":
-            await _record_health(flow, delivered=True, status=_status_text(result.status, ""))
+            await _record_health(flow, flow_entity, delivered=True, status=_status_text(result.status, ""))
             detected = row.get("DetectedAt")
             end_to_end = (round((datetime.now(UTC) - detected).total_seconds() * 1000)
                           if isinstance(detected, datetime) else None)
@@ -506,7 +510,7 @@ async def _deliver(item: DeliveryMessage) -> None:
             track_event(events.DELIVERY_FAILED, errorCode=result.error_code, willRetry=False, **common)
             await _flow_gone(registry, flow, result.status)
             return
-        await _record_health(flow, delivered=False, status=_status_text(result.status, result.error_code))
+        await _record_health(flow, flow_entity, delivered=False, status=_status_text(result.status, result.error_code))
         if result.outcome == "retry":
             deadline = _parse_time(item["firstAttemptAt"]) + timedelta(hours=get_settings().delivery_retry_hours)
             remaining = (deadline - datetime.now(UTC)).total_seconds()
@@ -568,37 +572,51 @@ async def release_subscription(mailbox: str, registry: FlowRegistry) -> None:
     await Subscriptions().release(mailbox, flows_left)
 
 
-async def _record_health(flow: Flow, *, delivered: bool, status: str) -> None:
-    """Update the flow's delivery health (ETag-guarded read-modify-write). Never fails the delivery: the
-    counters are for administrators, and redelivering because they could not be written would be worse."""
+# Same-flow health updates queue on an in-process lock first (a burst of events reaches one flow by up to a
+# batch of concurrent deliveries); across instances the ETag retries below keep the counts exact.
+_health_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+HEALTH_WRITE_ATTEMPTS = 8
+
+
+def _health_lock(flow: Flow) -> asyncio.Lock:
+    key = (id(asyncio.get_running_loop()), f"{flow.business}/{flow.webhook_id}")
+    lock = _health_locks.get(key)
+    if lock is None:
+        lock = _health_locks[key] = asyncio.Lock()
+    return lock
+
+
+async def _record_health(flow: Flow, entity: Any, *, delivered: bool, status: str) -> None:
+    """Update the flow's delivery health (ETag-guarded read-modify-write, starting from ``entity`` as read
+    before the POST). Never fails the delivery: the counters are for administrators, and redelivering
+    because they could not be written would be worse."""
     table = get_store().table(MAILBOX_TABLE)
-    for _ in range(5):
-        try:
-            entity = await table.get_entity(flow.business, flow.row_key)
-        except ResourceNotFoundError:
-            return
-        except HttpResponseError as error:
-            log.warning("flow health of %s not updated: %s", flow.webhook_id, error.status_code)
-            return
-        changes: dict[str, Any] = {"PartitionKey": flow.business, "RowKey": flow.row_key,
-                                   "LastDeliveryStatus": status, "LastDeliveryDateTime": datetime.now(UTC)}
-        if delivered:
-            changes["DeliveredCount"] = int(entity.get("DeliveredCount", 0)) + 1
-            changes["ConsecutiveFailures"] = 0
-        else:
-            changes["FailedCount"] = int(entity.get("FailedCount", 0)) + 1
-            changes["ConsecutiveFailures"] = int(entity.get("ConsecutiveFailures", 0)) + 1
-        try:
-            await table.update_entity(changes, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                      match_condition=MatchConditions.IfNotModified)
-            return
-        except ResourceNotFoundError:
-            return
-        except HttpResponseError as error:
-            if error.status_code != 412:
-                log.warning("flow health of %s not updated: %s", flow.webhook_id, error.status_code)
+    async with _health_lock(flow):
+        for attempt in range(HEALTH_WRITE_ATTEMPTS):
+            if attempt:
+                try:
+                    entity = await table.get_entity(flow.business, flow.row_key)
+                except ResourceNotFoundError:
+                    return
+            changes: dict[str, Any] = {"PartitionKey": flow.business, "RowKey": flow.row_key,
+                                       "LastDeliveryStatus": status, "LastDeliveryDateTime": datetime.now(UTC)}
+            if delivered:
+                changes["DeliveredCount"] = int(entity.get("DeliveredCount", 0)) + 1
+                changes["ConsecutiveFailures"] = 0
+            else:
+                changes["FailedCount"] = int(entity.get("FailedCount", 0)) + 1
+                changes["ConsecutiveFailures"] = int(entity.get("ConsecutiveFailures", 0)) + 1
+            try:
+                await table.update_entity(changes, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
                 return
-            await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - jitter only
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as error:
+                if error.status_code != 412:
+                    log.warning("flow health of %s not updated: %s", flow.webhook_id, error.status_code)
+                    return
+                await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # noqa: S311 - jitter only
     log.warning("flow health of %s not updated: too many concurrent deliveries", flow.webhook_id)
 
 

@@ -274,3 +274,15 @@ async def test_cookies_are_never_sent_back(env, receiver) -> None:
     await delivery.fan_out(CLINIC, [await add_event(number=1), await add_event(number=2)], "cid")
     await run_worker(lambda: len(receiver.requests("cookie")) == 2)
     assert all("cookie" not in r.headers for r in receiver.requests("cookie"))
+
+
+async def test_health_counts_stay_exact_under_concurrent_deliveries_to_one_flow(env, receiver) -> None:
+    import asyncio
+
+    flow = await add_flow(receiver.url("busy-flow"))
+    receiver.plan("busy-flow", *([200] * 10 + [500] * 10))
+    event_ids = [await add_event(number=n) for n in range(20)]
+    await asyncio.gather(*(delivery.deliver(queue_message(delivery.new_message(CLINIC, e, flow.webhook_id, "c")))
+                           for e in event_ids))
+    health = await flow_row(flow.webhook_id)
+    assert (health.delivered_count, health.failed_count) == (10, 10)
