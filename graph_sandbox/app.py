@@ -38,8 +38,12 @@ class Sandbox:
         self.notifier = Notifier(self)
         self.calendars = Calendars(self)
         self.entra = Entra(self)
+        self._default_roles = {a.client_id: list(a.roles) for a in self.config.apps}
 
     def reset_state(self) -> None:
+        """Forget all data, faults, limits and logs, and give the apps back their configured roles."""
+        for app in self.config.apps:
+            app.roles = list(self._default_roles.get(app.client_id, app.roles))
         self.state.reset()
         self.faults.reset()
         self.notifier.reset()

@@ -8,6 +8,7 @@ Event ids are Exchange-style and deliberately differ from appointment ids.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -139,6 +140,15 @@ class Calendars:
         return True
 
 
+def _utc(value: str) -> datetime:
+    """An ISO date-time (offset, ``Z`` or none = UTC, as events are stored) as an aware UTC datetime."""
+    try:
+        dt = datetime.fromisoformat(value.replace(" ", "+"))
+    except ValueError as exc:
+        raise GraphError(400, "ErrorInvalidParameter", f"The value '{value}' is not a valid date-time.") from exc
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _user(request: Request) -> Any:
     key = request.path_params["user"]
     user = request.app.state.sandbox.state.find_user(key)
@@ -187,9 +197,13 @@ async def calendar_view(request: Request) -> Response:
             "EndDateTime.",
         )
     cal = request.app.state.sandbox.state.calendars.get(user.user_principal_name.lower(), {})
-    s, e = start.rstrip("Z")[:19], end.rstrip("Z")[:19]
+    window_start, window_end = _utc(start), _utc(end)
     items = sorted(
-        (ev for ev in cal.values() if ev["start"]["dateTime"][:19] < e and ev["end"]["dateTime"][:19] > s),
+        (
+            ev
+            for ev in cal.values()
+            if _utc(ev["start"]["dateTime"]) < window_end and _utc(ev["end"]["dateTime"]) > window_start
+        ),
         key=lambda ev: ev["start"]["dateTime"],
     )
     return JSONResponse(

@@ -55,7 +55,9 @@ def graph_error(
     return JSONResponse(body, status_code=status, headers=all_headers)
 
 
-def entra_error(status: int, error: str, aadsts: int, description: str) -> JSONResponse:
+def entra_error(
+    status: int, error: str, aadsts: int, description: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
     now = datetime.now(UTC)
     text = (
@@ -71,4 +73,6 @@ def entra_error(status: int, error: str, aadsts: int, description: str) -> JSONR
         "correlation_id": correlation_id,
         "error_uri": f"https://login.microsoftonline.com/error?code={aadsts}",
     }
-    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return JSONResponse(
+        body, status_code=status, headers={"Cache-Control": "no-store", "Pragma": "no-cache", **(headers or {})}
+    )

@@ -399,7 +399,11 @@ class GraphGate:
             from .errors import entra_error
 
             return entra_error(
-                rule.status, "temporarily_unavailable", 50196, rule.message or "The server is temporarily unavailable."
+                rule.status,
+                "temporarily_unavailable",
+                50196,
+                rule.message or "The server is temporarily unavailable.",
+                headers,
             )
         return graph_error(request, rule.status, rule.code or code, rule.message or message, headers)
 

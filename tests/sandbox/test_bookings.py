@@ -339,3 +339,19 @@ def test_listing_businesses_app_only_can_follow_the_permissions_reference(
         sb.sandbox.config.app_can_list_businesses = True
     assert r.status_code == 403
     assert graph.get(f"/solutions/bookingBusinesses/{CLINIC}").status_code == 200
+
+
+def test_mailbox_calendar_view_needs_a_window_and_filters(graph: httpx.Client) -> None:
+    r = graph.get(f"/users/{CLINIC}/calendarView")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "ErrorInvalidParameter"
+    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    window = {"startDateTime": tomorrow.isoformat(), "endDateTime": (tomorrow + timedelta(days=1)).isoformat()}
+    assert len(graph.get(f"/users/{CLINIC}/calendarView", params=window).json()["value"]) == 2
+    assert len(graph.get(f"/users/{CLINIC}/events").json()["value"]) == 4
+
+
+def test_seed_restores_app_roles(sb: SandboxServer) -> None:
+    app = sb.sandbox.config.apps[0]
+    sb.control("POST", f"apps/{app.client_id}/roles", {"roles": []})
+    sb.seed()
+    assert set(app.roles) == {"Bookings.Read.All", "BookingsAppointment.ReadWrite.All", "Calendars.Read"}

@@ -140,3 +140,10 @@ def test_subscription_write_limit() -> None:
         time.sleep(1.05)
         assert client.patch(f"/subscriptions/{sub['id']}", json=renew).status_code == 200
         client.close()
+
+
+def test_token_endpoint_fault_is_entra_shaped_with_retry_after(sb: SandboxServer) -> None:
+    sb.add_fault(method="POST", path="/*/oauth2/v2.0/token", status=503, retryAfter=3)
+    r = sb.http.post(sb.token_url, data={"grant_type": "client_credentials"})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+    assert r.json()["error"] == "temporarily_unavailable"
