@@ -56,6 +56,9 @@ class SandboxConfig:
     # Outlook event subscriptions: at most 4,230 minutes.
     max_event_subscription_minutes: int = 4230
     expiry_sweep_interval_s: float = 1.0
+    # Seconds before expiry at which a reauthorizationRequired is sent by itself. Graph documents that it warns
+    # before a subscription expires but not when, so this is off (None) unless a test asks for it.
+    reauthorization_notice_s: float | None = None
     # After reauthorizationRequired, change notifications pause unless the app reauthorizes in time.
     reauthorization_grace_s: float = 600.0
     # Real Graph requires https; loopback http is allowed here so tests can run receivers locally.

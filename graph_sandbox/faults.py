@@ -69,7 +69,8 @@ def canonical_path(path: str) -> str:
 
 @dataclass
 class FaultRule:
-    """``kind="http"``: match requests; ``kind="dropNotifications"``: swallow change notifications."""
+    """``kind="http"``: match requests; ``"dropNotifications"``: swallow change notifications;
+    ``"duplicateNotifications"``: deliver change-notification batches twice (Graph is at-least-once)."""
 
     kind: str = "http"
     method: str = "*"
@@ -118,8 +119,8 @@ class FaultRule:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> FaultRule:
         kind = str(body.get("kind", "http"))
-        if kind not in ("http", "dropNotifications"):
-            raise ValueError("kind must be 'http' or 'dropNotifications'")
+        if kind not in ("http", "dropNotifications", "duplicateNotifications"):
+            raise ValueError("kind must be 'http', 'dropNotifications' or 'duplicateNotifications'")
         status = body.get("status")
         if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
             raise ValueError("status must be an HTTP error status (400-599)")
@@ -176,11 +177,11 @@ class Faults:
                 return rule
         return None
 
-    def take_drop(self, mailbox: str) -> FaultRule | None:
-        """A change notification for ``mailbox`` is about to be sent: should it be dropped?"""
+    def take_drop(self, mailbox: str, kind: str = "dropNotifications") -> FaultRule | None:
+        """A change notification (or batch) for ``mailbox`` is about to be sent: does a rule of ``kind`` apply?"""
         for rule in self.rules:
             if (
-                rule.kind == "dropNotifications"
+                rule.kind == kind
                 and fnmatch.fnmatch(mailbox.lower(), rule.mailbox.lower())
                 and (rule.count is None or rule.count > 0)
             ):

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
@@ -218,8 +219,13 @@ class Notifier:
         self._flush_scheduled.discard(url)
         items, self._pending[url] = self._pending[url], []
         size = self.sandbox.config.max_batch_size
+        subs = self.sandbox.state.subscriptions
         for i in range(0, len(items), size):
-            self._spawn(self._deliver("change", url, {"value": items[i : i + size]}))
+            batch = items[i : i + size]
+            self._spawn(self._deliver("change", url, {"value": batch}))
+            mailbox = subs[batch[0]["subscriptionId"]].mailbox if batch[0]["subscriptionId"] in subs else ""
+            if self.sandbox.faults.take_drop(mailbox, "duplicateNotifications"):
+                self._spawn(self._deliver("change", url, {"value": batch}))
 
     # ---- lifecycle notifications ----
 
@@ -248,6 +254,14 @@ class Notifier:
 
     def remove_expired(self) -> list[str]:
         now = now_utc()
+        notice = self.sandbox.config.reauthorization_notice_s
+        if notice is not None:
+            # Graph warns before a subscription runs out ("when a subscription is about to expire").
+            for sub in self.sandbox.state.subscriptions.values():
+                expires = sub.expires_at()
+                if now < expires <= now + timedelta(seconds=notice) and sub.reauthorization_notified != expires:
+                    sub.reauthorization_notified = expires
+                    self.lifecycle(sub, "reauthorizationRequired")
         gone = [s for s in self.sandbox.state.subscriptions.values() if s.expires_at() <= now]
         for sub in gone:
             del self.sandbox.state.subscriptions[sub.id]

@@ -70,6 +70,7 @@ class Subscription:
     mailbox: str  # lower-cased SMTP address of the watched mailbox
     created_by_app: str
     reauthorization_due: datetime | None = None  # set by reauthorizationRequired
+    reauthorization_notified: datetime | None = None  # expiry the automatic notice was sent for
 
     @property
     def id(self) -> str:

@@ -451,3 +451,29 @@ def test_slow_endpoint_is_throttled_then_dropped() -> None:
         dropped = notify_and_settle()
         assert dropped["outcome"] == "dropped" and "15 %" in dropped["error"]
         graph.close()
+
+
+def test_duplicate_notifications_fault(sb: SandboxServer, graph: httpx.Client, receiver: NotificationReceiver) -> None:
+    _subscribe(graph, receiver, changeType="deleted")
+    appt = _book(graph)
+    sb.add_fault(kind="duplicateNotifications", count=1)
+    graph.delete(f"{B}/appointments/{quote(appt['id'])}")
+    sb.wait_for(lambda: len(receiver.items()) >= 2)
+    time.sleep(0.2)
+    first, second = receiver.items()
+    assert first == second and len(receiver.received) == 2
+
+
+def test_reauthorization_notice_before_expiry() -> None:
+    config = SandboxConfig(reauthorization_notice_s=60, expiry_sweep_interval_s=0.05)
+    with SandboxServer(config) as server, NotificationReceiver() as rec:
+        graph = httpx.Client(base_url=server.graph_url, headers=server.graph_headers(), trust_env=False)
+        far = _subscribe(graph, rec)
+        near = _subscribe(graph, rec, expirationDateTime=_expiry(0.5))
+        item = server.wait_for(lambda: [i for i in rec.items() if "lifecycleEvent" in i])[0]
+        time.sleep(0.2)
+        notices = [i for i in rec.items() if "lifecycleEvent" in i]
+        assert item["lifecycleEvent"] == "reauthorizationRequired" and item["subscriptionId"] == near["id"]
+        assert len(notices) == 1  # once per expiry, and not for the far one
+        assert far["id"] not in {i["subscriptionId"] for i in notices}
+        graph.close()
