@@ -21,7 +21,8 @@ from .calendar_events import Calendars
 from .config import SandboxConfig
 from .entra import Entra
 from .errors import GraphError, graph_error
-from .faults import Faults, GraphGate
+from .faults import Faults
+from .gate import GraphGate
 from .notifier import Notifier
 from .state import State
 

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .bookings import build_appointment, dttz
+from .appointments import build_appointment, dttz
 from .state import Business, graph_timestamp
 
 if TYPE_CHECKING:
