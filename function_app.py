@@ -6,7 +6,18 @@ project's local host (``python -m devhost``). Importing it must stay cheap (no G
 
 import azure.functions as func
 
-from shared import health, lifecycle, notifications, registration_api, renewal, store
+from shared import (
+    cancellation,
+    deadletter_api,
+    delivery,
+    health,
+    lifecycle,
+    notifications,
+    reconcile,
+    registration_api,
+    renewal,
+    store,
+)
 from shared.monitoring import configure_monitoring
 from shared.settings import get_settings
 from shared.telemetry import configure_logging
@@ -51,6 +62,53 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     return await lifecycle.handle(req)
+
+
+@app.route(route=cancellation.ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def cancel_appointment(req: func.HttpRequest) -> func.HttpResponse:
+    return await cancellation.handle(req)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=store.MAILBOX_CHANGES_QUEUE, connection="AzureWebJobsStorage")
+async def reconcile_mailbox(msg: func.QueueMessage) -> None:
+    await reconcile.handle_message(msg)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=store.DELIVERIES_QUEUE, connection="AzureWebJobsStorage")
+async def deliveries(msg: func.QueueMessage) -> None:
+    await delivery.deliver(msg)
+
+
+# The runtime moves a delivery that failed maxDequeueCount times here; it becomes a dead letter.
+@app.queue_trigger(arg_name="msg", queue_name=store.poison_queue(store.DELIVERIES_QUEUE),
+                   connection="AzureWebJobsStorage")
+async def deliveries_poison(msg: func.QueueMessage) -> None:
+    await delivery.handle_poison(msg)
+
+
+@app.timer_trigger(schedule="%OUTBOX_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def sweep_outbox(timer: func.TimerRequest) -> None:
+    await delivery.sweep_outbox(correlation_id=new_correlation_id())
+
+
+@app.route(route=deadletter_api.DEADLETTERS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dead_letters(req: func.HttpRequest) -> func.HttpResponse:
+    return await deadletter_api.list_dead_letters(req)
+
+
+@app.route(route=deadletter_api.DEADLETTER_REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dead_letter_replay(req: func.HttpRequest) -> func.HttpResponse:
+    return await deadletter_api.replay_dead_letter(req)
+
+
+@app.route(route=deadletter_api.DEADLETTERS_REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dead_letters_replay(req: func.HttpRequest) -> func.HttpResponse:
+    return await deadletter_api.replay_dead_letters(req)
+
+
+@app.timer_trigger(schedule="%RESYNC_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def resync_mailboxes(timer: func.TimerRequest) -> None:
+    await reconcile.resync_all(correlation_id=new_correlation_id())
 
 
 @app.timer_trigger(schedule="%RENEWAL_SCHEDULE%", arg_name="timer", run_on_startup=False)

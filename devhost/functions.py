@@ -98,6 +98,10 @@ def load_functions(module_name: str = "function_app") -> list[Function]:
     functions: list[Function] = []
     for fn in app.get_functions():
         name = fn.get_function_name()
+        # The runtime's switch: app setting AzureWebJobs.<name>.Disabled = true keeps a function from running.
+        if os.environ.get(f"AzureWebJobs.{name}.Disabled", "").strip().lower() in ("true", "1"):
+            log.info("  %s: disabled by AzureWebJobs.%s.Disabled", name, name)
+            continue
         trigger = fn.get_trigger()
         spec = trigger.get_dict_repr()
         kind = spec["type"]

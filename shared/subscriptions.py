@@ -201,6 +201,7 @@ class Subscriptions:
         if stale is not None and stale.subscription_id:
             # The previous owner died after Graph created (or before it deleted) this one.
             await self._forget_in_graph(stale.subscription_id, mailbox)
+        await self._start_baseline(mailbox)
         client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128
         notification_url, lifecycle_url = notification_urls()
         expiration = new_expiration()
@@ -233,7 +234,28 @@ class Subscriptions:
                  extra={"mailbox": mailbox, "subscriptionId": subscription_id})
         track_event(events.SUBSCRIPTION_CREATED, mailbox=mailbox, subscriptionId=subscription_id,
                     expiresAt=expires.isoformat())
+        await self._enqueue_baseline(mailbox, subscription_id)
         return SubscriptionRecord(mailbox, "active", subscription_id, client_state, expires, None, result["etag"])
+
+    async def _start_baseline(self, mailbox: str) -> None:
+        """Before the first subscription of a mailbox exists, mark when watching began: the reconcile's
+        baseline then records older appointments silently and announces anything created after this."""
+        from shared.reconcile import SYNC_ROW  # the reconcile owns the sync row; we only start it
+
+        try:
+            await self.table.create_entity({"PartitionKey": mailbox, "RowKey": SYNC_ROW, "BaselineDone": False,
+                                            "BaselineAt": datetime.now(UTC)})
+        except ResourceExistsError:
+            pass  # a re-created subscription: the snapshot is still good, the resync diffs against it
+
+    async def _enqueue_baseline(self, mailbox: str, subscription_id: str) -> None:
+        from shared.notifications import change_message, enqueue_change
+
+        try:
+            await enqueue_change(change_message(mailbox, subscription_id=subscription_id, full_resync=True,
+                                                baseline=True, reason="created", correlation_id=""))
+        except Exception as error:  # the first notification or the periodic resync will do it instead
+            log.warning("could not enqueue the baseline of %s (%s)", mailbox, type(error).__name__)
 
     async def _release_claim(self, mailbox: str, etag: str) -> None:
         try:

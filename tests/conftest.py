@@ -123,6 +123,7 @@ def clean_app_storage(connection_string: str) -> None:
 
     from shared.store import QUEUES, TABLES, poison_queue
 
+    create_app_storage(connection_string)
     tables = TableServiceClient.from_connection_string(connection_string)
     for name in TABLES:
         table = tables.get_table_client(name)
@@ -134,12 +135,29 @@ def clean_app_storage(connection_string: str) -> None:
             queues.get_queue_client(queue).clear_messages()
 
 
+# Tests that look at queue contents switch off the functions that would consume them (as on Azure).
+QUEUE_CONSUMERS_OFF = {"AzureWebJobs.reconcile_mailbox.Disabled": "true",
+                       "AzureWebJobs.subscription_tasks.Disabled": "true"}
+
+
 @pytest.fixture
 def app_host(app_host_factory, sandbox, graph_env, azurite, monkeypatch: pytest.MonkeyPatch
              ) -> Iterator[HostProcess]:
+    """The app under the local host, Graph = the sandbox. Queue consumers are off: tests see the queues."""
+    clean_app_storage(azurite.connection_string)
+    host = app_host_factory(**sandbox_settings(sandbox), **QUEUE_CONSUMERS_OFF).start()
+    # In-process code (this test) must build the same notification URLs as the host serves.
+    monkeypatch.setenv("PUBLIC_BASE_URL", host.url)
+    reset_settings_cache()
+    yield host
+
+
+@pytest.fixture
+def live_app_host(app_host_factory, sandbox, graph_env, azurite, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[HostProcess]:
+    """The whole app under the local host, every function on, Graph = the sandbox."""
     clean_app_storage(azurite.connection_string)
     host = app_host_factory(**sandbox_settings(sandbox)).start()
-    # In-process code (this test) must build the same notification URLs as the host serves.
     monkeypatch.setenv("PUBLIC_BASE_URL", host.url)
     reset_settings_cache()
     yield host

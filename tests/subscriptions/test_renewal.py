@@ -89,7 +89,8 @@ async def test_renew_of_a_vanished_subscription_recreates_and_resyncs(app_host, 
     assert resyncs and resyncs[-1]["mailbox"] == CLINIC
 
 
-async def test_throttled_renewal_is_put_back_with_retry_after(app_host, sandbox, azurite) -> None:
+async def test_throttled_renewal_is_put_back_with_retry_after(live_app_host, sandbox, azurite) -> None:
+    app_host = live_app_host
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
     sandbox.add_fault(method="PATCH", path="/v1.0/subscriptions/*", status=429, retryAfter=2, count=None)

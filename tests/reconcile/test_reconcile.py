@@ -1,0 +1,162 @@
+"""The reconcile worker against the Graph sandbox and Azurite: exact events, nothing twice, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from shared.notifications import change_message
+from shared.outbox import OUTBOX_PREFIX, OUTBOX_PREFIX_END, read_payload
+from shared.reconcile import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX, SNAPSHOT_PREFIX_END, reconcile
+from shared.store import MAILBOX_TABLE, get_store
+
+CLINIC = "clinic@contoso.test"
+
+
+class Bookings:
+    """The sandbox's Graph, as a Bookings admin would change it."""
+
+    def __init__(self, sandbox: Any) -> None:
+        self.sandbox = sandbox
+        self.http = httpx.Client(base_url=f"{sandbox.graph_url}/solutions/bookingBusinesses/{CLINIC}",
+                                 headers=sandbox.graph_headers(), timeout=30)
+        self.one_to_one = next(s for s in self._call("GET", "/services").json()["value"]
+                               if s.get("maximumAttendeesCount", 1) == 1)
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kw)
+        response.raise_for_status()
+        return response
+
+    def create(self, minutes_from_now: int = 24 * 60, **fields: Any) -> dict:
+        one_to_one = self.one_to_one
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=minutes_from_now)
+        body = {"serviceId": one_to_one["id"],
+                "startDateTime": {"dateTime": start.isoformat().replace("+00:00", ""), "timeZone": "UTC"},
+                "endDateTime": {"dateTime": (start + timedelta(minutes=30)).isoformat().replace("+00:00", ""),
+                                "timeZone": "UTC"},
+                "customers": [{"@odata.type": "#microsoft.graph.bookingCustomerInformation",
+                               "name": "Walk In", "emailAddress": "walk.in@example.test",
+                               "notes": "first visit"}],
+                "serviceNotes": "bring forms", **fields}
+        return self._call("POST", "/appointments", json=body).json()
+
+    def update(self, appointment_id: str, **fields: Any) -> None:
+        self._call("PATCH", f"/appointments/{appointment_id}", json=fields)
+
+    def cancel(self, appointment_id: str, message: str = "") -> None:
+        self._call("POST", f"/appointments/{appointment_id}/cancel", json={"cancellationMessage": message})
+
+
+async def rows(prefix: str, end: str) -> list[dict]:
+    table = get_store().table(MAILBOX_TABLE)
+    query = f"PartitionKey eq '{CLINIC}' and RowKey ge '{prefix}' and RowKey lt '{end}'"
+    return [e async for e in table.query_entities(query)]
+
+
+async def outbox() -> list[dict]:
+    return await rows(OUTBOX_PREFIX, OUTBOX_PREFIX_END)
+
+
+def hint(**kw: Any) -> dict:
+    return dict(change_message(CLINIC, reason="test", correlation_id="c", **kw))
+
+
+@pytest.fixture
+async def baselined(clean_env, sandbox) -> Bookings:
+    """A mailbox whose baseline is taken: what existed before is known, nothing was announced."""
+    assert await reconcile(hint(full_resync=True)) == "reconciled"
+    assert await outbox() == []
+    return Bookings(sandbox)
+
+
+async def test_baseline_records_existing_appointments_silently(baselined) -> None:
+    snapshots = await rows(SNAPSHOT_PREFIX, SNAPSHOT_PREFIX_END)
+    assert len(snapshots) >= 3  # the demo business's appointments
+    assert await outbox() == []
+
+
+async def test_created_updated_cancelled_each_once(baselined: Bookings) -> None:
+    created = baselined.create()
+    assert await reconcile(hint(full_resync=True)) == "reconciled"
+    events = await outbox()
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in events] == [("Created", created["id"])]
+    payload = read_payload(events[0])
+    assert payload["CustomerName"] == "Walk In" and payload["CustomerNotes"] == "first visit"
+    assert payload["ServiceNotes"] == "bring forms" and payload["Duration"] == 30
+
+    # The same state again: nothing new.
+    assert await reconcile(hint(full_resync=True)) == "reconciled"
+    assert len(await outbox()) == 1
+
+    baselined.update(created["id"], serviceNotes="bring forms and ID")
+    await reconcile(hint(full_resync=True))
+    events = await outbox()
+    updated = [e for e in events if e["ChangeType"] == "Updated"]
+    assert len(updated) == 1 and read_payload(updated[0])["ServiceNotes"] == "bring forms and ID"
+
+    baselined.cancel(created["id"], "customer is ill")
+    await reconcile(hint(full_resync=True))
+    cancelled = [e for e in await outbox() if e["ChangeType"] == "Cancelled"]
+    assert len(cancelled) == 1
+    last = read_payload(cancelled[0])
+    assert last["CustomerName"] == "Walk In" and last["ServiceNotes"] == "bring forms and ID"
+    assert not [s for s in await rows(SNAPSHOT_PREFIX, SNAPSHOT_PREFIX_END) if s["AppointmentId"] == created["id"]]
+
+
+async def test_cancel_reason_recorded_by_our_api_reaches_the_event(baselined: Bookings) -> None:
+    created = baselined.create()
+    await reconcile(hint(full_resync=True))
+    await get_store().table(MAILBOX_TABLE).upsert_entity(
+        {"PartitionKey": CLINIC, "RowKey": f"{CANCEL_REASON_PREFIX}{created['id']}", "Reason": "double booked"})
+    baselined.cancel(created["id"], "double booked")
+    await reconcile(hint(full_resync=True))
+    cancelled = [e for e in await outbox() if e["ChangeType"] == "Cancelled"]
+    assert read_payload(cancelled[0])["CancelReason"] == "double booked"
+
+
+async def test_narrow_window_for_a_single_created_event(baselined: Bookings, sandbox) -> None:
+    created = baselined.create(minutes_from_now=3 * 24 * 60)
+    events = httpx.get(f"{sandbox.graph_url}/users/{CLINIC}/events", headers=sandbox.graph_headers()).json()["value"]
+    newest = max(events, key=lambda e: e.get("createdDateTime", ""))
+    sandbox.control("DELETE", "requests")
+    await reconcile(hint(changes=[{"changeType": "created", "eventId": newest["id"]}]))
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", created["id"])]
+    views = [r for r in sandbox.requests() if r["path"].endswith("/calendarView")]
+    assert len(views) == 1
+    query = dict(parse_qsl(views[0]["query"]))
+    start, end = (datetime.fromisoformat(query[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    # A narrow window around the event (30 minutes and a margin), not the whole horizon.
+    assert end - start < timedelta(hours=1)
+    assert start > datetime.now(UTC) + timedelta(days=2)
+
+
+async def test_concurrent_reconciles_emit_each_event_once(baselined: Bookings) -> None:
+    for _ in range(3):
+        baselined.create()
+    outcomes = await asyncio.gather(*(reconcile(hint(full_resync=True)) for _ in range(8)))
+    assert outcomes.count("reconciled") >= 1
+    assert len(await outbox()) == 3
+
+
+async def test_a_burst_of_hints_costs_a_few_listings(baselined: Bookings, sandbox) -> None:
+    created = baselined.create()
+    sandbox.control("DELETE", "requests")
+    hints = [hint(changes=[{"changeType": "updated", "eventId": "unknown"}], full_resync=True) for _ in range(50)]
+    outcomes = [await reconcile(h) for h in hints[:1]]
+    outcomes += await asyncio.gather(*(reconcile(h) for h in hints[1:]))
+    listings = [r for r in sandbox.requests() if r["path"].endswith("/calendarView")]
+    assert len(listings) <= 3, outcomes
+    assert [e["AppointmentId"] for e in await outbox()] == [created["id"]]
+
+
+async def test_more_changes_than_one_transaction_holds(baselined: Bookings) -> None:
+    for i in range(60):  # 60 creates = 120 operations: two transactions
+        baselined.create(minutes_from_now=24 * 60 + i * 31)
+    assert await reconcile(hint(full_resync=True)) == "reconciled"
+    assert len(await outbox()) == 60
