@@ -6,6 +6,7 @@ See README.md in this package for every endpoint with its request and response s
 from __future__ import annotations
 
 import fnmatch
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -14,9 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import demo
+from .config import DEFAULT_CLIENT_ID
 from .entra import user_token
 from .faults import FaultRule
-from .state import graph_timestamp, now_utc
+from .state import Subscription, graph_timestamp, now_utc
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
@@ -60,18 +62,97 @@ async def users(request: Request) -> Response:
     return JSONResponse({"value": demo.summary(_sb(request))["users"]})
 
 
+def _new_user(sb: Any, body: Any) -> dict[str, Any]:
+    upn = body.get("upn") if isinstance(body, dict) else None
+    if not isinstance(upn, str) or "@" not in upn:
+        raise ValueError("upn must be an email-like user principal name")
+    user = sb.state.add_user(upn, str(body.get("displayName") or upn.split("@")[0]))
+    return {"upn": user.user_principal_name, "id": user.id, "displayName": user.display_name}
+
+
 async def add_user(request: Request) -> Response:
+    """One user ``{"upn", "displayName"?}``, or many at once ``{"value": [{"upn", "displayName"?}, …]}``."""
+    try:
+        body = await _body(request)
+        if isinstance(body.get("value"), list):
+            return JSONResponse({"value": [_new_user(_sb(request), u) for u in body["value"]]}, status_code=201)
+        return JSONResponse(_new_user(_sb(request), body), status_code=201)
+    except ValueError as exc:
+        return _bad(str(exc))
+
+
+async def add_business(request: Request) -> Response:
+    """A business cloned from another (default the demo clinic): Graph has no API to create businesses, and
+    benchmarks need many mailboxes administered by the demo's admin."""
     try:
         body = await _body(request)
     except ValueError as exc:
         return _bad(str(exc))
-    upn = body.get("upn")
-    if not isinstance(upn, str) or "@" not in upn:
-        return _bad("upn must be an email-like user principal name")
-    user = _sb(request).state.add_user(upn, str(body.get("displayName") or upn.split("@")[0]))
-    return JSONResponse(
-        {"upn": user.user_principal_name, "id": user.id, "displayName": user.display_name}, status_code=201
-    )
+    sb = _sb(request)
+    smtp, source = body.get("smtp"), body.get("copyOf", "clinic@contoso.test")
+    if not isinstance(smtp, str) or "@" not in smtp:
+        return _bad("smtp must be an email-like SMTP address")
+    if not isinstance(source, str) or sb.state.business(source) is None:
+        return _bad("copyOf must name an existing business", 404)
+    if sb.state.business(smtp) is not None:
+        return _bad("a business with this smtp exists", 409)
+    name = body.get("displayName")
+    clone = demo.clone_business(sb, source, smtp, name if isinstance(name, str) and name else None)
+    return JSONResponse({"id": clone.smtp, "displayName": clone.data["displayName"], "staff": len(clone.staff),
+                         "services": len(clone.services)}, status_code=201)
+
+
+def _seeded_subscription(sb: Any, item: Any) -> Subscription:
+    if not isinstance(item, dict):
+        raise ValueError("each subscription must be a JSON object")
+    user = sb.state.find_user(str(item.get("mailbox", "")))
+    if user is None:
+        raise LookupError(f"no such mailbox: {item.get('mailbox')!r}")
+    url = item.get("notificationUrl")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError("notificationUrl must be an absolute URL")
+    minutes = sb.config.max_event_subscription_minutes
+    expiration = item.get("expirationDateTime") or graph_timestamp(now_utc() + timedelta(minutes=minutes - 1))
+    app_id = str(item.get("appId") or DEFAULT_CLIENT_ID)
+    data = {
+        "id": str(uuid.uuid4()),
+        "resource": f"/users/{user.user_principal_name}/events",
+        "applicationId": app_id,
+        "changeType": str(item.get("changeType") or "created,updated,deleted"),
+        "clientState": item.get("clientState"),
+        "notificationUrl": url,
+        "notificationQueryOptions": None,
+        "lifecycleNotificationUrl": item.get("lifecycleNotificationUrl"),
+        "expirationDateTime": str(expiration),
+        "creatorId": None,
+        "includeResourceData": False,
+        "latestSupportedTlsVersion": "v1_2",
+        "encryptionCertificate": None,
+        "encryptionCertificateId": None,
+        "notificationUrlAppId": None,
+    }
+    return Subscription(data=data, mailbox=user.user_principal_name.lower(), created_by_app=app_id)
+
+
+async def seed_subscriptions(request: Request) -> Response:
+    """Subscriptions put in place without the validation handshake and outside the write limit: seeding
+    10,000 through Graph's own API would take 400 s of throttling before a benchmark even starts.
+    All or nothing: a bad item adds none."""
+    sb = _sb(request)
+    try:
+        body = await _body(request)
+        items = body.get("value")
+        if not isinstance(items, list):
+            raise ValueError('expected {"value": [subscription, …]}')
+        subs = [_seeded_subscription(sb, item) for item in items]
+    except ValueError as exc:
+        return _bad(str(exc))
+    except LookupError as exc:
+        return _bad(str(exc), 404)
+    for sub in subs:
+        sb.state.subscriptions[sub.id] = sub
+    return JSONResponse({"value": [{"id": s.id, "mailbox": s.mailbox, "expirationDateTime": s.data[
+        "expirationDateTime"]} for s in subs]}, status_code=201)
 
 
 async def faults(request: Request) -> Response:
@@ -257,6 +338,7 @@ routes = [
     Route("/_sandbox/seed", seed, methods=["POST"]),
     Route("/_sandbox/users", users, methods=["GET"]),
     Route("/_sandbox/users", add_user, methods=["POST"]),
+    Route("/_sandbox/businesses", add_business, methods=["POST"]),
     Route("/_sandbox/tokens/user", user_token, methods=["POST"]),
     Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
     Route("/_sandbox/faults/{fault_id}", delete_fault, methods=["DELETE"]),
@@ -264,6 +346,7 @@ routes = [
     Route("/_sandbox/requests", request_log, methods=["GET", "DELETE"]),
     Route("/_sandbox/notifications", notification_log, methods=["GET", "DELETE"]),
     Route("/_sandbox/subscriptions", all_subscriptions, methods=["GET"]),
+    Route("/_sandbox/subscriptions", seed_subscriptions, methods=["POST"]),
     Route("/_sandbox/endpoints", endpoints, methods=["GET"]),
     Route("/_sandbox/subscriptions/{sub_id}/lifecycle", lifecycle, methods=["POST"]),
     Route("/_sandbox/subscriptions/{sub_id}/expire", expire, methods=["POST"]),

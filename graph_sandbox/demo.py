@@ -9,6 +9,7 @@ calendarView around "now" finds them. Ids are derived from names, so they are th
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -351,3 +352,47 @@ def summary(sandbox: Sandbox) -> dict[str, Any]:
             {"upn": u.user_principal_name, "id": u.id, "displayName": u.display_name} for u in state.users.values()
         ],
     }
+
+
+def clone_business(sandbox: Sandbox, source: str, smtp: str, display_name: str | None = None) -> Business:
+    """A new business (and its mailbox user) shaped like ``source``: same staff people and roles, services,
+    custom questions and customers, under new ids derived from ``smtp``; no appointments. For benchmarks
+    that need many mailboxes with the demo's administrators (Graph has no API for creating businesses)."""
+    state = sandbox.state
+    original = state.business(source)
+    if original is None:
+        raise KeyError(source)
+    smtp = smtp.lower()
+    name = display_name or smtp.split("@")[0]
+    data = copy.deepcopy(original.data)
+    data.update({"id": smtp, "displayName": name, "email": smtp, "publicUrl": f"https://book.ms/b/{smtp}",
+                 "webSiteUrl": f"https://contoso.test/{smtp.split('@')[0]}", "createdDateTime": graph_timestamp(),
+                 "lastUpdatedDateTime": graph_timestamp()})
+    clone = Business(data)
+    # Old id -> new id for everything that is referenced by id (services name their staff and questions).
+    renamed: dict[str, str] = {}
+    for kind in ("staff", "questions", "customers", "services"):
+        for old_id in getattr(original, kind):
+            renamed[old_id] = stable_id(smtp, kind, old_id)
+
+    def remap(value: Any) -> Any:
+        if isinstance(value, str):
+            return renamed.get(value, value)
+        if isinstance(value, list):
+            return [remap(v) for v in value]
+        if isinstance(value, dict):
+            return {k: remap(v) for k, v in value.items()}
+        return value
+
+    for kind in ("staff", "questions", "customers", "services"):
+        target = getattr(clone, kind)
+        for old_id, item in getattr(original, kind).items():
+            target[renamed[old_id]] = remap(copy.deepcopy(item))
+    for service in clone.services.values():
+        service["webUrl"] = f"https://book.ms/b/{smtp}/s/{service['id']}"
+        service["description"] = f"{service['displayName']} at {name}"
+        service["defaultLocation"]["displayName"] = name
+    state.businesses[smtp] = clone
+    if state.find_user(smtp) is None:
+        state.add_user(smtp, name, stable_id("user", smtp))
+    return clone
