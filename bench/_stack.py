@@ -1,0 +1,255 @@
+"""What the benches share: the local stack (Azurite, Graph sandbox, local host), bursts, percentiles, tables.
+
+Not a bench itself (the leading underscore keeps ``python -m bench`` from running it).
+
+The Graph sandbox runs as its own process (``python -m graph_sandbox``), not in a thread of the bench:
+the bench's client measures latencies, and a sandbox sharing its interpreter (and GIL) would add its
+own work to every measured request. The local host is ``python -m devhost`` (``tests.hosting``), as in
+the end-to-end tests; Azurite runs in memory on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devhost.processes import ROOT, Azurite, free_port, python_module, stop_process, wait_for_port
+
+ADMIN = "admin@contoso.test"
+# Every function of function_app that consumes a queue or runs on a timer; benches switch off what would
+# disturb their measurement (the local host honours AzureWebJobs.<name>.Disabled like Azure).
+QUEUE_FUNCTIONS = ("reconcile_mailbox", "deliveries", "deliveries_poison", "subscription_tasks")
+TIMER_FUNCTIONS = ("sweep_outbox", "resync_mailboxes", "renew_subscriptions")
+
+
+def disabled(*names: str) -> dict[str, str]:
+    return {f"AzureWebJobs.{name}.Disabled": "true" for name in names}
+
+
+# ---- statistics and output ------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) — with 50 samples p99 is the maximum, as it should be."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+# ---- bursts -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    seconds: float
+    status: int
+
+
+async def burst(calls: Sequence[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]],
+                client: httpx.AsyncClient) -> list[Sample]:
+    """Start every call at once (each on a connection of its own, opened beforehand) and time each one.
+
+    A barrier releases the calls together, so the latencies are those of a real burst: the last request
+    of the burst waits behind the others in the server, which is what a p99 under load should show."""
+    start = asyncio.Event()
+
+    async def one(call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]) -> Sample:
+        await start.wait()
+        began = time.perf_counter()
+        response = await call(client)
+        return Sample(time.perf_counter() - began, response.status_code)
+
+    tasks = [asyncio.create_task(one(c)) for c in calls]
+    await asyncio.sleep(0)  # every task is now waiting at the barrier
+    start.set()
+    return list(await asyncio.gather(*tasks))
+
+
+def burst_client(concurrency: int, timeout: float = 120) -> httpx.AsyncClient:
+    """A client with a connection per concurrent caller (httpx's default pool of 100 would queue a burst
+    of 200 in the client, and that wait is not the server's)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+
+
+async def warm_connections(client: httpx.AsyncClient, url: str, concurrency: int) -> None:
+    """Open ``concurrency`` keep-alive connections (a burst then measures requests, not TCP handshakes)."""
+    await asyncio.gather(*(client.get(url) for _ in range(concurrency)))
+
+
+# ---- the Graph sandbox as a process ---------------------------------------------------------------
+
+
+class SandboxProcess:
+    """``python -m graph_sandbox`` on a free port, with the helpers the benches need (all over HTTP)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_file = log_dir / "sandbox.log"
+        self.process: subprocess.Popen | None = None
+        self.http = httpx.Client(base_url=self.base_url, timeout=120, trust_env=False)
+
+    def start(self) -> SandboxProcess:
+        log = self.log_file.open("w")
+        self.process = python_module("graph_sandbox", "--port", str(self.port), "--log-level", "warning",
+                                     stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, timeout=30, process=self.process)
+        return self
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.base_url}/v1.0"
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.control("GET", "health")["tenantId"])
+
+    def settings(self) -> dict[str, str]:
+        """App settings pointing every outside endpoint at this sandbox."""
+        tenant = self.tenant_id
+        return {"GRAPH_BASE_URL": self.graph_url, "ENTRA_TOKEN_URL": f"{self.base_url}/{tenant}/oauth2/v2.0/token",
+                "ENTRA_TENANT_ID": tenant, "AUTH_ISSUER": f"{self.base_url}/{tenant}/v2.0",
+                "AUTH_JWKS_URL": f"{self.base_url}/{tenant}/discovery/v2.0/keys"}
+
+    def control(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
+        r = self.http.request(method, f"/_sandbox/{path.lstrip('/')}", json=json, params=params or None)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def user_token(self, upn: str) -> str:
+        return str(self.control("POST", "tokens/user", {"upn": upn})["access_token"])
+
+    def graph_headers(self) -> dict[str, str]:
+        from graph_sandbox.config import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, GRAPH_AUDIENCE
+
+        r = self.http.post(f"/{self.tenant_id}/oauth2/v2.0/token", data={
+            "grant_type": "client_credentials", "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
+            "scope": f"{GRAPH_AUDIENCE}/.default"})
+        r.raise_for_status()
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def clone_businesses(self, smtps: Sequence[str]) -> None:
+        for smtp in smtps:
+            self.control("POST", "businesses", {"smtp": smtp})
+
+    def requests_since(self, seq: int, **filters: str) -> list[dict[str, Any]]:
+        return list(self.control("GET", "requests", since=seq, **filters)["value"])
+
+    def clear_request_log(self) -> None:
+        """Forget logged requests (sequence numbers keep counting), so a phase's log holds only its own."""
+        self.http.delete("/_sandbox/requests").raise_for_status()
+
+
+# ---- the whole stack ------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    azurite: Azurite
+    sandbox: SandboxProcess | None
+    log_dir: Path
+    hosts: list[Any] = field(default_factory=list)
+
+    @property
+    def connection_string(self) -> str:
+        return self.azurite.connection_string
+
+    def app_settings(self, **overrides: str) -> dict[str, str]:
+        from tests.conftest import sample_settings
+
+        values = {**sample_settings(), "AzureWebJobsStorage": self.connection_string}
+        if self.sandbox is not None:
+            values.update(self.sandbox.settings())
+        return {**values, **overrides}
+
+    def start_host(self, **overrides: str) -> Any:
+        """The project's function_app under ``python -m devhost``, settings = the sample + the stack + overrides."""
+        from tests.hosting import HostProcess
+
+        port = free_port()
+        env = self.app_settings(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
+        host = HostProcess(ROOT, port, env=env, log_dir=self.log_dir / f"host-{len(self.hosts)}")
+        host.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.hosts.append(host.start())
+        return host
+
+    def use_in_process(self, **overrides: str) -> None:
+        """Point this process's own app code (``shared``) at the stack, e.g. to run the renewal sweep."""
+        from shared.settings import reset_settings_cache
+
+        os.environ.update(self.app_settings(**overrides))
+        reset_settings_cache()
+
+
+@contextlib.contextmanager
+def stack(with_sandbox: bool = True) -> Iterator[Stack]:
+    """Azurite (+ the sandbox, seeded with the demo tenant) with the app's tables and queues created."""
+    from tests.conftest import create_app_storage
+
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    azurite = Azurite.on_free_ports().start()
+    sandbox: SandboxProcess | None = None
+    s = Stack(azurite, None, log_dir)
+    try:
+        if with_sandbox:
+            sandbox = SandboxProcess(log_dir).start()
+            s.sandbox = sandbox
+        create_app_storage(azurite.connection_string)
+        yield s
+    finally:
+        for host in s.hosts:
+            host.stop()
+        if sandbox is not None:
+            sandbox.stop()
+        azurite.stop()
+
+
+def flow_body(callback: str, trigger: str) -> dict[str, str]:
+    return {"notificationURL": callback, "resource": "Appointments",
+            "changeType": trigger.removeprefix("Appointment")}
+
+
+def webhook_url(host_url: str, mailbox: str, trigger: str) -> str:
+    return f"{host_url}/api/v1/bookingBusinesses/{mailbox}/webhooks/{trigger}"
