@@ -88,7 +88,11 @@ async def burst(calls: Sequence[Callable[[httpx.AsyncClient], Awaitable[httpx.Re
     async def one(call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]) -> Sample:
         await start.wait()
         began = time.perf_counter()
-        response = await call(client)
+        try:
+            response = await call(client)
+        except httpx.TransportError:
+            # Counted, not raised: a dropped connection is a result too (status 0 in the tables).
+            return Sample(time.perf_counter() - began, 0)
         return Sample(time.perf_counter() - began, response.status_code)
 
     tasks = [asyncio.create_task(one(c)) for c in calls]
@@ -104,9 +108,20 @@ def burst_client(concurrency: int, timeout: float = 120) -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
 
 
-async def warm_connections(client: httpx.AsyncClient, url: str, concurrency: int) -> None:
-    """Open ``concurrency`` keep-alive connections (a burst then measures requests, not TCP handshakes)."""
-    await asyncio.gather(*(client.get(url) for _ in range(concurrency)))
+async def warm_connections(client: httpx.AsyncClient, call: Callable[[httpx.AsyncClient], Awaitable[Any]],
+                           concurrency: int) -> None:
+    """Open ``concurrency`` keep-alive connections (a burst then measures requests, not TCP handshakes).
+
+    Not measured, so a connection the server closed while idle is simply tried again."""
+    async def one() -> None:
+        for _ in range(3):
+            try:
+                await call(client)
+                return
+            except httpx.TransportError:
+                continue
+
+    await asyncio.gather(*(one() for _ in range(concurrency)))
 
 
 # ---- the Graph sandbox as a process ---------------------------------------------------------------
