@@ -59,6 +59,7 @@ class Azurite:
     table_port: int
     process: subprocess.Popen | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="azurite-"))
+    persistent: bool = False  # keep data on disk (in workdir) across restart(), as real storage would
 
     @property
     def connection_string(self) -> str:
@@ -73,7 +74,8 @@ class Azurite:
         if not AZURITE.exists():
             raise FileNotFoundError(f"{AZURITE} is missing: run `npm ci` (make does it) to install Azurite")
         self.process = subprocess.Popen(
-            [str(AZURITE), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry",
+            [str(AZURITE), "--silent", "--skipApiVersionCheck", "--disableTelemetry",
+             *(["--location", self.workdir] if self.persistent else ["--inMemoryPersistence"]),
              "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
              "--tableHost", "127.0.0.1", "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
              "--tablePort", str(self.table_port)],
@@ -90,14 +92,14 @@ class Azurite:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart(self) -> None:
-        """Stop and start again on the same ports. In-memory: all data is gone, as after a crash."""
+        """Stop and start again on the same ports. In memory, all data is gone; persistent, it is kept."""
         if self.process is not None:
             stop_process(self.process)
         self.start()
 
     @classmethod
-    def on_free_ports(cls) -> Azurite:
-        return cls(free_port(), free_port(), free_port())
+    def on_free_ports(cls, persistent: bool = False) -> Azurite:
+        return cls(free_port(), free_port(), free_port(), persistent=persistent)
 
 
 def python_module(module: str, *args: str, env: dict[str, str] | None = None,

@@ -63,9 +63,12 @@ SYNC_ROW = "sync"
 SNAPSHOT_PREFIX = "snap:"
 SNAPSHOT_PREFIX_END = "snap;"
 CANCEL_REASON_PREFIX = "cancelreason:"
-LEASE_SECONDS = 300
+# One reconcile per mailbox at a time. Longer than a reconcile normally takes; if one takes longer, another
+# worker may take over and the first one's commit fails on the ETag (no duplicates, just wasted work).
+LEASE_SECONDS = 60
 MAILBOX_CONCURRENCY = 4  # Graph (Outlook) serves at most 4 concurrent requests per app and mailbox
-NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)  # a merge cannot remove a property; an expired lease is no lease
+NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)
+RELEASE_RETRY_DELAYS = (0.5, 1, 2, 4, 8)  # a merge cannot remove a property; an expired lease is no lease
 # Graph may take a moment to show a change it has already notified: hints this close to a reconcile's
 # start are not treated as covered by it.
 COVERAGE_MARGIN_SECONDS = 2.0
@@ -117,6 +120,7 @@ class Reconciler:
         self.settings = get_settings()
         self._lookups: dict[str, Any] | None = None
         self._concurrency = asyncio.Semaphore(MAILBOX_CONCURRENCY)
+        self.etag: str | None = None  # of the sync row, after our last committed batch
         self.graph_calls = 0
 
     # ---- the sync row: lease and coverage ------------------------------------------------------
@@ -143,6 +147,24 @@ class Reconciler:
                 return None
             raise
         return result["etag"]
+
+    async def release_lease(self, etag: str) -> None:
+        """Best effort, retried briefly: storage that just failed us is often back within seconds."""
+        for delay in RELEASE_RETRY_DELAYS:
+            try:
+                await self.table.update_entity(
+                    {"PartitionKey": self.mailbox, "RowKey": SYNC_ROW, "LeaseUntil": NO_LEASE},
+                    mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified)
+                return
+            except HttpResponseError as error:
+                if error.status_code in (404, 412):
+                    return  # gone, or someone else's lease now
+                last = error
+            except Exception as error:
+                last = error
+            await asyncio.sleep(delay)
+        # Still down: the lease expires by itself after LEASE_SECONDS; hints wait (deferred), none are lost.
+        log.warning("could not release the reconcile lease of %s (%s)", self.mailbox, type(last).__name__)
 
     # ---- Graph reads -------------------------------------------------------------------------------
 
@@ -325,6 +347,7 @@ class Reconciler:
                     raise LeaseLost(self.mailbox) from None
                 raise
             etag = results[-1]["etag"]
+            self.etag = etag
         return etag
 
 
@@ -363,16 +386,21 @@ async def reconcile(message: MailboxChangeMessage) -> str:
         if etag is not None:
             break
     baseline_at = None if row.get("BaselineDone") else (row.get("BaselineAt") or now)
-    plan = await worker.diff(message, baseline_at)
     final = {"LeaseUntil": NO_LEASE, "CoveredUpTo": now, "BaselineDone": True}
     if full or baseline_at is not None:
         final["FullCoveredUpTo"] = now
     try:
+        plan = await worker.diff(message, baseline_at)
         await worker.commit(plan, etag, final)
     except LeaseLost:
         log.warning("reconcile of %s lost its lease; the other worker's result stands", mailbox,
                     extra={"mailbox": mailbox})
         return "lease lost"
+    except BaseException:
+        # Graph or storage failed: free the mailbox for the retry of this message (the runtime retries it)
+        # instead of making every hint wait out the lease.
+        await worker.release_lease(worker.etag or etag)
+        raise
     counts = {kind: sum(1 for _, change, _ in plan.events if change == kind)
               for kind in ("Created", "Updated", "Cancelled")}
     track_event(events.MAILBOX_RECONCILED, mailbox=mailbox, createdCount=counts["Created"],

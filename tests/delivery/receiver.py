@@ -48,6 +48,7 @@ class Receiver:
         self.port = free_port()
         self.plans: dict[str, deque[Reply]] = defaultdict(deque)
         self.received: list[Received] = []
+        self.arrivals: list[tuple[str, float]] = []  # (flow, time) when a request arrives, before any delay
         self._lock = threading.Lock()
         app = Starlette(routes=[Route("/flows/{name}", self._flow, methods=["POST"]),
                                 Route("/{path:path}", self._other, methods=["GET", "POST"])])
@@ -88,6 +89,7 @@ class Receiver:
         name = request.path_params["name"]
         body = await request.body()
         with self._lock:
+            self.arrivals.append((name, time.time()))
             reply = self.plans[name].popleft() if self.plans[name] else Reply(200)
         if reply.delay:
             await asyncio.sleep(reply.delay)
