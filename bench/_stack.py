@@ -168,8 +168,8 @@ class SandboxProcess:
                 "ENTRA_TENANT_ID": tenant, "AUTH_ISSUER": f"{self.base_url}/{tenant}/v2.0",
                 "AUTH_JWKS_URL": f"{self.base_url}/{tenant}/discovery/v2.0/keys"}
 
-    def control(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
-        r = self.http.request(method, f"/_sandbox/{path.lstrip('/')}", json=json, params=params or None)
+    def control(self, verb: str, path: str, json: Any = None, **params: Any) -> Any:
+        r = self.http.request(verb, f"/_sandbox/{path.lstrip('/')}", json=json, params=params or None)
         r.raise_for_status()
         return r.json() if r.content else None
 
