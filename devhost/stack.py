@@ -9,12 +9,14 @@ in ``.stack/``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from devhost.config import apply_local_settings
 from devhost.processes import ROOT, Azurite, python_module, stop_process, wait_for_port
@@ -37,13 +39,15 @@ async def _create_storage() -> None:
         await store.close()
 
 
-def _start(module: str, args: list[str], log_name: str, port: int) -> subprocess.Popen:
-    log = (LOGS / log_name).open("w")
-    process = python_module(module, *args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _start(module: str, args: list[str], log_name: str | None, port: int) -> subprocess.Popen:
+    """Start ``python -m module``; its output goes to ``.stack/<log_name>``, or to this terminal if None."""
+    output = (LOGS / log_name).open("w") if log_name else None
+    process = python_module(module, *args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, timeout=60, process=process)
     except Exception:
-        print(f"{module} did not start; its log ({LOGS / log_name}):\n{(LOGS / log_name).read_text()}")
+        if log_name:
+            print(f"{module} did not start; its log ({LOGS / log_name}):\n{(LOGS / log_name).read_text()}")
         raise
     return process
 
@@ -71,8 +75,28 @@ def register_demo_flows(host_url: str, sandbox_url: str, receiver_url: str) -> N
             print(f"Demo flow        {trigger} NOT registered: {response.status_code} {response.text}")
 
 
+def sync_local_settings(path: Path = ROOT / "local.settings.json",
+                        sample: Path = ROOT / "local.settings.sample.json") -> list[str]:
+    """Add settings the sample has and the developer's copy lacks (new since it was copied); keep every
+    value the developer set. Returns the names added."""
+    if not path.exists():
+        shutil.copy(sample, path)
+        return []
+    mine, theirs = json.loads(path.read_text()), json.loads(sample.read_text())
+    values = mine.setdefault("Values", {})
+    added = [name for name in theirs["Values"] if name not in values]
+    for name in added:
+        values[name] = theirs["Values"][name]
+    if added:
+        path.write_text(json.dumps(mine, indent=2, ensure_ascii=False) + "\n")
+    return added
+
+
 def main() -> int:
     LOGS.mkdir(exist_ok=True)
+    added = sync_local_settings()
+    if added:
+        print(f"local.settings.json: added new settings from the sample: {', '.join(added)}")
     apply_local_settings(ROOT / "local.settings.json")
     host_port = _port("DEVHOST_PORT", 7071)
     sandbox_port = _port("SANDBOX_PORT", 7072)
@@ -87,44 +111,44 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        azurite.start()
-        # The app and the host must talk to the Azurite just started, whatever local.settings.json says.
-        os.environ["AzureWebJobsStorage"] = azurite.connection_string
-        asyncio.run(_create_storage())
-        print(f"Azurite           tables http://127.0.0.1:{azurite.table_port}  queues http://127.0.0.1:"
-              f"{azurite.queue_port}  blobs http://127.0.0.1:{azurite.blob_port}")
-
-        if importlib.util.find_spec("graph_sandbox") is not None:
-            processes.append(_start("graph_sandbox", ["--port", str(sandbox_port)], "sandbox.log", sandbox_port))
-            print(f"Graph sandbox     http://127.0.0.1:{sandbox_port}/v1.0  (demo business clinic@contoso.test)")
-        else:
-            print("Graph sandbox     NOT BUILT YET (issue 4): Graph calls will fail; /api/health reports it")
-
-        processes.append(_start("devhost", ["--port", str(host_port)], "host.log", host_port))
-        print(f"Functions host    http://127.0.0.1:{host_port}/api/  (log: {LOGS / 'host.log'})")
-        receiver_port = _port("RECEIVER_PORT", 7073)
-        receiver = python_module("devhost.receiver", "--port", str(receiver_port), start_new_session=True)
-        processes.append(receiver)
-        wait_for_port(receiver_port, process=receiver)
-        print(f"Demo receiver     http://127.0.0.1:{receiver_port}/received  (stands in for Power Automate; "
-              "prints each AppointmentData here)")
-        if importlib.util.find_spec("graph_sandbox") is not None:
-            register_demo_flows(f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{sandbox_port}",
-                                f"http://127.0.0.1:{receiver_port}")
-        print(f"\nTry:  curl http://127.0.0.1:{host_port}/api/health\nCtrl-C stops everything.", flush=True)
-
-        while not stop["now"]:
-            for process in processes:
-                if process.poll() is not None:
-                    print(f"{process.args[2]} exited with {process.returncode}; see {LOGS}/. Stopping.")
-                    return 1
-            time.sleep(0.5)
-        return 0
+        return _run(azurite, processes, stop, host_port, sandbox_port)
+    except (RuntimeError, TimeoutError, FileNotFoundError) as error:
+        print(f"\nThe local stack could not start: {error}")
+        return 1
     finally:
         print("Stopping…")
         for process in reversed(processes):
             stop_process(process)
         azurite.stop()
+
+
+def _run(azurite: Azurite, processes: list[subprocess.Popen], stop: dict[str, bool], host_port: int,
+         sandbox_port: int) -> int:
+    azurite.start()
+    # The app and the host must talk to the Azurite just started, whatever local.settings.json says.
+    os.environ["AzureWebJobsStorage"] = azurite.connection_string
+    asyncio.run(_create_storage())
+    print(f"Azurite           tables http://127.0.0.1:{azurite.table_port}  queues http://127.0.0.1:"
+          f"{azurite.queue_port}  blobs http://127.0.0.1:{azurite.blob_port}")
+    processes.append(_start("graph_sandbox", ["--port", str(sandbox_port)], "sandbox.log", sandbox_port))
+    print(f"Graph sandbox     http://127.0.0.1:{sandbox_port}/v1.0  (demo business {DEMO_BUSINESS})")
+    processes.append(_start("devhost", ["--port", str(host_port)], "host.log", host_port))
+    print(f"Functions host    http://127.0.0.1:{host_port}/api/  (log: {LOGS / 'host.log'})")
+    receiver_port = _port("RECEIVER_PORT", 7073)
+    processes.append(_start("devhost.receiver", ["--port", str(receiver_port)], None, receiver_port))
+    print(f"Demo receiver     http://127.0.0.1:{receiver_port}/received  (stands in for Power Automate; "
+          "prints each AppointmentData it receives here)")
+    register_demo_flows(f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{sandbox_port}",
+                        f"http://127.0.0.1:{receiver_port}")
+    print(f"\nTry:  curl http://127.0.0.1:{host_port}/api/health   (the README shows how to book an appointment)"
+          "\nCtrl-C stops everything.", flush=True)
+    while not stop["now"]:
+        for process in processes:
+            if process.poll() is not None:
+                print(f"{process.args[2]} exited with {process.returncode}; see {LOGS}/. Stopping.")
+                return 1
+        time.sleep(0.5)
+    return 0
 
 
 if __name__ == "__main__":
