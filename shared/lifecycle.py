@@ -19,18 +19,16 @@ Task contract (queue ``subscription-tasks``, base64 JSON)::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any, TypedDict
 
 import azure.functions as func
 
-from shared.errors import ApiError
-from shared.notifications import authentic_items, change_message, enqueue_change, parse_batch, validation_response
+from shared.notifications import Accepted, change_message, enqueue_change, receive
 from shared.store import SUBSCRIPTION_TASKS_QUEUE, get_store
-from shared.subscriptions import Subscriptions
-from shared.web import CORRELATION_HEADER, endpoint
+from shared.web import endpoint
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +68,11 @@ def _work_for(entry: Any, item: dict[str, Any], correlation_id: str) -> list[Any
 
 @endpoint
 async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
-    handshake = validation_response(req)
-    if handshake is not None:
-        return handshake
-    items = parse_batch(req.get_body())
-    accepted, dropped = await authentic_items(items, Subscriptions())
-    work = [w for entry, item in accepted for w in _work_for(entry, item, correlation_id)]
-    try:
-        await asyncio.gather(*work)
-    except Exception as error:
-        log.error("could not enqueue lifecycle work (%s); answering 503 so Graph retries", type(error).__name__,
-                  extra={"correlationId": correlation_id})
-        raise ApiError("NotificationNotPersisted") from None
-    if any(dropped.values()):
-        log.warning("dropped lifecycle items: %s", dropped, extra={"correlationId": correlation_id})
-    for entry, item in accepted:
-        log.info("lifecycle %s for %s", item.get("lifecycleEvent"), entry.mailbox,
-                 extra={"mailbox": entry.mailbox, "subscriptionId": entry.subscription_id,
-                        "correlationId": correlation_id})
-    return func.HttpResponse(status_code=202, headers={CORRELATION_HEADER: correlation_id})
+    def persist(accepted: Accepted, dropped_count: int) -> list[Awaitable[Any]]:
+        for entry, item in accepted:
+            log.info("lifecycle %s for %s", item.get("lifecycleEvent"), entry.mailbox,
+                     extra={"mailbox": entry.mailbox, "subscriptionId": entry.subscription_id,
+                            "correlationId": correlation_id})
+        return [work for entry, item in accepted for work in _work_for(entry, item, correlation_id)]
+
+    return await receive(req, correlation_id, "lifecycle notifications", persist)

@@ -38,6 +38,7 @@ import hmac
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -146,30 +147,48 @@ def _event_id(item: dict[str, Any]) -> str:
     return resource.rsplit("/", 1)[-1] if isinstance(resource, str) else ""
 
 
-@endpoint
-async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+Accepted = list[tuple[IndexEntry, dict[str, Any]]]
+
+
+async def receive(req: func.HttpRequest, correlation_id: str, kind: str,
+                  persist: Callable[[Accepted, int], list[Awaitable[Any]]]) -> func.HttpResponse:
+    """What both Graph endpoints do: handshake, authenticate the items, persist their work, answer 202.
+
+    ``persist(accepted, dropped_count)`` turns the authentic items into storage writes (queue messages);
+    if any fails the answer is 503, so Graph sends the batch again (duplicates are harmless: every consumer
+    is idempotent).
+    """
     handshake = validation_response(req)
     if handshake is not None:
         return handshake
-    items = parse_batch(req.get_body())
-    accepted, dropped = await authentic_items(items, Subscriptions())
-    by_mailbox: dict[tuple[str, str], list[Change]] = defaultdict(list)
-    for entry, item in accepted:
-        change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
-        by_mailbox[(entry.mailbox, entry.subscription_id)].append(
-            {"changeType": change_type, "eventId": _event_id(item)})
+    accepted, dropped = await authentic_items(parse_batch(req.get_body()), Subscriptions())
     try:
-        await asyncio.gather(*(
-            enqueue_change(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
-                                          correlation_id=correlation_id))
-            for (mailbox, sid), changes in by_mailbox.items()))
+        await asyncio.gather(*persist(accepted, sum(dropped.values())))
     except Exception as error:
-        log.error("could not enqueue notifications (%s); answering 503 so Graph retries", type(error).__name__,
+        log.error("could not store %s (%s); answering 503 so Graph retries", kind, type(error).__name__,
                   extra={"correlationId": correlation_id})
         raise ApiError("NotificationNotPersisted") from None
     if any(dropped.values()):
-        log.warning("dropped notification items: %s", dropped, extra={"correlationId": correlation_id})
-    for (mailbox, sid), changes in by_mailbox.items():
-        track_event(events.NOTIFICATIONS_RECEIVED, mailbox=mailbox, subscriptionId=sid, itemCount=len(changes),
-                    droppedCount=sum(dropped.values()), correlationId=correlation_id)
+        log.warning("dropped %s items: %s", kind, dropped, extra={"correlationId": correlation_id})
     return func.HttpResponse(status_code=202, headers={CORRELATION_HEADER: correlation_id})
+
+
+@endpoint
+async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """POST /api/graph/notifications: one ``mailbox-changes`` message per mailbox and batch."""
+
+    def persist(accepted: Accepted, dropped_count: int) -> list[Awaitable[Any]]:
+        by_mailbox: dict[tuple[str, str], list[Change]] = defaultdict(list)
+        for entry, item in accepted:
+            change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
+            by_mailbox[(entry.mailbox, entry.subscription_id)].append(
+                {"changeType": change_type, "eventId": _event_id(item)})
+        for (mailbox, sid), changes in by_mailbox.items():
+            track_event(events.NOTIFICATIONS_RECEIVED, mailbox=mailbox, subscriptionId=sid,
+                        itemCount=len(changes), droppedCount=dropped_count,
+                        correlationId=correlation_id)
+        return [enqueue_change(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
+                                              correlation_id=correlation_id))
+                for (mailbox, sid), changes in by_mailbox.items()]
+
+    return await receive(req, correlation_id, "notifications", persist)
