@@ -4,6 +4,7 @@ The sweep (``RENEWAL_SCHEDULE``, default every 30 minutes) does no Graph writes 
 through what we know and puts one task per piece of work on ``subscription-tasks``:
 
 - ``renew`` for every subscription expiring within ``RENEWAL_WINDOW_MINUTES``;
+- (itself) deletes Graph subscriptions that point at this app but that no mailbox knows (orphans of a crash);
 - ``repair`` for every mailbox that has flows but no working subscription (a crash between steps, a
   manual deletion, a stuck 'creating'/'deleting' row whose owner died), and for every subscription row
   left behind by a mailbox that no longer has flows.
@@ -38,7 +39,7 @@ from shared.notifications import change_message, enqueue_change
 from shared.registrations import QUOTA_ROW
 from shared.settings import get_settings
 from shared.store import MAILBOX_TABLE, get_store
-from shared.subscriptions import SUBSCRIPTION_ROW, SubscriptionRecord, Subscriptions
+from shared.subscriptions import SUBSCRIPTION_ROW, SubscriptionRecord, Subscriptions, notification_urls
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ MAX_BACKOFF_SECONDS = 900
 class SweepReport:
     renewals: int = 0
     repairs: int = 0
+    orphans_deleted: int = 0
     tasks: list[SubscriptionTask] = field(default_factory=list)
 
 
@@ -106,7 +108,43 @@ async def sweep(correlation_id: str, now: datetime | None = None) -> SweepReport
     await asyncio.gather(*(put(i, t) for i, t in enumerate(report.tasks)))
     log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,
              len(report.tasks) // rate, extra={"correlationId": correlation_id})
+    try:
+        report.orphans_deleted = await delete_orphans(correlation_id, now)
+    except GraphError as error:  # the next sweep tries again; renewals are already on their way
+        log.warning("orphan sweep skipped: Graph %s %s", error.status, error.code,
+                    extra={"correlationId": correlation_id})
     return report
+
+
+async def delete_orphans(correlation_id: str, now: datetime | None = None) -> int:
+    """Delete Graph subscriptions that point at this app but that no mailbox row knows.
+
+    They appear when an instance dies between Graph creating a subscription and the app recording it.
+    One that is still being created (its mailbox row is 'creating' under a live lease) is left alone.
+    """
+    now = now or datetime.now(UTC)
+    subs = Subscriptions()
+    ours = notification_urls()[0]
+    deleted = 0
+    for graph_sub in await subs.graph.list_subscriptions():
+        if graph_sub.get("notificationUrl") != ours or await subs.lookup(graph_sub.get("id", "")) is not None:
+            continue
+        mailbox = _mailbox_of(graph_sub.get("resource", ""))
+        record = await subs.get(mailbox) if mailbox else None
+        if record is not None and (record.subscription_id == graph_sub["id"]
+                                   or (record.state == "creating" and record.lease_held(now))):
+            continue
+        await subs.graph.delete_subscription(graph_sub["id"])
+        deleted += 1
+        log.warning("deleted orphaned Graph subscription %s (%s)", graph_sub["id"], mailbox or "unknown mailbox",
+                    extra={"subscriptionId": graph_sub["id"], "mailbox": mailbox, "correlationId": correlation_id})
+    return deleted
+
+
+def _mailbox_of(resource: str) -> str:
+    """``/users/{smtp}/events`` → smtp (what we subscribe to; Graph may echo it with other casing)."""
+    parts = [p for p in resource.split("/") if p]
+    return parts[1].lower() if len(parts) >= 3 and parts[0].lower() == "users" else ""
 
 
 # ---- the worker -----------------------------------------------------------------------------------

@@ -147,3 +147,20 @@ async def test_reauthorize_task(app_host, sandbox) -> None:
     assert await run_task(task("reauthorize", CLINIC, record.subscription_id, "reauthorizationRequired",
                                "c")) == "renewed"
     assert any(r["path"].endswith("/reauthorize") for r in sandbox.requests())
+
+
+async def test_sweep_deletes_orphans_but_not_a_subscription_being_created(app_host, sandbox) -> None:
+    from shared.subscriptions import notification_urls
+
+    notify, lifecycle = notification_urls()
+    await give_flows(CLINIC)
+    kept = await Subscriptions().ensure(CLINIC)
+    # An orphan: Graph has it (created by an instance that died before recording it), no row knows it.
+    orphan = httpx.post(f"{sandbox.graph_url}/subscriptions", headers=sandbox.graph_headers(), json={
+        "changeType": "created,updated,deleted", "resource": f"/users/{SALON}/events",
+        "notificationUrl": notify, "lifecycleNotificationUrl": lifecycle, "clientState": "x" * 40,
+        "expirationDateTime": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}).json()
+    report = await sweep("cid")
+    assert report.orphans_deleted == 1
+    assert {s["id"] for s in sandbox_subscriptions(sandbox)} == {kept.subscription_id}
+    assert orphan["id"] not in {s["id"] for s in sandbox_subscriptions(sandbox)}
