@@ -263,7 +263,8 @@ async def test_callback_off_a_tightened_allowlist_is_refused(env, receiver, monk
     flow = await add_flow(receiver.url("old"))
     set_env(monkeypatch, ALLOW_LOOPBACK_CALLBACKS="false")
     await delivery.deliver(queue_message(delivery.new_message(CLINIC, await add_event(), flow.webhook_id, "c")))
-    assert receiver.requests() == []
+    # Only this flow's requests: a slow request of an earlier test may still land on the shared receiver.
+    assert receiver.requests("old") == []
     (letter,) = await dead_letters()
     assert letter.reason == "addressNotAllowed"
 
