@@ -130,7 +130,7 @@ async def test_a_worker_that_keeps_failing_ends_in_poison_then_dead_letter(env, 
         await delivery.deliver(message)
     await delivery.handle_poison(message)
     (letter,) = await letters()
-    assert letter.reason == "poison" and receiver.requests() == []
+    assert letter.reason == "poison" and receiver.requests("corrupt") == []
 
 
 # --- the admin API -----------------------------------------------------------------------------------------
