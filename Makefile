@@ -30,12 +30,12 @@ $(STAMPS)/checkov: | $(STAMPS)
 	.venv-checkov/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
 	touch $@
 
-deps: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/checkov
+deps: $(STAMPS)/venv $(STAMPS)/npm
 
 run: deps local.settings.json
 	$(PY) -m devhost.stack
 
-test: deps
+test: deps $(STAMPS)/checkov
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
