@@ -1,6 +1,6 @@
 """checkov over infra/: no failed check, no parsing error, and every inline skip gives its reason.
 
-checkov lives in its own virtual environment (.venv-checkov, created by `make deps`) because its pinned
+checkov lives in its own virtual environment (.venv-checkov, created by `make test`) because its pinned
 dependencies clash with the app's. A missing checkov fails this test: `make test` installs it, so a
 missing one means the set-up is broken, not that the check may be skipped.
 
@@ -26,7 +26,7 @@ COMMAND = [str(CHECKOV), "-d", "infra", "--framework", "bicep", "--skip-download
 
 @pytest.mark.slow
 def test_checkov_passes_with_no_parsing_errors() -> None:
-    assert CHECKOV.exists(), f"{CHECKOV} is missing: run `make deps` (it creates .venv-checkov)"
+    assert CHECKOV.exists(), f"{CHECKOV} is missing: run `make test` (it creates .venv-checkov)"
     run = subprocess.run(COMMAND, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     reports = json.loads(run.stdout)
     reports = reports if isinstance(reports, list) else [reports]
