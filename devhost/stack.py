@@ -92,6 +92,14 @@ def sync_local_settings(path: Path = ROOT / "local.settings.json",
     return added
 
 
+def _follow_ports(host_port: int, sandbox_port: int) -> None:
+    """Settings that name the default local ports follow the ports this stack really uses."""
+    for name, value in list(os.environ.items()):
+        if "127.0.0.1:7072" in value or "127.0.0.1:7071" in value:
+            os.environ[name] = value.replace("127.0.0.1:7072", f"127.0.0.1:{sandbox_port}").replace(
+                "127.0.0.1:7071", f"127.0.0.1:{host_port}")
+
+
 def main() -> int:
     LOGS.mkdir(exist_ok=True)
     added = sync_local_settings()
@@ -100,6 +108,7 @@ def main() -> int:
     apply_local_settings(ROOT / "local.settings.json")
     host_port = _port("DEVHOST_PORT", 7071)
     sandbox_port = _port("SANDBOX_PORT", 7072)
+    _follow_ports(host_port, sandbox_port)
     azurite = Azurite(_port("AZURITE_BLOB_PORT", 10000), _port("AZURITE_QUEUE_PORT", 10001),
                       _port("AZURITE_TABLE_PORT", 10002))
     processes: list[subprocess.Popen] = []
