@@ -18,16 +18,17 @@ Rows (mailbox partition of ``MAILBOX_TABLE``)
 ---------------------------------------------
 =====================  ================================================================================
 ``sync``               ``LeaseUntil`` (one reconcile per mailbox at a time), ``CoveredUpTo`` (start time
-                       of the last completed reconcile: hints received before it are already covered),
-                       ``FullCoveredUpTo`` (the same for full resyncs), ``BaselineAt`` / ``BaselineDone``
+                       of the last completed whole-horizon reconcile: hints received before it are
+                       already covered), ``BaselineAt`` / ``BaselineDone``
 ``snap:<apptId>``      ``Fingerprint``, ``LastUpdated``, ``ListFingerprint``, ``Start``/``End``, ``Payload``
                        (AppointmentData JSON, chunked under the 64 KiB property limit)
 ``cancelreason:<id>``  a reason given through our cancel API, until the Cancelled event carries it
 ``outbox:<eventId>``   see ``shared.outbox``
 =====================  ================================================================================
 
-Cost: hints received while a reconcile of the same mailbox runs are deferred until it ends and are
-then found covered, so a burst of notifications costs a couple of Graph listings, not one per hint.
+Cost: a hint for one event reads a narrow window around it. Hints received while a reconcile of the same
+mailbox runs are deferred and come back as one full reconcile, which covers them all, so a burst of
+notifications costs a couple of Graph listings, not one per hint.
 A first reconcile after a subscription is created is a *baseline*: it records what exists without
 emitting events, except for appointments created or changed after the subscription was made.
 """
@@ -102,6 +103,7 @@ class Plan:
     operations: list[tuple[Any, ...]] = field(default_factory=list)  # Table transaction operations
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, change type, appointment id)
     graph_calls: int = 0
+    whole: bool = False  # compared the whole horizon (not a narrow window around the hinted events)
 
 
 def _list_fingerprint(item: dict[str, Any]) -> str:
@@ -325,6 +327,7 @@ class Reconciler:
                                                "RowKey": f"{SNAPSHOT_PREFIX}{appointment_id}"}))
             self._event_ops(plan, "Cancelled", appointment_id, payload, f"{old.fingerprint}@{old.last_updated}", now)
         plan.graph_calls = self.graph_calls
+        plan.whole = whole
         return plan
 
     # ---- commit -----------------------------------------------------------------------------------
@@ -352,8 +355,11 @@ class Reconciler:
 
 
 async def _defer(message: MailboxChangeMessage, seconds: float) -> None:
+    """Come back later — as a full reconcile: it then covers every hint that waited with this one, so a
+    burst costs one narrow and one full reconcile instead of one per hint."""
+    later = {**message, "fullResync": True}
     await get_store().queue(MAILBOX_CHANGES_QUEUE).send_message(
-        json.dumps(message), visibility_timeout=max(1, int(seconds)))
+        json.dumps(later), visibility_timeout=max(1, int(seconds)))
 
 
 def _received(message: MailboxChangeMessage) -> datetime:
@@ -372,7 +378,7 @@ async def reconcile(message: MailboxChangeMessage) -> str:
     full = bool(message.get("fullResync"))
     while True:
         row = await worker._sync_row()
-        covered_up_to = row.get("FullCoveredUpTo" if full else "CoveredUpTo")
+        covered_up_to = row.get("CoveredUpTo")
         if covered_up_to is not None and received < covered_up_to - timedelta(seconds=COVERAGE_MARGIN_SECONDS) \
                 and row.get("BaselineDone"):
             return "covered"
@@ -386,11 +392,12 @@ async def reconcile(message: MailboxChangeMessage) -> str:
         if etag is not None:
             break
     baseline_at = None if row.get("BaselineDone") else (row.get("BaselineAt") or now)
-    final = {"LeaseUntil": NO_LEASE, "CoveredUpTo": now, "BaselineDone": True}
-    if full or baseline_at is not None:
-        final["FullCoveredUpTo"] = now
     try:
         plan = await worker.diff(message, baseline_at)
+        final: dict[str, Any] = {"LeaseUntil": NO_LEASE, "BaselineDone": True}
+        if plan.whole:
+            # Only a look at the whole horizon covers hints about other events; a narrow one covers its own.
+            final["CoveredUpTo"] = now
         await worker.commit(plan, etag, final)
     except LeaseLost:
         log.warning("reconcile of %s lost its lease; the other worker's result stands", mailbox,

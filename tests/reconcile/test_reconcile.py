@@ -160,3 +160,36 @@ async def test_more_changes_than_one_transaction_holds(baselined: Bookings) -> N
         baselined.create(minutes_from_now=24 * 60 + i * 31)
     assert await reconcile(hint(full_resync=True)) == "reconciled"
     assert len(await outbox()) == 60
+
+
+async def test_a_narrow_reconcile_does_not_cover_hints_about_other_events(baselined: Bookings, sandbox) -> None:
+    """Regression: a hint about event B, received before a narrow reconcile of event A started, was
+    taken as covered by it — and B's appointment was never read (found by bench/end_to_end.py)."""
+    first = baselined.create(minutes_from_now=2 * 24 * 60)
+    second = baselined.create(minutes_from_now=5 * 24 * 60)
+    events = httpx.get(f"{sandbox.graph_url}/users/{CLINIC}/events", headers=sandbox.graph_headers()).json()["value"]
+    by_start = sorted(events, key=lambda e: e["start"]["dateTime"])
+    event_a = next(e for e in by_start if e["start"]["dateTime"].startswith(first["startDateTime"]["dateTime"][:16]))
+    event_b = next(e for e in by_start if e["start"]["dateTime"].startswith(second["startDateTime"]["dateTime"][:16]))
+    hint_b = hint(changes=[{"changeType": "created", "eventId": event_b["id"]}])  # received first…
+    await asyncio.sleep(2.5)  # …well before the reconcile of A starts (beyond the coverage margin)
+    await reconcile(hint(changes=[{"changeType": "created", "eventId": event_a["id"]}]))
+    assert await reconcile(hint_b) == "reconciled"
+    assert sorted(e["AppointmentId"] for e in await outbox()) == sorted([first["id"], second["id"]])
+
+
+async def test_a_deferred_hint_comes_back_as_a_full_reconcile(baselined: Bookings, azurite) -> None:
+    import base64
+    import json as jsonlib
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.queue import QueueClient
+
+    table = get_store().table(MAILBOX_TABLE)
+    await table.update_entity({"PartitionKey": CLINIC, "RowKey": "sync",
+                               "LeaseUntil": datetime.now(UTC) + timedelta(seconds=1)})  # someone is busy
+    assert await reconcile(hint(changes=[{"changeType": "updated", "eventId": "x"}])) == "deferred"
+    await asyncio.sleep(3)  # the lease's rest (1 s) and up to 1.5 s of jitter
+    client = QueueClient.from_connection_string(azurite.connection_string, "mailbox-changes")
+    (message,) = [jsonlib.loads(base64.b64decode(m.content)) for m in client.receive_messages()]
+    assert message["fullResync"] is True and message["changes"] == [{"changeType": "updated", "eventId": "x"}]
