@@ -99,11 +99,16 @@ async def sweep(correlation_id: str, now: datetime | None = None) -> SweepReport
     report = await plan_sweep(now)
     rate = get_settings().subscription_writes_per_second
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
 
     async def put(index: int, item: SubscriptionTask) -> None:
         item["correlationId"] = correlation_id
         async with limit:
-            await enqueue_task(item, delay_seconds=index // rate)
+            # Task i becomes visible i/rate seconds after the sweep began, however long enqueueing took
+            # (a delay counted from each message's own enqueue time would bunch the late ones together).
+            due = started + index / rate
+            await enqueue_task(item, delay_seconds=max(0, round(due - loop.time())))
 
     await asyncio.gather(*(put(i, t) for i, t in enumerate(report.tasks)))
     log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,

@@ -173,8 +173,9 @@ SPECS: tuple[SettingSpec, ...] = (
           _ncrontab, "renewal_schedule"),
     _spec("RENEWAL_WINDOW_MINUTES", "1440", "The renewal timer renews subscriptions expiring within this many "
           "minutes (Graph allows 4,230 minutes of life).", _positive_int, "renewal_window_minutes"),
-    _spec("SUBSCRIPTION_WRITES_PER_SECOND", "20", "Pace of subscription renewals and re-creations, below "
-          "Graph's 500 writes per 20 s per app (25/s), leaving room for new flows.", _positive_int,
+    _spec("SUBSCRIPTION_WRITES_PER_SECOND", "24", "Pace of the renewal sweep's subscription writes, just "
+          "below Graph's 500 writes per 20 s per app (25/s); a sweep is rarely that large, and a new flow "
+          "that meets the limit is told when to retry.", _positive_int,
           "subscription_writes_per_second"),
     _spec("RESYNC_SCHEDULE", "0 0 * * * *", "NCRONTAB schedule of the periodic full resync of every mailbox.",
           _ncrontab, "resync_schedule"),
