@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -43,14 +43,20 @@ class Store:
     tables: TableServiceClient
     queues: QueueServiceClient
     credential: Any = None
+    # Building a client builds its pipeline: cheap once, not on every request of a hot path.
+    _table_clients: dict[str, TableClient] = field(default_factory=dict)
+    _queue_clients: dict[str, QueueClient] = field(default_factory=dict)
 
     def table(self, name: str) -> TableClient:
-        return self.tables.get_table_client(name)
+        if name not in self._table_clients:
+            self._table_clients[name] = self.tables.get_table_client(name)
+        return self._table_clients[name]
 
     def queue(self, name: str) -> QueueClient:
-        return self.queues.get_queue_client(
-            name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
-        )
+        if name not in self._queue_clients:
+            self._queue_clients[name] = self.queues.get_queue_client(
+                name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+        return self._queue_clients[name]
 
     async def create_all(self) -> None:
         """Create every table and queue (and poison queue) if missing. Locally only: Bicep does it on Azure."""

@@ -43,6 +43,7 @@ import asyncio
 import logging
 import random
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,6 +93,15 @@ class SubscriptionRecord:
 
     def lease_held(self, now: datetime) -> bool:
         return self.lease_until is not None and self.lease_until > now
+
+
+INDEX_CACHE_SECONDS = 300
+INDEX_CACHE_SIZE = 20_000
+_index_cache: dict[str, tuple[IndexEntry, float]] = {}
+
+
+def forget_cached(subscription_id: str) -> None:
+    _index_cache.pop(subscription_id, None)
 
 
 @dataclass(frozen=True)
@@ -149,12 +159,23 @@ class Subscriptions:
             return None
 
     async def lookup(self, subscription_id: str) -> IndexEntry | None:
-        """The notification path's one read: which mailbox, which clientState. Storage errors propagate."""
+        """The notification path's one read: which mailbox, which clientState. Storage errors propagate.
+
+        Found entries are kept in memory for a few minutes: a subscription's mailbox and clientState never
+        change, and bursts name the same few subscriptions over and over. Absences are not kept (a new
+        subscription's first notification may race its index row)."""
+        cached = _index_cache.get(subscription_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         try:
             entity = await self.index.get_entity(subscription_id, "")
         except ResourceNotFoundError:
             return None
-        return IndexEntry(subscription_id, entity["Mailbox"], entity["ClientState"])
+        entry = IndexEntry(subscription_id, entity["Mailbox"], entity["ClientState"])
+        if len(_index_cache) >= INDEX_CACHE_SIZE:
+            _index_cache.clear()  # crude, but bounded; refilled by the next reads
+        _index_cache[subscription_id] = (entry, time.monotonic() + INDEX_CACHE_SECONDS)
+        return entry
 
     # ---- ensure (first flow) -----------------------------------------------------------------------
 
@@ -271,6 +292,7 @@ class Subscriptions:
             log.error("could not delete Graph subscription %s of %s (%s); the renewal sweep will retry",
                       subscription_id, mailbox, error.code,
                       extra={"mailbox": mailbox, "subscriptionId": subscription_id})
+        forget_cached(subscription_id)
         try:
             await self.index.delete_entity(subscription_id, "")
         except ResourceNotFoundError:
@@ -309,6 +331,7 @@ class Subscriptions:
                       error.status, error.code, extra={"mailbox": mailbox,
                                                        "subscriptionId": record.subscription_id})
             return
+        forget_cached(record.subscription_id)
         try:
             await self.index.delete_entity(record.subscription_id, "")
         except ResourceNotFoundError:
@@ -351,6 +374,7 @@ class Subscriptions:
 
     async def forget(self, record: SubscriptionRecord) -> None:
         """Drop our rows of a subscription Graph no longer has (404, subscriptionRemoved)."""
+        forget_cached(record.subscription_id)
         try:
             await self.index.delete_entity(record.subscription_id, "")
         except ResourceNotFoundError:
