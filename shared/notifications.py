@@ -37,6 +37,7 @@ import asyncio
 import hmac
 import json
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -86,6 +87,77 @@ def change_message(mailbox: str, *, subscription_id: str = "", changes: list[Cha
 
 async def enqueue_change(message: MailboxChangeMessage) -> None:
     await get_store().queue(MAILBOX_CHANGES_QUEUE).send_message(json.dumps(message))
+
+
+# Group commit of change hints. A burst of notification POSTs for one mailbox would each write a queue
+# message; instead, while one write for a mailbox is in flight, the hints of other requests for it wait and
+# then go out together as one message. Every request still answers only once its hint is stored (or 503),
+# so nothing is acknowledged before it is persisted; a burst costs a few writes instead of one per POST.
+MAX_CHANGES_PER_MESSAGE = 300  # a queue message holds 64 KiB of base64: about 48 KiB of JSON
+
+
+class _HintBatcher:
+    def __init__(self) -> None:
+        self.waiting: dict[str, list[tuple[MailboxChangeMessage, asyncio.Future[None]]]] = defaultdict(list)
+        self.writing: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # referenced, so the loop cannot drop a running write
+
+    async def put(self, message: MailboxChangeMessage) -> None:
+        mailbox = message["mailbox"]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting[mailbox].append((message, done))
+        if mailbox not in self.writing:
+            self.writing.add(mailbox)
+            task = asyncio.create_task(self._write(mailbox))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        await done
+
+    async def _write(self, mailbox: str) -> None:
+        try:
+            while self.waiting.get(mailbox):
+                batch = self.waiting.pop(mailbox)
+                for group in _merge(batch):
+                    message, futures = group
+                    try:
+                        await enqueue_change(message)
+                    except Exception as error:
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(error)
+                    else:
+                        for future in futures:
+                            if not future.done():
+                                future.set_result(None)
+        finally:
+            self.writing.discard(mailbox)
+
+
+def _merge(batch: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]
+           ) -> list[tuple[MailboxChangeMessage, list[asyncio.Future[None]]]]:
+    """One message per at most MAX_CHANGES_PER_MESSAGE changes, carrying every request's hint."""
+    groups: list[tuple[MailboxChangeMessage, list[asyncio.Future[None]]]] = []
+    for message, future in batch:
+        if groups and len(groups[-1][0]["changes"]) + len(message["changes"]) <= MAX_CHANGES_PER_MESSAGE:
+            merged, futures = groups[-1]
+            merged["changes"].extend(message["changes"])
+            merged["fullResync"] = merged["fullResync"] or message["fullResync"]
+            futures.append(future)
+        else:
+            groups.append(({**message, "changes": list(message["changes"])}, [future]))
+    return groups
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HintBatcher] = weakref.WeakKeyDictionary()
+
+
+async def enqueue_hint(message: MailboxChangeMessage) -> None:
+    """Store a change hint for the reconcile worker, sharing the write with concurrent hints (see above)."""
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = _HintBatcher()
+    await batcher.put(message)
 
 
 def validation_response(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -187,8 +259,8 @@ async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
             track_event(events.NOTIFICATIONS_RECEIVED, mailbox=mailbox, subscriptionId=sid,
                         itemCount=len(changes), droppedCount=dropped_count,
                         correlationId=correlation_id)
-        return [enqueue_change(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
-                                              correlation_id=correlation_id))
+        return [enqueue_hint(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
+                                            correlation_id=correlation_id))
                 for (mailbox, sid), changes in by_mailbox.items()]
 
     return await receive(req, correlation_id, "notifications", persist)
