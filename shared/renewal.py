@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -202,7 +204,38 @@ async def _recreate(subs: Subscriptions, mailbox: str, record: SubscriptionRecor
 async def _retry_later(item: SubscriptionTask, seconds: float) -> None:
     again = dict(item)
     again["attempt"] = int(item.get("attempt", 0)) + 1  # type: ignore[typeddict-unknown-key]
-    await enqueue_task(again, delay_seconds=max(1, int(seconds)))  # type: ignore[arg-type]
+    # Spread the retries: tasks throttled together and retried together would be throttled together again.
+    spread = random.uniform(0, max(1.0, seconds))  # noqa: S311 - jitter only
+    await enqueue_task(again, delay_seconds=max(1, round(seconds + spread)))  # type: ignore[arg-type]
+
+
+class _WritePacer:
+    """At most ``rate`` subscription writes per second from this worker process.
+
+    The sweep already spreads tasks in time; this smooths what a worker picks up in bursts (a batch of 16
+    messages at once, a backlog after a pause), so one instance alone never outruns Graph's limit."""
+
+    def __init__(self) -> None:
+        self.next_slot = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self, rate: int) -> None:
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            slot = max(loop.time(), self.next_slot)
+            self.next_slot = slot + 1 / rate
+        await asyncio.sleep(max(0.0, slot - loop.time()))
+
+
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WritePacer] = weakref.WeakKeyDictionary()
+
+
+async def _pace_write() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        pacer = _pacers[loop] = _WritePacer()
+    await pacer.wait(get_settings().subscription_writes_per_second)
 
 
 async def run_task(item: SubscriptionTask) -> str:
@@ -230,6 +263,7 @@ async def run_task(item: SubscriptionTask) -> str:
     if stale or record is None or record.state != "active":
         return "stale task"  # the subscription it names was replaced or removed meanwhile
 
+    await _pace_write()
     try:
         if action == "reauthorize":
             try:
