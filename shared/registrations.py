@@ -234,20 +234,26 @@ class FlowRegistry:
                 ("update", quota_row, {"mode": UpdateMode.MERGE, "etag": quota.metadata["etag"],
                                        "match_condition": MatchConditions.IfNotModified})
             )
-            try:
-                await self.table.submit_transaction([quota_op, ("create", flow.entity())])
-            except TableTransactionError as error:
-                if not _conflict(error) or time.monotonic() > deadline:
-                    if _conflict(error):
-                        raise ApiError("TooManyConcurrentChanges", business=business) from None
-                    raise
-                self.conflicts += 1
-                await _backoff(attempt)
+            if not await self._commit(business, [quota_op, ("create", flow.entity())], deadline, attempt):
                 attempt += 1
                 continue
             log.info("flow %s registered on %s for %s (%d of %d)", flow.webhook_id, business, trigger, count + 1,
                      self.max_flows, extra={"business": business, "webhookId": flow.webhook_id})
             return flow
+
+    async def _commit(self, business: str, ops: list[Any], deadline: float, attempt: int) -> bool:
+        """Submit one transaction. False: another writer changed the rows first — re-read and try again."""
+        try:
+            await self.table.submit_transaction(ops)
+        except TableTransactionError as error:
+            if not _conflict(error):
+                raise
+            if time.monotonic() > deadline:
+                raise ApiError("TooManyConcurrentChanges", business=business) from None
+            self.conflicts += 1
+            await _backoff(attempt)
+            return False
+        return True
 
     async def unregister(self, business: str, webhook_id: str) -> Unregistered:
         """Remove a flow and decrement the count in one transaction. Idempotent: gone already is fine."""
@@ -275,15 +281,7 @@ class FlowRegistry:
             else:
                 # Should not happen (every flow row was written with the quota row); heal by deleting.
                 log.warning("flow %s on %s has no quota row", webhook_id, business)
-            try:
-                await self.table.submit_transaction(ops)
-            except TableTransactionError as error:
-                if not _conflict(error) or time.monotonic() > deadline:
-                    if _conflict(error):
-                        raise ApiError("TooManyConcurrentChanges", business=business) from None
-                    raise
-                self.conflicts += 1
-                await _backoff(attempt)
+            if not await self._commit(business, ops, deadline, attempt):
                 attempt += 1
                 continue
             remaining = max(count - 1, 0) if quota is not None else len(await self.list_flows(business))

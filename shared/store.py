@@ -77,18 +77,25 @@ class Store:
             await self.credential.close()
 
 
+# The queue SDK's default waits 15 s before its first retry: a notification that meets one transient
+# storage error would answer Graph long after its 3 s limit. Retry after about a second instead; if storage
+# is really down, the caller answers 503 and Graph retries later. (These build the SDK's async
+# ExponentialRetry: backoff = initial_backoff + increment_base ** attempt.)
+QUEUE_RETRY = {"retry_total": 2, "initial_backoff": 0, "increment_base": 1, "random_jitter_range": 0.25}
+
+
 def open_store(storage: StorageSettings) -> Store:
     if storage.connection_string:
         return Store(
             TableServiceClient.from_connection_string(storage.connection_string),
-            QueueServiceClient.from_connection_string(storage.connection_string),
+            QueueServiceClient.from_connection_string(storage.connection_string, **QUEUE_RETRY),
         )
     from azure.identity.aio import DefaultAzureCredential  # only on Azure; keeps local imports light
 
     credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
     return Store(
         TableServiceClient(endpoint=storage.table_service_uri, credential=credential),
-        QueueServiceClient(account_url=storage.queue_service_uri, credential=credential),
+        QueueServiceClient(account_url=storage.queue_service_uri, credential=credential, **QUEUE_RETRY),
         credential,
     )
 
