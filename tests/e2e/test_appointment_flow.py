@@ -56,6 +56,13 @@ class Stack:
     def payloads(self, flow: str, count: int) -> list[dict]:
         return [json.loads(r.body) for r in self.receiver.wait_for(count, flow, timeout=HOP_TIMEOUT)]
 
+    def ready(self) -> Stack:
+        """One flow per trigger registered through the API, and the mailbox's baseline taken."""
+        for trigger in TRIGGERS:
+            self.register(trigger)
+        self.wait_baseline()
+        return self
+
     def wait_baseline(self) -> None:
         deadline = datetime.now(UTC) + timedelta(seconds=HOP_TIMEOUT)
         while "reconcile clinic@contoso.test: reconciled" not in self.host.log:
@@ -73,11 +80,7 @@ def customer(name: str, **extra: Any) -> dict:
 @pytest.fixture
 def stack(live_app_host, sandbox) -> Iterator[Stack]:
     with Receiver() as receiver:
-        s = Stack(live_app_host, sandbox, receiver)
-        for trigger in TRIGGERS:
-            s.register(trigger)
-        s.wait_baseline()
-        yield s
+        yield Stack(live_app_host, sandbox, receiver).ready()
 
 
 def test_each_trigger_fires_once_with_full_data(stack: Stack) -> None:
@@ -165,11 +168,7 @@ def resyncing_stack(app_host_factory, sandbox, graph_env, azurite) -> Iterator[S
     clean_app_storage(azurite.connection_string)
     host = app_host_factory(**sandbox_settings(sandbox), RESYNC_SCHEDULE="*/5 * * * * *").start()
     with Receiver() as receiver:
-        s = Stack(host, sandbox, receiver)
-        for trigger in TRIGGERS:
-            s.register(trigger)
-        s.wait_baseline()
-        yield s
+        yield Stack(host, sandbox, receiver).ready()
 
 
 def test_a_notification_graph_never_sent_is_recovered_by_the_resync(resyncing_stack: Stack) -> None:

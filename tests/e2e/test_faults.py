@@ -16,7 +16,7 @@ from devhost.processes import Azurite, stop_process
 from shared.outbox import OUTBOX_PREFIX, OUTBOX_PREFIX_END
 from tests.conftest import clean_app_storage, create_app_storage, sandbox_settings
 from tests.delivery.receiver import Receiver, Reply
-from tests.e2e.test_appointment_flow import CLINIC, TRIGGERS, Stack, customer
+from tests.e2e.test_appointment_flow import CLINIC, Stack, customer
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +43,7 @@ def short_lease_stack(app_host_factory, sandbox, graph_env, azurite) -> Iterator
     clean_app_storage(azurite.connection_string)
     host = app_host_factory(**sandbox_settings(sandbox), DEVHOST_QUEUE_LEASE_SECONDS="3").start()
     with Receiver() as receiver:
-        stack = Stack(host, sandbox, receiver)
-        for trigger in TRIGGERS:
-            stack.register(trigger)
-        stack.wait_baseline()
-        yield stack
+        yield Stack(host, sandbox, receiver).ready()
 
 
 def test_host_killed_mid_delivery_loses_nothing(short_lease_stack: Stack, azurite) -> None:
@@ -74,10 +70,7 @@ def test_storage_restarted_mid_reconcile_loses_nothing(app_host_factory, sandbox
         host = app_host_factory(**sandbox_settings(sandbox), AzureWebJobsStorage=own.connection_string,
                                 DEVHOST_QUEUE_LEASE_SECONDS="3").start()
         with Receiver() as receiver:
-            stack = Stack(host, sandbox, receiver)
-            for trigger in TRIGGERS:
-                stack.register(trigger)
-            stack.wait_baseline()
+            stack = Stack(host, sandbox, receiver).ready()
             # Make the reconcile's Graph listing slow, so storage can vanish while it runs.
             sandbox.add_fault(method="GET", path="*/calendarView", latencyMs=3000, count=1)
             stack.book(stack.one_to_one, [customer("Shafi Goldwasser")])
