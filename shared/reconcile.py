@@ -48,13 +48,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 
-from shared import events
+from shared import delivery, events
 from shared.appointment_data import content_fingerprint, to_appointment_data
 from shared.appointment_data import parse_graph_datetime as graph_time
 from shared.graph import Graph, GraphError, get_graph
 from shared.monitoring import track_event
-from shared.notifications import MailboxChangeMessage, enqueue_change
+from shared.notifications import MailboxChangeMessage, change_message, enqueue_change
 from shared.outbox import TRIGGER_OF_CHANGE, event_id, outbox_row_key, payload_properties, read_payload
+from shared.registrations import QUOTA_ROW
 from shared.settings import get_settings
 from shared.store import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, get_store
 
@@ -426,9 +427,7 @@ async def reconcile(message: MailboxChangeMessage) -> str:
                 updatedCount=counts["Updated"], cancelledCount=counts["Cancelled"], graphCalls=plan.graph_calls,
                 durationMs=round((time.perf_counter() - started_clock) * 1000), fullResync=full,
                 correlationId=message.get("correlationId", ""))
-    if plan.events:
-        from shared import delivery  # built beside this module; fan-out enqueues one message per flow
-
+    if plan.events:  # one delivery message per matching flow
         await delivery.fan_out(mailbox, [eid for eid, _, _ in plan.events], message.get("correlationId", ""))
     return "reconciled"
 
@@ -449,9 +448,6 @@ async def handle_message(msg: Any) -> None:
 
 async def resync_all(correlation_id: str) -> int:
     """The periodic resync: a full-resync hint for every mailbox with flows (catches what Graph never sent)."""
-    from shared.notifications import change_message
-    from shared.registrations import QUOTA_ROW
-
     table = get_store().table(MAILBOX_TABLE)
     mailboxes = [e["PartitionKey"] async for e in
                  table.query_entities(f"RowKey eq '{QUOTA_ROW}' and FlowCount gt 0", select=["PartitionKey"])]

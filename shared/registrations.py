@@ -50,6 +50,9 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.errors import ApiError
+from shared.settings import get_settings
+from shared.store import MAILBOX_TABLE, get_store
+from shared.subscriptions import Subscriptions
 from shared.telemetry import redact_url
 
 log = logging.getLogger(__name__)
@@ -322,15 +325,9 @@ MailboxHook = Callable[[str], Awaitable[None]]
 
 
 async def after_flow_registered(business: str, flow: Flow) -> None:
-    from shared.subscriptions import Subscriptions  # Graph is only needed when flows change
-
     await Subscriptions().ensure(business)
 
 
 async def after_last_flow_removed(business: str) -> None:
-    from shared.settings import get_settings
-    from shared.store import MAILBOX_TABLE, get_store
-    from shared.subscriptions import Subscriptions
-
     registry = FlowRegistry(get_store().table(MAILBOX_TABLE), get_settings().max_flows_per_mailbox)
     await Subscriptions().release(business, lambda: registry.flow_count(business))
