@@ -72,7 +72,7 @@ _SMTP = re.compile(r"^[a-z0-9](?:[a-z0-9._%+'-]{0,62}[a-z0-9_%+'-])?@(?:[a-z0-9]
                    r"[a-z0-9-]{2,63}$")
 
 
-# --- the directory interface (implemented by shared/graph.py, not built yet) ---------------------------
+# --- the directory interface (implemented over shared/graph.py below) -----------------------------------
 
 class AdministeredBusiness(TypedDict):
     displayName: str

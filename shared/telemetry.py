@@ -5,8 +5,7 @@ connection strings hold account keys. Code that logs a URL logs ``redact_url(url
 only); as a second line of defence ``RedactingFilter`` scrubs anything that still looks like a secret
 from every record before any handler formats it.
 
-Application Insights export (azure-monitor-opentelemetry) belongs to the deployment issue: it will be
-configured lazily here when APPLICATIONINSIGHTS_CONNECTION_STRING is set. Not built yet.
+Application Insights export (azure-monitor-opentelemetry) is configured in ``shared.monitoring``.
 """
 
 from __future__ import annotations
