@@ -12,6 +12,7 @@ writes the one log line per invocation: function, trigger, outcome, duration.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -53,6 +54,15 @@ class Function:
     @property
     def trigger(self) -> str:
         raise NotImplementedError
+
+    @functools.cached_property
+    def wants_context(self) -> bool:
+        # Looked up once: inspect.signature costs more than a cached notification handler itself.
+        return "context" in inspect.signature(self.user_function).parameters
+
+    @functools.cached_property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.user_function)
 
 
 @dataclass
@@ -173,14 +183,13 @@ async def invoke(function: Function, trigger_value: Any, describe: str,
                  time_limit: float | None = None) -> Outcome:
     """Run one invocation and log it. Exceptions are caught and returned, never raised."""
     invocation_id = str(uuid.uuid4())
-    parameters = inspect.signature(function.user_function).parameters
     kwargs: dict[str, Any] = {function.trigger_arg: trigger_value}
-    if "context" in parameters:
+    if function.wants_context:
         kwargs["context"] = Context(function, invocation_id)
     started = time.perf_counter()
     outcome = Outcome()
     try:
-        if inspect.iscoroutinefunction(function.user_function):
+        if function.is_async:
             call = function.user_function(**kwargs)
         else:
             call = asyncio.to_thread(function.user_function, **kwargs)

@@ -40,7 +40,7 @@ async def serve(functions: list[Function], config: HostConfig, host: str, port: 
     http_functions = [f for f in functions if isinstance(f, HttpFunction)]
     app = HttpHost(http_functions, config.route_prefix, keys, config.function_timeout)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                           access_log=False))
+                                           access_log=False, http="httptools"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we handle signals
     listeners = [QueueListener(f, config.queues, config.function_timeout)
                  for f in functions if isinstance(f, QueueFunction)]

@@ -42,7 +42,8 @@ END_TO_END_MS = "endToEndMs"  # change detected (notification received, or resyn
 EXPIRES_AT = "expiresAt"  # subscription expiration, ISO 8601 UTC
 CONSECUTIVE_FAILURES = "consecutiveFailures"
 LIFECYCLE_EVENT = "lifecycleEvent"  # reauthorizationRequired | subscriptionRemoved | missed
-ITEM_COUNT = "itemCount"  # notifications in one Graph POST
+ITEM_COUNT = "itemCount"  # changes in one stored hint message
+REQUEST_COUNT = "requestCount"  # Graph POSTs whose hints one stored message carries
 DROPPED_COUNT = "droppedCount"  # of which dropped (clientState mismatch, unknown subscription)
 CREATED_COUNT = "createdCount"
 UPDATED_COUNT = "updatedCount"
@@ -89,8 +90,10 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # reason: lastFlowRemoved | replaced | expired
     SUBSCRIPTION_DELETED: (*_COMMON, SUBSCRIPTION_ID, REASON),
     SUBSCRIPTION_LIFECYCLE: (*_COMMON, SUBSCRIPTION_ID, LIFECYCLE_EVENT),
-    # One per Graph POST and mailbox; mailbox may be empty when the subscription was unknown.
-    NOTIFICATIONS_RECEIVED: (*_COMMON, SUBSCRIPTION_ID, ITEM_COUNT, DROPPED_COUNT),
+    # One per stored hint message and mailbox: itemCount changes from requestCount Graph POSTs (concurrent
+    # POSTs share a message). A POST with dropped items (unknown subscription, wrong clientState) also emits
+    # one without mailbox, with droppedCount.
+    NOTIFICATIONS_RECEIVED: (*_COMMON, SUBSCRIPTION_ID, ITEM_COUNT, REQUEST_COUNT, DROPPED_COUNT),
     # Also emitted by every periodic resync, so flowCount keeps "flows per mailbox" current beyond retention.
     MAILBOX_RECONCILED: (*_COMMON, CREATED_COUNT, UPDATED_COUNT, CANCELLED_COUNT, GRAPH_CALLS, DURATION_MS,
                          FULL_RESYNC, FLOW_COUNT, MAX_FLOWS),

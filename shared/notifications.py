@@ -1,8 +1,9 @@
 """POST /api/graph/notifications: Graph's change notifications in, one queue message per mailbox out.
 
 Graph needs a 2xx within 3 s (and throttles an endpoint that is often slower), so this path only
-touches storage: one point read per subscription id in the batch (``subscriptions`` index table) and
-one queue message per mailbox. It never calls Graph and never imports the Graph SDK. It answers 202
+touches storage: one point read per subscription id in the batch (``subscriptions`` index table, kept in
+memory once found) and one queue message per mailbox, shared with concurrent requests (group commit,
+below). It never calls Graph and never imports the Graph SDK. It answers 202
 once the messages are stored, and 503 only when they could not be (Graph then retries for hours).
 
 Validation handshake: with ``?validationToken=`` it answers 200 ``text/plain`` with the token exactly
@@ -29,6 +30,12 @@ Message contract (queue ``mailbox-changes``, base64 JSON, consumed by the reconc
 
 The reconcile worker treats it as a hint: it re-reads Graph and diffs against its snapshot, so
 duplicates, re-orderings and lost messages cannot produce wrong events.
+
+Under a burst (hints for more than ``BUNDLE_ABOVE_MAILBOXES`` mailboxes waiting together) the same queue
+also carries *bundles*, which the reconcile worker first splits into the messages above, one queue message
+each (``split_bundle``)::
+
+    {"version": 1, "bundle": [<message as above>, …]}      # never more than 48 KiB of JSON
 """
 
 from __future__ import annotations
@@ -85,79 +92,160 @@ def change_message(mailbox: str, *, subscription_id: str = "", changes: list[Cha
             "receivedAt": datetime.now(UTC).isoformat(), "correlationId": correlation_id}
 
 
-async def enqueue_change(message: MailboxChangeMessage) -> None:
+async def enqueue_change(message: MailboxChangeMessage | HintBundle) -> None:
     await get_store().queue(MAILBOX_CHANGES_QUEUE).send_message(json.dumps(message))
 
 
-# Group commit of change hints. A burst of notification POSTs for one mailbox would each write a queue
-# message; instead, while one write for a mailbox is in flight, the hints of other requests for it wait and
-# then go out together as one message. Every request still answers only once its hint is stored (or 503),
-# so nothing is acknowledged before it is persisted; a burst costs a few writes instead of one per POST.
-MAX_CHANGES_PER_MESSAGE = 300  # a queue message holds 64 KiB of base64: about 48 KiB of JSON
+# Group commit of change hints. Writing one queue message per POST and mailbox makes a burst cost one
+# storage write per request, and the last request of the burst waits for all of them. Instead the hints
+# of concurrent requests are written in waves: while one wave is being written, new hints wait, and the
+# next wave carries all of them. Every request still answers only once its hint is stored (or 503), so
+# nothing is acknowledged before it is persisted.
+#
+# A wave merges hints per mailbox. When it spans few mailboxes it writes one message per mailbox; when
+# it spans many (a burst), it writes *bundles* — several mailboxes' messages in one queue message — and
+# the reconcile worker splits each bundle into per-mailbox messages (``split_bundle``) before any
+# reconcile. A burst of 200 POSTs over 50 mailboxes thus costs a handful of writes instead of ~100.
+MAX_MESSAGE_JSON_BYTES = 46 * 1024  # a queue message holds 64 KiB of base64 = 48 KiB of JSON, less a margin
+BUNDLE_ABOVE_MAILBOXES = 4  # up to this many mailboxes in a wave: direct messages, no extra queue hop
+MAX_EVENT_ID_CHARS = 1024  # Graph's are ~150; anything longer is not kept (the hint becomes a full resync)
+
+
+class HintBundle(TypedDict):
+    version: int
+    bundle: list[MailboxChangeMessage]
+
+
+def is_bundle(message: object) -> bool:
+    return isinstance(message, dict) and isinstance(message.get("bundle"), list)
+
+
+async def split_bundle(bundle: HintBundle) -> int:
+    """The reconcile worker's first step for a bundle: its per-mailbox messages, each queued on its own.
+
+    If a write fails the bundle is retried whole; the messages already written come again, which is
+    harmless (hints are idempotent)."""
+    messages = [m for m in bundle["bundle"] if isinstance(m, dict) and isinstance(m.get("mailbox"), str)]
+    await asyncio.gather(*(enqueue_change(m) for m in messages))
+    return len(messages)
+
+
+def _json_size(value: object) -> int:
+    return len(json.dumps(value))
+
+
+def _change_size(change: Change) -> int:
+    """Bytes the change adds to a message's JSON, without serialising it (this runs for every item)."""
+    text = change["changeType"] + change["eventId"]
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return len(text) + 34  # {"changeType": "…", "eventId": "…"} and the ", " before it
+    return _json_size(change) + 2
+
+
+class _Pending:
+    """One queue message being assembled, and the requests waiting for it."""
+
+    def __init__(self, body: dict[str, Any], size: int, futures: list[asyncio.Future[None]]) -> None:
+        self.body, self.size, self.futures = body, size, futures
+        self.members: list[_Pending] = []  # for a bundle: the mailbox messages in it
+
+
+def _pack(batch: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]) -> list[_Pending]:
+    """A wave's queue messages: hints merged per mailbox (each under the size limit), bundled if many."""
+    per_mailbox: dict[str, list[_Pending]] = defaultdict(list)
+    for message, future in batch:
+        size = sum(_change_size(c) for c in message["changes"])
+        groups = per_mailbox[message["mailbox"]]
+        last = groups[-1] if groups else None
+        if last is not None and last.size + size <= MAX_MESSAGE_JSON_BYTES:
+            last.body["changes"].extend(message["changes"])
+            last.body["fullResync"] = last.body["fullResync"] or message["fullResync"]
+            last.size += size
+            last.futures.append(future)
+        else:
+            body = {**message, "changes": list(message["changes"])}
+            groups.append(_Pending(body, _json_size({**body, "changes": []}) + size, [future]))
+    messages = [m for groups in per_mailbox.values() for m in groups]
+    if len(per_mailbox) <= BUNDLE_ABOVE_MAILBOXES:
+        return messages
+    bundles: list[_Pending] = []
+    for m in messages:
+        if not bundles or bundles[-1].size + m.size + 2 > MAX_MESSAGE_JSON_BYTES:
+            bundles.append(_Pending({"version": 1, "bundle": []}, len('{"version": 1, "bundle": []}'), []))
+        bundle = bundles[-1]
+        bundle.body["bundle"].append(m.body)
+        bundle.size += m.size + 2
+        bundle.futures.extend(m.futures)
+        bundle.members.append(m)
+    return bundles
 
 
 class _HintBatcher:
     def __init__(self) -> None:
-        self.waiting: dict[str, list[tuple[MailboxChangeMessage, asyncio.Future[None]]]] = defaultdict(list)
-        self.writing: set[str] = set()
-        self.tasks: set[asyncio.Task[None]] = set()  # referenced, so the loop cannot drop a running write
+        self.waiting: list[tuple[MailboxChangeMessage, asyncio.Future[None]]] = []
+        self.writer: asyncio.Task[None] | None = None  # referenced, so the loop cannot drop a running wave
 
-    async def put(self, message: MailboxChangeMessage) -> None:
-        mailbox = message["mailbox"]
+    def submit(self, message: MailboxChangeMessage) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting[mailbox].append((message, done))
-        if mailbox not in self.writing:
-            self.writing.add(mailbox)
-            task = asyncio.create_task(self._write(mailbox))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        await done
+        self.waiting.append((message, done))
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write_waves())
+        return done
 
-    async def _write(self, mailbox: str) -> None:
+    async def _write_waves(self) -> None:
         try:
-            while self.waiting.get(mailbox):
-                batch = self.waiting.pop(mailbox)
-                for group in _merge(batch):
-                    message, futures = group
-                    try:
-                        await enqueue_change(message)
-                    except Exception as error:
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(error)
-                    else:
-                        for future in futures:
-                            if not future.done():
-                                future.set_result(None)
+            while self.waiting:
+                # Let the requests that are ready to run join this wave: in a burst they reach submit() one
+                # loop turn after another, and a wave of one would make all the others wait a whole write.
+                await asyncio.sleep(0)
+                wave, self.waiting = self.waiting, []
+                try:
+                    await asyncio.gather(*(self._write(m) for m in _pack(wave)))
+                except BaseException as error:  # a bug in packing must not leave requests waiting forever
+                    _settle([f for _, f in wave], error)
+                    raise
         finally:
-            self.writing.discard(mailbox)
+            self.writer = None
+            if self.waiting:  # only after an unexpected error; never strand a request
+                wave, self.waiting = self.waiting, []
+                _settle([f for _, f in wave], RuntimeError("hint writer stopped"))
+
+    @staticmethod
+    async def _write(pending: _Pending) -> None:
+        try:
+            await enqueue_change(pending.body)  # type: ignore[arg-type]  # a message or a bundle
+        except Exception as error:
+            _settle(pending.futures, error)
+            return
+        _settle(pending.futures, None)
+        # Telemetry per stored message, not per request: a burst's hundreds of POSTs make a few dozen events.
+        for m in pending.members or [pending]:
+            track_event(events.NOTIFICATIONS_RECEIVED, mailbox=m.body["mailbox"],
+                        subscriptionId=m.body["subscriptionId"], itemCount=len(m.body["changes"]),
+                        requestCount=len(m.futures), correlationId=m.body["correlationId"])
 
 
-def _merge(batch: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]
-           ) -> list[tuple[MailboxChangeMessage, list[asyncio.Future[None]]]]:
-    """One message per at most MAX_CHANGES_PER_MESSAGE changes, carrying every request's hint."""
-    groups: list[tuple[MailboxChangeMessage, list[asyncio.Future[None]]]] = []
-    for message, future in batch:
-        if groups and len(groups[-1][0]["changes"]) + len(message["changes"]) <= MAX_CHANGES_PER_MESSAGE:
-            merged, futures = groups[-1]
-            merged["changes"].extend(message["changes"])
-            merged["fullResync"] = merged["fullResync"] or message["fullResync"]
-            futures.append(future)
-        else:
-            groups.append(({**message, "changes": list(message["changes"])}, [future]))
-    return groups
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if not future.done():  # a waiter whose client went away has cancelled its own
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HintBatcher] = weakref.WeakKeyDictionary()
 
 
-async def enqueue_hint(message: MailboxChangeMessage) -> None:
-    """Store a change hint for the reconcile worker, sharing the write with concurrent hints (see above)."""
+def enqueue_hint(message: MailboxChangeMessage) -> asyncio.Future[None]:
+    """Store a change hint for the reconcile worker, sharing the write with concurrent hints (see above).
+
+    Returns a future that completes once the hint is stored, or fails with the storage error."""
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
         batcher = _batchers[loop] = _HintBatcher()
-    await batcher.put(message)
+    return batcher.submit(message)
 
 
 def validation_response(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -192,7 +280,11 @@ async def authentic_items(items: list[dict[str, Any]], subscriptions: Subscripti
     ids = {str(i.get("subscriptionId", "")) for i in items if isinstance(i.get("subscriptionId"), str)}
     ids.discard("")
     try:
-        entries = dict(zip(ids, await asyncio.gather(*(subscriptions.lookup(i) for i in ids)), strict=True))
+        entries = {i: subscriptions.cached(i) for i in ids}
+        missing = [i for i, entry in entries.items() if entry is None]
+        if missing:  # a task per read only when storage is needed: a burst of cached ids stays on the fast path
+            entries.update(zip(missing, await asyncio.gather(*(subscriptions.lookup(i) for i in missing)),
+                               strict=True))
     except Exception as error:
         log.error("notification lookup failed (%s); answering 503 so Graph retries", type(error).__name__)
         raise ApiError("NotificationNotPersisted") from None
@@ -251,16 +343,20 @@ async def handle(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
 
     def persist(accepted: Accepted, dropped_count: int) -> list[Awaitable[Any]]:
         by_mailbox: dict[tuple[str, str], list[Change]] = defaultdict(list)
+        oversized: set[tuple[str, str]] = set()
         for entry, item in accepted:
             change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
-            by_mailbox[(entry.mailbox, entry.subscription_id)].append(
-                {"changeType": change_type, "eventId": _event_id(item)})
-        for (mailbox, sid), changes in by_mailbox.items():
-            track_event(events.NOTIFICATIONS_RECEIVED, mailbox=mailbox, subscriptionId=sid,
-                        itemCount=len(changes), droppedCount=dropped_count,
+            event, key = _event_id(item), (entry.mailbox, entry.subscription_id)
+            if len(event) > MAX_EVENT_ID_CHARS or len(change_type) > 32:
+                oversized.add(key)  # not kept as a hint, but not lost: the mailbox gets a full resync
+                by_mailbox.setdefault(key, [])
+                continue
+            by_mailbox[key].append({"changeType": change_type, "eventId": event})
+        if dropped_count:
+            track_event(events.NOTIFICATIONS_RECEIVED, itemCount=0, requestCount=1, droppedCount=dropped_count,
                         correlationId=correlation_id)
         return [enqueue_hint(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
-                                            correlation_id=correlation_id))
+                                            full_resync=(mailbox, sid) in oversized, correlation_id=correlation_id))
                 for (mailbox, sid), changes in by_mailbox.items()]
 
     return await receive(req, correlation_id, "notifications", persist)

@@ -53,7 +53,7 @@ from shared.appointment_data import content_fingerprint, to_appointment_data
 from shared.appointment_data import parse_graph_datetime as graph_time
 from shared.graph import Graph, GraphError, get_graph
 from shared.monitoring import track_event
-from shared.notifications import MailboxChangeMessage, change_message, enqueue_change
+from shared.notifications import MailboxChangeMessage, change_message, enqueue_change, is_bundle, split_bundle
 from shared.outbox import TRIGGER_OF_CHANGE, event_id, outbox_row_key, payload_properties, read_payload
 from shared.registrations import QUOTA_ROW
 from shared.settings import get_settings
@@ -433,13 +433,17 @@ async def reconcile(message: MailboxChangeMessage) -> str:
 
 
 async def handle_message(msg: Any) -> None:
-    """Queue trigger entry for ``mailbox-changes``."""
+    """Queue trigger entry for ``mailbox-changes``: a bundle is split first, a message is reconciled."""
     try:
         message = json.loads(msg.get_body())
-        if not isinstance(message, dict) or not isinstance(message.get("mailbox"), str):
+        if not is_bundle(message) and not (isinstance(message, dict) and isinstance(message.get("mailbox"), str)):
             raise ValueError("no mailbox")
     except (ValueError, UnicodeDecodeError) as error:
         log.error("dropped a malformed mailbox-change message: %s", error)
+        return
+    if is_bundle(message):
+        count = await split_bundle(message)
+        log.info("split a bundle of change hints into %d mailbox messages", count)
         return
     outcome = await reconcile(message)  # type: ignore[arg-type]
     log.info("reconcile %s: %s", message["mailbox"], outcome,

@@ -44,6 +44,7 @@ import logging
 import random
 import secrets
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,6 +99,10 @@ class SubscriptionRecord:
 INDEX_CACHE_SECONDS = 300
 INDEX_CACHE_SIZE = 20_000
 _index_cache: dict[str, tuple[IndexEntry, float]] = {}
+# Reads in flight, per event loop: a burst right after start-up names the same few subscriptions in every
+# request, and all of them would miss the cache at once; concurrent lookups of one id share one read.
+_index_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[IndexEntry | None]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def forget_cached(subscription_id: str) -> None:
@@ -158,15 +163,30 @@ class Subscriptions:
         except ResourceNotFoundError:
             return None
 
+    @staticmethod
+    def cached(subscription_id: str) -> IndexEntry | None:
+        """The index entry if it is in memory and fresh, without touching storage."""
+        cached = _index_cache.get(subscription_id)
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
     async def lookup(self, subscription_id: str) -> IndexEntry | None:
         """The notification path's one read: which mailbox, which clientState. Storage errors propagate.
 
         Found entries are kept in memory for a few minutes: a subscription's mailbox and clientState never
         change, and bursts name the same few subscriptions over and over. Absences are not kept (a new
         subscription's first notification may race its index row)."""
-        cached = _index_cache.get(subscription_id)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        cached = self.cached(subscription_id)
+        if cached is not None:
+            return cached
+        reads = _index_reads.setdefault(asyncio.get_running_loop(), {})
+        read = reads.get(subscription_id)
+        if read is None:
+            read = reads[subscription_id] = asyncio.ensure_future(self._read_index(subscription_id))
+            read.add_done_callback(lambda _: reads.pop(subscription_id, None))
+        # Shielded: one waiter's cancellation (its client went away) must not fail the others' read.
+        return await asyncio.shield(read)
+
+    async def _read_index(self, subscription_id: str) -> IndexEntry | None:
         try:
             entity = await self.index.get_entity(subscription_id, "")
         except ResourceNotFoundError:

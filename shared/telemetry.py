@@ -24,7 +24,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Every pattern above needs one of these (lower-cased) to match; plain substring tests clear the common
+# case — mailboxes, ids, ordinary log lines — at a tenth of the four substitutions' cost, and this runs on
+# every log line and telemetry dimension.
+_KEY_MARKERS = ("accountkey=", "sharedaccesssignature=", "client_secret=", "sig=", "code=")
+
+
+def _may_hold_secret(text: str) -> bool:
+    lowered = text.lower()
+    return ("?" in lowered or "bearer" in lowered or "eyj" in lowered
+            or ("=" in lowered and any(marker in lowered for marker in _KEY_MARKERS)))
+
+
 def redact(text: str) -> str:
+    if not _may_hold_secret(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

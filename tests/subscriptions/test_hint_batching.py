@@ -1,5 +1,6 @@
-"""Group commit of change hints: concurrent hints for one mailbox share queue writes, none is lost,
-and a failed write fails every request that waited on it (so each answers 503 and Graph retries)."""
+"""Group commit of change hints: concurrent hints share queue writes, none is lost, every message fits a
+queue message, a burst over many mailboxes goes out as bundles that the reconcile worker splits, and a
+failed write fails every request that waited on it (so each answers 503 and Graph retries)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import asyncio
 import base64
 import json
 
+import azure.functions as func
 from azure.storage.queue import QueueClient
 
-from shared import notifications
+from shared import notifications, reconcile
 from shared.notifications import change_message, enqueue_hint
 
 CLINIC = "clinic@contoso.test"
+# Graph event ids are about 150 characters; short test ids would hide a size bug.
+LONG_ID = "AAMkADAwATM0MDAAMS1hYjA5LTk4ZjQtMDACLTAwCgBGAAADmS3bQWq0FEe0cBxyTpBCWgcAz0WbNunnV0yNKaBbhLpABQAAAgENAAAA" \
+          "z0WbNunnV0yNKaBbhLpABQAAAx28ZAAAAA=="
+QUEUE_MESSAGE_LIMIT = 64 * 1024  # bytes of base64, Azure's limit
 
 
-def hint(event: str) -> notifications.MailboxChangeMessage:
-    return change_message(CLINIC, subscription_id="s", changes=[{"changeType": "updated", "eventId": event}],
+def hint(event: str, mailbox: str = CLINIC) -> notifications.MailboxChangeMessage:
+    return change_message(mailbox, subscription_id="s", changes=[{"changeType": "updated", "eventId": event}],
                           reason="notification", correlation_id="c")
 
 
@@ -25,18 +31,57 @@ def queued(azurite) -> list[dict]:
     out = []
     while batch := list(client.receive_messages(max_messages=32)):
         for m in batch:
+            assert len(m.content.encode()) <= QUEUE_MESSAGE_LIMIT
             out.append(json.loads(base64.b64decode(m.content)))
             client.delete_message(m)
     return out
+
+
+def changes_of(messages: list[dict]) -> list[tuple[str, str]]:
+    flat = [m for body in messages for m in body.get("bundle", [body])]
+    return sorted((m["mailbox"], c["eventId"]) for m in flat for c in m["changes"])
 
 
 async def test_concurrent_hints_share_writes_and_none_is_lost(clean_env, azurite) -> None:
     await asyncio.gather(*(enqueue_hint(hint(f"e{i}")) for i in range(200)))
     messages = queued(azurite)
     assert len(messages) < 20  # a handful of writes, not 200
-    events = sorted(c["eventId"] for m in messages for c in m["changes"])
-    assert events == sorted(f"e{i}" for i in range(200))
-    assert all(len(m["changes"]) <= notifications.MAX_CHANGES_PER_MESSAGE for m in messages)
+    assert not any("bundle" in m for m in messages)  # one mailbox: plain messages
+    assert changes_of(messages) == sorted((CLINIC, f"e{i}") for i in range(200))
+
+
+async def test_real_length_ids_are_split_under_the_queue_message_limit(clean_env, azurite) -> None:
+    # 1,000 changes of Graph-sized ids are ~190 KB of JSON: several messages, each under 64 KiB of base64.
+    await asyncio.gather(*(enqueue_hint(hint(f"{LONG_ID}{i:04d}")) for i in range(1000)))
+    messages = queued(azurite)  # asserts the size of each
+    assert len(messages) >= 4
+    assert changes_of(messages) == sorted((CLINIC, f"{LONG_ID}{i:04d}") for i in range(1000))
+
+
+async def test_a_burst_over_many_mailboxes_is_bundled_and_split_by_the_worker(clean_env, azurite) -> None:
+    mailboxes = [f"m{n}@contoso.test" for n in range(40)]
+    await asyncio.gather(*(enqueue_hint(hint(f"{LONG_ID}{i}", mailboxes[i % 40])) for i in range(800)))
+    written = queued(azurite)
+    bundles = [m for m in written if "bundle" in m]
+    assert bundles and len(written) < 20
+    expected = sorted((mailboxes[i % 40], f"{LONG_ID}{i}") for i in range(800))
+    assert changes_of(written) == expected
+
+    for body in bundles:  # what the reconcile_mailbox function does with a bundle
+        await reconcile.handle_message(func.QueueMessage(body=json.dumps(body).encode()))
+    split = queued(azurite)
+    assert not any("bundle" in m for m in split)
+    assert all(m["version"] == 1 and m["reason"] == "notification" for m in split)
+    direct = [m for m in written if "bundle" not in m]
+    assert sorted(changes_of(split) + changes_of(direct)) == expected
+
+
+async def test_few_mailboxes_get_their_own_messages(clean_env, azurite) -> None:
+    mailboxes = [f"m{n}@contoso.test" for n in range(notifications.BUNDLE_ABOVE_MAILBOXES)]
+    await asyncio.gather(*(enqueue_hint(hint(f"e{i}", mailboxes[i % len(mailboxes)])) for i in range(40)))
+    messages = queued(azurite)
+    assert not any("bundle" in m for m in messages)
+    assert {m["mailbox"] for m in messages} == set(mailboxes)
 
 
 async def test_a_failed_write_fails_every_waiting_request(clean_env, monkeypatch) -> None:
@@ -45,11 +90,21 @@ async def test_a_failed_write_fails_every_waiting_request(clean_env, monkeypatch
         raise ConnectionError("storage is down")
 
     monkeypatch.setattr(notifications, "enqueue_change", broken)
-    results = await asyncio.gather(*(enqueue_hint(hint(f"e{i}")) for i in range(20)), return_exceptions=True)
+    results = await asyncio.gather(*(enqueue_hint(hint(f"e{i}", f"m{i % 9}@contoso.test")) for i in range(20)),
+                                   return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
+
+
+async def test_a_bug_in_packing_fails_the_waiting_requests_instead_of_hanging(clean_env, monkeypatch) -> None:
+    def broken(batch: object) -> list:
+        raise ValueError("packing bug")
+
+    monkeypatch.setattr(notifications, "_pack", broken)
+    results = await asyncio.wait_for(asyncio.gather(*(enqueue_hint(hint(f"e{i}")) for i in range(5)),
+                                                    return_exceptions=True), timeout=5)
+    assert all(isinstance(r, ValueError) for r in results)
 
 
 async def test_a_single_hint_is_written_at_once(clean_env, azurite) -> None:
     await asyncio.wait_for(enqueue_hint(hint("only")), timeout=5)
     assert [m["changes"] for m in queued(azurite)] == [[{"changeType": "updated", "eventId": "only"}]]
-
