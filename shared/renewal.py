@@ -9,11 +9,22 @@ through what we know and puts one task per piece of work on ``subscription-tasks
   manual deletion, a stuck 'creating'/'deleting' row whose owner died), and for every subscription row
   left behind by a mailbox that no longer has flows.
 
-The tasks are spread out in time with the queue's visibility delay — task *i* becomes visible after
-*i / SUBSCRIPTION_WRITES_PER_SECOND* seconds — so any number of worker instances together stay under
-Graph's 500 subscription writes per 20 s per app, and no invocation has to hold 10,000 renewals
-(the Functions time limit). A worker that is throttled anyway puts its task back with the delay Graph's
+The tasks travel in queue messages of up to ``TASKS_PER_MESSAGE`` and are spread out in time with the
+queue's visibility delay — the message starting with task *i* becomes visible after
+*i / SUBSCRIPTION_WRITES_PER_SECOND* seconds, and the worker paces the writes within it at the same
+rate — so the workers stay under Graph's 500 subscription writes per 20 s per app, and no invocation
+holds more than a few seconds of work however many subscriptions there are (the Functions time limit).
+A task that is throttled anyway goes back on the queue on its own, with the delay Graph's
 ``Retry-After`` asks for (no dequeue count is spent on throttling).
+
+Why several tasks per message: 10,000 subscriptions as 10,000 messages waiting out their delays make
+every queue operation slower on Azurite (it scans all messages: 83 ms per receive+delete at 10,000
+against 4 ms on an empty queue) and cost a queue transaction per renewal on Azure; 50 per message make
+it 200 messages. Message contract (``subscription-tasks``)::
+
+    {"version": 1, "action": "renew|reauthorize|recreate|repair", "mailbox": "…", "subscriptionId": "…",
+     "reason": "…", "correlationId": "…", "attempt": 0}                      # one task
+    {"version": 1, "tasks": [<task as above>, …]}                             # several (the sweep)
 
 Task outcomes: a renewal answered 404 means Graph dropped the subscription: it is re-created and the
 mailbox gets a full resync (changes in between were not notified). Other failures are counted on the
@@ -40,13 +51,15 @@ from shared.monitoring import track_event
 from shared.notifications import change_message, enqueue_change
 from shared.registrations import QUOTA_ROW
 from shared.settings import get_settings
-from shared.store import MAILBOX_TABLE, get_store
+from shared.store import MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.subscriptions import SUBSCRIPTION_ROW, SubscriptionRecord, Subscriptions, notification_urls
 
 log = logging.getLogger(__name__)
 
 FAILURES_BEFORE_ALERT = 3
 ENQUEUE_CONCURRENCY = 32
+TASKS_PER_MESSAGE = 50  # about 2 s of writes at Graph's rate: far inside any time limit
+RETRY_AFTER_ERROR_SECONDS = 30
 THROTTLED_DEFAULT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 900
 
@@ -57,6 +70,7 @@ class SweepReport:
     repairs: int = 0
     orphans_deleted: int = 0
     tasks: list[SubscriptionTask] = field(default_factory=list)
+    known_ids: set[str] = field(default_factory=set)  # subscription ids our mailbox rows name
 
 
 async def _mailboxes_with_flows() -> set[str]:
@@ -79,6 +93,7 @@ async def plan_sweep(now: datetime | None = None) -> SweepReport:
     report = SweepReport()
     for mailbox, row in rows.items():
         record = SubscriptionRecord.from_entity(row)
+        report.known_ids.add(record.subscription_id)
         if mailbox not in with_flows:
             if not record.lease_held(now):
                 report.tasks.append(task("repair", mailbox, record.subscription_id, "no flows left", ""))
@@ -103,38 +118,54 @@ async def sweep(correlation_id: str, now: datetime | None = None) -> SweepReport
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
     loop = asyncio.get_running_loop()
     started = loop.time()
-
-    async def put(index: int, item: SubscriptionTask) -> None:
+    for item in report.tasks:
         item["correlationId"] = correlation_id
-        async with limit:
-            # Task i becomes visible i/rate seconds after the sweep began, however long enqueueing took
-            # (a delay counted from each message's own enqueue time would bunch the late ones together).
-            due = started + index / rate
-            await enqueue_task(item, delay_seconds=max(0, round(due - loop.time())))
 
-    await asyncio.gather(*(put(i, t) for i, t in enumerate(report.tasks)))
+    async def put(first: int) -> None:
+        chunk = report.tasks[first:first + TASKS_PER_MESSAGE]
+        async with limit:
+            # Visible first/rate seconds after the sweep began, however long enqueueing took (a delay
+            # counted from each message's own enqueue time would bunch the late ones together).
+            due = started + first / rate
+            await enqueue_tasks(chunk, delay_seconds=max(0, round(due - loop.time())))
+
+    await asyncio.gather(*(put(i) for i in range(0, len(report.tasks), TASKS_PER_MESSAGE)))
     log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,
              len(report.tasks) // rate, extra={"correlationId": correlation_id})
     try:
-        report.orphans_deleted = await delete_orphans(correlation_id, now)
+        report.orphans_deleted = await delete_orphans(correlation_id, now, report.known_ids)
     except GraphError as error:  # the next sweep tries again; renewals are already on their way
         log.warning("orphan sweep skipped: Graph %s %s", error.status, error.code,
                     extra={"correlationId": correlation_id})
     return report
 
 
-async def delete_orphans(correlation_id: str, now: datetime | None = None) -> int:
+async def enqueue_tasks(items: list[SubscriptionTask], delay_seconds: int = 0) -> None:
+    """Several tasks in one message (one task is sent as itself)."""
+    if len(items) == 1:
+        await enqueue_task(items[0], delay_seconds)
+        return
+    await get_store().queue(SUBSCRIPTION_TASKS_QUEUE).send_message(
+        json.dumps({"version": 1, "tasks": items}), visibility_timeout=delay_seconds or None)
+
+
+async def delete_orphans(correlation_id: str, now: datetime | None = None, known_ids: set[str] | None = None) -> int:
     """Delete Graph subscriptions that point at this app but that no mailbox row knows.
 
     They appear when an instance dies between Graph creating a subscription and the app recording it.
     One that is still being created (its mailbox row is 'creating' under a live lease) is left alone.
+    ``known_ids`` (what the sweep's mailbox rows name) spares a storage read per subscription; the
+    others are checked one by one against the index and the mailbox row.
     """
     now = now or datetime.now(UTC)
     subs = Subscriptions()
     ours = notification_urls()[0]
+    known = known_ids or set()
     deleted = 0
     for graph_sub in await subs.graph.list_subscriptions():
-        if graph_sub.get("notificationUrl") != ours or await subs.lookup(graph_sub.get("id", "")) is not None:
+        if graph_sub.get("notificationUrl") != ours or graph_sub.get("id") in known:
+            continue
+        if await subs.lookup(graph_sub.get("id", "")) is not None:
             continue
         mailbox = _mailbox_of(graph_sub.get("resource", ""))
         record = await subs.get(mailbox) if mailbox else None
@@ -157,11 +188,24 @@ def _mailbox_of(resource: str) -> str:
 # ---- the worker -----------------------------------------------------------------------------------
 
 
-def parse_task(body: bytes) -> SubscriptionTask:
+def parse_message(body: bytes) -> list[SubscriptionTask]:
+    """The tasks of one ``subscription-tasks`` message (one, or the sweep's several)."""
     try:
-        item = json.loads(body)
+        message = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ValueError("subscription task is not JSON") from None
+    if isinstance(message, dict) and isinstance(message.get("tasks"), list):
+        items = []
+        for raw in message["tasks"]:
+            try:
+                items.append(parse_task(raw))
+            except ValueError as error:  # the others in the message still run
+                log.error("dropped a malformed subscription task: %s", error)
+        return items
+    return [parse_task(message)]
+
+
+def parse_task(item: Any) -> SubscriptionTask:
     if not isinstance(item, dict) or item.get("action") not in ("renew", "reauthorize", "recreate", "repair") \
             or not isinstance(item.get("mailbox"), str) or not item["mailbox"]:
         raise ValueError("subscription task has no valid action/mailbox")
@@ -255,9 +299,11 @@ async def run_task(item: SubscriptionTask) -> str:
             return "nothing to do"
         if record is not None and record.state == "active":
             return "already active"
+        await _pace_write()  # a sweep can carry thousands of repairs (after a disaster): same limit as renewals
         await _recreate(subs, mailbox, None, "repair", cid)
         return "recreated"
     if action == "recreate":
+        await _pace_write()
         await _recreate(subs, mailbox, None if stale else record, item["reason"] or "subscriptionRemoved", cid)
         return "recreated"
     if stale or record is None or record.state != "active":
@@ -300,12 +346,27 @@ async def run_task(item: SubscriptionTask) -> str:
 
 
 async def handle_message(msg: Any) -> None:
-    """The queue trigger's entry: a malformed task is logged and dropped (retrying cannot fix it)."""
+    """The queue trigger's entry: a malformed message is logged and dropped (retrying cannot fix it).
+
+    The tasks of a message run side by side (``run_task`` paces their Graph writes). One that fails
+    unexpectedly (storage down) goes back on the queue alone, so the others are not repeated."""
     try:
-        item = parse_task(msg.get_body())
+        items = parse_message(msg.get_body())
     except ValueError as error:
         log.error("dropped a malformed subscription task: %s", error)
         return
-    outcome = await run_task(item)
-    log.info("subscription task %s for %s: %s", item["action"], item["mailbox"], outcome,
-             extra={"mailbox": item["mailbox"], "correlationId": item["correlationId"]})
+
+    async def one(item: SubscriptionTask) -> None:
+        try:
+            outcome = await run_task(item)
+        except Exception as error:
+            if len(items) == 1:
+                raise  # the runtime retries the message, and poisons it in the end
+            log.warning("subscription task %s for %s failed (%s); retrying it alone", item["action"],
+                        item["mailbox"], type(error).__name__, extra={"mailbox": item["mailbox"]})
+            await _retry_later(item, RETRY_AFTER_ERROR_SECONDS)
+            outcome = "retried alone"
+        log.info("subscription task %s for %s: %s", item["action"], item["mailbox"], outcome,
+                 extra={"mailbox": item["mailbox"], "correlationId": item["correlationId"]})
+
+    await asyncio.gather(*(one(item) for item in items))

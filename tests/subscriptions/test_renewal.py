@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from azure.storage.queue import QueueClient
 
+from shared import renewal
 from shared.lifecycle import task
 from shared.renewal import plan_sweep, run_task, sweep
 from shared.store import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
@@ -54,6 +55,7 @@ async def test_sweep_paces_tasks_under_graphs_write_limit(clean_env, azurite, mo
     from shared.settings import reset_settings_cache
 
     monkeypatch.setenv("SUBSCRIPTION_WRITES_PER_SECOND", "1")
+    monkeypatch.setattr(renewal, "TASKS_PER_MESSAGE", 1)
     reset_settings_cache()
     for mailbox in (CLINIC, SALON):
         await give_flows(mailbox)
@@ -61,6 +63,49 @@ async def test_sweep_paces_tasks_under_graphs_write_limit(clean_env, azurite, mo
     client = QueueClient.from_connection_string(azurite.connection_string, SUBSCRIPTION_TASKS_QUEUE)
     visible = client.peek_messages(max_messages=32)
     assert len(visible) == 1
+
+
+async def test_sweep_groups_tasks_into_messages_visible_at_their_first_tasks_time(clean_env, azurite,
+                                                                                  monkeypatch) -> None:
+    from shared.settings import reset_settings_cache
+
+    monkeypatch.setenv("SUBSCRIPTION_WRITES_PER_SECOND", "10")
+    reset_settings_cache()
+    mailboxes = [f"m{i:03d}@contoso.test" for i in range(2 * renewal.TASKS_PER_MESSAGE + 5)]
+    await asyncio.gather(*(give_flows(m) for m in mailboxes))
+    report = await sweep("cid")  # a repair per mailbox: 3 messages, at 0 s, 5 s and 10 s
+    assert report.repairs == len(mailboxes)
+    client = QueueClient.from_connection_string(azurite.connection_string, SUBSCRIPTION_TASKS_QUEUE)
+    assert client.get_queue_properties().approximate_message_count == 3
+    visible = [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+    assert len(visible) == 1 and len(visible[0]["tasks"]) == renewal.TASKS_PER_MESSAGE
+    assert all(t["correlationId"] == "cid" and t["action"] == "repair" for t in visible[0]["tasks"])
+
+
+async def test_a_task_message_runs_each_task_and_retries_a_failing_one_alone(clean_env, azurite, monkeypatch,
+                                                                            caplog) -> None:
+    import azure.functions as func
+
+    done: list[str] = []
+
+    async def fake_run(item):
+        if item["mailbox"] == SALON:
+            raise ConnectionError("storage hiccup")
+        done.append(item["mailbox"])
+        return "renewed"
+
+    monkeypatch.setattr(renewal, "run_task", fake_run)
+    monkeypatch.setattr(renewal, "RETRY_AFTER_ERROR_SECONDS", 0)
+    body = {"version": 1, "tasks": [task("renew", CLINIC, "s1", "expiring", "c"),
+                                     task("renew", SALON, "s2", "expiring", "c"),
+                                     {"action": "explode"}]}
+    with caplog.at_level(logging.INFO):
+        await renewal.handle_message(func.QueueMessage(body=json.dumps(body).encode()))
+    assert done == [CLINIC]
+    assert "dropped a malformed subscription task" in caplog.text
+    await asyncio.sleep(2.5)  # the retry's spread delay (at least 1 s)
+    retried = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
+    assert [(t["mailbox"], t["attempt"]) for t in retried] == [(SALON, 1)]
 
 
 async def test_renew_extends_the_subscription(app_host, sandbox) -> None:
