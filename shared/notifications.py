@@ -108,6 +108,7 @@ async def enqueue_change(message: MailboxChangeMessage | HintBundle) -> None:
 # reconcile. A burst of 200 POSTs over 50 mailboxes thus costs a handful of writes instead of ~100.
 MAX_MESSAGE_JSON_BYTES = 46 * 1024  # a queue message holds 64 KiB of base64 = 48 KiB of JSON, less a margin
 BUNDLE_ABOVE_MAILBOXES = 4  # up to this many mailboxes in a wave: direct messages, no extra queue hop
+LINGER_SECONDS = 0.02  # the longest a wave waits for more hints of a burst (see _HintBatcher._linger)
 MAX_EVENT_ID_CHARS = 1024  # Graph's are ~150; anything longer is not kept (the hint becomes a full resync)
 
 
@@ -195,9 +196,7 @@ class _HintBatcher:
     async def _write_waves(self) -> None:
         try:
             while self.waiting:
-                # Let the requests that are ready to run join this wave: in a burst they reach submit() one
-                # loop turn after another, and a wave of one would make all the others wait a whole write.
-                await asyncio.sleep(0)
+                await self._linger()
                 wave, self.waiting = self.waiting, []
                 try:
                     await asyncio.gather(*(self._write(m) for m in _pack(wave)))
@@ -209,6 +208,21 @@ class _HintBatcher:
             if self.waiting:  # only after an unexpected error; never strand a request
                 wave, self.waiting = self.waiting, []
                 _settle([f for _, f in wave], RuntimeError("hint writer stopped"))
+
+    async def _linger(self) -> None:
+        """Let the requests of a burst join the wave before it is written.
+
+        In a burst the host parses requests over many loop turns and each reaches submit() in its own;
+        a wave written at the first of them would make all the others wait a whole write behind it. So
+        the wave waits while hints keep arriving — until two loop turns bring none, at most
+        ``LINGER_SECONDS``. A lone request waits two loop turns (microseconds)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        quiet_turns, seen = 0, len(self.waiting)
+        while quiet_turns < 2 and loop.time() < deadline:
+            await asyncio.sleep(0)
+            quiet_turns = quiet_turns + 1 if len(self.waiting) == seen else 0
+            seen = len(self.waiting)
 
     @staticmethod
     async def _write(pending: _Pending) -> None:

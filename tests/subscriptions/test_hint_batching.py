@@ -108,3 +108,21 @@ async def test_a_bug_in_packing_fails_the_waiting_requests_instead_of_hanging(cl
 async def test_a_single_hint_is_written_at_once(clean_env, azurite) -> None:
     await asyncio.wait_for(enqueue_hint(hint("only")), timeout=5)
     assert [m["changes"] for m in queued(azurite)] == [[{"changeType": "updated", "eventId": "only"}]]
+
+
+async def test_hints_arriving_over_several_loop_turns_join_one_wave(clean_env, monkeypatch) -> None:
+    # In a burst the host parses requests over many loop turns; the wave waits for them (up to
+    # LINGER_SECONDS) instead of writing the first alone and making the others wait behind it.
+    writes: list[object] = []
+
+    async def record(message: object) -> None:
+        writes.append(message)
+
+    monkeypatch.setattr(notifications, "enqueue_change", record)
+    monkeypatch.setattr(notifications, "LINGER_SECONDS", 60)  # only the quiet turns end the wait here
+    futures = []
+    for i in range(30):
+        futures.append(enqueue_hint(hint(f"e{i}", f"m{i % 10}@contoso.test")))
+        await asyncio.sleep(0)
+    await asyncio.gather(*futures)
+    assert len(writes) == 1 and len(writes[0]["bundle"]) == 10
