@@ -63,6 +63,11 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('Concurrent HTTP invocations per instance. The app is async end to end and shares storage writes between concurrent Graph notifications; at 1 every request of a Graph burst would wait for an instance of its own.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
 @description('Instances kept warm for the HTTP functions. 0 scales from zero (cheapest); 1 keeps Graph notification answers fast after idle periods.')
 @minValue(0)
 param alwaysReadyHttpInstances int = 0
@@ -196,6 +201,7 @@ module functionApp 'modules/function.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     zoneRedundant: zoneRedundant
     // v2 access tokens carry the API app's client id as `aud`.
     apiAudience: entra.outputs.apiAppId

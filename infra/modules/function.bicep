@@ -28,6 +28,9 @@ param instanceMemoryMB int
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int
 @description('Instances kept warm for the HTTP functions (0 = scale from zero; 1 avoids cold starts on Graph notifications, at a cost).')
 @minValue(0)
 param alwaysReadyHttpInstances int
@@ -159,6 +162,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
         alwaysReady: alwaysReady
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

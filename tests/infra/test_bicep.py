@@ -135,6 +135,9 @@ def test_function_app_is_flex_consumption_python_311_with_scale_parameters(funct
     assert scale["instanceMemoryMB"] == "instanceMemoryMB"
     assert scale["maximumInstanceCount"] == "maximumInstanceCount"
     assert main_bicep["parameters"]["instanceMemoryMB"]["default"] == 2048
+    # Explicit, so Graph's bursts share instances (and queue writes) instead of one instance per request.
+    assert scale["triggers"]["http"]["perInstanceConcurrency"] == "httpPerInstanceConcurrency"
+    assert main_bicep["parameters"]["httpPerInstanceConcurrency"]["default"] == 16
     assert site["properties"]["httpsOnly"] is True
     assert site["properties"]["siteConfig"]["minTlsVersion"] == "1.2"
     assert site["properties"]["siteConfig"]["ftpsState"] == "Disabled"
