@@ -2,7 +2,9 @@
 
 As with ``func start``, ``local.settings.json`` ``Values`` are copied into the environment, and a
 variable already set in the environment wins. ``host.json`` gives the HTTP route prefix and the queue
-trigger settings; missing entries take the Functions runtime's defaults.
+trigger settings; missing entries take the Functions runtime's defaults. As on Azure, an app setting
+``AzureFunctionsJobHost__<path>`` (e.g. ``AzureFunctionsJobHost__extensions__queues__maxDequeueCount``)
+overrides the host.json value at that path.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class HostConfig:
     function_timeout: float | None = None
 
     @classmethod
-    def load(cls, path: Path) -> HostConfig:
+    def load(cls, path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> HostConfig:
         data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        apply_overrides(data, environ)
         extensions = data.get("extensions", {})
         prefix = extensions.get("http", {}).get("routePrefix", "api").strip("/")
         q = extensions.get("queues", {})
@@ -65,6 +68,26 @@ class HostConfig:
         )
         timeout = data.get("functionTimeout")
         return cls(prefix, queues, timespan_seconds(timeout, "functionTimeout") if timeout else None)
+
+
+OVERRIDE_PREFIX = "azurefunctionsjobhost__"
+
+
+def apply_overrides(data: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> None:
+    """Apply ``AzureFunctionsJobHost__a__b__c`` settings to host.json's ``a.b.c`` (names match without case,
+    as the runtime's configuration does)."""
+    for name, value in environ.items():
+        if not name.lower().startswith(OVERRIDE_PREFIX):
+            continue
+        *parents, leaf = name[len(OVERRIDE_PREFIX):].split("__")
+        node = data
+        for part in parents:
+            key = next((k for k in node if k.lower() == part.lower()), part)
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        key = next((k for k in node if k.lower() == leaf.lower()), leaf)
+        node[key] = value
 
 
 def apply_local_settings(path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Delivery through the local host (``python -m devhost``): the queue runtime retries, poisons and the
-HTTP routes are the host's, the functions are wired as in the project's function_app.py
-(tests/delivery/host_app)."""
+"""Delivery through the local host (``python -m devhost``) running the project's function_app.py: the
+queue runtime retries, poisons and the HTTP routes are the host's. Only the delivery functions consume
+queues here, and host.json is overridden through app settings (as on Azure) so a message reaches the
+poison queue after two quick attempts."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devhost.processes import free_port
+from devhost.processes import ROOT, free_port
 from shared import delivery
 from shared.deadletters import DeadLetters
 from shared.outbox import idempotency_key, outbox_row_key, payload_properties
@@ -24,18 +24,23 @@ from tests.delivery.conftest import CLINIC, add_event, add_flow, appointment
 from tests.delivery.receiver import SECRET
 from tests.hosting import HostProcess
 
-HOST_APP = Path(__file__).parent / "host_app"
+HOST_JSON_OVERRIDES = {
+    "AzureFunctionsJobHost__functionTimeout": "00:01:00",
+    "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.500",
+    "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:00",
+    "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "2",
+}
+NOT_DELIVERY = ("reconcile_mailbox", "subscription_tasks", "resync_mailboxes", "renew_subscriptions")
 
 
 @pytest.fixture
 def delivery_host(env, graph_env, sandbox, azurite, tmp_path: Path) -> Iterator[HostProcess]:
-    app_dir = tmp_path / "app"
-    shutil.copytree(HOST_APP, app_dir)
     port = free_port()
     settings = {**sample_settings(), "AzureWebJobsStorage": azurite.connection_string,
                 **sandbox_settings(sandbox), "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-                "DEVHOST_QUEUE_LEASE_SECONDS": "5"}
-    host = HostProcess(app_dir, port, env=settings, log_dir=tmp_path).start()
+                "DEVHOST_QUEUE_LEASE_SECONDS": "5", **HOST_JSON_OVERRIDES,
+                **{f"AzureWebJobs.{name}.Disabled": "true" for name in NOT_DELIVERY}}
+    host = HostProcess(ROOT, port, env=settings, log_dir=tmp_path).start()
     yield host
     host.kill()
 
