@@ -3,13 +3,15 @@
 Tables and queues answer when a cheap read succeeds. Graph answers when its endpoint returns any HTTP
 response (without a token that is a 401, which still proves it is reachable); checking Graph with a
 token would spend quota on every probe. Checks run concurrently, each bounded by
-HEALTH_TIMEOUT_SECONDS, so the probe itself never hangs.
+HEALTH_TIMEOUT_SECONDS, so the probe itself never hangs. The route is anonymous, so concurrent probes
+share one run of the checks: a flood of probes costs the dependencies one round, not one per probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict
 
@@ -67,11 +69,26 @@ async def _run(name: str, check: Callable[[], Awaitable[str]], limit_seconds: fl
     return {"name": name, "ok": ok, "durationMs": round((time.perf_counter() - started) * 1000), "detail": detail}
 
 
-async def check_dependencies() -> dict[str, Any]:
+async def _check_all() -> dict[str, Any]:
     timeout = get_settings().health_timeout_seconds
     results = await asyncio.gather(*(_run(name, check, timeout) for name, check in CHECKS.items()))
     healthy = all(r["ok"] for r in results)
     return {"status": "healthy" if healthy else "unhealthy", "dependencies": list(results)}
+
+
+_running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def check_dependencies() -> dict[str, Any]:
+    """The report; a probe arriving while a round of checks runs gets that round's result."""
+    loop = asyncio.get_running_loop()
+    current = _running.get(loop)
+    if current is None:
+        current = _running[loop] = asyncio.ensure_future(_check_all())
+        current.add_done_callback(lambda _: _running.pop(loop, None))
+    report = await asyncio.shield(current)
+    return {**report, "dependencies": [dict(d) for d in report["dependencies"]]}  # callers may add to it
 
 
 @endpoint

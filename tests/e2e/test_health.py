@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
@@ -12,7 +14,11 @@ from devhost.processes import Azurite, free_port
 
 
 class _Unauthorized(BaseHTTPRequestHandler):
+    requests = 0
+
     def do_GET(self) -> None:
+        type(self).requests += 1
+        time.sleep(0.2)  # a Graph that takes a moment, so probes overlap
         self.send_response(401)
         self.end_headers()
 
@@ -37,6 +43,19 @@ def test_healthy_when_every_dependency_answers(app_host_factory, graph_stub_url)
     assert body["status"] == "healthy"
     assert {d["name"]: d["ok"] for d in body["dependencies"]} == {"tables": True, "queues": True, "graph": True}
     assert "Executed 'Functions.health_check' (Succeeded" in host.log
+
+
+def test_concurrent_probes_share_one_round_of_checks(app_host_factory, graph_stub_url) -> None:
+    host = app_host_factory(GRAPH_BASE_URL=graph_stub_url).start()
+
+    async def probes() -> list[int]:
+        async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=50)) as client:
+            answers = await asyncio.gather(*(client.get(f"{host.url}/api/health") for _ in range(50)))
+        return [a.status_code for a in answers]
+
+    before = _Unauthorized.requests
+    assert asyncio.run(probes()) == [200] * 50
+    assert _Unauthorized.requests - before <= 5  # 50 without sharing
 
 
 def test_503_names_graph_when_it_does_not_answer(app_host_factory) -> None:
