@@ -132,3 +132,18 @@ async def test_storage_down_gives_503_and_nothing_is_lost_after_it_returns(app_h
         assert [m["changes"][0]["eventId"] for m in messages] == ["evt-during-outage"]
     finally:
         own.stop()
+
+
+@pytest.mark.slow
+async def test_a_batch_over_many_mailboxes_is_bundled_split_and_reconciled(live_app_host, sandbox) -> None:
+    # One Graph POST naming six mailboxes is one wave of six: it is stored as a bundle, and the host's
+    # reconcile worker splits it and reconciles every mailbox.
+    mailboxes = [f"branch{n}@contoso.test" for n in range(6)]
+    for mailbox in mailboxes:
+        sandbox.control("POST", "businesses", {"smtp": mailbox})
+    records = [await Subscriptions().ensure(m) for m in mailboxes]
+    batch = {"value": [item(r.subscription_id, r.client_state, f"evt-{n}", "created") for n, r in enumerate(records)]}
+    response = httpx.post(f"{live_app_host.url}/api/graph/notifications", json=batch)
+    assert response.status_code == 202
+    live_app_host.wait_for(lambda _: "split a bundle of change hints into 6 mailbox messages" in live_app_host.log)
+    live_app_host.wait_for(lambda _: all(f"reconcile {m}: " in live_app_host.log for m in mailboxes), timeout=60)
