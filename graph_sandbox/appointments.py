@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tzlocal.windows_tz import win_tz  # CLDR's Windows -> IANA table
+
 from .errors import GraphError
 from .state import ZERO_GUID, Business, graph_timestamp, outlook_id
 
@@ -59,7 +61,8 @@ def parse_dttz(value: Any, name: str) -> datetime:
         ) from exc
     if dt.tzinfo is None:
         try:
-            tz = UTC if tz_name.upper() == "UTC" else ZoneInfo(tz_name)
+            # Graph takes Windows zone ids ("Tokyo Standard Time") as well as IANA names.
+            tz = UTC if tz_name.upper() == "UTC" else ZoneInfo(win_tz.get(tz_name, tz_name))
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise GraphError(
                 400,

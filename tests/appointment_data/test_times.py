@@ -133,3 +133,16 @@ def test_every_windows_zone_resolves_to_its_iana_zone(name: str) -> None:
     wall = datetime(2026, 7, 1, 12, 0)
     got = parse_graph_datetime({"dateTime": wall.isoformat(), "timeZone": name})
     assert got == wall.replace(tzinfo=iana).astimezone(UTC)
+
+
+def test_the_windows_table_agrees_with_cldr() -> None:
+    # tzlocal (a dev dependency) carries CLDR's windowsZones table: an independent copy. Every Windows id
+    # in it must be in ours, mapped to a zone with the same offsets (ours may name a zone's other alias).
+    from tzlocal.windows_tz import win_tz
+
+    instants = [datetime(year, month, 15, 12, tzinfo=UTC) for year in range(2026, 2031) for month in (1, 4, 7, 10)]
+    missing = sorted(set(win_tz) - set(WINDOWS_TIME_ZONES))
+    differ = {name: (ours, win_tz[name]) for name, ours in WINDOWS_TIME_ZONES.items() if name in win_tz
+              and [i.astimezone(ZoneInfo(ours)).utcoffset() for i in instants]
+              != [i.astimezone(ZoneInfo(win_tz[name])).utcoffset() for i in instants]}
+    assert (missing, differ) == ([], {})

@@ -232,12 +232,13 @@ def test_create_get_update_delete_and_the_mirrored_event(graph: httpx.Client) ->
     assert graph.get(f"/users/{CLINIC}/events/{event['id']}").status_code == 404
 
 
-def test_times_in_other_zones_are_returned_in_utc(graph: httpx.Client) -> None:
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "Tokyo Standard Time"])  # IANA and Windows ids, as Graph
+def test_times_in_other_zones_are_returned_in_utc(graph: httpx.Client, zone: str) -> None:
     service = _service(graph, group=False)
     body = {
         "serviceId": service["id"],
-        "startDateTime": {"dateTime": "2031-03-03T09:00:00", "timeZone": "Asia/Tokyo"},
-        "endDateTime": {"dateTime": "2031-03-03T09:30:00", "timeZone": "Asia/Tokyo"},
+        "startDateTime": {"dateTime": "2031-03-03T09:00:00", "timeZone": zone},
+        "endDateTime": {"dateTime": "2031-03-03T09:30:00", "timeZone": zone},
     }
     created = graph.post(f"{B}/appointments", json=body).json()
     assert created["startDateTime"] == {"dateTime": "2031-03-03T00:00:00.0000000Z", "timeZone": "UTC"}
