@@ -4,6 +4,8 @@ A standard Python v2 programming-model app: ``func start`` and Azure run it unch
 project's local host (``python -m devhost``). Importing it must stay cheap (no Graph SDK here).
 """
 
+import gc
+
 import azure.functions as func
 
 from shared import (
@@ -119,3 +121,9 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=store.SUBSCRIPTION_TASKS_QUEUE, connection="AzureWebJobsStorage")
 async def subscription_tasks(msg: func.QueueMessage) -> None:
     await renewal.handle_message(msg)
+
+
+# What importing the app created (the Azure SDKs and everything else above: ~80,000 objects) lives as
+# long as the process. Frozen, it is left out of full garbage collections, which otherwise took ~40-50 ms
+# each and paused every request in flight (measured: every other notification burst was 50 ms slower).
+gc.freeze()
