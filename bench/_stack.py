@@ -17,6 +17,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,17 @@ def _cell(value: Any) -> str:
 
 def ms(seconds: float) -> float:
     return seconds * 1000
+
+
+def latency_rows(results: dict[str, list[Sample]], base: float, p99_over: float) -> list[list[Any]]:
+    """Table rows per scenario: requests, statuses, p50/p99 in ms, p50 / ``base``, p99 / ``p99_over``."""
+    rows = []
+    for name, samples in results.items():
+        seconds = [x.seconds for x in samples]
+        statuses = " ".join(f"{k}x{v}" for k, v in sorted(Counter(x.status for x in samples).items()))
+        p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
+        rows.append([name, len(samples), statuses, ms(p50), ms(p99), p50 / base, p99 / p99_over])
+    return rows
 
 
 # ---- bursts -------------------------------------------------------------------------------------------

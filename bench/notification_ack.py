@@ -30,7 +30,7 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from bench._stack import (
@@ -39,7 +39,7 @@ from bench._stack import (
     RawRequest,
     Sample,
     disabled,
-    ms,
+    latency_rows,
     percentile,
     print_table,
     raw_burst,
@@ -138,12 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             queued, bundles, changes = _drain_count(queue)
 
     base = percentile([x.seconds for x in results["baseline: validation handshake"]], 50)
-    rows = []
-    for name, samples in results.items():
-        seconds = [x.seconds for x in samples]
-        statuses = " ".join(f"{k}x{v}" for k, v in sorted(Counter(x.status for x in samples).items()))
-        p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
-        rows.append([name, len(samples), statuses, ms(p50), ms(p99), p50 / base, p99 / GRAPH_LIMIT_S])
+    rows = latency_rows(results, base, GRAPH_LIMIT_S)
     print(f"bursts of {args.posts} concurrent POSTs x {args.rounds} rounds; {args.items} items per POST over "
           f"{args.subscriptions_per_batch} subscriptions; local host (one process), Azurite in memory")
     print_table(["scenario", "requests", "statuses", "p50 ms", "p99 ms", "p50/base", "p99/3s"], rows)

@@ -38,7 +38,7 @@ from bench._stack import (
     burst_client,
     disabled,
     flow_body,
-    ms,
+    latency_rows,
     percentile,
     print_table,
     stack,
@@ -101,12 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         secret_logged = "bench-signature-not-for-logs" in host.log
 
     base = percentile([x.seconds for x in results["baseline: 401 (no token)"]], 50)
-    rows = []
-    for name, samples in results.items():
-        seconds = [x.seconds for x in samples]
-        statuses = " ".join(f"{k}x{v}" for k, v in sorted(Counter(x.status for x in samples).items()))
-        p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
-        rows.append([name, len(samples), statuses, ms(p50), ms(p99), p50 / base, p99 / base])
+    rows = latency_rows(results, base, base)
     print(f"{args.callers} concurrent callers per burst, {args.rounds} rounds; local host (one process), Azurite in "
           f"memory, Graph sandbox in its own process")
     print_table(["scenario", "requests", "statuses", "p50 ms", "p99 ms", "p50/base", "p99/base"], rows)

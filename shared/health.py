@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict
 
@@ -20,6 +19,7 @@ import httpx
 
 from shared.errors import error_body
 from shared.settings import get_settings
+from shared.single_flight import SingleFlight
 from shared.store import MAILBOX_TABLE, QUEUES, get_store
 from shared.telemetry import redact
 from shared.web import endpoint, json_response
@@ -76,19 +76,12 @@ async def _check_all() -> dict[str, Any]:
     return {"status": "healthy" if healthy else "unhealthy", "dependencies": list(results)}
 
 
-_running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]] = (
-    weakref.WeakKeyDictionary())
+_rounds: SingleFlight[dict[str, Any]] = SingleFlight()
 
 
 async def check_dependencies() -> dict[str, Any]:
     """The report; a probe arriving while a round of checks runs gets that round's result."""
-    loop = asyncio.get_running_loop()
-    current = _running.get(loop)
-    if current is None:
-        current = _running[loop] = asyncio.ensure_future(_check_all())
-        current.add_done_callback(lambda _: _running.pop(loop, None))
-    report = await asyncio.shield(current)
-    return {**report, "dependencies": [dict(d) for d in report["dependencies"]]}  # callers may add to it
+    return dict(await _rounds.run("checks", _check_all))  # a copy: the caller may add to it
 
 
 @endpoint

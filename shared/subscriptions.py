@@ -44,7 +44,6 @@ import logging
 import random
 import secrets
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +57,7 @@ from shared.errors import ApiError
 from shared.graph import Graph, GraphError, get_graph
 from shared.monitoring import track_event
 from shared.settings import get_settings
+from shared.single_flight import SingleFlight
 from shared.store import MAILBOX_TABLE, SUBSCRIPTION_TABLE, get_store
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,9 @@ class SubscriptionRecord:
 INDEX_CACHE_SECONDS = 300
 INDEX_CACHE_SIZE = 20_000
 _index_cache: dict[str, tuple[IndexEntry, float]] = {}
-# Reads in flight, per event loop: a burst right after start-up names the same few subscriptions in every
-# request, and all of them would miss the cache at once; concurrent lookups of one id share one read.
-_index_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[IndexEntry | None]]] = (
-    weakref.WeakKeyDictionary())
+# A burst right after start-up names the same few subscriptions in every request, and all of them would
+# miss the cache at once: concurrent lookups of one id share one read.
+_index_reads: SingleFlight[IndexEntry | None] = SingleFlight()
 
 
 def forget_cached(subscription_id: str) -> None:
@@ -178,13 +177,7 @@ class Subscriptions:
         cached = self.cached(subscription_id)
         if cached is not None:
             return cached
-        reads = _index_reads.setdefault(asyncio.get_running_loop(), {})
-        read = reads.get(subscription_id)
-        if read is None:
-            read = reads[subscription_id] = asyncio.ensure_future(self._read_index(subscription_id))
-            read.add_done_callback(lambda _: reads.pop(subscription_id, None))
-        # Shielded: one waiter's cancellation (its client went away) must not fail the others' read.
-        return await asyncio.shield(read)
+        return await _index_reads.run(subscription_id, lambda: self._read_index(subscription_id))
 
     async def _read_index(self, subscription_id: str) -> IndexEntry | None:
         try:
