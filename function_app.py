@@ -2,28 +2,24 @@
 
 A standard Python v2 programming-model app: ``func start`` and Azure run it unchanged, and so does the
 project's local host (``python -m devhost``). Importing it must stay cheap (no Graph SDK here).
+HTTP functions live in ``shared.endpoints``, queue and timer functions in ``shared.workers``
+(``docs/architecture.md`` has the map).
 """
 
 import gc
 
 import azure.functions as func
 
-from shared import (
-    cancellation,
-    deadletter_api,
-    delivery,
-    health,
-    lifecycle,
-    notifications,
-    reconcile,
-    registration_api,
-    renewal,
-    store,
-)
-from shared.monitoring import configure_monitoring
-from shared.settings import get_settings
-from shared.telemetry import configure_logging
-from shared.web import new_correlation_id
+from shared.adapters.logs import configure_logging
+from shared.adapters.monitoring import configure_monitoring
+from shared.adapters.settings import get_settings
+from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE, poison_queue
+from shared.endpoints import cancellation, health
+from shared.endpoints import dead_letters as dead_letter_api
+from shared.endpoints import flow_webhooks as webhook_api
+from shared.endpoints import graph_lifecycle as lifecycle_api
+from shared.endpoints import graph_notifications as notification_api
+from shared.workers import delivery, outbox_sweep, reconcile, renewal, resync
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -39,31 +35,31 @@ async def health_check(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # The connector's API: anonymous at the Functions level, every call authenticated by its Entra bearer token
-# in shared.auth (Power Automate signs in with the user's token, not a function key).
-@app.route(route=registration_api.WEBHOOK_ROUTE, methods=["POST", "DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+# in shared.adapters.auth (Power Automate signs in with the user's token, not a function key).
+@app.route(route=webhook_api.WEBHOOK_ROUTE, methods=["POST", "DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
 async def flow_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    return await registration_api.webhook(req)
+    return await webhook_api.webhook(req)
 
 
-@app.route(route=registration_api.WEBHOOKS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=webhook_api.WEBHOOKS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def flow_webhooks(req: func.HttpRequest) -> func.HttpResponse:
-    return await registration_api.list_webhooks(req)
+    return await webhook_api.list_webhooks(req)
 
 
-@app.route(route=registration_api.BUSINESSES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=webhook_api.BUSINESSES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def businesses_as_admin(req: func.HttpRequest) -> func.HttpResponse:
-    return await registration_api.businesses_as_admin(req)
+    return await webhook_api.businesses_as_admin(req)
 
 
 # Graph cannot sign in: anonymous, authenticated per item by the subscription's clientState.
 @app.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
-    return await notifications.handle(req)
+    return await notification_api.handle(req)
 
 
 @app.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
-    return await lifecycle.handle(req)
+    return await lifecycle_api.handle(req)
 
 
 @app.route(route=cancellation.ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -71,56 +67,55 @@ async def cancel_appointment(req: func.HttpRequest) -> func.HttpResponse:
     return await cancellation.handle(req)
 
 
-@app.queue_trigger(arg_name="msg", queue_name=store.MAILBOX_CHANGES_QUEUE, connection="AzureWebJobsStorage")
+@app.route(route=dead_letter_api.DEADLETTERS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dead_letters(req: func.HttpRequest) -> func.HttpResponse:
+    return await dead_letter_api.list_dead_letters(req)
+
+
+@app.route(route=dead_letter_api.DEADLETTER_REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dead_letter_replay(req: func.HttpRequest) -> func.HttpResponse:
+    return await dead_letter_api.replay_dead_letter(req)
+
+
+@app.route(route=dead_letter_api.DEADLETTERS_REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dead_letters_replay(req: func.HttpRequest) -> func.HttpResponse:
+    return await dead_letter_api.replay_dead_letters(req)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=MAILBOX_CHANGES_QUEUE, connection="AzureWebJobsStorage")
 async def reconcile_mailbox(msg: func.QueueMessage) -> None:
     await reconcile.handle_message(msg)
 
 
-@app.queue_trigger(arg_name="msg", queue_name=store.DELIVERIES_QUEUE, connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="msg", queue_name=DELIVERIES_QUEUE, connection="AzureWebJobsStorage")
 async def deliveries(msg: func.QueueMessage) -> None:
     await delivery.deliver(msg)
 
 
 # The runtime moves a delivery that failed maxDequeueCount times here; it becomes a dead letter.
-@app.queue_trigger(arg_name="msg", queue_name=store.poison_queue(store.DELIVERIES_QUEUE),
-                   connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="msg", queue_name=poison_queue(DELIVERIES_QUEUE), connection="AzureWebJobsStorage")
 async def deliveries_poison(msg: func.QueueMessage) -> None:
     await delivery.handle_poison(msg)
 
 
+@app.queue_trigger(arg_name="msg", queue_name=SUBSCRIPTION_TASKS_QUEUE, connection="AzureWebJobsStorage")
+async def subscription_tasks(msg: func.QueueMessage) -> None:
+    await renewal.handle_message(msg)
+
+
 @app.timer_trigger(schedule="%OUTBOX_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def sweep_outbox(timer: func.TimerRequest) -> None:
-    await delivery.sweep_outbox(correlation_id=new_correlation_id())
-
-
-@app.route(route=deadletter_api.DEADLETTERS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def dead_letters(req: func.HttpRequest) -> func.HttpResponse:
-    return await deadletter_api.list_dead_letters(req)
-
-
-@app.route(route=deadletter_api.DEADLETTER_REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def dead_letter_replay(req: func.HttpRequest) -> func.HttpResponse:
-    return await deadletter_api.replay_dead_letter(req)
-
-
-@app.route(route=deadletter_api.DEADLETTERS_REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def dead_letters_replay(req: func.HttpRequest) -> func.HttpResponse:
-    return await deadletter_api.replay_dead_letters(req)
+    await outbox_sweep.sweep_outbox()
 
 
 @app.timer_trigger(schedule="%RESYNC_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def resync_mailboxes(timer: func.TimerRequest) -> None:
-    await reconcile.resync_all(correlation_id=new_correlation_id())
+    await resync.resync_all()
 
 
 @app.timer_trigger(schedule="%RENEWAL_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def renew_subscriptions(timer: func.TimerRequest) -> None:
-    await renewal.sweep(correlation_id=new_correlation_id())
-
-
-@app.queue_trigger(arg_name="msg", queue_name=store.SUBSCRIPTION_TASKS_QUEUE, connection="AzureWebJobsStorage")
-async def subscription_tasks(msg: func.QueueMessage) -> None:
-    await renewal.handle_message(msg)
+    await renewal.sweep()
 
 
 # What importing the app created (the Azure SDKs and everything else above: ~80,000 objects) lives as

@@ -310,7 +310,7 @@ class Stack:
 
     def use_in_process(self, **overrides: str) -> None:
         """Point this process's own app code (``shared``) at the stack, e.g. to run the renewal sweep."""
-        from shared.settings import reset_settings_cache
+        from shared.adapters.settings import reset_settings_cache
 
         os.environ.update(self.app_settings(**overrides))
         reset_settings_cache()

@@ -1,6 +1,6 @@
 """Delivery throughput: the delivery worker against a bare httpx POST loop, to the same local receiver.
 
-The worker (``shared.delivery.deliver``) is invoked directly on delivery messages, ``--concurrency`` at a
+The worker (``shared.workers.delivery.deliver``) is invoked directly on delivery messages, ``--concurrency`` at a
 time (the host's queue batch size is 16): each delivery reads the outbox row and the flow row from Azurite,
 POSTs through the guarded client, and writes the flow's health (ETag-guarded read + merge). The baseline
 POSTs the same payload with the same concurrency and nothing else. Both talk to one in-process receiver
@@ -25,9 +25,11 @@ from devhost.processes import Azurite
 
 
 async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, float]:
-    from shared import delivery
-    from shared.outbox import idempotency_key
-    from shared.store import get_store
+    from shared.adapters import callback_client
+    from shared.adapters.storage import get_store
+    from shared.messages import deliveries as delivery_messages
+    from shared.messages.deliveries import idempotency_key
+    from shared.workers import delivery
     from tests.delivery.conftest import add_event, add_flow, appointment
 
     await get_store().create_all()
@@ -38,7 +40,7 @@ async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, fl
     for mailbox in mailboxes:
         for number in range(per_flow_events):
             event = await add_event(number=number, mailbox=mailbox)
-            messages += [delivery.new_message(mailbox, event, f.webhook_id, "bench") for f in flows[mailbox]]
+            messages += [delivery_messages.new_message(mailbox, event, f.webhook_id) for f in flows[mailbox]]
     limit = asyncio.Semaphore(concurrency)
 
     async def worker(message: dict[str, Any]) -> None:
@@ -63,7 +65,7 @@ async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, fl
         started = time.perf_counter()
         await asyncio.gather(*(bare(m) for m in messages))
         bare_seconds = time.perf_counter() - started
-    await delivery.close_client()
+    await callback_client.close_client()
     await get_store().close()
     return {"count": len(messages), "worker_s": worker_seconds, "bare_s": bare_seconds}
 

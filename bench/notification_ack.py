@@ -68,7 +68,7 @@ def seed_index(connection_string: str, count: int) -> list[dict[str, str]]:
     """Index rows as registrations leave them: subscription id -> mailbox + clientState."""
     from azure.data.tables import TableClient
 
-    from shared.store import SUBSCRIPTION_TABLE
+    from shared.adapters.storage import SUBSCRIPTION_TABLE
 
     subs = [{"id": str(uuid.uuid4()), "mailbox": f"bench{i}@contoso.test", "clientState": secrets.token_urlsafe(48)}
             for i in range(count)]
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     with stack(with_sandbox=False) as s:
         from azure.storage.queue import QueueClient
 
-        from shared.store import MAILBOX_CHANGES_QUEUE
+        from shared.adapters.storage import MAILBOX_CHANGES_QUEUE
 
         subs = seed_index(s.connection_string, args.subscriptions)
         # The reconcile worker (and everything else that is not HTTP) off: the messages stay for counting.

@@ -11,9 +11,9 @@ registration leaves behind are written to Azurite: per mailbox the ``subscriptio
 expiring within the renewal window) and the ``quota`` row (FlowCount 1), plus the ``subscriptions`` index
 row. Then the sandbox's write limit is switched on and the sweep runs.
 
-What runs: ``shared.renewal.sweep`` — the renewal timer's body — is called in this process (the local host
+What runs: ``shared.workers.renewal.sweep`` — the renewal timer's body — is called in this process (the local host
 cannot fire a timer on demand); it enqueues a ``renew`` task per subscription on ``subscription-tasks``,
-up to ``shared.renewal.TASKS_PER_MESSAGE`` per queue message, paced by ``SUBSCRIPTION_WRITES_PER_SECOND``
+up to ``shared.workers.renewal.TASKS_PER_MESSAGE`` per queue message, paced by ``SUBSCRIPTION_WRITES_PER_SECOND``
 through visibility delays and the worker's write pacer. The tasks are run by the **local
 host's queue trigger** (``python -m devhost``, ``subscription_tasks`` function, host.json batch settings),
 every other function switched off. Each rate in ``--rates`` gets fresh subscriptions; runs are 20 s apart
@@ -45,9 +45,9 @@ def seed(s: Stack, sandbox: SandboxProcess, host_url: str, prefix: str, count: i
     """N mailboxes with an active subscription expiring in 12 h (inside the default 24 h renewal window)."""
     from azure.data.tables import TableClient
 
-    from shared.registrations import QUOTA_ROW
-    from shared.store import MAILBOX_TABLE, SUBSCRIPTION_TABLE
-    from shared.subscriptions import SUBSCRIPTION_ROW
+    from shared.adapters.storage import MAILBOX_TABLE, SUBSCRIPTION_TABLE
+    from shared.records.flows import QUOTA_ROW
+    from shared.records.subscription_rows import SUBSCRIPTION_ROW
 
     expires = datetime.now(UTC) + timedelta(hours=12)
     rows: list[dict[str, Any]] = []
@@ -85,8 +85,8 @@ def _when(stamp: str) -> datetime:
 
 
 def run(s: Stack, sandbox: SandboxProcess, host: Any, count: int, rate: int, prefix: str) -> dict[str, Any]:
-    from shared import renewal
-    from shared.store import SUBSCRIPTION_TASKS_QUEUE, get_store, poison_queue
+    from shared.adapters.storage import SUBSCRIPTION_TASKS_QUEUE, get_store, poison_queue
+    from shared.workers import renewal
 
     started_seed = time.perf_counter()
     seed(s, sandbox, host.url, prefix, count)
@@ -98,7 +98,7 @@ def run(s: Stack, sandbox: SandboxProcess, host: Any, count: int, rate: int, pre
 
     async def sweep() -> tuple[float, int]:
         began = time.perf_counter()
-        report = await renewal.sweep(correlation_id=f"bench-{prefix}")
+        report = await renewal.sweep()
         enqueue_seconds = time.perf_counter() - began
         await get_store().close()
         return enqueue_seconds, report.renewals

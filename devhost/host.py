@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         # The app's SettingsError names the bad setting; print it plainly, not as a traceback.
         log.critical("The app could not be loaded: %s: %s", type(exc).__name__, exc)
         return 1
-    from shared.telemetry import configure_logging
+    from shared.adapters.logs import configure_logging
 
     configure_logging()
     asyncio.run(serve(functions, config, args.host, port))

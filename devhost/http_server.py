@@ -2,9 +2,10 @@
 
 An ASGI application (run by uvicorn) that matches the path against every HTTP function's route
 template, checks the method and the auth level, builds ``func.HttpRequest`` and turns the returned
-``func.HttpResponse`` into the answer. Answers the host itself gives (no route, wrong method, missing
-key, body too large, a function that raised) follow the app's JSON error shape, so clients see one
-contract locally and on Azure.
+``func.HttpResponse`` into the answer. A request no function route takes (no such path, or a method the
+function does not accept) and one without a valid key get the runtime's own bare answers, 404 and 401
+with an empty body, never the app's JSON errors (see ``_host_answer``). Body too large and a function
+that raised still answer with the app's JSON error shape.
 """
 
 from __future__ import annotations
@@ -20,9 +21,24 @@ import azure.functions as func
 
 from devhost.config import Keys
 from devhost.functions import HttpFunction, invoke
-from shared.errors import CATALOGUE, error_body
+from shared.contracts.errors import CATALOGUE, error_body
 
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions runtime's request size limit
+
+# What the Functions host (v4) answers by itself, before any function code runs, checked against its sources:
+# - Each HTTP function is mapped as an ASP.NET route whose constraints include the function's methods
+#   (HttpMethodRouteConstraint in azure-functions-host src/WebJobs.Script.WebHost/
+#   WebScriptHostHttpRoutesManager.cs). A path no route matches, and a path whose only matching routes
+#   exclude the method, both fall through to ASP.NET's 404 with an empty body: "HTTP/1.1 404 Not Found,
+#   Content-Length: 0" for DELETE on a get/post route (Azure/azure-functions-host#10098, 2024, still open:
+#   asks for 405); HEAD on a GET-only route is a 404 from the routing layer (Azure/azure-functions-host#11625,
+#   2026). No v4 source found answers 405, so wrong method is 404 here, without an Allow header.
+# - A matched function whose key is missing or wrong gets `return new UnauthorizedResult()` (401, no body)
+#   from FunctionInvocationMiddleware.GetResultAsync (src/WebJobs.Script.WebHost/Middleware/
+#   FunctionInvocationMiddleware.cs), after routing and before the function is invoked; App Insights logs
+#   it as "Executing StatusCodeResult, setting HTTP status code 401" (Azure/azure-functions-dotnet-worker#1249).
+NOT_FOUND = 404
+UNAUTHORIZED = 401
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -51,16 +67,12 @@ class HttpHost:
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0]
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
 
-        function, route_params, allowed = self._route(method, path)
+        function, route_params = self._route(method, path)
         if function is None:
-            if allowed:
-                await _error(send, "MethodNotAllowed", language, {"Allow": ", ".join(sorted(allowed))},
-                             method=method, path=path, allowed=", ".join(sorted(allowed)))
-            else:
-                await _error(send, "NotFound", language, path=path)
+            await _host_answer(send, NOT_FOUND)
             return
         if not self._authorized(function, headers, params):
-            await _error(send, "FunctionKeyRequired", language)
+            await _host_answer(send, UNAUTHORIZED)
             return
         body = await _read_body(receive, headers)
         if body is None:
@@ -85,20 +97,20 @@ class HttpHost:
             return
         await _send(send, response.status_code, _response_headers(response), response.get_body())
 
-    def _route(self, method: str, path: str) -> tuple[HttpFunction | None, dict[str, str], set[str]]:
+    def _route(self, method: str, path: str) -> tuple[HttpFunction | None, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
         if [p.lower() for p in parts[: len(self.prefix)]] != [p.lower() for p in self.prefix]:
-            return None, {}, set()
+            return None, {}
         rest = "/".join(parts[len(self.prefix):])
-        allowed: set[str] = set()
         for function in self.functions:
-            values = function.template.match(rest)
-            if values is None:
+            # The method is one of the route's constraints, as on Azure: a route that matches the path but
+            # not the method is skipped like one that does not match at all.
+            if function.methods is not None and method not in function.methods:
                 continue
-            if function.methods is None or method in function.methods:
-                return function, values, set()
-            allowed |= function.methods
-        return None, {}, allowed
+            values = function.template.match(rest)
+            if values is not None:
+                return function, values
+        return None, {}
 
     def _authorized(self, function: HttpFunction, headers: dict[str, str], params: dict[str, str]) -> bool:
         if function.auth_level == "anonymous":
@@ -150,6 +162,11 @@ async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: b
     encoded.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": encoded})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _host_answer(send: Send, status: int) -> None:
+    """The runtime's bare answer: the status, no body, no content type, no correlation id."""
+    await _send(send, status, [], b"")
 
 
 async def _error(send: Send, code: str, language: str | None, headers: dict[str, str] | None = None,

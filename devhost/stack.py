@@ -29,8 +29,8 @@ def _port(name: str, default: int) -> int:
 
 
 async def _create_storage() -> None:
-    from shared.settings import get_settings
-    from shared.store import open_store
+    from shared.adapters.settings import get_settings
+    from shared.adapters.storage import open_store
 
     store = open_store(get_settings().storage)
     try:

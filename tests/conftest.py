@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devhost.processes import ROOT, Azurite, free_port
-from shared.settings import reset_settings_cache
+from shared.adapters.settings import reset_settings_cache
 from tests.hosting import HostProcess
 
 
@@ -51,7 +51,7 @@ def create_app_storage(connection_string: str) -> None:
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared.store import QUEUES, TABLES, poison_queue
+    from shared.adapters.storage import QUEUES, TABLES, poison_queue
 
     tables = TableServiceClient.from_connection_string(connection_string)
     for name in TABLES:
@@ -121,7 +121,7 @@ def clean_app_storage(connection_string: str) -> None:
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
-    from shared.store import QUEUES, TABLES, poison_queue
+    from shared.adapters.storage import QUEUES, TABLES, poison_queue
 
     create_app_storage(connection_string)
     tables = TableServiceClient.from_connection_string(connection_string)

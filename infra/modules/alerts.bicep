@@ -1,4 +1,4 @@
-// Alert rules for admins, over the app's telemetry events (shared/events.py) in Application Insights.
+// Alert rules for admins, over the app's telemetry events (shared/contracts/events.py) in Application Insights.
 // Queries live in infra/queries/*.kql; each rule counts the rows its query returns in its window.
 
 param namePrefix string

@@ -5,7 +5,7 @@
 // Application Insights by Entra auth (APPLICATIONINSIGHTS_AUTHENTICATION_STRING). No key, connection
 // string with a key, or client secret is set: GRAPH_CLIENT_SECRET is deliberately absent.
 //
-// `appSettings` below names every setting of shared/settings.py SPECS; tests/infra checks that. They are
+// `appSettings` below names every setting of shared/adapters/settings.py SPECS; tests/infra checks that. They are
 // set as siteConfig.appSettings of the site (not a separate sites/config resource, which checkov mistakes
 // for the site's web configuration).
 // Flex Consumption rejects FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION and
@@ -37,7 +37,7 @@ param alwaysReadyHttpInstances int
 @description('Spread the plan over availability zones (only in regions that offer it for Flex Consumption).')
 param zoneRedundant bool
 
-// Application settings (see shared/settings.py for what each one does).
+// Application settings (see shared/adapters/settings.py for what each one does).
 param apiAudience string
 param graphEndpoint string
 param entraAuthority string
@@ -63,7 +63,7 @@ var appSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
 
-  // The app's own settings (shared/settings.py SPECS).
+  // The app's own settings (shared/adapters/settings.py SPECS).
   ENTRA_TENANT_ID: tenantId
   GRAPH_BASE_URL: '${graphEndpoint}/v1.0'
   GRAPH_CREDENTIAL: 'managedidentity'

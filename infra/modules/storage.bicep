@@ -1,8 +1,8 @@
 // Storage for the Functions runtime (deployment package, timers' leases) and for the app's own state:
-// every table and queue of shared/store.py, created here because on Azure the app never creates them.
+// every table and queue of shared/adapters/storage.py, created here because on Azure the app never creates them.
 // Keys are off (allowSharedKeyAccess: false): the app and the runtime use their managed identity.
 //
-// Keep tableNames and queueNames in step with shared/store.py (TABLES, QUEUES, poison_queue());
+// Keep tableNames and queueNames in step with shared/adapters/storage.py (TABLES, QUEUES, poison_queue());
 // tests/infra checks it, and says what is missing.
 
 param name string

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared import appointment_data as ad
-from shared.appointment_data import to_appointment_data
+from shared.contracts import appointment_data as ad
+from shared.contracts.appointment_data import to_appointment_data
 
 from .conftest import STRICT, assert_valid, load_swagger
 from .graph_shapes import (

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from graph_sandbox.testing import SandboxServer
-from shared.appointment_data import to_appointment_data
+from shared.contracts.appointment_data import to_appointment_data
 
 from .conftest import assert_valid
 

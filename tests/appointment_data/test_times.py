@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.appointment_data import (
+from shared.contracts.appointment_data import (
     WINDOWS_TIME_ZONES,
     parse_graph_datetime,
     parse_iso_duration,

@@ -13,11 +13,16 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared import delivery
-from shared.outbox import TRIGGER_OF_CHANGE, DeliveryMessage, event_id, outbox_row_key, payload_properties
-from shared.registrations import Flow, FlowRegistry
-from shared.settings import reset_settings_cache
-from shared.store import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
+from shared.adapters import callback_client
+from shared.adapters.monitoring import telemetry_context
+from shared.adapters.settings import reset_settings_cache
+from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
+from shared.messages import deliveries
+from shared.messages.deliveries import DeliveryMessage
+from shared.records.flows import Flow, FlowRegistry
+from shared.records.outbox import TRIGGER_OF_CHANGE, event_id, outbox_row_key, payload_properties
+from shared.workers import delivery
+from shared.workers.fan_out import fan_out as fan_out_worker
 from tests.conftest import clean_app_storage, create_app_storage
 from tests.delivery.receiver import Receiver
 
@@ -45,7 +50,7 @@ async def env(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyP
     clean_app_storage(azurite.connection_string)
     monkeypatch.setattr(delivery, "BACKOFF_BASE_SECONDS", 0.0)
     yield app_env
-    await delivery.close_client()
+    await callback_client.close_client()
     await get_store().close()
 
 
@@ -108,3 +113,16 @@ async def run_worker(until: Callable[[], bool], timeout: float = 10.0) -> int:
         if not got:
             await asyncio.sleep(0.05)
     return runs
+
+
+async def fan_out(mailbox: str, event_ids: list[str], correlation_id: str = "") -> int:
+    """``shared.workers.fan_out.fan_out`` as the reconcile calls it, inside a message's correlation id."""
+    with telemetry_context(correlationId=correlation_id or None):
+        return await fan_out_worker(mailbox, event_ids)
+
+
+def new_message(mailbox: str, event: str, flow_id: str, correlation_id: str,
+                first_attempt_at: datetime | None = None) -> DeliveryMessage:
+    """A first delivery attempt, made in ``correlation_id``."""
+    with telemetry_context(correlationId=correlation_id):
+        return deliveries.new_message(mailbox, event, flow_id, first_attempt_at)

@@ -9,16 +9,19 @@ from email.utils import format_datetime
 
 import pytest
 
-from shared import delivery
+from shared.adapters import callback_client
+from shared.messages import deliveries
+from shared.workers import delivery
+from tests.delivery.conftest import new_message
 
 
 def test_retry_after_in_seconds_and_as_http_date() -> None:
     now = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
-    assert delivery.retry_after_seconds("120", now) == 120
-    assert delivery.retry_after_seconds(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90
-    assert delivery.retry_after_seconds(format_datetime(now - timedelta(hours=1), usegmt=True), now) == 0
+    assert callback_client.retry_after_seconds("120", now) == 120
+    assert callback_client.retry_after_seconds(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90
+    assert callback_client.retry_after_seconds(format_datetime(now - timedelta(hours=1), usegmt=True), now) == 0
     for unreadable in (None, "", "soon", "-5", "1.5"):
-        assert delivery.retry_after_seconds(unreadable, now) is None
+        assert callback_client.retry_after_seconds(unreadable, now) is None
 
 
 def test_retry_after_is_capped() -> None:
@@ -38,11 +41,11 @@ def test_backoff_is_full_jitter_under_an_exponential_ceiling_and_a_cap() -> None
 
 
 def test_message_round_trip_and_rejects() -> None:
-    message = delivery.new_message("Clinic@Contoso.test", "e1", "f1", "c1")
-    parsed = delivery.parse_message(json.dumps(message).encode())
+    message = new_message("Clinic@Contoso.test", "e1", "f1", "c1")
+    parsed = deliveries.parse_message(json.dumps(message).encode())
     assert parsed == {**message, "mailbox": "clinic@contoso.test"}
     for bad in (b"[]", b"{}", b"nope", json.dumps({**message, "attempt": -1}).encode(),
                 json.dumps({**message, "attempt": True}).encode(),
                 json.dumps({**message, "firstAttemptAt": "yesterday"}).encode()):
         with pytest.raises(ValueError):
-            delivery.parse_message(bad)
+            deliveries.parse_message(bad)

@@ -16,13 +16,27 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared import deadletter_api, delivery, events
-from shared.deadletters import DeadLetters, public_id
-from shared.outbox import outbox_row_key
-from shared.registrations import FlowRegistry
-from shared.store import MAILBOX_TABLE, get_store
-from shared.subscriptions import Subscriptions
-from tests.delivery.conftest import CLINIC, add_event, add_flow, queue_message, queued, run_worker, set_env
+from shared.adapters import callback_client
+from shared.adapters.monitoring import telemetry_context
+from shared.adapters.storage import MAILBOX_TABLE, get_store
+from shared.contracts import events
+from shared.endpoints import dead_letters as deadletter_api
+from shared.records.dead_letters import DeadLetters, public_id
+from shared.records.flows import FlowRegistry
+from shared.records.outbox import outbox_row_key
+from shared.services.subscriptions import Subscriptions
+from shared.workers import delivery, outbox_sweep
+from tests.delivery.conftest import (
+    CLINIC,
+    add_event,
+    add_flow,
+    fan_out,
+    new_message,
+    queue_message,
+    queued,
+    run_worker,
+    set_env,
+)
 from tests.delivery.receiver import SECRET, Reply
 from tests.delivery.test_delivery import events_named
 
@@ -84,7 +98,7 @@ async def test_410_unregisters_the_flow_and_releases_the_subscription_with_the_l
     await Subscriptions().ensure(CLINIC)
     assert len(sandbox_subscriptions(sandbox)) == 1
     receiver.plan("deleted", 410)
-    await delivery.fan_out(CLINIC, [await add_event("Created")], "cid")
+    await fan_out(CLINIC, [await add_event("Created")], "cid")
     await run_worker(lambda: len(receiver.requests("deleted")) == 1)
     registry = FlowRegistry(table(), 5)
     assert [f.webhook_id for f in await registry.list_flows(CLINIC)] == [stays.webhook_id]
@@ -94,7 +108,7 @@ async def test_410_unregisters_the_flow_and_releases_the_subscription_with_the_l
     assert (gone.reason, gone.flowId, gone.flowCount) == ("gone", deleted.webhook_id, 1)
 
     receiver.plan("stays", 404)
-    await delivery.fan_out(CLINIC, [await add_event("Updated")], "cid")
+    await fan_out(CLINIC, [await add_event("Updated")], "cid")
     await run_worker(lambda: len(receiver.requests("stays")) == 1)
     assert await registry.list_flows(CLINIC) == [] and await registry.flow_count(CLINIC) == 0
     assert sandbox_subscriptions(sandbox) == []  # the last flow took the subscription with it
@@ -109,7 +123,7 @@ async def test_a_poison_message_becomes_a_dead_letter(env, receiver, caplog) -> 
     flow = await add_flow(receiver.url("p"))
     event = await add_event("Created", number=4)
     started = datetime.now(UTC) - timedelta(minutes=3)
-    message = {**delivery.new_message(CLINIC, event, flow.webhook_id, "cid-poison", started), "attempt": 2}
+    message = {**new_message(CLINIC, event, flow.webhook_id, "cid-poison", started), "attempt": 2}
     await delivery.handle_poison(queue_message(message, dequeue_count=5))
     (letter,) = await letters()
     assert (letter.reason, letter.last_error_code, letter.last_status) == ("poison", "PoisonMessage", 0)
@@ -125,7 +139,7 @@ async def test_a_worker_that_keeps_failing_ends_in_poison_then_dead_letter(env, 
     flow = await add_flow(receiver.url("corrupt"))
     event = await add_event()
     await table().update_entity({"PartitionKey": CLINIC, "RowKey": outbox_row_key(event), "Payload0": "{broken"})
-    message = queue_message(delivery.new_message(CLINIC, event, flow.webhook_id, "c"))
+    message = queue_message(new_message(CLINIC, event, flow.webhook_id, "c"))
     with pytest.raises(ValueError):
         await delivery.deliver(message)
     await delivery.handle_poison(message)
@@ -139,7 +153,7 @@ async def _two_dead_letters(receiver) -> tuple[Any, list[str]]:
     flow = await add_flow(receiver.url("strict"))
     receiver.plan("strict", 400, Reply(403, body="forbidden: " + receiver.url("strict")))
     events_ = [await add_event(number=1), await add_event(number=2)]
-    await delivery.fan_out(CLINIC, events_, "cid")
+    await fan_out(CLINIC, events_, "cid")
     await run_worker(lambda: len(receiver.requests("strict")) == 2)
     assert len(await letters()) == 2
     return flow, events_
@@ -225,43 +239,44 @@ async def test_replay_of_a_removed_flow_discards_it(sandboxed, sandbox, receiver
 async def test_sweep_fans_out_pending_rows_left_by_a_crash(env, receiver) -> None:
     await add_flow(receiver.url("s"))
     stale = await add_event(number=1)  # committed, never fanned out
-    report = await delivery.sweep_outbox("cid-sweep")  # younger than a minute: left to the reconcile
-    assert report.fanned_out == 0 and await queued() == []
-    report = await delivery.sweep_outbox("cid-sweep", older_than=timedelta(0))
+    with telemetry_context(correlationId="cid-sweep"):  # the timer's run
+        report = await outbox_sweep.sweep_outbox()  # younger than a minute: left to the reconcile
+        assert report.fanned_out == 0 and await queued() == []
+        report = await outbox_sweep.sweep_outbox(older_than=timedelta(0))
     assert (report.fanned_out, report.messages) == (1, 1)
     (message,) = await queued()
     assert message["eventId"] == stale and message["correlationId"] == "cid-sweep"
-    assert (await delivery.sweep_outbox("cid", older_than=timedelta(0))).fanned_out == 0
+    assert (await outbox_sweep.sweep_outbox(older_than=timedelta(0))).fanned_out == 0
 
 
 async def test_sweep_prunes_settled_rows_but_keeps_those_with_dead_letters(env, receiver) -> None:
     flow = await add_flow(receiver.url("prune"))
     receiver.plan("prune", 200, 400)
     old_ok, old_dead, recent = (await add_event(number=1), await add_event(number=2), await add_event(number=3))
-    await delivery.fan_out(CLINIC, [old_ok, old_dead, recent], "cid")
+    await fan_out(CLINIC, [old_ok, old_dead, recent], "cid")
     await run_worker(lambda: len(receiver.requests("prune")) == 3)
     assert [d.event_id for d in await letters()] == [old_dead]
-    long_ago = datetime.now(UTC) - delivery.retention() - timedelta(minutes=5)
+    long_ago = datetime.now(UTC) - outbox_sweep.retention() - timedelta(minutes=5)
     for event in (old_ok, old_dead):
         await table().update_entity({"PartitionKey": CLINIC, "RowKey": outbox_row_key(event),
                                      "LastEnqueuedAt": long_ago})
-    report = await delivery.sweep_outbox("cid")
+    report = await outbox_sweep.sweep_outbox()
     assert (report.pruned, report.kept_for_dead_letters) == (1, 1)
     remaining = {row["EventId"] async for row in table().query_entities(
         "PartitionKey eq @pk and RowKey ge 'outbox:' and RowKey lt 'outbox;'", parameters={"pk": CLINIC})}
     assert remaining == {old_dead, recent}
     # The kept event can still be replayed (its payload is there), which restarts its retention.
     letter = (await letters())[0]
-    outcome = await deadletter_api.replay(letter, FlowRegistry(table(), 5), DeadLetters(table()), "cid")
-    assert outcome == "replayed" and (await delivery.sweep_outbox("cid")).pruned == 0
+    outcome = await deadletter_api.replay(letter, FlowRegistry(table(), 5), DeadLetters(table()))
+    assert outcome == "replayed" and (await outbox_sweep.sweep_outbox()).pruned == 0
     assert flow.webhook_id in json.dumps(await queued())
 
 
 async def test_retention_never_shorter_than_the_retry_window(env, monkeypatch) -> None:
     set_env(monkeypatch, OUTBOX_RETENTION_HOURS="1", DELIVERY_RETRY_HOURS="24")
-    assert delivery.retention() == timedelta(hours=25)
+    assert outbox_sweep.retention() == timedelta(hours=25)
     set_env(monkeypatch, OUTBOX_RETENTION_HOURS="200")
-    assert delivery.retention() == timedelta(hours=200)
+    assert outbox_sweep.retention() == timedelta(hours=200)
 
 
 # --- secrets -------------------------------------------------------------------------------------------------
@@ -269,13 +284,13 @@ async def test_retention_never_shorter_than_the_retry_window(env, monkeypatch) -
 async def test_no_callback_query_string_in_any_log_or_row(sandboxed, sandbox, receiver, monkeypatch,
                                                           caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(delivery, "REQUEST_TIMEOUT", delivery.httpx.Timeout(0.3))
+    monkeypatch.setattr(callback_client, "REQUEST_TIMEOUT", callback_client.httpx.Timeout(0.3))
     flows = {name: await add_flow(receiver.url(name)) for name in ("a", "b", "c", "d")}
     receiver.plan("a", 500, Reply(429, {"Retry-After": "0"}), 200)
     receiver.plan("b", Reply(400, body=f"bad request to {receiver.url('b')}"))
     receiver.plan("c", Reply(200, delay=1.0), 410)
     receiver.plan("d", Reply(302, {"Location": receiver.url("elsewhere")}))
-    await delivery.fan_out(CLINIC, [await add_event()], "cid")
+    await fan_out(CLINIC, [await add_event()], "cid")
     await run_worker(lambda: len(receiver.requests()) >= 7)
     await list_letters(sandbox.user_token("admin@contoso.test"))
     rows = [dict(row) async for row in table().query_entities("PartitionKey eq @pk", parameters={"pk": CLINIC})]

@@ -13,16 +13,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import delivery, events
-from shared.deadletters import DeadLetters
-from shared.outbox import idempotency_key, outbox_row_key
-from shared.registrations import FlowRegistry
-from shared.store import MAILBOX_TABLE, get_store
+from shared.adapters import callback_client
+from shared.adapters.storage import MAILBOX_TABLE, get_store
+from shared.contracts import events
+from shared.messages.deliveries import idempotency_key
+from shared.records.dead_letters import DeadLetters
+from shared.records.flows import FlowRegistry
+from shared.records.outbox import outbox_row_key
+from shared.workers import delivery
 from tests.delivery.conftest import (
     CLINIC,
     add_event,
     add_flow,
     appointment,
+    fan_out,
+    new_message,
     queue_message,
     queued,
     run_worker,
@@ -50,7 +55,7 @@ async def test_fan_out_sends_one_message_per_flow_of_the_trigger_and_only_once(e
     created_b = await add_flow(receiver.url("b"))
     await add_flow(receiver.url("c"), trigger="AppointmentUpdated")
     event = await add_event("Created")
-    assert await delivery.fan_out(CLINIC, [event], "cid-1") == 2
+    assert await fan_out(CLINIC, [event], "cid-1") == 2
     messages = await queued()
     assert sorted(m["flowId"] for m in messages) == sorted([created_a.webhook_id, created_b.webhook_id])
     for message in messages:
@@ -61,14 +66,14 @@ async def test_fan_out_sends_one_message_per_flow_of_the_trigger_and_only_once(e
     row = await get_store().table(MAILBOX_TABLE).get_entity(CLINIC, outbox_row_key(event))
     assert row["State"] == "fannedOut" and row["FlowCount"] == 2
     # A second fan-out of the same event (reconcile retried, sweep raced) sends nothing more.
-    assert await delivery.fan_out(CLINIC, [event], "cid-2") == 0
+    assert await fan_out(CLINIC, [event], "cid-2") == 0
     assert len(await queued()) == 2
 
 
 async def test_fan_out_of_an_event_no_flow_wants_marks_it_done(env, receiver) -> None:
     await add_flow(receiver.url("a"), trigger="AppointmentDeleted")
     event = await add_event("Updated")
-    assert await delivery.fan_out(CLINIC, [event, "no-such-event"], "cid") == 0
+    assert await fan_out(CLINIC, [event, "no-such-event"], "cid") == 0
     row = await get_store().table(MAILBOX_TABLE).get_entity(CLINIC, outbox_row_key(event))
     assert row["State"] == "fannedOut" and await queued() == []
 
@@ -79,7 +84,7 @@ async def test_2xx_delivers_the_payload_with_its_headers_and_counts_health(env, 
     caplog.set_level(logging.INFO, logger="shared")
     flow = await add_flow(receiver.url("ok"))
     event = await add_event("Created", number=7)
-    await delivery.fan_out(CLINIC, [event], "cid")
+    await fan_out(CLINIC, [event], "cid")
     await run_worker(lambda: len(receiver.requests("ok")) == 1)
     (request,) = receiver.requests("ok")
     assert json.loads(request.body) == appointment(7)  # Japanese text survives as UTF-8 JSON
@@ -102,7 +107,7 @@ async def test_500_500_then_200_is_one_success_with_one_idempotency_key(env, rec
     flow = await add_flow(receiver.url("flaky"))
     receiver.plan("flaky", 500, 503, 200)
     event = await add_event()
-    await delivery.fan_out(CLINIC, [event], "cid")
+    await fan_out(CLINIC, [event], "cid")
     await run_worker(lambda: any(r.status == 200 for r in receiver.requests("flaky")))
     requests = receiver.requests("flaky")
     assert [r.status for r in requests] == [500, 503, 200]
@@ -120,7 +125,7 @@ async def test_500_500_then_200_is_one_success_with_one_idempotency_key(env, rec
 async def test_failures_count_consecutively_until_a_success(env, receiver) -> None:
     flow = await add_flow(receiver.url("down"))
     receiver.plan("down", 502, 429, 422)
-    await delivery.fan_out(CLINIC, [await add_event()], "cid")
+    await fan_out(CLINIC, [await add_event()], "cid")
     await run_worker(lambda: len(receiver.requests("down")) == 3)
     health = await flow_row(flow.webhook_id)
     assert (health.failed_count, health.consecutive_failures, health.last_delivery_status) == (3, 3, "422")
@@ -133,7 +138,7 @@ async def test_retry_after_is_honoured(env, receiver, monkeypatch) -> None:
     await add_flow(receiver.url("busy"))
     receiver.plan("busy", Reply(429, {"Retry-After": "2"}), 200)
     event = await add_event()
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, event, (await _only_flow()).webhook_id, "c")))
+    await delivery.deliver(queue_message(new_message(CLINIC, event, (await _only_flow()).webhook_id, "c")))
     assert await queued() == []  # the retry is on the queue, invisible for Retry-After's 2 s
     await run_worker(lambda: len(receiver.requests("busy")) == 2, timeout=6)
     first, second = receiver.requests("busy")
@@ -153,7 +158,7 @@ async def test_retry_after_beyond_the_window_ends_in_one_last_attempt_at_the_dea
     receiver.plan("slow", Reply(503, {"Retry-After": "7200"}))
     event = await add_event()
     started = datetime.now(UTC) - timedelta(minutes=59, seconds=50)  # 10 s left of the window
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, event, flow.webhook_id, "c", started)))
+    await delivery.deliver(queue_message(new_message(CLINIC, event, flow.webhook_id, "c", started)))
     messages = get_store().queue("deliveries").receive_messages(visibility_timeout=1)
     assert [m async for m in messages] == []  # not visible yet: delayed, but by at most the 10 s left
     # The queue says when it becomes visible: within the window, not Retry-After's two hours.
@@ -166,7 +171,7 @@ async def test_400_is_a_dead_letter_at_once(env, receiver, caplog) -> None:
     flow = await add_flow(receiver.url("picky"))
     receiver.plan("picky", Reply(400, body='{"error":{"code":"InvalidTemplate","message":"bad schema"}}'))
     event = await add_event("Created", number=3)
-    await delivery.fan_out(CLINIC, [event], "cid-400")
+    await fan_out(CLINIC, [event], "cid-400")
     await run_worker(lambda: len(receiver.requests("picky")) == 1)
     assert await queued() == []  # no retry
     (letter,) = await dead_letters()
@@ -184,7 +189,7 @@ async def test_400_is_a_dead_letter_at_once(env, receiver, caplog) -> None:
 async def test_a_redirect_is_not_followed(env, receiver) -> None:
     await add_flow(receiver.url("moved"))
     receiver.plan("moved", Reply(302, {"Location": receiver.url("elsewhere")}))
-    await delivery.fan_out(CLINIC, [await add_event()], "cid")
+    await fan_out(CLINIC, [await add_event()], "cid")
     await run_worker(lambda: len(receiver.requests("moved")) == 1)
     assert receiver.requests("elsewhere") == []
     (letter,) = await dead_letters()
@@ -197,7 +202,7 @@ async def test_retry_window_exhausted_becomes_a_dead_letter(env, receiver, monke
     flow = await add_flow(receiver.url("broken"))
     receiver.plan("broken", *([500] * 1000))
     event = await add_event()
-    await delivery.fan_out(CLINIC, [event], "cid")
+    await fan_out(CLINIC, [event], "cid")
     started = time.monotonic()
     runs = await run_worker(lambda: bool(events_named(caplog, events.DELIVERY_DEAD_LETTERED)), timeout=10)
     assert time.monotonic() - started >= 0.9 and runs >= 2
@@ -209,17 +214,17 @@ async def test_retry_window_exhausted_becomes_a_dead_letter(env, receiver, monke
 
 
 async def test_timeouts_and_refused_connections_are_retried(env, receiver, monkeypatch) -> None:
-    monkeypatch.setattr(delivery, "REQUEST_TIMEOUT", delivery.httpx.Timeout(0.3))
+    monkeypatch.setattr(callback_client, "REQUEST_TIMEOUT", callback_client.httpx.Timeout(0.3))
     flow = await add_flow(receiver.url("sleepy"))
     receiver.plan("sleepy", Reply(200, delay=1.0))
     event = await add_event()
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, event, flow.webhook_id, "c")))
+    await delivery.deliver(queue_message(new_message(CLINIC, event, flow.webhook_id, "c")))
     (retry,) = await queued()
     assert retry["attempt"] == 1
     assert (await flow_row(flow.webhook_id)).last_delivery_status == "Timeout"
     # Nothing listens on this port: a connection error, also retried.
     closed = await add_flow(f"http://127.0.0.1:{_closed_port()}/flows/x?sig={SECRET}")
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, event, closed.webhook_id, "c")))
+    await delivery.deliver(queue_message(new_message(CLINIC, event, closed.webhook_id, "c")))
     assert (await flow_row(closed.webhook_id)).last_delivery_status == "ConnectionFailed"
     assert len(await queued()) == 2 and await dead_letters() == []
 
@@ -235,7 +240,7 @@ async def test_message_for_a_removed_flow_is_done(env, receiver, caplog) -> None
     flow = await add_flow(receiver.url("gone-already"))
     event = await add_event()
     await FlowRegistry(get_store().table(MAILBOX_TABLE), 5).unregister(CLINIC, flow.webhook_id)
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, event, flow.webhook_id, "c")))
+    await delivery.deliver(queue_message(new_message(CLINIC, event, flow.webhook_id, "c")))
     assert receiver.requests("gone-already") == [] and await queued() == [] and await dead_letters() == []
     assert "was removed" in caplog.text
 
@@ -253,7 +258,7 @@ async def test_callback_resolving_to_loopback_is_refused_at_connect_time(env, re
     set_env(monkeypatch, ALLOW_LOOPBACK_CALLBACKS="false", CALLBACK_HOST_ALLOWLIST="localhost")
     flow = await add_flow(receiver.url("rebound", host="localhost", scheme="https"))
     event = await add_event()
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, event, flow.webhook_id, "c")))
+    await delivery.deliver(queue_message(new_message(CLINIC, event, flow.webhook_id, "c")))
     assert receiver.requests("rebound") == []
     (letter,) = await dead_letters()
     assert letter.reason == "addressNotAllowed" and "loopback" in letter.last_error
@@ -262,7 +267,7 @@ async def test_callback_resolving_to_loopback_is_refused_at_connect_time(env, re
 async def test_callback_off_a_tightened_allowlist_is_refused(env, receiver, monkeypatch) -> None:
     flow = await add_flow(receiver.url("old"))
     set_env(monkeypatch, ALLOW_LOOPBACK_CALLBACKS="false")
-    await delivery.deliver(queue_message(delivery.new_message(CLINIC, await add_event(), flow.webhook_id, "c")))
+    await delivery.deliver(queue_message(new_message(CLINIC, await add_event(), flow.webhook_id, "c")))
     # Only this flow's requests: a slow request of an earlier test may still land on the shared receiver.
     assert receiver.requests("old") == []
     (letter,) = await dead_letters()
@@ -272,7 +277,7 @@ async def test_callback_off_a_tightened_allowlist_is_refused(env, receiver, monk
 async def test_cookies_are_never_sent_back(env, receiver) -> None:
     await add_flow(receiver.url("cookie"))
     receiver.plan("cookie", Reply(200, {"Set-Cookie": "session=abc; Path=/"}), 200)
-    await delivery.fan_out(CLINIC, [await add_event(number=1), await add_event(number=2)], "cid")
+    await fan_out(CLINIC, [await add_event(number=1), await add_event(number=2)], "cid")
     await run_worker(lambda: len(receiver.requests("cookie")) == 2)
     assert all("cookie" not in r.headers for r in receiver.requests("cookie"))
 
@@ -283,7 +288,7 @@ async def test_health_counts_stay_exact_under_concurrent_deliveries_to_one_flow(
     flow = await add_flow(receiver.url("busy-flow"))
     receiver.plan("busy-flow", *([200] * 10 + [500] * 10))
     event_ids = [await add_event(number=n) for n in range(20)]
-    await asyncio.gather(*(delivery.deliver(queue_message(delivery.new_message(CLINIC, e, flow.webhook_id, "c")))
+    await asyncio.gather(*(delivery.deliver(queue_message(new_message(CLINIC, e, flow.webhook_id, "c")))
                            for e in event_ids))
     health = await flow_row(flow.webhook_id)
     assert (health.delivered_count, health.failed_count) == (10, 10)

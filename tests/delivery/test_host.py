@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from devhost.processes import ROOT, free_port
-from shared import delivery
-from shared.deadletters import DeadLetters
-from shared.outbox import idempotency_key, outbox_row_key, payload_properties
-from shared.store import MAILBOX_TABLE, get_store
+from shared.adapters.storage import MAILBOX_TABLE, get_store
+from shared.messages.deliveries import idempotency_key
+from shared.records.dead_letters import DeadLetters
+from shared.records.outbox import outbox_row_key, payload_properties
 from tests.conftest import sample_settings, sandbox_settings
-from tests.delivery.conftest import CLINIC, add_event, add_flow, appointment
+from tests.delivery.conftest import CLINIC, add_event, add_flow, appointment, fan_out
 from tests.delivery.receiver import SECRET
 from tests.hosting import HostProcess
 
@@ -63,7 +63,7 @@ async def test_through_the_local_host_retry_poison_and_replay(delivery_host, san
     flow = await add_flow(receiver.url("hosted"))
     receiver.plan("hosted", 500, 200)
     good = await add_event(number=1)
-    await delivery.fan_out(CLINIC, [good], "cid-host")
+    await fan_out(CLINIC, [good], "cid-host")
     requests = await asyncio.to_thread(receiver.wait_for, 2, "hosted", 20)
     assert [r.status for r in requests] == [500, 200]
     assert {r.headers["idempotency-key"] for r in requests} == {idempotency_key(good, flow.webhook_id)}
@@ -72,7 +72,7 @@ async def test_through_the_local_host_retry_poison_and_replay(delivery_host, san
     #    poison function turns it into a dead letter.
     bad = await add_event(number=2)
     await table.update_entity({"PartitionKey": CLINIC, "RowKey": outbox_row_key(bad), "Payload0": "{broken"})
-    await delivery.fan_out(CLINIC, [bad], "cid-poison")
+    await fan_out(CLINIC, [bad], "cid-poison")
     letters = DeadLetters(table)
     (letter,) = await eventually(lambda: letters.list(CLINIC))
     assert (letter.event_id, letter.reason) == (bad, "poison")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from azure.data.tables import TableClient
 
-from shared.reconcile import CANCEL_REASON_PREFIX
+from shared.records.reconcile_state import CANCEL_REASON_PREFIX
 
 CLINIC = "clinic@contoso.test"
 

@@ -13,7 +13,8 @@ import pytest
 from azure.data.tables import TableClient
 
 from devhost.processes import Azurite, stop_process
-from shared.outbox import OUTBOX_PREFIX, OUTBOX_PREFIX_END
+from shared.records.mailbox import prefix_bounds
+from shared.records.outbox import OUTBOX_PREFIX
 from tests.conftest import clean_app_storage, create_app_storage, sandbox_settings
 from tests.delivery.receiver import Receiver, Reply
 from tests.e2e.test_appointment_flow import CLINIC, Stack, customer
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 def emitted(connection_string: str, change_type: str) -> set[str]:
     table = TableClient.from_connection_string(connection_string, "mailboxes")
-    query = f"PartitionKey eq '{CLINIC}' and RowKey ge '{OUTBOX_PREFIX}' and RowKey lt '{OUTBOX_PREFIX_END}'"
+    end = prefix_bounds(OUTBOX_PREFIX)["hi"]
+    query = f"PartitionKey eq '{CLINIC}' and RowKey ge '{OUTBOX_PREFIX}' and RowKey lt '{end}'"
     return {e["EventId"] for e in table.query_entities(query) if e["ChangeType"] == change_type}
 
 

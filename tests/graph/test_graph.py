@@ -1,4 +1,4 @@
-"""shared/graph.py against the Graph sandbox over real HTTP: reads, paging, roles, retries, writes."""
+"""shared/adapters/graph.py against the Graph sandbox over real HTTP: reads, paging, roles, retries, writes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from graph_sandbox.config import SandboxConfig
 from graph_sandbox.testing import SandboxServer
-from shared.graph import Graph, GraphError
-from shared.settings import Settings, load_settings
+from shared.adapters.graph import Graph, GraphError
+from shared.adapters.settings import Settings, load_settings
 from tests.conftest import sample_settings
 
 CLINIC = "clinic@contoso.test"

@@ -1,6 +1,6 @@
 """The deployed configuration's security properties and its agreement with the app, read from the Bicep.
 
-Settings, tables and queues come from the app's own code (shared/settings.py, shared/store.py), so a
+Settings, tables and queues come from the app's own code (shared/adapters/settings.py, shared/adapters/storage.py), so a
 setting, table or queue added there without its infra counterpart fails here with what to add where.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared.settings import SPECS, STORAGE_CLIENT_ID, STORAGE_CONNECTION, STORAGE_QUEUE_URI, STORAGE_TABLE_URI
-from shared.store import QUEUES, TABLES, poison_queue
+from shared.adapters.settings import SPECS, STORAGE_CLIENT_ID, STORAGE_CONNECTION, STORAGE_QUEUE_URI, STORAGE_TABLE_URI
+from shared.adapters.storage import QUEUES, TABLES, poison_queue
 from tests.infra.conftest import INFRA, ROOT, bicep_files, body, is_reference, lower_keys, parse, resources
 
 # Built-in role definition ids.
@@ -65,7 +65,8 @@ def _loop_names(doc: dict[str, Any], type_: str) -> list[str]:
 def test_every_table_of_the_app_exists() -> None:
     declared = _loop_names(parse("modules/storage.bicep"), "Microsoft.Storage/storageAccounts/tableServices/tables")
     missing = sorted(set(TABLES) - set(declared))
-    assert not missing, f"add {missing} to tableNames in infra/modules/storage.bicep (shared/store.py TABLES)"
+    assert not missing, (f"add {missing} to tableNames in infra/modules/storage.bicep "
+                         "(shared/adapters/storage.py TABLES)")
     assert sorted(declared) == sorted(TABLES), "infra/modules/storage.bicep declares tables the app does not use"
 
 
@@ -73,7 +74,8 @@ def test_every_queue_and_poison_queue_of_the_app_exists() -> None:
     declared = _loop_names(parse("modules/storage.bicep"), "Microsoft.Storage/storageAccounts/queueServices/queues")
     expected = {q for name in QUEUES for q in (name, poison_queue(name))}
     missing = sorted(expected - set(declared))
-    assert not missing, f"add {missing} to queueNames in infra/modules/storage.bicep (shared/store.py QUEUES)"
+    assert not missing, (f"add {missing} to queueNames in infra/modules/storage.bicep "
+                         "(shared/adapters/storage.py QUEUES)")
     assert set(declared) == expected, "infra/modules/storage.bicep declares queues the app does not use"
 
 
@@ -180,7 +182,7 @@ def test_every_setting_the_app_reads_is_set(app_settings: dict[str, Any]) -> Non
     expected = {spec.name for spec in SPECS if not spec.secret}
     missing = sorted(expected - set(app_settings))
     assert not missing, (
-        f"app settings {missing} (shared/settings.py SPECS) are not set on Azure: add them to appSettings in "
+        f"app settings {missing} (shared/adapters/settings.py SPECS) are not set on Azure: add them to appSettings in "
         "infra/modules/function.bicep (and a parameter in infra/main.bicep when the value is a choice)"
     )
 

@@ -1,4 +1,4 @@
-"""Alerts, workbook and KQL agree with the app's telemetry contract (shared/events.py), and the
+"""Alerts, workbook and KQL agree with the app's telemetry contract (shared/contracts/events.py), and the
 Application Insights export is configured lazily and leaks nothing."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from shared import events, monitoring
-from shared.settings import load_settings
+from shared.adapters import monitoring
+from shared.adapters.settings import load_settings
+from shared.contracts import events
 from tests.infra.conftest import INFRA, ROOT, bicep_files, parse
 
 QUERIES = INFRA / "queries"
@@ -37,7 +38,7 @@ def test_queries_use_only_defined_events_and_dimensions() -> None:
         names = _event_names(kql)
         assert names, f"{path.name} reads customEvents without naming an event"
         unknown = names - set(events.EVENTS)
-        assert not unknown, f"{path.name} uses events not in shared/events.py: {unknown}"
+        assert not unknown, f"{path.name} uses events not in shared/contracts/events.py: {unknown}"
         allowed = {d for n in names for d in events.EVENTS[n]}
         dims = set(re.findall(r"customDimensions\.(\w+)", kql))
         assert dims <= allowed, f"{path.name} reads dimensions its events do not carry: {dims - allowed}"
@@ -99,11 +100,11 @@ def test_events_carry_no_forbidden_dimension() -> None:
     assert len(set(events.EVENTS)) == len(events.EVENTS)
 
 
-# --- the app side: shared/monitoring.py ------------------------------------------------------------
+# --- the app side: shared/adapters/monitoring.py ------------------------------------------------------------
 
 
 def test_track_event_keeps_declared_dimensions_only_and_redacts(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="shared.events"):
+    with caplog.at_level(logging.INFO, logger="shared.contracts.events"):
         monitoring.track_event(
             events.DELIVERY_FAILED, mailbox="shop@contoso.com", flowId="f1", status=503, willRetry=True,
             errorCode="Bearer abc.def", callbackUrl="https://x.logic.azure.com/?sig=SECRET", trigger=None,
@@ -117,12 +118,12 @@ def test_track_event_keeps_declared_dimensions_only_and_redacts(caplog: pytest.L
 
 
 def test_track_event_refuses_an_undeclared_event() -> None:
-    with pytest.raises(ValueError, match=r"shared/events\.py"):
+    with pytest.raises(ValueError, match=r"shared/contracts/events\.py"):
         monitoring.track_event("SomethingElse", mailbox="a@b.c")
 
 
 def test_events_are_not_silenced_by_log_level() -> None:
-    assert logging.getLogger("shared.events").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("shared.contracts.events").getEffectiveLevel() == logging.INFO
 
 
 def _settings(**extra: str) -> Any:
@@ -140,8 +141,8 @@ def test_export_is_not_loaded_when_unset() -> None:
     # must not import the exporter (cold start).
     code = (
         "import sys\n"
-        "from shared import monitoring, events\n"
-        "from shared.settings import load_settings\n"
+        "from shared.adapters import monitoring\nfrom shared.contracts import events\n"
+        "from shared.adapters.settings import load_settings\n"
         "s = load_settings({'ENTRA_TENANT_ID': 't', 'AUTH_AUDIENCE': 'a', 'PUBLIC_BASE_URL': 'https://x.example',"
         " 'AzureWebJobsStorage': 'UseDevelopmentStorage=true'})\n"
         "assert monitoring.configure_monitoring(s) is False\n"
@@ -189,7 +190,7 @@ def test_query_files_are_plain_kql() -> None:
 
 
 def test_telemetry_context_fills_common_dimensions(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="shared.events"):
+    with caplog.at_level(logging.INFO, logger="shared.contracts.events"):
         with monitoring.telemetry_context(mailbox="shop@contoso.com", correlationId="c-1"):
             with monitoring.telemetry_context(flowId="f-9"):
                 monitoring.track_event(events.DELIVERY_SUCCEEDED, status=200, endToEndMs=1234)

@@ -10,10 +10,12 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from shared.notifications import change_message
-from shared.outbox import OUTBOX_PREFIX, OUTBOX_PREFIX_END, read_payload
-from shared.reconcile import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX, SNAPSHOT_PREFIX_END, reconcile
-from shared.store import MAILBOX_TABLE, get_store
+from shared.adapters.storage import MAILBOX_TABLE, get_store
+from shared.messages.mailbox_changes import change_message
+from shared.records.mailbox import prefix_bounds
+from shared.records.outbox import OUTBOX_PREFIX, read_payload
+from shared.records.reconcile_state import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX
+from shared.workers.reconcile import reconcile
 
 CLINIC = "clinic@contoso.test"
 
@@ -53,18 +55,19 @@ class Bookings:
         self._call("POST", f"/appointments/{appointment_id}/cancel", json={"cancellationMessage": message})
 
 
-async def rows(prefix: str, end: str) -> list[dict]:
+async def rows(prefix: str) -> list[dict]:
     table = get_store().table(MAILBOX_TABLE)
+    end = prefix_bounds(prefix)["hi"]
     query = f"PartitionKey eq '{CLINIC}' and RowKey ge '{prefix}' and RowKey lt '{end}'"
     return [e async for e in table.query_entities(query)]
 
 
 async def outbox() -> list[dict]:
-    return await rows(OUTBOX_PREFIX, OUTBOX_PREFIX_END)
+    return await rows(OUTBOX_PREFIX)
 
 
 def hint(**kw: Any) -> dict:
-    return dict(change_message(CLINIC, reason="test", correlation_id="c", **kw))
+    return dict(change_message(CLINIC, reason="test", **kw))
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ async def baselined(clean_env, sandbox) -> Bookings:
 
 
 async def test_baseline_records_existing_appointments_silently(baselined) -> None:
-    snapshots = await rows(SNAPSHOT_PREFIX, SNAPSHOT_PREFIX_END)
+    snapshots = await rows(SNAPSHOT_PREFIX)
     assert len(snapshots) >= 3  # the demo business's appointments
     assert await outbox() == []
 
@@ -106,7 +109,7 @@ async def test_created_updated_cancelled_each_once(baselined: Bookings) -> None:
     assert len(cancelled) == 1
     last = read_payload(cancelled[0])
     assert last["CustomerName"] == "Walk In" and last["ServiceNotes"] == "bring forms and ID"
-    assert not [s for s in await rows(SNAPSHOT_PREFIX, SNAPSHOT_PREFIX_END) if s["AppointmentId"] == created["id"]]
+    assert not [s for s in await rows(SNAPSHOT_PREFIX) if s["AppointmentId"] == created["id"]]
 
 
 async def test_cancel_reason_recorded_by_our_api_reaches_the_event(baselined: Bookings) -> None:

@@ -151,7 +151,7 @@ def issuer(jwks_server: tuple[str, list[TokenIssuer]]) -> Iterator[TokenIssuer]:
 @pytest.fixture
 def auth_env(issuer: TokenIssuer, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """The sample settings in the environment, trusting ``issuer`` (no storage needed)."""
-    from shared.settings import reset_settings_cache
+    from shared.adapters.settings import reset_settings_cache
 
     values = {**sample_settings(), "AUTH_ISSUER": issuer.issuer, "AUTH_JWKS_URL": issuer.jwks_url}
     for name, value in values.items():
@@ -175,16 +175,16 @@ def subscription_hooks(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """These tests are about the registration rules; the Graph subscription a first flow creates (and the
     last flow deletes) is tested end to end in tests/subscriptions and tests/e2e. Here the two hooks only
     record that they were called, so the tests need no notification endpoint for Graph's handshake."""
-    from shared import registrations
+    from shared.services import subscriptions
 
     calls: dict[str, list[str]] = {"registered": [], "last_removed": []}
 
-    async def registered(business: str, flow: Any) -> None:
+    async def registered(business: str) -> None:
         calls["registered"].append(business)
 
     async def last_removed(business: str) -> None:
         calls["last_removed"].append(business)
 
-    monkeypatch.setattr(registrations, "after_flow_registered", registered)
-    monkeypatch.setattr(registrations, "after_last_flow_removed", last_removed)
+    monkeypatch.setattr(subscriptions, "ensure", registered)
+    monkeypatch.setattr(subscriptions, "release_if_no_flows", last_removed)
     return calls

@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from shared.auth import Caller, TokenValidator, authenticate, bearer_token
-from shared.errors import ApiError
+from shared.adapters.auth import Caller, TokenValidator, authenticate, bearer_token
+from shared.contracts.errors import ApiError
 from tests.registration.conftest import TokenIssuer, new_rsa_key
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.callbacks import CallbackPolicy, check_addresses, check_notification_url, forbidden_reason
-from shared.errors import ApiError
+from shared.adapters.callback_urls import CallbackPolicy, check_addresses, check_notification_url, forbidden_reason
+from shared.contracts.errors import ApiError
 
 ALLOW = ("*.logic.azure.com", "*.flow.microsoft.com", "prod.example.net")
 PROD = CallbackPolicy(ALLOW, allow_loopback=False)

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from shared import registration_api
-from shared.registration_api import (
+from shared.endpoints.flow_webhooks import (
     BUSINESSES_ROUTE,
     ROUTE_PREFIX,
     WEBHOOK_ROUTE,
@@ -18,6 +17,7 @@ from shared.registration_api import (
     parse_registration_body,
     parse_trigger,
 )
+from shared.services.bookings_directory import AdministeredBusiness
 
 CONNECTOR = Path(__file__).resolve().parents[2] / "connector"
 
@@ -151,7 +151,7 @@ async def test_dropdown_is_wired_to_the_businesses_operation(swagger: dict[str, 
         item = schema["properties"][dynamic["value-collection"]]["items"]["properties"]
         assert {dynamic["value-path"], dynamic["value-title"]} <= set(item)
         assert {dynamic["value-path"], dynamic["value-title"]} <= set(
-            registration_api.AdministeredBusiness.__annotations__)
+            AdministeredBusiness.__annotations__)
 
 
 def test_delete_operation_is_internal(swagger: dict[str, Any]) -> None:

@@ -22,11 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import registration_api, registrations
-from shared.errors import ApiError
-from shared.registration_api import AdministeredBusiness
-from shared.settings import reset_settings_cache
-from shared.store import MAILBOX_TABLE, get_store
+from shared.adapters.settings import reset_settings_cache
+from shared.adapters.storage import MAILBOX_TABLE, get_store
+from shared.contracts.errors import ApiError
+from shared.endpoints import flow_webhooks as registration_api
+from shared.records import flows as registrations
+from shared.services import bookings_directory, subscriptions
+from shared.services.bookings_directory import AdministeredBusiness
 from tests.registration.conftest import TokenIssuer, new_rsa_key
 
 BASE = "http://127.0.0.1:7071"
@@ -68,7 +70,7 @@ async def api(app_env, issuer: TokenIssuer, business: str, monkeypatch) -> Async
     reset_settings_cache()
     directory = FakeDirectory({business: ("Contoso Clinic", dict(ROLES)),
                                "salon@contoso.test": ("Contoso Salon", {"admin@contoso.test": "administrator"})})
-    monkeypatch.setattr(registration_api, "get_directory", lambda: directory)
+    monkeypatch.setattr(bookings_directory, "get_directory", lambda: directory)
     store = get_store()
     await store.create_all()
     yield directory
@@ -309,7 +311,7 @@ async def test_delete_is_204_and_idempotent_and_releases_the_last_flow(api, issu
     async def hook(smtp: str) -> None:
         emptied.append(smtp)
 
-    monkeypatch.setattr(registrations, "after_last_flow_removed", hook)
+    monkeypatch.setattr(subscriptions, "release_if_no_flows", hook)
     ids = [json.loads((await post(business, issuer.token())).get_body())["webhookId"] for _ in range(2)]
     assert (await delete(business, ids[0], issuer.token())).status_code == 204
     assert emptied == []
@@ -342,10 +344,10 @@ async def test_delete_with_a_foreign_id_is_400(api, issuer, business) -> None:
 # --- the subscription seam -----------------------------------------------------------------------------------
 
 async def test_failing_first_flow_hook_leaves_nothing_behind(api, issuer, business, monkeypatch) -> None:
-    async def graph_refuses(smtp: str, flow: registrations.Flow) -> None:
+    async def graph_refuses(smtp: str) -> None:
         raise ApiError("DependencyUnavailable", dependency="Microsoft Graph subscriptions")
 
-    monkeypatch.setattr(registrations, "after_flow_registered", graph_refuses)
+    monkeypatch.setattr(subscriptions, "ensure", graph_refuses)
     error_of(await post(business, issuer.token()), 503, "DependencyUnavailable")
     assert await flow_count(business) == 0
     registry = registrations.FlowRegistry(get_store().table(MAILBOX_TABLE), 5)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from shared import registration_api
-from shared.errors import ApiError
-from shared.registration_api import GraphBookingsDirectory, get_directory
-from shared.settings import reset_settings_cache
-from shared.store import MAILBOX_TABLE, get_store
+from shared.adapters.settings import reset_settings_cache
+from shared.adapters.storage import MAILBOX_TABLE, get_store
+from shared.contracts.errors import ApiError
+from shared.endpoints import flow_webhooks as registration_api
+from shared.services.bookings_directory import GraphBookingsDirectory, get_directory
 from tests.registration.test_registration_api import CALLBACK, delete, error_of, flat, post
 
 CLINIC, SALON = "clinic@contoso.test", "salon@contoso.test"

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.errors import ApiError
-from shared.registrations import QUOTA_ROW, FlowRegistry, Unregistered
-from shared.store import MAILBOX_TABLE
+from shared.adapters.storage import MAILBOX_TABLE
+from shared.contracts.errors import ApiError
+from shared.records.flows import QUOTA_ROW, FlowRegistry, Unregistered
 
 SECRET_URL = "https://prod-1.westeurope.logic.azure.com/workflows/w1/triggers/manual/paths/invoke?sig=TOP-SECRET"
 

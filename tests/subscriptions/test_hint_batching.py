@@ -11,8 +11,10 @@ import json
 import azure.functions as func
 from azure.storage.queue import QueueClient
 
-from shared import notifications, reconcile
-from shared.notifications import change_message, enqueue_hint
+from shared.endpoints import hint_batching
+from shared.endpoints.hint_batching import enqueue_hint
+from shared.messages.mailbox_changes import MailboxChangeMessage, change_message
+from shared.workers import reconcile
 
 CLINIC = "clinic@contoso.test"
 # Graph event ids are about 150 characters; short test ids would hide a size bug.
@@ -21,9 +23,9 @@ LONG_ID = "AAMkADAwATM0MDAAMS1hYjA5LTk4ZjQtMDACLTAwCgBGAAADmS3bQWq0FEe0cBxyTpBCW
 QUEUE_MESSAGE_LIMIT = 64 * 1024  # bytes of base64, Azure's limit
 
 
-def hint(event: str, mailbox: str = CLINIC) -> notifications.MailboxChangeMessage:
+def hint(event: str, mailbox: str = CLINIC) -> MailboxChangeMessage:
     return change_message(mailbox, subscription_id="s", changes=[{"changeType": "updated", "eventId": event}],
-                          reason="notification", correlation_id="c")
+                          reason="notification")
 
 
 def queued(azurite) -> list[dict]:
@@ -77,7 +79,7 @@ async def test_a_burst_over_many_mailboxes_is_bundled_and_split_by_the_worker(cl
 
 
 async def test_few_mailboxes_get_their_own_messages(clean_env, azurite) -> None:
-    mailboxes = [f"m{n}@contoso.test" for n in range(notifications.BUNDLE_ABOVE_MAILBOXES)]
+    mailboxes = [f"m{n}@contoso.test" for n in range(hint_batching.BUNDLE_ABOVE_MAILBOXES)]
     await asyncio.gather(*(enqueue_hint(hint(f"e{i}", mailboxes[i % len(mailboxes)])) for i in range(40)))
     messages = queued(azurite)
     assert not any("bundle" in m for m in messages)
@@ -89,7 +91,7 @@ async def test_a_failed_write_fails_every_waiting_request(clean_env, monkeypatch
         await asyncio.sleep(0.01)
         raise ConnectionError("storage is down")
 
-    monkeypatch.setattr(notifications, "enqueue_change", broken)
+    monkeypatch.setattr(hint_batching, "enqueue", broken)
     results = await asyncio.gather(*(enqueue_hint(hint(f"e{i}", f"m{i % 9}@contoso.test")) for i in range(20)),
                                    return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
@@ -99,7 +101,7 @@ async def test_a_bug_in_packing_fails_the_waiting_requests_instead_of_hanging(cl
     def broken(batch: object) -> list:
         raise ValueError("packing bug")
 
-    monkeypatch.setattr(notifications, "_pack", broken)
+    monkeypatch.setattr(hint_batching, "_pack", broken)
     results = await asyncio.wait_for(asyncio.gather(*(enqueue_hint(hint(f"e{i}")) for i in range(5)),
                                                     return_exceptions=True), timeout=5)
     assert all(isinstance(r, ValueError) for r in results)
@@ -118,8 +120,8 @@ async def test_hints_arriving_over_several_loop_turns_join_one_wave(clean_env, m
     async def record(message: object) -> None:
         writes.append(message)
 
-    monkeypatch.setattr(notifications, "enqueue_change", record)
-    monkeypatch.setattr(notifications, "LINGER_SECONDS", 60)  # only the quiet turns end the wait here
+    monkeypatch.setattr(hint_batching, "enqueue", record)
+    monkeypatch.setattr(hint_batching, "LINGER_SECONDS", 60)  # only the quiet turns end the wait here
     futures = []
     for i in range(30):
         futures.append(enqueue_hint(hint(f"e{i}", f"m{i % 10}@contoso.test")))

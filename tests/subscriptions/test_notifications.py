@@ -9,8 +9,8 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.store import MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE
-from shared.subscriptions import Subscriptions
+from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE
+from shared.services.subscriptions import Subscriptions
 
 CLINIC = "clinic@contoso.test"
 
@@ -99,7 +99,7 @@ async def test_storage_down_gives_503_and_nothing_is_lost_after_it_returns(app_h
                                                                           monkeypatch) -> None:
     """Graph retries a 5xx: while storage is down we must not answer 202 (the notification would be lost)."""
     from devhost.processes import Azurite
-    from shared.settings import reset_settings_cache
+    from shared.adapters.settings import reset_settings_cache
     from tests.conftest import create_app_storage, sandbox_settings
 
     own = Azurite.on_free_ports().start()

@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from azure.storage.queue import QueueClient
 
-from shared import renewal
-from shared.lifecycle import task
-from shared.renewal import plan_sweep, run_task, sweep
-from shared.store import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
-from shared.subscriptions import SUBSCRIPTION_ROW, Subscriptions
+from shared.adapters.monitoring import telemetry_context
+from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
+from shared.messages.subscription_tasks import task
+from shared.records.subscription_rows import SUBSCRIPTION_ROW
+from shared.services.subscriptions import Subscriptions
+from shared.workers import renewal
+from shared.workers.renewal import plan_sweep, run_task, sweep
 from tests.subscriptions.conftest import sandbox_subscriptions
 
 CLINIC = "clinic@contoso.test"
@@ -38,6 +40,12 @@ def queued(azurite, name: str) -> list[dict]:
     return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
 
 
+async def sweep_as(correlation_id: str) -> renewal.SweepReport:
+    """The renewal timer's run, in a known correlation id."""
+    with telemetry_context(correlationId=correlation_id):
+        return await sweep()
+
+
 async def test_sweep_plans_renewals_due_and_repairs(app_host, sandbox) -> None:
     await give_flows(CLINIC)
     await give_flows(SALON)
@@ -52,14 +60,14 @@ async def test_sweep_plans_renewals_due_and_repairs(app_host, sandbox) -> None:
 
 
 async def test_sweep_paces_tasks_under_graphs_write_limit(clean_env, azurite, monkeypatch) -> None:
-    from shared.settings import reset_settings_cache
+    from shared.adapters.settings import reset_settings_cache
 
     monkeypatch.setenv("SUBSCRIPTION_WRITES_PER_SECOND", "1")
     monkeypatch.setattr(renewal, "TASKS_PER_MESSAGE", 1)
     reset_settings_cache()
     for mailbox in (CLINIC, SALON):
         await give_flows(mailbox)
-    await sweep("cid")  # two repairs: the first visible now, the second one second later
+    await sweep_as("cid")  # two repairs: the first visible now, the second one second later
     client = QueueClient.from_connection_string(azurite.connection_string, SUBSCRIPTION_TASKS_QUEUE)
     visible = client.peek_messages(max_messages=32)
     assert len(visible) == 1
@@ -67,13 +75,13 @@ async def test_sweep_paces_tasks_under_graphs_write_limit(clean_env, azurite, mo
 
 async def test_sweep_groups_tasks_into_messages_visible_at_their_first_tasks_time(clean_env, azurite,
                                                                                   monkeypatch) -> None:
-    from shared.settings import reset_settings_cache
+    from shared.adapters.settings import reset_settings_cache
 
     monkeypatch.setenv("SUBSCRIPTION_WRITES_PER_SECOND", "10")
     reset_settings_cache()
     mailboxes = [f"m{i:03d}@contoso.test" for i in range(2 * renewal.TASKS_PER_MESSAGE + 5)]
     await asyncio.gather(*(give_flows(m) for m in mailboxes))
-    report = await sweep("cid")  # a repair per mailbox: 3 messages, at 0 s, 5 s and 10 s
+    report = await sweep_as("cid")  # a repair per mailbox: 3 messages, at 0 s, 5 s and 10 s
     assert report.repairs == len(mailboxes)
     client = QueueClient.from_connection_string(azurite.connection_string, SUBSCRIPTION_TASKS_QUEUE)
     assert client.get_queue_properties().approximate_message_count == 3
@@ -96,8 +104,8 @@ async def test_a_task_message_runs_each_task_and_retries_a_failing_one_alone(cle
 
     monkeypatch.setattr(renewal, "run_task", fake_run)
     monkeypatch.setattr(renewal, "RETRY_AFTER_ERROR_SECONDS", 0)
-    body = {"version": 1, "tasks": [task("renew", CLINIC, "s1", "expiring", "c"),
-                                     task("renew", SALON, "s2", "expiring", "c"),
+    body = {"version": 1, "tasks": [task("renew", CLINIC, "s1", "expiring"),
+                                     task("renew", SALON, "s2", "expiring"),
                                      {"action": "explode"}]}
     with caplog.at_level(logging.INFO):
         await renewal.handle_message(func.QueueMessage(body=json.dumps(body).encode()))
@@ -112,7 +120,7 @@ async def test_renew_extends_the_subscription(app_host, sandbox) -> None:
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
     await expire_soon(CLINIC)
-    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring", "cid"))
+    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring"))
     assert outcome == "renewed"
     renewed = await Subscriptions().get(CLINIC)
     assert renewed.expiration > datetime.now(UTC) + timedelta(minutes=4000)
@@ -125,7 +133,7 @@ async def test_renew_of_a_vanished_subscription_recreates_and_resyncs(app_host, 
     record = await Subscriptions().ensure(CLINIC)
     httpx.delete(f"{sandbox.graph_url}/subscriptions/{record.subscription_id}", headers=sandbox.graph_headers())
     assert sandbox_subscriptions(sandbox) == []
-    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring", "cid"))
+    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring"))
     assert outcome == "recreated"
     subs = sandbox_subscriptions(sandbox)
     assert len(subs) == 1 and subs[0]["id"] != record.subscription_id
@@ -139,7 +147,7 @@ async def test_throttled_renewal_is_put_back_with_retry_after(live_app_host, san
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
     sandbox.add_fault(method="PATCH", path="/v1.0/subscriptions/*", status=429, retryAfter=2, count=None)
-    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring", "cid"))
+    outcome = await run_task(task("renew", CLINIC, record.subscription_id, "expiring"))
     assert outcome == "throttled"
     assert queued(azurite, SUBSCRIPTION_TASKS_QUEUE) == []  # not visible yet: it waits as Graph asked
     # The host's queue worker picks the task up once it is visible, and is throttled again.
@@ -161,7 +169,7 @@ async def test_repeated_failures_raise_an_error_naming_the_mailbox(app_host, san
     with caplog.at_level(logging.INFO):
         for _ in range(3):
             current = await Subscriptions().get(CLINIC)
-            outcomes.append(await run_task(task("renew", CLINIC, current.subscription_id, "expiring", "cid")))
+            outcomes.append(await run_task(task("renew", CLINIC, current.subscription_id, "expiring")))
     assert outcomes == ["failed"] * 3
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and CLINIC in r.getMessage()]
     assert errors and "3 times in a row" in errors[0].getMessage()
@@ -171,17 +179,17 @@ async def test_repeated_failures_raise_an_error_naming_the_mailbox(app_host, san
 
 async def test_repair_creates_the_missing_subscription_and_releases_orphaned_rows(app_host, sandbox) -> None:
     await give_flows(CLINIC)
-    assert await run_task(task("repair", CLINIC, "", "flows without a subscription", "cid")) == "recreated"
+    assert await run_task(task("repair", CLINIC, "", "flows without a subscription")) == "recreated"
     assert len(sandbox_subscriptions(sandbox)) == 1
     await give_flows(CLINIC, 0)  # its flows are gone, the subscription stayed
-    assert await run_task(task("repair", CLINIC, "", "no flows left", "cid")) == "released"
+    assert await run_task(task("repair", CLINIC, "", "no flows left")) == "released"
     assert sandbox_subscriptions(sandbox) == []
 
 
 async def test_lifecycle_recreate_task(app_host, sandbox) -> None:
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
-    assert await run_task(task("recreate", CLINIC, record.subscription_id, "subscriptionRemoved", "c")) == "recreated"
+    assert await run_task(task("recreate", CLINIC, record.subscription_id, "subscriptionRemoved")) == "recreated"
     subs = sandbox_subscriptions(sandbox)
     assert len(subs) == 1 and subs[0]["id"] != record.subscription_id
 
@@ -189,13 +197,12 @@ async def test_lifecycle_recreate_task(app_host, sandbox) -> None:
 async def test_reauthorize_task(app_host, sandbox) -> None:
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
-    assert await run_task(task("reauthorize", CLINIC, record.subscription_id, "reauthorizationRequired",
-                               "c")) == "renewed"
+    assert await run_task(task("reauthorize", CLINIC, record.subscription_id, "reauthorizationRequired")) == "renewed"
     assert any(r["path"].endswith("/reauthorize") for r in sandbox.requests())
 
 
 async def test_sweep_deletes_orphans_but_not_a_subscription_being_created(app_host, sandbox) -> None:
-    from shared.subscriptions import notification_urls
+    from shared.services.subscriptions import notification_urls
 
     notify, lifecycle = notification_urls()
     await give_flows(CLINIC)
@@ -205,7 +212,7 @@ async def test_sweep_deletes_orphans_but_not_a_subscription_being_created(app_ho
         "changeType": "created,updated,deleted", "resource": f"/users/{SALON}/events",
         "notificationUrl": notify, "lifecycleNotificationUrl": lifecycle, "clientState": "x" * 40,
         "expirationDateTime": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}).json()
-    report = await sweep("cid")
+    report = await sweep_as("cid")
     assert report.orphans_deleted == 1
     assert {s["id"] for s in sandbox_subscriptions(sandbox)} == {kept.subscription_id}
     assert orphan["id"] not in {s["id"] for s in sandbox_subscriptions(sandbox)}

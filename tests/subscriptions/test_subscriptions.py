@@ -9,9 +9,11 @@ import json
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.errors import ApiError
-from shared.store import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TABLE, get_store
-from shared.subscriptions import SUBSCRIPTION_ROW, Subscriptions
+from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TABLE, get_store
+from shared.contracts.errors import ApiError
+from shared.records import subscription_index
+from shared.records.subscription_rows import SUBSCRIPTION_ROW
+from shared.services.subscriptions import Subscriptions
 from tests.subscriptions.conftest import sandbox_subscriptions
 
 CLINIC = "clinic@contoso.test"
@@ -54,7 +56,7 @@ async def test_last_flow_deletes_the_subscription(app_host, sandbox) -> None:
     await Subscriptions().release(CLINIC, no_flows)
     assert sandbox_subscriptions(sandbox) == []
     assert await Subscriptions().get(CLINIC) is None
-    assert await Subscriptions().lookup(record.subscription_id) is None
+    assert await subscription_index.lookup(record.subscription_id) is None
 
 
 async def test_release_backs_off_when_a_flow_arrived_meanwhile(app_host, sandbox) -> None:
@@ -70,7 +72,7 @@ async def test_release_backs_off_when_a_flow_arrived_meanwhile(app_host, sandbox
 
 async def test_validation_failure_leaves_nothing_behind(app_host, sandbox, monkeypatch) -> None:
     from devhost.processes import free_port
-    from shared.settings import reset_settings_cache
+    from shared.adapters.settings import reset_settings_cache
 
     monkeypatch.setenv("PUBLIC_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing answers there
     reset_settings_cache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import CATALOGUE, ApiError, error_body, prefers_japanese
+from shared.contracts.errors import CATALOGUE, ApiError, error_body, prefers_japanese
 
 
 @pytest.mark.parametrize("code", sorted(CATALOGUE))

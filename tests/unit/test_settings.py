@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import SPECS, SettingsError, load_settings
+from shared.adapters.settings import SPECS, SettingsError, load_settings
 from tests.conftest import sample_settings
 
 

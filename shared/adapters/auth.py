@@ -1,0 +1,222 @@
+"""Who is calling: validation of Entra ID bearer tokens on the registration API.
+
+Power Automate calls the registration routes with the flow maker's connection token (an Entra ID v2
+access token for our API). This module owns checking that token — and nothing else: whether the caller
+may act on a Bookings business is the registration API's question.
+
+The rules, and why:
+
+- **RS256 only.** The algorithm is pinned here, never taken from the token header, so ``alg: none``
+  and HS256-signed tokens (the classic "public key used as HMAC secret" trick) are refused before any
+  key is touched.
+- **Issuer, audience and tenant** must be ours (settings ``AUTH_ISSUER``, ``AUTH_AUDIENCE``,
+  ``ENTRA_TENANT_ID``); ``exp``, ``nbf``, ``iat`` are required, with a small clock-skew leeway.
+- **A user token.** The caller must be a signed-in user (``oid``, a ``upn`` or ``preferred_username``,
+  and delegated scopes ``scp``): the admin rule is about *people*, so app-only tokens are refused.
+- **Signing keys** come from the JWKS URL (``AUTH_JWKS_URL``), fetched with httpx and cached. A token
+  signed with a ``kid`` we do not know triggers one refresh (Entra ID rotates keys), but refreshes are
+  rate-limited: a flood of tokens with random ``kid`` values costs at most one JWKS fetch per
+  ``min_refresh_seconds``, never one per request. Concurrent requests share one in-flight fetch.
+- If the JWKS endpoint cannot be reached and no key is cached, the answer is 503
+  ``DependencyUnavailable``, not 401: the caller's sign-in is not at fault, and telling them to
+  re-authenticate would send them the wrong way.
+
+Every token failure is ``ApiError("Unauthenticated", reason=...)`` with a ``WWW-Authenticate``
+header. Reasons describe the failure in plain words and never quote the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from shared.adapters.settings import Settings, get_settings
+from shared.contracts.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+# Entra ID and our hosts keep their clocks in sync; a minute covers ordinary drift without letting an
+# expired token live on noticeably.
+DEFAULT_LEEWAY_SECONDS = 60
+# At most one JWKS fetch per this many seconds caused by unknown ``kid`` values.
+DEFAULT_MIN_REFRESH_SECONDS = 30.0
+# Even when every kid is known, re-read the key set now and then so keys Entra ID retired stop working.
+DEFAULT_MAX_KEY_AGE_SECONDS = 24 * 3600.0
+JWKS_TIMEOUT_SECONDS = 5.0
+_WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The signed-in user behind a request."""
+
+    oid: str  # Entra object id: stable, what we record as a flow's creator
+    upn: str  # lower-cased upn (or preferred_username); what Bookings staff lists are matched on
+    tenant: str
+    name: str
+
+
+def _unauthenticated(reason: str) -> ApiError:
+    return ApiError("Unauthenticated", headers=dict(_WWW_AUTHENTICATE), reason=reason)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or a 401 naming what is wrong."""
+    if not authorization or not authorization.strip():
+        raise _unauthenticated("no bearer token in the Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthenticated("the Authorization header is not 'Bearer <token>'")
+    return token.strip()
+
+
+@dataclass
+class TokenValidator:
+    """Validates bearer tokens against one issuer's key set. One per event loop (see ``get_validator``)."""
+
+    issuer: str
+    audience: str
+    tenant_id: str
+    jwks_url: str
+    leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
+    min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS
+    max_key_age_seconds: float = DEFAULT_MAX_KEY_AGE_SECONDS
+    _keys: dict[str, PyJWK] = field(default_factory=dict, repr=False)
+    _fetched_at: float | None = field(default=None, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    fetch_count: int = 0  # how many times the JWKS was fetched; tests and telemetry read it
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenValidator:
+        return cls(issuer=settings.issuer, audience=settings.audience, tenant_id=settings.tenant_id,
+                   jwks_url=settings.jwks_url)
+
+    async def validate(self, token: str) -> Caller:
+        """The caller of a valid token; ``ApiError("Unauthenticated")`` for anything else."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _unauthenticated("the token is malformed") from None
+        if header.get("alg") != ALGORITHM:
+            # Checked before any key lookup: 'none' and HS* must never reach a verifier.
+            raise _unauthenticated(f"the token must be signed with {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _unauthenticated("the token names no signing key (kid)")
+        key = await self._key(kid)
+        try:
+            claims = jwt.decode(
+                token, key=key, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
+                leeway=self.leeway_seconds,
+                options={"require": ["exp", "nbf", "iat", "iss", "aud"], "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthenticated("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _unauthenticated("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise _unauthenticated("the token was issued for another application (audience)") from None
+        except jwt.InvalidIssuerError:
+            raise _unauthenticated("the token was issued by another authority (issuer)") from None
+        except jwt.InvalidSignatureError:
+            raise _unauthenticated("the token's signature does not match") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _unauthenticated(f"the token lacks the '{exc.claim}' claim") from None
+        except jwt.PyJWTError:
+            raise _unauthenticated("the token is malformed") from None
+        return self._caller(claims)
+
+    def _caller(self, claims: dict[str, Any]) -> Caller:
+        if claims.get("tid") != self.tenant_id:
+            raise _unauthenticated("the token belongs to another tenant")
+        oid = claims.get("oid")
+        upn = claims.get("upn") or claims.get("preferred_username")
+        if not isinstance(oid, str) or not oid or not isinstance(upn, str) or not upn:
+            raise _unauthenticated("the token does not identify a signed-in user")
+        if not isinstance(claims.get("scp"), str) or not claims["scp"].strip():
+            # App-only tokens carry 'roles' instead; only a person can be a Bookings administrator.
+            raise _unauthenticated("the token is not a user's delegated token")
+        name = claims.get("name")
+        return Caller(oid=oid, upn=upn.strip().lower(), tenant=claims["tid"],
+                      name=name if isinstance(name, str) else "")
+
+    async def _key(self, kid: str) -> PyJWK:
+        now = time.monotonic()
+        stale = self._fetched_at is None or now - self._fetched_at > self.max_key_age_seconds
+        if not stale and kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            # Another request may have refreshed while we waited for the lock.
+            if kid in self._keys and self._fetched_at is not None \
+                    and time.monotonic() - self._fetched_at <= self.max_key_age_seconds:
+                return self._keys[kid]
+            may_refresh = self._fetched_at is None or stale \
+                or time.monotonic() - self._fetched_at >= self.min_refresh_seconds
+            if may_refresh:
+                await self._refresh()
+        key = self._keys.get(kid)
+        if key is None:
+            raise _unauthenticated("the token's signing key is unknown")
+        return key
+
+    async def _refresh(self) -> None:
+        self.fetch_count += 1
+        try:
+            async with httpx.AsyncClient(timeout=JWKS_TIMEOUT_SECONDS) as client:
+                response = await client.get(self.jwks_url)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("JWKS fetch from %s failed: %s", self.jwks_url, type(exc).__name__)
+            if self._keys:
+                # Keep the keys we have; an unknown kid is then simply unknown. Retry after the interval.
+                self._fetched_at = time.monotonic()
+                return
+            raise ApiError("DependencyUnavailable", dependency="Entra ID signing keys (JWKS)") from None
+        self._keys = _parse_jwks(document)
+        self._fetched_at = time.monotonic()
+        log.info("JWKS refreshed: %d signing keys", len(self._keys))
+
+
+def _parse_jwks(document: Any) -> dict[str, PyJWK]:
+    """RSA signing keys by kid. Keys we cannot use are skipped, so one odd key does not block the rest."""
+    keys: dict[str, PyJWK] = {}
+    entries = document.get("keys") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+            continue
+        kid = entry.get("kid")
+        if not isinstance(kid, str) or not kid:
+            continue
+        try:
+            keys[kid] = PyJWK({**entry, "alg": ALGORITHM})
+        except jwt.PyJWTError:
+            log.warning("JWKS key %s skipped: not a usable RSA key", kid)
+    return keys
+
+
+# The validator holds an asyncio.Lock, which belongs to one event loop: the Functions worker has one,
+# tests have many. Keyed by loop, like the storage clients in shared.adapters.storage.
+_validators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TokenValidator] = weakref.WeakKeyDictionary()
+
+
+def get_validator() -> TokenValidator:
+    loop = asyncio.get_running_loop()
+    validator = _validators.get(loop)
+    if validator is None:
+        validator = _validators[loop] = TokenValidator.from_settings(get_settings())
+    return validator
+
+
+async def authenticate(authorization: str | None) -> Caller:
+    """The caller named by an ``Authorization`` header value; 401 ``Unauthenticated`` otherwise."""
+    return await get_validator().validate(bearer_token(authorization))

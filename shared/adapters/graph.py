@@ -1,0 +1,304 @@
+"""Microsoft Graph access: every call the app makes to Graph goes through ``Graph``.
+
+Built on msgraph-sdk, which is imported lazily (first use, never on import of function_app and never on
+the notification path: it costs time and memory at cold start). The SDK's request builders and
+middleware send the requests; answers come back as Graph's own JSON (dicts, camelCase), which is what
+the snapshots store and what ``appointment_data`` maps, with no model round trip.
+
+Where Graph is: ``GRAPH_BASE_URL`` (the Graph sandbox locally, any Graph-compatible service in tests).
+Tokens: client credentials against ``ENTRA_TOKEN_URL`` (``GRAPH_CREDENTIAL=clientsecret``) or the
+Function App's managed identity (``managedidentity``). A token is never sent over plain http except
+to a loopback host.
+
+Retries: reads (GET) go through the SDK's retry handler, which honours ``Retry-After`` on 429/503/504
+a bounded number of times. Writes are never retried here — the SDK would retry a subscription POST on
+429/503 and could create duplicates — the caller decides, using ``GraphError.retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from shared.adapters.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the SDK is imported on first use only
+    from kiota_abstractions.request_information import RequestInformation
+
+PREFER_UNKNOWN_ENUMS = "include-unknown-enum-members"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class GraphError(Exception):
+    """Graph answered with an error, or could not be reached (status 0)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"Graph {status} {code}: {message}")
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+    @property
+    def throttled(self) -> bool:
+        return self.status in (429, 503, 504)
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    value = None
+    for key in ("retry-after", "Retry-After"):
+        try:
+            value = headers.get(key)
+        except Exception:
+            value = None
+        if value:
+            break
+    if isinstance(value, list | tuple | set):
+        value = next(iter(value), None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class TokenSource:
+    """App-only Graph tokens, cached until five minutes before they expire."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self._credential: Any = None
+
+    async def token(self) -> str:
+        async with self._lock:
+            if self._token is None or time.time() > self._expires_at - 300:
+                self._token, self._expires_at = await self._fetch()
+            return self._token
+
+    async def _fetch(self) -> tuple[str, float]:
+        s = self._settings
+        if s.graph_credential == "managedidentity":
+            if self._credential is None:
+                from azure.identity.aio import ManagedIdentityCredential
+
+                self._credential = ManagedIdentityCredential(client_id=s.graph_client_id or None)
+            access = await self._credential.get_token(s.graph_scope)
+            return access.token, float(access.expires_on)
+        async with httpx.AsyncClient(timeout=15) as client:
+            response = await client.post(s.token_url, data={
+                "grant_type": "client_credentials", "client_id": s.graph_client_id,
+                "client_secret": s.graph_client_secret, "scope": s.graph_scope})
+        if response.status_code != 200:
+            try:
+                body = response.json()
+                detail = f"{body.get('error')}: {str(body.get('error_description', '')).splitlines()[0]}"
+            except (ValueError, AttributeError, IndexError):
+                detail = f"HTTP {response.status_code}"
+            raise GraphError(401, "TokenRequestFailed", f"the token endpoint refused the app: {detail}")
+        body = response.json()
+        return body["access_token"], time.time() + float(body.get("expires_in", 3599))
+
+
+def _token_provider(source: TokenSource, graph_url: str) -> Any:
+    from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
+
+    host = urlsplit(graph_url).hostname or ""
+
+    class Provider(AccessTokenProvider):
+        async def get_authorization_token(self, uri: str, additional_authentication_context: dict | None = None
+                                          ) -> str:
+            parts = urlsplit(uri)
+            if parts.hostname != host:
+                return ""  # never hand our token to another host (e.g. a nextLink elsewhere)
+            if parts.scheme != "https" and parts.hostname not in LOOPBACK_HOSTS:
+                raise GraphError(0, "InsecureGraphUrl", f"refusing to send a token over {parts.scheme}")
+            return await source.token()
+
+        def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+            return AllowedHostsValidator([host])
+
+    return Provider()
+
+
+@dataclass
+class _Sdk:
+    client: Any  # GraphServiceClient
+    adapter: Any  # GraphRequestAdapter
+
+
+class Graph:
+    """The app's Graph client. One per event loop (``get_graph()``); cheap to create, SDK loaded lazily."""
+
+    def __init__(self, settings: Settings | None = None, http_client: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.tokens = TokenSource(self.settings)
+        self._http_client = http_client
+        self._sdk: _Sdk | None = None
+
+    def _get_sdk(self) -> _Sdk:
+        if self._sdk is None:
+            from kiota_abstractions.authentication import BaseBearerTokenAuthenticationProvider
+            from msgraph import GraphRequestAdapter, GraphServiceClient
+            from msgraph_core import GraphClientFactory
+
+            http = GraphClientFactory.create_with_default_middleware(
+                client=self._http_client or httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10)))
+            auth = BaseBearerTokenAuthenticationProvider(_token_provider(self.tokens, self.settings.graph_base_url))
+            adapter = GraphRequestAdapter(auth, client=http)
+            adapter.base_url = self.settings.graph_base_url
+            self._sdk = _Sdk(GraphServiceClient(request_adapter=adapter), adapter)
+        return self._sdk
+
+    @property
+    def sdk(self) -> Any:
+        return self._get_sdk().client
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    async def send(self, info: RequestInformation, *, retry: bool, prefer: str | None = None) -> Any:
+        """Send a request built by an SDK request builder; return Graph's JSON (None for 204)."""
+        from kiota_abstractions.api_error import APIError
+        from kiota_http.middleware.options import RetryHandlerOption
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        if not retry:
+            info.add_request_options([RetryHandlerOption(delay=0, max_retries=0, should_retry=False)])
+        if prefer:
+            info.headers.try_add("Prefer", prefer)
+        try:
+            raw = await self._get_sdk().adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+        except ODataError as error:
+            main = error.error
+            raise GraphError(error.response_status_code or 0, getattr(main, "code", None) or "Unknown",
+                             getattr(main, "message", None) or str(error),
+                             _retry_after(error.response_headers)) from None
+        except APIError as error:
+            raise GraphError(error.response_status_code or 0, "Unknown", str(error.message or error)[:300],
+                             _retry_after(error.response_headers)) from None
+        except httpx.HTTPError as error:
+            raise GraphError(0, "Unreachable", f"{type(error).__name__}: {error}") from None
+        return json.loads(raw) if raw else None
+
+    async def pages(self, info: RequestInformation, *, prefer: str | None = None) -> AsyncIterator[dict]:
+        """Every item of a collection, following ``@odata.nextLink``."""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+
+        while True:
+            page = await self.send(info, retry=True, prefer=prefer) or {}
+            for item in page.get("value", []):
+                yield item
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                return
+            info = RequestInformation(Method.GET)
+            info.url = next_link
+
+    def _business(self, smtp: str) -> Any:
+        return self.sdk.solutions.booking_businesses.by_booking_business_id(quote(smtp, safe="@"))
+
+    # ---- Bookings ---------------------------------------------------------------------------
+
+    async def list_businesses(self) -> list[dict]:
+        return [b async for b in self.pages(self.sdk.solutions.booking_businesses.to_get_request_information())]
+
+    async def get_business(self, smtp: str) -> dict:
+        """Raises GraphError 404 for an unknown business."""
+        return await self.send(self._business(smtp).to_get_request_information(), retry=True)
+
+    async def list_staff(self, smtp: str) -> list[dict]:
+        """Staff with their real roles: ``scheduler`` and ``teamMember`` need the Prefer header."""
+        info = self._business(smtp).staff_members.to_get_request_information()
+        return [s async for s in self.pages(info, prefer=PREFER_UNKNOWN_ENUMS)]
+
+    async def list_services(self, smtp: str) -> list[dict]:
+        return [s async for s in self.pages(self._business(smtp).services.to_get_request_information())]
+
+    async def list_custom_questions(self, smtp: str) -> list[dict]:
+        return [q async for q in self.pages(self._business(smtp).custom_questions.to_get_request_information())]
+
+    async def calendar_view(self, smtp: str, start: datetime, end: datetime) -> list[dict]:
+        from msgraph.generated.solutions.booking_businesses.item.calendar_view.calendar_view_request_builder import (
+            CalendarViewRequestBuilder,
+        )
+
+        query = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetQueryParameters(
+            start=start.isoformat().replace("+00:00", "Z"), end=end.isoformat().replace("+00:00", "Z"))
+        config = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetRequestConfiguration(query_parameters=query)
+        info = self._business(smtp).calendar_view.to_get_request_information(config)
+        return [a async for a in self.pages(info)]
+
+    async def get_event(self, smtp: str, event_id: str) -> dict:
+        """A calendar event of the mailbox (notifications name events, not appointments)."""
+        info = self.sdk.users.by_user_id(quote(smtp, safe="@")).events.by_event_id(event_id)\
+            .to_get_request_information()
+        return await self.send(info, retry=True)
+
+    async def get_appointment(self, smtp: str, appointment_id: str) -> dict:
+        info = self._business(smtp).appointments.by_booking_appointment_id(appointment_id).to_get_request_information()
+        return await self.send(info, retry=True)
+
+    async def cancel_appointment(self, smtp: str, appointment_id: str, message: str) -> None:
+        from msgraph.generated.solutions.booking_businesses.item.appointments.item.cancel.cancel_post_request_body import (  # noqa: E501
+            CancelPostRequestBody,
+        )
+
+        body = CancelPostRequestBody(cancellation_message=message)
+        builder = self._business(smtp).appointments.by_booking_appointment_id(appointment_id).cancel
+        await self.send(builder.to_post_request_information(body), retry=False)
+
+    # ---- subscriptions (writes: never retried here) ----------------------------------------------
+
+    async def create_subscription(self, *, resource: str, change_type: str, notification_url: str,
+                                  lifecycle_url: str, client_state: str, expiration: datetime) -> dict:
+        from msgraph.generated.models.subscription import Subscription
+
+        body = Subscription(resource=resource, change_type=change_type, notification_url=notification_url,
+                            lifecycle_notification_url=lifecycle_url, client_state=client_state,
+                            expiration_date_time=expiration)
+        return await self.send(self.sdk.subscriptions.to_post_request_information(body), retry=False)
+
+    async def renew_subscription(self, subscription_id: str, expiration: datetime) -> dict:
+        from msgraph.generated.models.subscription import Subscription
+
+        info = self.sdk.subscriptions.by_subscription_id(subscription_id).to_patch_request_information(
+            Subscription(expiration_date_time=expiration))
+        return await self.send(info, retry=False)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        info = self.sdk.subscriptions.by_subscription_id(subscription_id).reauthorize.to_post_request_information()
+        await self.send(info, retry=False)
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        """Deleting a subscription Graph no longer has is not an error."""
+        info = self.sdk.subscriptions.by_subscription_id(subscription_id).to_delete_request_information()
+        try:
+            await self.send(info, retry=False)
+        except GraphError as error:
+            if error.status != 404:
+                raise
+
+    async def list_subscriptions(self) -> list[dict]:
+        return [s async for s in self.pages(self.sdk.subscriptions.to_get_request_information())]
+
+
+_graphs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Graph] = weakref.WeakKeyDictionary()
+
+
+def get_graph() -> Graph:
+    """The Graph client of the running event loop (clients hold loop-bound connections)."""
+    loop = asyncio.get_running_loop()
+    graph = _graphs.get(loop)
+    if graph is None or graph.settings is not get_settings():
+        graph = _graphs[loop] = Graph()
+    return graph

@@ -1,0 +1,152 @@
+"""Application Insights export (azure-monitor-opentelemetry) and the one way to emit a telemetry event.
+
+``configure_monitoring(settings)`` turns export on only when APPLICATIONINSIGHTS_CONNECTION_STRING is
+set, and imports the exporter only then: locally and in tests nothing is loaded, and importing
+``function_app`` stays cheap. On Azure, local (key) authentication of Application Insights is disabled,
+so the exporter authenticates with the app's user-assigned managed identity (Entra token; the identity
+holds Monitoring Metrics Publisher).
+
+``track_event(name, **dimensions)`` logs one event of ``shared.contracts.events``. With export on, the exporter
+turns it into a ``customEvents`` row (name, and dimensions as ``customDimensions``); without, it is an
+ordinary log line. Only the dimensions the event declares are kept, and values are redacted, so a
+callback URL or token cannot reach telemetry even by mistake.
+
+``telemetry_context(mailbox=..., correlationId=...)`` sets the common dimensions (mailbox, flowId,
+subscriptionId, trigger, correlationId) once for a request or queue message: every event tracked and
+every log line exported inside it carries them.
+
+The correlation id travels the same way: each entry point (HTTP request, queue message, timer) opens a
+``telemetry_context`` with its correlation id, and ``correlation_id()`` reads it wherever it is needed
+(error bodies, the messages a step enqueues for the next one), so no signature has to pass it along.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.logs import RedactingFilter, redact
+from shared.contracts import events
+
+if TYPE_CHECKING:
+    from shared.adapters.settings import Settings
+
+# Only the app's own loggers are exported: the Azure SDK's loggers print request URLs and headers.
+EXPORTED_LOGGER = "shared"
+_event_logger = logging.getLogger("shared.contracts.events")
+# Events are what alerts count: LOG_LEVEL=WARNING must not silence them.
+_event_logger.setLevel(logging.INFO)
+# The exporter maps a log record carrying this attribute to a customEvents row of that name.
+_CUSTOM_EVENT_ATTRIBUTE = "microsoft.custom_event.name"
+
+#: Dimensions a request or message sets once with ``telemetry_context``.
+CONTEXT_DIMENSIONS: tuple[str, ...] = (events.MAILBOX, events.FLOW_ID, events.SUBSCRIPTION_ID, events.TRIGGER,
+                                       events.CORRELATION_ID)
+_context: ContextVar[dict[str, str]] = ContextVar("telemetry_context", default={})  # noqa: B039 (never mutated)
+
+_configured = False
+
+
+@contextmanager
+def telemetry_context(**dimensions: Any) -> Iterator[None]:
+    """Within this block, events and exported log lines carry these common dimensions (None: unset)."""
+    unknown = set(dimensions) - set(CONTEXT_DIMENSIONS)
+    if unknown:
+        raise ValueError(f"Not a context dimension: {sorted(unknown)}; use one of {CONTEXT_DIMENSIONS}.")
+    merged = {**_context.get(), **{k: redact(str(v)) for k, v in dimensions.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def correlation_id() -> str:
+    """The correlation id of the request, message or timer run being handled ("" outside of one)."""
+    return _context.get().get(events.CORRELATION_ID, "")
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+@contextmanager
+def correlated() -> Iterator[None]:
+    """Keep the current correlation id, or start a new one when there is none (a timer's run)."""
+    if correlation_id():
+        yield
+        return
+    with telemetry_context(correlationId=new_correlation_id()):
+        yield
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current ``telemetry_context`` to each record (the exporter makes them customDimensions)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def configure_monitoring(settings: Settings) -> bool:
+    """Start exporting traces, logs and metrics to Application Insights; idempotent. True if export is on."""
+    global _configured
+    if _configured:
+        return True
+    if not settings.appinsights_connection_string:
+        return False
+    from azure.monitor.opentelemetry import configure_azure_monitor  # heavy: only when export is on
+
+    kwargs: dict[str, Any] = {}
+    if settings.storage.uses_identity:
+        # Same user-assigned identity as storage (AzureWebJobsStorage__clientId); on Azure that is also
+        # the ClientId of APPLICATIONINSIGHTS_AUTHENTICATION_STRING.
+        from azure.identity import ManagedIdentityCredential
+
+        kwargs["credential"] = ManagedIdentityCredential(client_id=settings.storage.client_id)
+    configure_azure_monitor(
+        connection_string=settings.appinsights_connection_string,
+        logger_name=EXPORTED_LOGGER,
+        enable_live_metrics=True,
+        **kwargs,
+    )
+    # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well, and
+    # give them the request's dimensions.
+    for handler in logging.getLogger(EXPORTED_LOGGER).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+        if not any(isinstance(f, ContextFilter) for f in handler.filters):
+            handler.addFilter(ContextFilter())
+    _configured = True
+    return True
+
+
+def event_dimensions(name: str, dimensions: dict[str, Any]) -> dict[str, str | int | float]:
+    """The dimensions of ``name`` that may be emitted: declared ones only, never None, strings redacted."""
+    allowed = events.EVENTS.get(name)
+    if allowed is None:
+        raise ValueError(f"Unknown telemetry event {name!r}: declare it in shared/contracts/events.py first.")
+    kept: dict[str, str | int | float] = {}
+    for key, value in dimensions.items():
+        if key not in allowed or key in events.FORBIDDEN_DIMENSIONS or value is None:
+            continue
+        if isinstance(value, bool):
+            kept[key] = "true" if value else "false"
+        elif isinstance(value, int | float):
+            kept[key] = value
+        else:
+            kept[key] = redact(str(value))
+    return kept
+
+
+def track_event(name: str, level: int = logging.INFO, **dimensions: Any) -> None:
+    """Emit telemetry event ``name`` (a constant of ``shared.contracts.events``) with its declared dimensions."""
+    kept = event_dimensions(name, {**_context.get(), **dimensions})
+    summary = " ".join(f"{k}={v}" for k, v in sorted(kept.items()))
+    _event_logger.log(level, "%s %s", name, summary, extra={_CUSTOM_EVENT_ATTRIBUTE: name, **kept})

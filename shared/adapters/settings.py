@@ -1,0 +1,324 @@
+"""Every setting the app reads: names, defaults, validation, and the one place they are read.
+
+Settings come from the process environment. Locally `local.settings.json` ``Values`` feed it (the
+local host copies them in, and a variable already set in the environment wins, as with ``func start``);
+on Azure they are the Function App's app settings, declared in ``infra/``.
+
+``SPECS`` is the single list of settings. The README's configuration table and the infra tests are
+checked against it, so a setting added here without documentation or without an app setting in Bicep
+fails the tests.
+
+``get_settings()`` reads and validates them once per process. A bad value raises ``SettingsError``
+naming the setting, at start-up rather than on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed. The message names the setting and says what is expected."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: str | None  # None: required (unless ``required_if`` says otherwise)
+    description: str
+    parse: Callable[[str, str], Any]
+    attribute: str
+    secret: bool = False  # never printed, never logged
+
+
+# --- parsers: each takes (name, raw) and returns the value or raises SettingsError -------------------
+
+
+def _text(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise SettingsError(f"Setting {name} is empty; give it a value or remove it to use the default.")
+    return value
+
+
+def _url(name: str, raw: str) -> str:
+    value = _text(name, raw).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"Setting {name} must be an absolute http(s) URL, got {value!r}.")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"Setting {name} must not carry a query string or fragment.")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a whole number, got {raw!r}.") from None
+    if value < 1:
+        raise SettingsError(f"Setting {name} must be at least 1, got {value}.")
+    return value
+
+
+def _positive_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a number, got {raw!r}.") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"Setting {name} must be a positive number, got {raw!r}.")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"Setting {name} must be true or false, got {raw!r}.")
+
+
+def _host_list(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        bare = host[2:] if host.startswith("*.") else host
+        if not bare or "*" in bare or "/" in bare or ":" in bare:
+            raise SettingsError(
+                f"Setting {name}: {host!r} is not a host name or a '*.domain' wildcard "
+                "(no scheme, port or path)."
+            )
+    return hosts
+
+
+def _ncrontab(name: str, raw: str) -> str:
+    value = _text(name, raw)
+    if len(value.split()) != 6:
+        raise SettingsError(
+            f"Setting {name} must be a 6-field NCRONTAB expression "
+            f"(second minute hour day month day-of-week), got {value!r}."
+        )
+    return value
+
+
+def _log_level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"Setting {name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}.")
+    return value
+
+
+def _graph_credential(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("managedidentity", "clientsecret"):
+        raise SettingsError(f"Setting {name} must be 'managedidentity' or 'clientsecret', got {raw!r}.")
+    return value
+
+
+def _spec(name: str, default: str | None, description: str, parse: Callable[[str, str], Any],
+          attribute: str, **kw: Any) -> SettingSpec:
+    return SettingSpec(name, default, description, parse, attribute, **kw)
+
+
+# Storage is not in SPECS: it has two shapes (connection string or identity URIs) and is read by
+# ``_storage`` below. The names are the Functions runtime's own, so the host and the app share them.
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
+STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
+STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"
+
+SPECS: tuple[SettingSpec, ...] = (
+    _spec("ENTRA_TENANT_ID", None, "Directory (tenant) id of the Entra ID tenant the app and its callers live in.",
+          _text, "tenant_id"),
+    _spec("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0",
+          "Microsoft Graph endpoint, version included. Locally the Graph sandbox.", _url, "graph_base_url"),
+    _spec("GRAPH_CREDENTIAL", "managedidentity",
+          "How the app gets Graph tokens: 'managedidentity' (Azure, no secret) or 'clientsecret' "
+          "(client credentials against ENTRA_TOKEN_URL; the sandbox).", _graph_credential, "graph_credential"),
+    _spec("GRAPH_CLIENT_ID", "", "Client id for Graph tokens: the app registration (clientsecret) or the "
+          "user-assigned managed identity (managedidentity; empty means system-assigned).",
+          lambda n, r: r.strip(), "graph_client_id"),
+    _spec("GRAPH_CLIENT_SECRET", "", "Client secret, only with GRAPH_CREDENTIAL=clientsecret. Never set on Azure.",
+          lambda n, r: r.strip(), "graph_client_secret", secret=True),
+    _spec("GRAPH_SCOPE", "https://graph.microsoft.com/.default", "Scope requested for Graph app tokens.",
+          _text, "graph_scope"),
+    _spec("ENTRA_TOKEN_URL", "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+          "Token endpoint for client credentials; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
+          "token_url_template"),
+    _spec("AUTH_ISSUER", "https://login.microsoftonline.com/{tenant}/v2.0",
+          "Expected 'iss' of callers' bearer tokens; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
+          "issuer_template"),
+    _spec("AUTH_AUDIENCE", None, "Expected 'aud' of callers' bearer tokens: the API app registration's "
+          "application id URI or client id.", _text, "audience"),
+    _spec("AUTH_JWKS_URL", "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
+          "Signing keys of the token issuer; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
+          "jwks_url_template"),
+    _spec("PUBLIC_BASE_URL", "", "Public base URL of this app. Graph posts notifications under it and Location "
+          "headers point at it. Empty: https://$WEBSITE_HOSTNAME, which Azure sets on every Function App.",
+          lambda n, r: _url(n, r) if r.strip() else "", "public_base_url"),
+    _spec("MAX_FLOWS_PER_MAILBOX", "5", "Flows (appointment triggers) allowed per Bookings mailbox, "
+          "as Microsoft's connector allows.", _positive_int, "max_flows_per_mailbox"),
+    _spec("CALLBACK_HOST_ALLOWLIST", "*.logic.azure.com,*.logic.azure.us,*.logic.azure.cn,*.flow.microsoft.com,"
+          "*.powerautomate.com", "Hosts flow callback URLs may point at; '*.domain' allows its subdomains.",
+          _host_list, "callback_host_allowlist"),
+    _spec("ALLOW_LOOPBACK_CALLBACKS", "false", "Local demo only: accept http callbacks on 127.0.0.1. "
+          "Never true on Azure.", _bool, "allow_loopback_callbacks"),
+    _spec("RENEWAL_SCHEDULE", "0 */30 * * * *", "NCRONTAB schedule of the subscription renewal timer.",
+          _ncrontab, "renewal_schedule"),
+    _spec("RENEWAL_WINDOW_MINUTES", "1440", "The renewal timer renews subscriptions expiring within this many "
+          "minutes (Graph allows 4,230 minutes of life).", _positive_int, "renewal_window_minutes"),
+    _spec("SUBSCRIPTION_WRITES_PER_SECOND", "24", "Pace of the renewal sweep's subscription writes, just "
+          "below Graph's 500 writes per 20 s per app (25/s); a sweep is rarely that large, and a new flow "
+          "that meets the limit is told when to retry.", _positive_int,
+          "subscription_writes_per_second"),
+    _spec("RESYNC_SCHEDULE", "0 0 * * * *", "NCRONTAB schedule of the periodic full resync of every mailbox.",
+          _ncrontab, "resync_schedule"),
+    _spec("RESYNC_HORIZON_DAYS", "180", "How many days ahead a full resync compares appointments "
+          "(and catches changes Graph never notified).",
+          _positive_int, "resync_horizon_days"),
+    _spec("RESYNC_PAST_DAYS", "7", "How many days back a full resync looks; older appointments leave the "
+          "snapshot silently.",
+          _positive_int, "resync_past_days"),
+    _spec("DELIVERY_RETRY_HOURS", "24", "How long a delivery to a flow is retried (429, 5xx, timeouts), counted "
+          "from its first attempt, before it becomes a dead letter. Decimals allowed.", _positive_number,
+          "delivery_retry_hours"),
+    _spec("OUTBOX_RETENTION_HOURS", "168", "How long an appointment event is kept after it was handed to its "
+          "flows (never less than DELIVERY_RETRY_HOURS + 1 h, and never while it has dead letters).",
+          _positive_number, "outbox_retention_hours"),
+    _spec("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the outbox sweep: hands events "
+          "left pending by a crash to their flows, and prunes delivered ones.", _ncrontab, "outbox_sweep_schedule"),
+    _spec("HEALTH_TIMEOUT_SECONDS", "3", "How long /api/health waits for each dependency.", _positive_int,
+          "health_timeout_seconds"),
+    _spec("LOG_LEVEL", "INFO", "Level of the app's own logs: DEBUG, INFO, WARNING or ERROR.", _log_level,
+          "log_level"),
+    _spec("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights connection string; telemetry "
+          "export is on when set. Holds no secret with local auth disabled (Entra auth).",
+          lambda n, r: r.strip(), "appinsights_connection_string"),
+)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Either a connection string (Azurite, local) or service URIs used with an Entra credential (Azure)."""
+
+    connection_string: str | None = field(default=None, repr=False)
+    table_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None  # user-assigned managed identity; None = DefaultAzureCredential's choice
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    tenant_id: str
+    graph_base_url: str
+    graph_credential: str
+    graph_client_id: str
+    graph_client_secret: str = field(repr=False)
+    graph_scope: str
+    token_url: str
+    issuer: str
+    audience: str
+    jwks_url: str
+    public_base_url: str
+    max_flows_per_mailbox: int
+    callback_host_allowlist: tuple[str, ...]
+    allow_loopback_callbacks: bool
+    renewal_schedule: str
+    renewal_window_minutes: int
+    subscription_writes_per_second: int
+    resync_schedule: str
+    delivery_retry_hours: float
+    outbox_retention_hours: float
+    outbox_sweep_schedule: str
+    health_timeout_seconds: int
+    resync_horizon_days: int
+    resync_past_days: int
+    log_level: str
+    appinsights_connection_string: str = field(repr=False)
+
+
+def _storage(env: Mapping[str, str]) -> StorageSettings:
+    conn = env.get(STORAGE_CONNECTION, "").strip()
+    table_uri = env.get(STORAGE_TABLE_URI, "").strip()
+    queue_uri = env.get(STORAGE_QUEUE_URI, "").strip()
+    if conn:
+        if "AccountName=" not in conn and "UseDevelopmentStorage=true" not in conn:
+            raise SettingsError(
+                f"Setting {STORAGE_CONNECTION} is not a storage connection string "
+                "(expected 'DefaultEndpointsProtocol=…;AccountName=…;…' or 'UseDevelopmentStorage=true')."
+            )
+        return StorageSettings(connection_string=conn)
+    if table_uri or queue_uri:
+        for name, value in ((STORAGE_TABLE_URI, table_uri), (STORAGE_QUEUE_URI, queue_uri)):
+            if not value:
+                raise SettingsError(
+                    f"Setting {name} is missing: identity-based storage needs both {STORAGE_TABLE_URI} "
+                    f"and {STORAGE_QUEUE_URI}."
+                )
+            _url(name, value)
+        client_id = env.get(STORAGE_CLIENT_ID, "").strip() or None
+        return StorageSettings(table_service_uri=table_uri.rstrip("/"), queue_service_uri=queue_uri.rstrip("/"),
+                               client_id=client_id)
+    raise SettingsError(
+        f"Storage is not configured: set {STORAGE_CONNECTION} to a connection string (local, Azurite) or "
+        f"{STORAGE_TABLE_URI} and {STORAGE_QUEUE_URI} (Azure, managed identity)."
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        raw = env.get(spec.name)
+        if raw is None or (raw.strip() == "" and spec.default is not None):
+            if spec.default is None:
+                raise SettingsError(f"Setting {spec.name} is required and not set: {spec.description}")
+            raw = spec.default
+        values[spec.attribute] = spec.parse(spec.name, raw) if raw != "" else ""
+    tenant = values.pop("tenant_id")
+    token_url = values.pop("token_url_template").replace("{tenant}", tenant)
+    issuer = values.pop("issuer_template").replace("{tenant}", tenant)
+    jwks_url = values.pop("jwks_url_template").replace("{tenant}", tenant)
+    for name, value in (("ENTRA_TOKEN_URL", token_url), ("AUTH_JWKS_URL", jwks_url)):
+        _url(name, value)
+    needs_secret = values["graph_credential"] == "clientsecret"
+    if needs_secret and not (values["graph_client_id"] and values["graph_client_secret"]):
+        raise SettingsError(
+            "Setting GRAPH_CLIENT_SECRET (and GRAPH_CLIENT_ID) must be set when GRAPH_CREDENTIAL=clientsecret."
+        )
+    if not values["public_base_url"]:
+        hostname = env.get("WEBSITE_HOSTNAME", "").strip()
+        if not hostname:
+            raise SettingsError("Setting PUBLIC_BASE_URL is not set, and neither is WEBSITE_HOSTNAME (which Azure "
+                                "sets): give the app's public base URL, e.g. https://<app>.azurewebsites.net.")
+        values["public_base_url"] = _url("WEBSITE_HOSTNAME", f"https://{hostname}")
+    return Settings(storage=_storage(env), tenant_id=tenant, token_url=token_url, issuer=issuer,
+                    jwks_url=jwks_url, **values)
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read once. Raises ``SettingsError`` naming the first bad setting."""
+    global _cached
+    if _cached is None:
+        _cached = load_settings()
+    return _cached
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests that change the environment)."""
+    global _cached
+    _cached = None

@@ -1,0 +1,240 @@
+"""The error catalogue and the one JSON shape every non-2xx answer has.
+
+Every error the API can return is listed in ``CATALOGUE`` with its HTTP status and an English and a
+Japanese message and remedy. The remedy is written for the flow maker who reads it in Power Automate:
+it says what to do next. Handlers raise ``ApiError(code, **details)``; ``shared.endpoints.http`` turns it into::
+
+    {"error": {"code": "...", "message": "...", "remedy": "...", "correlationId": "..."}}
+
+Details fill ``{placeholders}`` in the texts. Details must never hold secrets (callback URLs, tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorText:
+    status: int
+    message_en: str
+    remedy_en: str
+    message_ja: str
+    remedy_ja: str
+
+
+CATALOGUE: dict[str, ErrorText] = {
+    "InvalidRequest": ErrorText(
+        400,
+        "The request is not valid: {reason}",
+        "Check the request against the connector definition and send it again.",
+        "リクエストが正しくありません: {reason}",
+        "コネクタ定義に沿ってリクエストを確認し、もう一度送信してください。",
+    ),
+    "Unauthenticated": ErrorText(
+        401,
+        "The request has no valid sign-in: {reason}",
+        "Sign in again: edit the connection in Power Automate and re-authenticate it.",
+        "有効なサインインがありません: {reason}",
+        "Power Automate で接続を編集し、もう一度サインインしてください。",
+    ),
+    "FunctionKeyRequired": ErrorText(
+        401,
+        "This endpoint needs a function key.",
+        "Send the key in the x-functions-key header or the 'code' query parameter.",
+        "このエンドポイントには関数キーが必要です。",
+        "x-functions-key ヘッダーまたは code クエリ パラメーターでキーを送信してください。",
+    ),
+    "NotFound": ErrorText(
+        404,
+        "Nothing is served at {path}.",
+        "Check the URL: every route starts with /api/.",
+        "{path} には何もありません。",
+        "URL を確認してください。すべてのルートは /api/ で始まります。",
+    ),
+    "MethodNotAllowed": ErrorText(
+        405,
+        "{method} is not allowed on {path}.",
+        "Use one of: {allowed}.",
+        "{path} では {method} は使用できません。",
+        "次のいずれかを使用してください: {allowed}。",
+    ),
+    "PayloadTooLarge": ErrorText(
+        413,
+        "The request body is larger than {limit} bytes.",
+        "Send a smaller body.",
+        "リクエスト本文が {limit} バイトを超えています。",
+        "本文を小さくして送信してください。",
+    ),
+    "DependencyUnavailable": ErrorText(
+        503,
+        "A service this app depends on did not answer: {dependency}.",
+        "Try again in a few minutes. If it persists, ask the app's administrator to check Application Insights.",
+        "このアプリが依存するサービスが応答しませんでした: {dependency}。",
+        "数分後にもう一度お試しください。続く場合は管理者に Application Insights の確認を依頼してください。",
+    ),
+    # --- registration of flows (issue 5); the remedies are for the flow maker reading Power Automate ---
+    "NotBookingsAdministrator": ErrorText(
+        403,
+        "Only administrators of the Bookings business {business} can do this; your role there: {role}.",
+        "Ask an administrator of this Bookings business to create the flow, or to make you an administrator "
+        "(Bookings: Staff, role 'Administrator'). Team members, schedulers, viewers and guests cannot.",
+        "この操作は Bookings ビジネス {business} の管理者のみが行えます。あなたの役割: {role}。",
+        "この Bookings ビジネスの管理者にフローの作成を依頼するか、管理者の役割を付与してもらってください"
+        "(Bookings の [スタッフ] で役割を「管理者」に)。"
+        "チーム メンバー、スケジューラ、閲覧者、ゲストは作成できません。",
+    ),
+    "BookingBusinessNotFound": ErrorText(
+        404,
+        "There is no Bookings business with the address {business}.",
+        "Check the business's SMTP address: it is the part after /b/ in its booking page URL "
+        "(https://book.ms/b/<address>), or pick the business from the list in the trigger.",
+        "アドレス {business} の Bookings ビジネスは見つかりません。",
+        "ビジネスの SMTP アドレスを確認してください。"
+        "予約ページの URL (https://book.ms/b/<アドレス>) の /b/ の後の部分です。"
+        "トリガーの一覧からビジネスを選択することもできます。",
+    ),
+    "NotificationUrlNotAllowed": ErrorText(
+        403,
+        "The flow's notification URL is not allowed: {reason}.",
+        "Create the trigger from Power Automate, which supplies its own https callback URL. If your Power "
+        "Automate environment calls back from a host that is not allowed, ask the app's administrator to add "
+        "it to CALLBACK_HOST_ALLOWLIST.",
+        "フローの通知 URL は許可されていません: {reason}。",
+        "Power Automate からトリガーを作成してください (Power Automate が https のコールバック URL を指定します)。"
+        "お使いの Power Automate 環境のホストが許可されていない場合は、アプリの管理者に CALLBACK_HOST_ALLOWLIST への"
+        "追加を依頼してください。",
+    ),
+    "FlowLimitReached": ErrorText(
+        429,
+        "The Bookings business {business} already has {count} appointment flows, the most allowed ({limit}).",
+        "This limit is per Bookings mailbox, not per person. Remove one of the {count} existing flows for this "
+        "business, or add actions to one of them instead of creating a new flow. Other administrators of the "
+        "business can see who created each flow.",
+        "Bookings ビジネス {business} には既に予定フローが {count} 個あり、上限 ({limit}) に達しています。",
+        "この上限はユーザーごとではなく Bookings メールボックスごとです。"
+        "既存の {count} 個のフローのいずれかを削除するか、"
+        "新しいフローを作らずに既存のフローにアクションを追加してください。"
+        "各フローの作成者はビジネスの他の管理者が確認できます。",
+    ),
+    "TooManyConcurrentChanges": ErrorText(
+        503,
+        "Too many flows of the Bookings business {business} are being changed at the same moment.",
+        "Save the flow again in a minute.",
+        "Bookings ビジネス {business} のフローが同時に多数変更されています。",
+        "1 分ほど待ってから、もう一度フローを保存してください。",
+    ),
+    "SubscriptionValidationFailed": ErrorText(
+        502,
+        "Microsoft Graph could not reach this app to confirm change notifications for {business}.",
+        "The flow was not saved. Ask the app's administrator to check that the app's public URL "
+        "(PUBLIC_BASE_URL) answers from the internet at /api/graph/notifications, then save the flow again.",
+        "Microsoft Graph がこのアプリに接続できず、{business} の変更通知を確認できませんでした。",
+        "フローは保存されていません。アプリの管理者に、アプリの公開 URL (PUBLIC_BASE_URL) の "
+        "/api/graph/notifications がインターネットから応答するか確認を依頼し、もう一度フローを保存してください。",
+    ),
+    "GraphPermissionMissing": ErrorText(
+        502,
+        "Microsoft Graph refused this app access to the calendar of {business} ({graph_code}).",
+        "The flow was not saved. Ask a Microsoft Entra administrator to grant the app the Calendars.Read and "
+        "Bookings.Read.All application permissions (see the README's deployment section), then save the flow "
+        "again.",
+        "Microsoft Graph が {business} の予定表へのアクセスを拒否しました ({graph_code})。",
+        "フローは保存されていません。Microsoft Entra 管理者にアプリへのアプリケーション アクセス許可 "
+        "Calendars.Read と Bookings.Read.All の付与を依頼し (README のデプロイの章を参照)、"
+        "もう一度フローを保存してください。",
+    ),
+    "GraphThrottled": ErrorText(
+        503,
+        "Microsoft Graph is limiting requests from this app right now.",
+        "The flow was not saved. Save it again in {seconds} seconds.",
+        "Microsoft Graph が現在このアプリからの要求を制限しています。",
+        "フローは保存されていません。{seconds} 秒後にもう一度保存してください。",
+    ),
+    "AppointmentNotFound": ErrorText(
+        404,
+        "The Bookings business {business} has no such appointment (it may be cancelled already).",
+        "Check the appointment id; list the business's appointments in Bookings.",
+        "Bookings ビジネス {business} にその予定はありません (既にキャンセルされた可能性があります)。",
+        "予定 ID を確認してください。Bookings でビジネスの予定を確認できます。",
+    ),
+    "NotificationNotPersisted": ErrorText(
+        503,
+        "The notification could not be stored.",
+        "Microsoft Graph retries this notification by itself; nothing to do.",
+        "通知を保存できませんでした。",
+        "Microsoft Graph が自動的に再送します。対応は不要です。",
+    ),
+    # --- dead letters (issue 7); the remedies are for the business's administrators ---
+    "DeadLetterNotFound": ErrorText(
+        404,
+        "The Bookings business {business} has no dead letter {id}.",
+        "List the dead letters (GET …/deadletters) and use an id from that list; it may have been replayed "
+        "already.",
+        "Bookings ビジネス {business} に配信不能メッセージ {id} はありません。",
+        "配信不能メッセージの一覧 (GET …/deadletters) を取得し、その一覧の id を使用してください。"
+        "既に再送済みの可能性があります。",
+    ),
+    "DeadLetterNotReplayable": ErrorText(
+        410,
+        "The dead letter {id} cannot be delivered again: {reason}. It has been discarded.",
+        "Nothing to replay. If the flow should still receive appointments, save it again in Power Automate.",
+        "配信不能メッセージ {id} は再送できません: {reason}。このメッセージは破棄されました。",
+        "再送するものはありません。フローで引き続き予定を受け取る場合は、Power Automate でフローをもう一度保存して"
+        "ください。",
+    ),
+    "InternalError": ErrorText(
+        500,
+        "Something went wrong on our side.",
+        "Try again. If it persists, send the correlation id {correlationId} to the app's administrator.",
+        "サーバー側でエラーが発生しました。",
+        "もう一度お試しください。続く場合は相関 ID {correlationId} を管理者に伝えてください。",
+    ),
+}
+
+
+class ApiError(Exception):
+    """An error answer. ``code`` must be in ``CATALOGUE``; ``details`` fill its placeholders."""
+
+    def __init__(self, code: str, *, headers: dict[str, str] | None = None, **details: Any) -> None:
+        if code not in CATALOGUE:
+            raise KeyError(f"error code {code!r} is not in the catalogue")
+        super().__init__(code)
+        self.code = code
+        self.status = CATALOGUE[code].status
+        self.details = details
+        self.headers = headers or {}
+
+
+def prefers_japanese(accept_language: str | None) -> bool:
+    """True when the highest-weighted language in ``Accept-Language`` is Japanese."""
+    best, best_q = "en", -1.0
+    for part in (accept_language or "").split(","):
+        lang, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if lang and q > best_q:
+            best, best_q = lang.lower(), q
+    return best == "ja" or best.startswith("ja-")
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def error_body(code: str, correlation_id: str, accept_language: str | None = None,
+               **details: Any) -> dict[str, Any]:
+    text = CATALOGUE[code]
+    values = _Blank(details, correlationId=correlation_id)
+    ja = prefers_japanese(accept_language)
+    message = (text.message_ja if ja else text.message_en).format_map(values)
+    remedy = (text.remedy_ja if ja else text.remedy_en).format_map(values)
+    return {"error": {"code": code, "message": message, "remedy": remedy, "correlationId": correlation_id}}

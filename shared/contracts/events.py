@@ -1,0 +1,114 @@
+"""The telemetry events the app emits: their names and the custom dimensions each one carries.
+
+This module is the contract between the app and what admins see in Application Insights: the alert
+rules, the workbook and the queries in ``infra/queries/*.kql`` filter ``customEvents`` by these names and
+read these dimensions. Renaming an event or a dimension here without changing the KQL breaks the
+dashboards silently; ``tests/infra`` checks that every event name and dimension the KQL uses is defined
+here.
+
+Emit an event with ``shared.adapters.monitoring.track_event(NAME, mailbox=..., ...)``. Locally it is a log line;
+on Azure it becomes a row of ``customEvents`` with the dimensions under ``customDimensions``.
+
+Dimension rules (enforced by ``track_event``): only the dimensions listed for the event; values are
+strings or numbers; never a callback URL, a token, a client state or a message body. Mailboxes are the
+lower-cased SMTP address of the Bookings business (the table partition key), which admins need to act.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+# --- dimensions ------------------------------------------------------------------------------------
+# Common to most events.
+MAILBOX = "mailbox"  # Bookings business SMTP address, lower-cased
+FLOW_ID = "flowId"  # webhook id returned to Power Automate at registration
+SUBSCRIPTION_ID = "subscriptionId"  # Graph subscription id
+TRIGGER = "trigger"  # AppointmentCreated | AppointmentUpdated | AppointmentDeleted
+CORRELATION_ID = "correlationId"  # also in error bodies and log lines of the same request / message
+
+# Event-specific.
+FLOW_COUNT = "flowCount"  # flows registered on the mailbox after the change
+MAX_FLOWS = "maxFlows"  # MAX_FLOWS_PER_MAILBOX in force
+ERROR_CODE = "errorCode"  # our stable error code (shared/contracts/errors.py) or Graph's error code
+STATUS = "status"  # HTTP status answered or received (int)
+REASON = "reason"  # short machine word: deleted | gone | expired | ...
+EVENT_ID = "eventId"  # stable id of one appointment change (the delivery idempotency key)
+APPOINTMENT_ID = "appointmentId"  # Bookings appointment id
+CHANGE_TYPE = "changeType"  # Created | Updated | Cancelled
+ATTEMPT = "attempt"  # 1-based delivery / renewal attempt
+WILL_RETRY = "willRetry"  # "true" | "false"
+DURATION_MS = "durationMs"  # time spent in this step
+END_TO_END_MS = "endToEndMs"  # change detected (notification received, or resync found it) -> flow's 2xx
+EXPIRES_AT = "expiresAt"  # subscription expiration, ISO 8601 UTC
+CONSECUTIVE_FAILURES = "consecutiveFailures"
+LIFECYCLE_EVENT = "lifecycleEvent"  # reauthorizationRequired | subscriptionRemoved | missed
+ITEM_COUNT = "itemCount"  # changes in one stored hint message
+REQUEST_COUNT = "requestCount"  # Graph POSTs whose hints one stored message carries
+DROPPED_COUNT = "droppedCount"  # of which dropped (clientState mismatch, unknown subscription)
+CREATED_COUNT = "createdCount"
+UPDATED_COUNT = "updatedCount"
+CANCELLED_COUNT = "cancelledCount"
+GRAPH_CALLS = "graphCalls"
+FULL_RESYNC = "fullResync"  # "true" | "false"
+REPLAYED_COUNT = "replayedCount"
+
+# --- events ----------------------------------------------------------------------------------------
+# Registrations (the connector's webhook API).
+FLOW_REGISTERED = "FlowRegistered"
+FLOW_UNREGISTERED = "FlowUnregistered"
+FLOW_REGISTRATION_REJECTED = "FlowRegistrationRejected"
+# Graph subscriptions.
+SUBSCRIPTION_CREATED = "SubscriptionCreated"
+SUBSCRIPTION_RENEWED = "SubscriptionRenewed"
+SUBSCRIPTION_RENEWAL_FAILED = "SubscriptionRenewalFailed"
+SUBSCRIPTION_DELETED = "SubscriptionDeleted"
+SUBSCRIPTION_LIFECYCLE = "SubscriptionLifecycleEvent"
+NOTIFICATIONS_RECEIVED = "GraphNotificationsReceived"
+# Change detection.
+MAILBOX_RECONCILED = "MailboxReconciled"
+APPOINTMENT_CHANGE_DETECTED = "AppointmentChangeDetected"
+# Delivery to flows.
+DELIVERY_SUCCEEDED = "DeliverySucceeded"
+DELIVERY_FAILED = "DeliveryFailed"
+DELIVERY_DEAD_LETTERED = "DeliveryDeadLettered"
+DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
+
+_COMMON = (MAILBOX, CORRELATION_ID)
+
+#: Every event and the dimensions it may carry. ``track_event`` drops anything else.
+EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
+    # A flow saved in Power Automate registered a trigger. flowCount/maxFlows feed "flows per mailbox".
+    FLOW_REGISTERED: (*_COMMON, FLOW_ID, TRIGGER, FLOW_COUNT, MAX_FLOWS),
+    # A flow's trigger was removed: reason "deleted" (Power Automate's DELETE) or "gone" (404/410 on delivery).
+    FLOW_UNREGISTERED: (*_COMMON, FLOW_ID, TRIGGER, FLOW_COUNT, MAX_FLOWS, REASON),
+    # A registration answered 4xx/5xx: errorCode is the code in the error body (e.g. FlowLimitReached).
+    FLOW_REGISTRATION_REJECTED: (*_COMMON, TRIGGER, ERROR_CODE, STATUS),
+    SUBSCRIPTION_CREATED: (*_COMMON, SUBSCRIPTION_ID, EXPIRES_AT),
+    SUBSCRIPTION_RENEWED: (*_COMMON, SUBSCRIPTION_ID, EXPIRES_AT, ATTEMPT),
+    # Error level. consecutiveFailures grows until a renewal succeeds; expiresAt is the current expiry.
+    SUBSCRIPTION_RENEWAL_FAILED: (*_COMMON, SUBSCRIPTION_ID, EXPIRES_AT, STATUS, ERROR_CODE, CONSECUTIVE_FAILURES),
+    # reason: lastFlowRemoved | replaced | expired
+    SUBSCRIPTION_DELETED: (*_COMMON, SUBSCRIPTION_ID, REASON),
+    SUBSCRIPTION_LIFECYCLE: (*_COMMON, SUBSCRIPTION_ID, LIFECYCLE_EVENT),
+    # One per stored hint message and mailbox: itemCount changes from requestCount Graph POSTs (concurrent
+    # POSTs share a message). A POST with dropped items (unknown subscription, wrong clientState) also emits
+    # one without mailbox, with droppedCount.
+    NOTIFICATIONS_RECEIVED: (*_COMMON, SUBSCRIPTION_ID, ITEM_COUNT, REQUEST_COUNT, DROPPED_COUNT),
+    # Also emitted by every periodic resync, so flowCount keeps "flows per mailbox" current beyond retention.
+    MAILBOX_RECONCILED: (*_COMMON, CREATED_COUNT, UPDATED_COUNT, CANCELLED_COUNT, GRAPH_CALLS, DURATION_MS,
+                         FULL_RESYNC, FLOW_COUNT, MAX_FLOWS),
+    APPOINTMENT_CHANGE_DETECTED: (*_COMMON, EVENT_ID, APPOINTMENT_ID, CHANGE_TYPE, TRIGGER),
+    # The flow answered 2xx. endToEndMs is what the "end-to-end latency" chart plots.
+    DELIVERY_SUCCEEDED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, DURATION_MS, END_TO_END_MS),
+    # One failed attempt (429/5xx/timeout: willRetry=true; other 4xx: false, followed by DeliveryDeadLettered).
+    DELIVERY_FAILED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE, WILL_RETRY),
+    # The delivery gave up (retries exhausted, non-retryable answer, or poison message): a dead-letter row exists.
+    DELIVERY_DEAD_LETTERED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE),
+    DEAD_LETTERS_REPLAYED: (*_COMMON, FLOW_ID, REPLAYED_COUNT),
+})
+
+#: Dimensions that must never be emitted, whatever an event declares.
+FORBIDDEN_DIMENSIONS: frozenset[str] = frozenset({
+    "notificationUrl", "callbackUrl", "url", "token", "accessToken", "authorization", "clientState",
+    "clientSecret", "body", "payload",
+})

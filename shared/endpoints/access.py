@@ -1,0 +1,46 @@
+"""Who may call the connector's API for a business, and how a business is named in a route.
+
+A business is named by its mailbox (SMTP address, case-insensitive). The rule of every administrative
+route is the one Microsoft's connector applies to its triggers: the signed-in caller (``shared.adapters.auth``)
+must be an ``administrator`` on the business's staff list, asked of the directory on every request and
+never cached: a stale "yes" after a demotion is not acceptable.
+"""
+
+from __future__ import annotations
+
+import re
+
+import azure.functions as func
+
+from shared.adapters.auth import Caller, authenticate
+from shared.contracts.errors import ApiError
+from shared.services import bookings_directory
+from shared.services.bookings_directory import ADMINISTRATOR
+
+# Conservative: what Bookings mailboxes look like, and nothing that could break a Table key or a URL
+# (/ \ # ? are not allowed in PartitionKey).
+_SMTP = re.compile(r"^[a-z0-9](?:[a-z0-9._%+'-]{0,62}[a-z0-9_%+'-])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                   r"[a-z0-9-]{2,63}$")
+
+
+def parse_mailbox(raw: str | None) -> str:
+    """The business's mailbox from a route parameter, lower-cased; ``InvalidRequest`` if it is not one."""
+    mailbox = (raw or "").strip().lower()
+    if len(mailbox) > 254 or not _SMTP.match(mailbox):
+        raise ApiError("InvalidRequest", reason="the Bookings business must be named by its SMTP address "
+                                                "(e.g. clinic@contoso.com)")
+    return mailbox
+
+
+async def require_administrator(mailbox: str, caller: Caller) -> None:
+    role = await bookings_directory.get_directory().staff_role(mailbox, caller.upn)
+    if role != ADMINISTRATOR:
+        raise ApiError("NotBookingsAdministrator", business=mailbox, role=role or "none (not on the staff list)")
+
+
+async def administered_mailbox(req: func.HttpRequest) -> tuple[str, Caller]:
+    """The route's business and the caller, once the caller is proven one of its administrators."""
+    caller = await authenticate(req.headers.get("authorization"))
+    mailbox = parse_mailbox(req.route_params.get("smtp"))
+    await require_administrator(mailbox, caller)
+    return mailbox, caller

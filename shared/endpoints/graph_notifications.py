@@ -1,0 +1,62 @@
+"""POST /api/graph/notifications: Graph's change notifications in, change hints for the reconcile worker out.
+
+Graph needs a 2xx within 3 s (and throttles an endpoint that is often slower), so this path only
+touches storage: one point read per unknown subscription id in the batch (``shared.records.subscription_index``,
+kept in memory once found) and the ``mailbox-changes`` messages, written by group commit with concurrent
+requests (``shared.endpoints.hint_batching``). It never calls Graph and never imports the Graph adapter
+(``lint-imports`` checks that). It answers 202 once the hints are stored, and 503 only when they could
+not be (Graph then retries for hours). Handshake and clientState checks: ``shared.endpoints.graph_requests``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import azure.functions as func
+
+from shared.adapters.monitoring import track_event
+from shared.contracts import events
+from shared.endpoints.graph_requests import Accepted, persisted, read_batch
+from shared.endpoints.hint_batching import enqueue_hint
+from shared.endpoints.http import endpoint
+from shared.messages.mailbox_changes import Change, change_message
+
+MAX_EVENT_ID_CHARS = 1024  # Graph's are ~150; anything longer is not kept (the hint becomes a full resync)
+
+
+def _event_id(item: dict[str, Any]) -> str:
+    data = item.get("resourceData")
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return data["id"]
+    resource = item.get("resource")
+    return resource.rsplit("/", 1)[-1] if isinstance(resource, str) else ""
+
+
+def _hints(accepted: Accepted) -> dict[tuple[str, str], tuple[list[Change], bool]]:
+    """Changes per (mailbox, subscription), and whether some were too odd to keep (then: a full resync)."""
+    by_mailbox: dict[tuple[str, str], list[Change]] = defaultdict(list)
+    oversized: set[tuple[str, str]] = set()
+    for entry, item in accepted:
+        change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
+        event, key = _event_id(item), (entry.mailbox, entry.subscription_id)
+        if len(event) > MAX_EVENT_ID_CHARS or len(change_type) > 32:
+            oversized.add(key)  # not kept as a hint, but not lost: the mailbox gets a full resync
+            by_mailbox.setdefault(key, [])
+            continue
+        by_mailbox[key].append({"changeType": change_type, "eventId": event})
+    return {key: (changes, key in oversized) for key, changes in by_mailbox.items()}
+
+
+@endpoint
+async def handle(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/graph/notifications: one ``mailbox-changes`` hint per mailbox and batch."""
+    batch = await read_batch(req, "notifications")
+    if isinstance(batch, func.HttpResponse):
+        return batch  # the validation handshake
+    accepted, dropped_count = batch
+    if dropped_count:
+        track_event(events.NOTIFICATIONS_RECEIVED, itemCount=0, requestCount=1, droppedCount=dropped_count)
+    return await persisted((enqueue_hint(change_message(mailbox, subscription_id=sid, changes=changes,
+                                                        reason="notification", full_resync=oversized))
+                            for (mailbox, sid), (changes, oversized) in _hints(accepted).items()), "notifications")

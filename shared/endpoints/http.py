@@ -1,0 +1,68 @@
+"""HTTP plumbing shared by every HTTP function: JSON answers, correlation ids, error conversion.
+
+``endpoint`` wraps an async handler so that an ``ApiError`` becomes its catalogued JSON answer and
+anything unexpected becomes a 500 ``InternalError`` whose correlation id is also in the log line, so a
+flow maker's support request can be matched to the trace. The Azure runtime would answer an unhandled
+exception with a bare 500; this keeps the promise that every non-2xx answer has a JSON error body.
+
+The correlation id of the request is set here, once (``shared.adapters.monitoring.correlation_id()``
+reads it anywhere below), and every answer carries it in ``x-correlation-id``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.adapters.monitoring import correlation_id, new_correlation_id, telemetry_context
+from shared.contracts.errors import ApiError, error_body
+
+log = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "x-correlation-id"
+
+Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    all_headers = dict(headers or {})
+    if correlation_id():
+        all_headers[CORRELATION_HEADER] = correlation_id()
+    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status, headers=all_headers,
+                             mimetype="application/json", charset="utf-8")
+
+
+def empty_response(status: int) -> func.HttpResponse:
+    """An answer without a body (204, 202), with the request's correlation id."""
+    return func.HttpResponse(status_code=status, headers={CORRELATION_HEADER: correlation_id()})
+
+
+def error_response(error: ApiError, accept_language: str | None) -> func.HttpResponse:
+    body = error_body(error.code, correlation_id(), accept_language, **error.details)
+    return json_response(body, error.status, error.headers)
+
+
+def endpoint(handler: Handler) -> Handler:
+    """Give ``handler(req)`` a correlation id and the JSON error contract."""
+
+    @functools.wraps(handler)
+    async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        accept_language = req.headers.get("accept-language")
+        with telemetry_context(correlationId=new_correlation_id()):
+            try:
+                return await handler(req)
+            except ApiError as error:
+                log.info("%s answered %s %s", handler.__name__, error.status, error.code,
+                         extra={"correlationId": correlation_id(), "errorCode": error.code})
+                return error_response(error, accept_language)
+            except Exception:
+                log.exception("%s failed", handler.__name__,
+                              extra={"correlationId": correlation_id(), "errorCode": "InternalError"})
+                return error_response(ApiError("InternalError"), accept_language)
+
+    return wrapper

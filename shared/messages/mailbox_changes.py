@@ -1,0 +1,111 @@
+"""The ``mailbox-changes`` queue: "something changed in this mailbox" hints for the reconcile worker.
+
+Message (base64 JSON)::
+
+    {
+      "version": 1,
+      "mailbox": "clinic@contoso.test",         # lower-cased SMTP address = the table partition
+      "subscriptionId": "…",                    # which subscription reported it ("" for timer/lifecycle)
+      "changes": [                               # the hint: may be empty, duplicated or out of order
+        {"changeType": "created|updated|deleted", "eventId": "…"}   # calendar event id, NOT appointment id
+      ],
+      "fullResync": false,                       # true: compare the whole horizon, not just these events
+      "baseline": false,                         # true: first sync of a new subscription, emit no events
+      "reason": "notification|missed|subscriptionRemoved|created|timer|cancelled|repair",
+      "receivedAt": "2026-11-25T08:00:00+00:00",
+      "correlationId": "…"
+    }
+
+The reconcile worker treats it as a hint: it re-reads Graph and diffs against its snapshot, so
+duplicates, re-orderings and lost messages cannot produce wrong events.
+
+Under a burst the notification endpoint also writes *bundles* (``shared.endpoints.hint_batching``):
+several mailboxes' messages in one queue message, which the reconcile worker first splits into the
+messages above, one queue message each (``split_bundle``)::
+
+    {"version": 1, "bundle": [<message as above>, …]}      # never more than MAX_MESSAGE_JSON_BYTES of JSON
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import TypedDict
+
+from shared.adapters.monitoring import correlation_id
+from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, get_store
+
+MAX_MESSAGE_JSON_BYTES = 46 * 1024  # a queue message holds 64 KiB of base64 = 48 KiB of JSON, less a margin
+
+
+class Change(TypedDict):
+    changeType: str
+    eventId: str
+
+
+class MailboxChangeMessage(TypedDict):
+    version: int
+    mailbox: str
+    subscriptionId: str
+    changes: list[Change]
+    fullResync: bool
+    baseline: bool
+    reason: str
+    receivedAt: str
+    correlationId: str
+
+
+class HintBundle(TypedDict):
+    version: int
+    bundle: list[MailboxChangeMessage]
+
+
+def change_message(mailbox: str, *, subscription_id: str = "", changes: list[Change] | None = None,
+                   full_resync: bool = False, baseline: bool = False, reason: str) -> MailboxChangeMessage:
+    """A hint received now, in the current correlation id."""
+    return {"version": 1, "mailbox": mailbox, "subscriptionId": subscription_id, "changes": changes or [],
+            "fullResync": full_resync, "baseline": baseline, "reason": reason,
+            "receivedAt": datetime.now(UTC).isoformat(), "correlationId": correlation_id()}
+
+
+def full_resync(mailbox: str, reason: str, subscription_id: str = "") -> MailboxChangeMessage:
+    """A hint that names no event: compare the mailbox's whole horizon."""
+    return change_message(mailbox, subscription_id=subscription_id, full_resync=True, reason=reason)
+
+
+async def enqueue(message: MailboxChangeMessage | HintBundle, delay_seconds: int = 0) -> None:
+    await get_store().queue(MAILBOX_CHANGES_QUEUE).send_message(json.dumps(message),
+                                                                visibility_timeout=delay_seconds or None)
+
+
+def is_bundle(message: object) -> bool:
+    return isinstance(message, dict) and isinstance(message.get("bundle"), list)
+
+
+def parse(body: bytes) -> MailboxChangeMessage | HintBundle:
+    """The message or bundle in ``body``; ValueError when it is neither (retrying cannot fix that)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(str(error)) from None
+    if not is_bundle(message) and not (isinstance(message, dict) and isinstance(message.get("mailbox"), str)):
+        raise ValueError("no mailbox")
+    return message  # type: ignore[no-any-return]
+
+
+def received_at(message: MailboxChangeMessage) -> datetime:
+    try:
+        return datetime.fromisoformat(message["receivedAt"])
+    except (KeyError, ValueError, TypeError):
+        return datetime.now(UTC)
+
+
+async def split_bundle(bundle: HintBundle) -> int:
+    """The reconcile worker's first step for a bundle: its per-mailbox messages, each queued on its own.
+
+    If a write fails the bundle is retried whole; the messages already written come again, which is
+    harmless (hints are idempotent)."""
+    messages = [m for m in bundle["bundle"] if isinstance(m, dict) and isinstance(m.get("mailbox"), str)]
+    await asyncio.gather(*(enqueue(m) for m in messages))
+    return len(messages)

@@ -1,0 +1,183 @@
+"""Dead letters: deliveries that gave up, kept per (event, flow) until an administrator replays them.
+
+A delivery becomes a dead letter when its flow answered a 4xx other than 404/410 (retrying cannot help),
+when 429/5xx/timeouts went on for longer than ``DELIVERY_RETRY_HOURS``, when the callback's address is
+not allowed any more, or when the delivery worker itself kept failing on the message until the Functions
+runtime moved it to ``deliveries-poison``. Nothing that gives up is dropped: it lands here.
+
+Row (mailbox partition; RowKey ``deadletter:<eventId>:<flowId>``)
+------------------------------------------------------------------
+===================  =======================================================================
+``EventId``          the event (its outbox row holds the payload; pruning keeps it while this row exists)
+``FlowId``           the flow's webhook id
+``Trigger``          trigger of the event (may be empty for a poison message whose event is gone)
+``Reason``           ``rejected`` | ``retryWindowExhausted`` | ``addressNotAllowed`` | ``redirected`` |
+                     ``poison``
+``LastStatus``       HTTP status of the last attempt (0: no answer: timeout, connection, poison)
+``LastErrorCode``    short word, as in the ``DeliveryFailed`` event (``Rejected``, ``Timeout`` …)
+``LastError``        text for the administrator, redacted (never a callback URL's query string)
+``Attempts``         attempts made
+``FirstAttemptAt``   when the delivery started (its retry window's start)
+``LastAttemptAt``    when it gave up
+``CorrelationId``    of the last attempt, to find its log lines
+===================  =======================================================================
+
+Writing is an upsert: the same (event, flow) giving up twice keeps one row, the latest.
+The admin API (list, replay) is ``shared.endpoints.dead_letters``; this module is storage only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables.aio import TableClient
+
+from shared.adapters.logs import redact
+from shared.records.mailbox import PREFIX_FILTER, iso, mailbox_table, prefix_bounds, row, utc
+
+DEADLETTER_PREFIX = "deadletter:"
+ERROR_TEXT_CHARS = 1000
+# The id the API shows: "<eventId>.<flowId>" (a dot is safe in a URL path segment; ':' is not everywhere).
+_ID = re.compile(r"^([A-Za-z0-9-]{1,64})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+
+
+class DeadLetterListing(TypedDict):
+    """A dead letter as administrators see it: no callback URL, no payload."""
+
+    id: str
+    eventId: str
+    flowId: str
+    flowRegistered: bool
+    trigger: str
+    changeType: str
+    appointmentId: str
+    reason: str
+    lastStatus: int
+    lastErrorCode: str
+    lastError: str
+    attempts: int
+    firstAttemptAt: str
+    lastAttemptAt: str
+
+
+def row_key(event_id: str, flow_id: str) -> str:
+    return f"{DEADLETTER_PREFIX}{event_id}:{flow_id}"
+
+
+def public_id(event_id: str, flow_id: str) -> str:
+    return f"{event_id}.{flow_id}"
+
+
+def parse_public_id(raw: str | None) -> tuple[str, str] | None:
+    """(eventId, flowId) of an API id, or None when it is not one this API issued."""
+    match = _ID.match((raw or "").strip().lower())
+    return (match.group(1), match.group(2)) if match else None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    mailbox: str
+    event_id: str
+    flow_id: str
+    trigger: str
+    change_type: str
+    appointment_id: str
+    reason: str
+    last_status: int
+    last_error_code: str
+    last_error: str
+    attempts: int
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    correlation_id: str
+    etag: str = ""
+
+    @property
+    def id(self) -> str:
+        return public_id(self.event_id, self.flow_id)
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> DeadLetter:
+        return cls(
+            mailbox=entity["PartitionKey"], event_id=entity.get("EventId", ""), flow_id=entity.get("FlowId", ""),
+            trigger=entity.get("Trigger", ""), change_type=entity.get("ChangeType", ""),
+            appointment_id=entity.get("AppointmentId", ""), reason=entity.get("Reason", ""),
+            last_status=int(entity.get("LastStatus", 0)), last_error_code=entity.get("LastErrorCode", ""),
+            last_error=entity.get("LastError", ""), attempts=int(entity.get("Attempts", 0)),
+            first_attempt_at=utc(entity.get("FirstAttemptAt")), last_attempt_at=utc(entity.get("LastAttemptAt")),
+            correlation_id=entity.get("CorrelationId", ""), etag=entity.metadata.get("etag", ""),
+        )
+
+    def listing(self, flow_registered: bool) -> DeadLetterListing:
+        return {
+            "id": self.id, "eventId": self.event_id, "flowId": self.flow_id, "flowRegistered": flow_registered,
+            "trigger": self.trigger, "changeType": self.change_type, "appointmentId": self.appointment_id,
+            "reason": self.reason, "lastStatus": self.last_status, "lastErrorCode": self.last_error_code,
+            "lastError": self.last_error, "attempts": self.attempts,
+            "firstAttemptAt": iso(self.first_attempt_at) if self.first_attempt_at else "",
+            "lastAttemptAt": iso(self.last_attempt_at) if self.last_attempt_at else "",
+        }
+
+
+class DeadLetters:
+    """Dead-letter rows of every mailbox, over the mailbox table."""
+
+    def __init__(self, table: TableClient | None = None) -> None:
+        self.table = table or mailbox_table()
+
+    async def record(self, mailbox: str, event_id: str, flow_id: str, *, trigger: str, change_type: str,
+                     appointment_id: str, reason: str, status: int, error_code: str, error_text: str,
+                     attempts: int, first_attempt_at: datetime, correlation_id: str) -> DeadLetter:
+        entity = row(
+            mailbox, row_key(event_id, flow_id), Kind="deadletter", EventId=event_id, FlowId=flow_id,
+            Trigger=trigger, ChangeType=change_type, AppointmentId=appointment_id, Reason=reason, LastStatus=status,
+            LastErrorCode=error_code,
+            # Redacted again here: whatever the caller passed, no URL query string or token is stored.
+            LastError=redact(error_text)[:ERROR_TEXT_CHARS], Attempts=attempts, FirstAttemptAt=first_attempt_at,
+            LastAttemptAt=datetime.now(UTC), CorrelationId=correlation_id)
+        await self.table.upsert_entity(entity)
+        return DeadLetter.from_entity(_WithMetadata(entity))
+
+    async def get(self, mailbox: str, event_id: str, flow_id: str) -> DeadLetter | None:
+        try:
+            return DeadLetter.from_entity(await self.table.get_entity(mailbox, row_key(event_id, flow_id)))
+        except ResourceNotFoundError:
+            return None
+
+    async def list(self, mailbox: str) -> list[DeadLetter]:
+        rows = self.table.query_entities(f"PartitionKey eq @pk and {PREFIX_FILTER}",
+                                         parameters={"pk": mailbox, **prefix_bounds(DEADLETTER_PREFIX)})
+        letters = [DeadLetter.from_entity(row) async for row in rows]
+        return sorted(letters, key=lambda d: (d.last_attempt_at or datetime.min.replace(tzinfo=UTC), d.id))
+
+    async def event_ids(self, mailbox: str) -> set[str]:
+        """Events of the mailbox that have at least one dead letter (their outbox rows must stay)."""
+        rows = self.table.query_entities(f"PartitionKey eq @pk and {PREFIX_FILTER}", select=["EventId"],
+                                         parameters={"pk": mailbox, **prefix_bounds(DEADLETTER_PREFIX)})
+        return {row["EventId"] async for row in rows}
+
+    async def delete(self, letter: DeadLetter) -> bool:
+        """Delete this version of the row. False when it is gone or was rewritten meanwhile (then it stays)."""
+        kwargs: dict[str, Any] = {}
+        if letter.etag:
+            kwargs = {"etag": letter.etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            await self.table.delete_entity(letter.mailbox, row_key(letter.event_id, letter.flow_id), **kwargs)
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                return False
+            raise
+        return True
+
+
+class _WithMetadata(dict):
+    """An entity dict as written (no ETag known): enough for ``DeadLetter.from_entity``."""
+
+    metadata: dict[str, Any] = {}  # noqa: RUF012 - read-only, shared empty metadata

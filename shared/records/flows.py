@@ -1,0 +1,359 @@
+"""The ``quota`` and ``flow:<webhookId>`` rows of the mailbox partition: the flows registered on each
+mailbox, the per-mailbox flow limit, and each flow's delivery health.
+
+The HTTP rules (who may register, which URLs) live in ``shared.endpoints.flow_webhooks``. The quota row
+holds ``FlowCount``; every registration and deletion changes it in the *same* transaction as the flow
+row, guarded by its ETag.
+
+Why the quota row: "at most N flows per mailbox" must hold when 50 registrations arrive at once.
+Counting flow rows and then inserting is a race (all 50 count 4, all 50 insert). Instead each
+registration reads the quota row, and commits ``FlowCount + 1`` *with an ETag match* together with the
+new flow row in one entity-group transaction. Exactly one of the concurrent writers of the same
+ETag wins; the others get 412 (or 409 when the row did not exist yet), re-read and try again with
+backoff, and see the limit once it is reached. No read-then-write without an ETag anywhere.
+Transactions here hold two operations; Azurite fails on transactions over 100, which we never build.
+
+Within one process, changes to the same mailbox also queue on an in-process lock first. That is only
+an optimisation (50 callers on one instance then cost about 50 storage round trips, not 50 × 50
+colliding ones); correctness across instances comes from the ETags alone, and the tests check the ETag
+path with the lock switched off (``serialize_locally=False``), as if every caller were another instance.
+
+The callback URL is a secret (its query string is the flow's signature). It is stored because
+delivery needs it, and leaves this module only through ``Flow.callback_url``; listings, logs and
+``repr`` show ``redact_url`` of it (host and path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.adapters.logs import redact_url
+from shared.adapters.settings import get_settings
+from shared.contracts.errors import ApiError
+from shared.records.mailbox import PREFIX_FILTER, iso, mailbox_table, prefix_bounds, row, utc
+
+log = logging.getLogger(__name__)
+
+# Route name of each trigger -> the change type Power Automate's connector sends for it.
+TRIGGERS: dict[str, str] = {
+    "AppointmentCreated": "Created",
+    "AppointmentUpdated": "Updated",
+    "AppointmentDeleted": "Deleted",
+}
+
+QUOTA_ROW = "quota"
+FLOW_PREFIX = "flow:"
+
+# Keep retrying optimistic-concurrency conflicts this long. Power Automate waits far longer for a
+# registration; the bound only stops a pathological storm from holding an invocation forever.
+CONFLICT_RETRY_SECONDS = 15.0
+_BACKOFF_BASE_SECONDS = 0.01
+_BACKOFF_CAP_SECONDS = 0.25
+
+
+class FlowListing(TypedDict):
+    """A flow as shown to the mailbox's administrators: no callback query string, ever."""
+
+    webhookId: str
+    trigger: str
+    callbackHostPath: str
+    createdByUpn: str
+    createdByOid: str
+    createdDateTime: str
+    deliveredCount: int
+    failedCount: int
+    consecutiveFailures: int
+    lastDeliveryStatus: str
+    lastDeliveryDateTime: str | None
+
+
+@dataclass(frozen=True)
+class Flow:
+    mailbox: str  # lower-cased SMTP address = PartitionKey
+    webhook_id: str
+    trigger: str
+    callback_url: str = field(repr=False)  # secret-bearing: never log or return it
+    created_by_oid: str
+    created_by_upn: str
+    created: datetime
+    # Delivery health, written by the delivery worker (issue 7); zero / empty until then.
+    delivered_count: int = 0
+    failed_count: int = 0
+    consecutive_failures: int = 0
+    last_delivery_status: str = ""
+    last_delivery: datetime | None = None
+
+    @property
+    def row_key(self) -> str:
+        return flow_row_key(self.webhook_id)
+
+    def listing(self) -> FlowListing:
+        return {
+            "webhookId": self.webhook_id, "trigger": self.trigger, "callbackHostPath": redact_url(self.callback_url),
+            "createdByUpn": self.created_by_upn, "createdByOid": self.created_by_oid,
+            "createdDateTime": iso(self.created), "deliveredCount": self.delivered_count,
+            "failedCount": self.failed_count, "consecutiveFailures": self.consecutive_failures,
+            "lastDeliveryStatus": self.last_delivery_status,
+            "lastDeliveryDateTime": iso(self.last_delivery) if self.last_delivery else None,
+        }
+
+    def entity(self) -> dict[str, Any]:
+        entity = row(
+            self.mailbox, self.row_key, Kind="flow", WebhookId=self.webhook_id, Trigger=self.trigger,
+            CallbackUrl=self.callback_url, CreatedByOid=self.created_by_oid, CreatedByUpn=self.created_by_upn,
+            CreatedDateTime=self.created, DeliveredCount=self.delivered_count, FailedCount=self.failed_count,
+            ConsecutiveFailures=self.consecutive_failures, LastDeliveryStatus=self.last_delivery_status)
+        if self.last_delivery is not None:
+            entity["LastDeliveryDateTime"] = self.last_delivery
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> Flow:
+        return cls(
+            mailbox=entity["PartitionKey"], webhook_id=entity["WebhookId"], trigger=entity["Trigger"],
+            callback_url=entity["CallbackUrl"], created_by_oid=entity.get("CreatedByOid", ""),
+            created_by_upn=entity.get("CreatedByUpn", ""), created=utc(entity["CreatedDateTime"]) or datetime.now(UTC),
+            delivered_count=int(entity.get("DeliveredCount", 0)), failed_count=int(entity.get("FailedCount", 0)),
+            consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
+            last_delivery_status=entity.get("LastDeliveryStatus", ""),
+            last_delivery=utc(entity.get("LastDeliveryDateTime")),
+        )
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    removed: bool  # False: it was already gone (deleting again is not an error)
+    remaining: int  # flows the mailbox has now
+
+    @property
+    def mailbox_now_empty(self) -> bool:
+        return self.remaining == 0
+
+
+def flow_row_key(webhook_id: str) -> str:
+    return f"{FLOW_PREFIX}{webhook_id}"
+
+
+def _conflict(error: TableTransactionError) -> bool:
+    # 412: someone changed the quota/flow row since we read it. 409: someone created the quota row
+    # first. 404: the row we meant to change was deleted meanwhile. All three: re-read and retry.
+    return error.status_code in (404, 409, 412)
+
+
+# In-process queue per (event loop, mailbox); entries vanish when no caller holds the lock.
+_local_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _local_lock(mailbox: str) -> asyncio.Lock:
+    key = (id(asyncio.get_running_loop()), mailbox)
+    lock = _local_locks.get(key)
+    if lock is None:
+        lock = _local_locks[key] = asyncio.Lock()
+    return lock
+
+
+async def _backoff(attempt: int) -> None:
+    # Full jitter: concurrent losers spread out instead of colliding again in lock-step.
+    await asyncio.sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)))  # noqa: S311
+
+
+class FlowRegistry:
+    """Registered flows of every mailbox, over one table client."""
+
+    def __init__(self, table: TableClient, max_flows_per_mailbox: int,
+                 conflict_retry_seconds: float = CONFLICT_RETRY_SECONDS, serialize_locally: bool = True) -> None:
+        self.table = table
+        self.max_flows = max_flows_per_mailbox
+        self.conflict_retry_seconds = conflict_retry_seconds
+        self.serialize_locally = serialize_locally
+        self.conflicts = 0  # optimistic-concurrency retries so far; benchmarks and tests read it
+
+    @classmethod
+    def default(cls) -> FlowRegistry:
+        """The registry over the running loop's store, with the configured flow limit."""
+        return cls(mailbox_table(), get_settings().max_flows_per_mailbox)
+
+    def _queue(self, mailbox: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        return _local_lock(mailbox) if self.serialize_locally else contextlib.nullcontext()
+
+    async def _get(self, mailbox: str, row_key: str) -> Any:
+        try:
+            return await self.table.get_entity(mailbox, row_key)
+        except ResourceNotFoundError:
+            return None
+
+    async def register(self, mailbox: str, trigger: str, callback_url: str, *, created_by_oid: str,
+                       created_by_upn: str) -> Flow:
+        """Add a flow, atomically with the mailbox's count. ``ApiError("FlowLimitReached")`` at the limit."""
+        if trigger not in TRIGGERS:
+            raise ValueError(f"unknown trigger {trigger!r}")
+        flow = Flow(mailbox=mailbox, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
+                    created_by_oid=created_by_oid, created_by_upn=created_by_upn,
+                    created=datetime.now(UTC))
+        async with self._queue(mailbox):
+            return await self._register(flow)
+
+    async def _register(self, flow: Flow) -> Flow:
+        mailbox, trigger = flow.mailbox, flow.trigger
+        deadline = time.monotonic() + self.conflict_retry_seconds
+        attempt = 0
+        while True:
+            quota = await self._get(mailbox, QUOTA_ROW)
+            count = int(quota["FlowCount"]) if quota is not None else 0
+            if count >= self.max_flows:
+                raise ApiError("FlowLimitReached", business=mailbox, count=count, limit=self.max_flows)
+            quota_row = row(mailbox, QUOTA_ROW, Kind="quota", FlowCount=count + 1)
+            quota_op: tuple[Any, ...] = (
+                ("create", quota_row) if quota is None else
+                ("update", quota_row, {"mode": UpdateMode.MERGE, "etag": quota.metadata["etag"],
+                                       "match_condition": MatchConditions.IfNotModified})
+            )
+            if not await self._commit(mailbox, [quota_op, ("create", flow.entity())], deadline, attempt):
+                attempt += 1
+                continue
+            log.info("flow %s registered on %s for %s (%d of %d)", flow.webhook_id, mailbox, trigger, count + 1,
+                     self.max_flows, extra={"mailbox": mailbox, "flowId": flow.webhook_id})
+            return flow
+
+    async def _commit(self, mailbox: str, ops: list[Any], deadline: float, attempt: int) -> bool:
+        """Submit one transaction. False: another writer changed the rows first — re-read and try again."""
+        try:
+            await self.table.submit_transaction(ops)
+        except TableTransactionError as error:
+            if not _conflict(error):
+                raise
+            if time.monotonic() > deadline:
+                raise ApiError("TooManyConcurrentChanges", business=mailbox) from None
+            self.conflicts += 1
+            await _backoff(attempt)
+            return False
+        return True
+
+    async def unregister(self, mailbox: str, webhook_id: str) -> Unregistered:
+        """Remove a flow and decrement the count in one transaction. Idempotent: gone already is fine."""
+        async with self._queue(mailbox):
+            return await self._unregister(mailbox, webhook_id)
+
+    async def _unregister(self, mailbox: str, webhook_id: str) -> Unregistered:
+        deadline = time.monotonic() + self.conflict_retry_seconds
+        attempt = 0
+        while True:
+            entity = await self._get(mailbox, flow_row_key(webhook_id))
+            quota = await self._get(mailbox, QUOTA_ROW)
+            count = int(quota["FlowCount"]) if quota is not None else 0
+            if entity is None:
+                return Unregistered(removed=False, remaining=count)
+            ops: list[tuple[Any, ...]] = [
+                ("delete", row(mailbox, entity["RowKey"]),
+                 {"etag": entity.metadata["etag"], "match_condition": MatchConditions.IfNotModified}),
+            ]
+            if quota is not None:
+                ops.append(("update", row(mailbox, QUOTA_ROW, Kind="quota", FlowCount=max(count - 1, 0)),
+                            {"mode": UpdateMode.MERGE, "etag": quota.metadata["etag"],
+                             "match_condition": MatchConditions.IfNotModified}))
+            else:
+                # Should not happen (every flow row was written with the quota row); heal by deleting.
+                log.warning("flow %s on %s has no quota row", webhook_id, mailbox)
+            if not await self._commit(mailbox, ops, deadline, attempt):
+                attempt += 1
+                continue
+            remaining = max(count - 1, 0) if quota is not None else len(await self.list_flows(mailbox))
+            log.info("flow %s removed from %s (%d left)", webhook_id, mailbox, remaining,
+                     extra={"mailbox": mailbox, "flowId": webhook_id})
+            return Unregistered(removed=True, remaining=remaining)
+
+    async def get_flow(self, mailbox: str, webhook_id: str) -> Flow | None:
+        entity = await self._get(mailbox, flow_row_key(webhook_id))
+        return Flow.from_entity(entity) if entity is not None else None
+
+    async def list_flows(self, mailbox: str) -> list[Flow]:
+        entities = self.table.query_entities(f"PartitionKey eq @pk and {PREFIX_FILTER}",
+                                             parameters={"pk": mailbox, **prefix_bounds(FLOW_PREFIX)})
+        flows = [Flow.from_entity(entity) async for entity in entities]
+        return sorted(flows, key=lambda f: (f.created, f.webhook_id))
+
+    async def flow_count(self, mailbox: str) -> int:
+        quota = await self._get(mailbox, QUOTA_ROW)
+        return int(quota["FlowCount"]) if quota is not None else 0
+
+
+async def mailboxes_with_flows() -> list[str]:
+    """Every mailbox with at least one flow (a query across partitions on the quota rows)."""
+    query = f"RowKey eq '{QUOTA_ROW}' and FlowCount gt 0"
+    return [e["PartitionKey"] async for e in mailbox_table().query_entities(query, select=["PartitionKey"])]
+
+
+async def flow_count(mailbox: str) -> int:
+    return await FlowRegistry.default().flow_count(mailbox)
+
+
+# --- delivery health ----------------------------------------------------------------------------------------
+# Written by the delivery worker after each attempt. Same-flow updates queue on an in-process lock first (a
+# burst of events reaches one flow by up to a batch of concurrent deliveries); across instances the ETag
+# retries keep the counts exact.
+_health_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+HEALTH_WRITE_ATTEMPTS = 8
+
+
+def _health_lock(flow: Flow) -> asyncio.Lock:
+    key = (id(asyncio.get_running_loop()), f"{flow.mailbox}/{flow.webhook_id}")
+    lock = _health_locks.get(key)
+    if lock is None:
+        lock = _health_locks[key] = asyncio.Lock()
+    return lock
+
+
+async def get_flow_entity(mailbox: str, webhook_id: str) -> Any | None:
+    """The flow's row as stored (with its ETag, for ``record_delivery``), or None when it was removed."""
+    try:
+        return await mailbox_table().get_entity(mailbox, flow_row_key(webhook_id))
+    except ResourceNotFoundError:
+        return None
+
+
+async def record_delivery(flow: Flow, entity: Any, *, delivered: bool, status: str) -> None:
+    """Update the flow's delivery health (ETag-guarded read-modify-write, starting from ``entity`` as read
+    before the POST). Never fails the delivery: the counters are for administrators, and redelivering
+    because they could not be written would be worse."""
+    flows = mailbox_table()
+    async with _health_lock(flow):
+        for attempt in range(HEALTH_WRITE_ATTEMPTS):
+            if attempt:
+                try:
+                    entity = await flows.get_entity(flow.mailbox, flow.row_key)
+                except ResourceNotFoundError:
+                    return
+            changes = row(flow.mailbox, flow.row_key, LastDeliveryStatus=status,
+                          LastDeliveryDateTime=datetime.now(UTC))
+            if delivered:
+                changes["DeliveredCount"] = int(entity.get("DeliveredCount", 0)) + 1
+                changes["ConsecutiveFailures"] = 0
+            else:
+                changes["FailedCount"] = int(entity.get("FailedCount", 0)) + 1
+                changes["ConsecutiveFailures"] = int(entity.get("ConsecutiveFailures", 0)) + 1
+            try:
+                await flows.update_entity(changes, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+                return
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as error:
+                if error.status_code != 412:
+                    log.warning("flow health of %s not updated: %s", flow.webhook_id, error.status_code)
+                    return
+                await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # noqa: S311 - jitter only
+    log.warning("flow health of %s not updated: too many concurrent deliveries", flow.webhook_id)

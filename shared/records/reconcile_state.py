@@ -1,0 +1,182 @@
+"""What the reconcile worker keeps per mailbox: the ``sync`` row, ``snap:`` snapshots, ``cancelreason:`` rows.
+
+- ``sync``: ``LeaseUntil`` (one reconcile per mailbox at a time), ``CoveredUpTo`` (start of the last
+  completed whole-horizon reconcile: hints received before it are already covered), ``BaselineAt`` /
+  ``BaselineDone`` (the first reconcile after watching began records silently), ``StartedAt``,
+  ``CommittedAt``. Every commit of the reconcile moves this row under its ETag, in the same transaction
+  as the snapshot and outbox rows it writes: two workers can never both commit the same change.
+- ``snap:<appointmentId>``: the appointment as last seen (fingerprints, times, the payload).
+- ``cancelreason:<appointmentId>``: a reason given through our cancel API, until the Cancelled event
+  carries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.contracts.appointment_data import parse_graph_datetime
+from shared.records.mailbox import PREFIX_FILTER, mailbox_table, prefix_bounds, row
+from shared.records.outbox import payload_properties, read_payload
+
+log = logging.getLogger(__name__)
+
+SYNC_ROW = "sync"
+SNAPSHOT_PREFIX = "snap:"
+CANCEL_REASON_PREFIX = "cancelreason:"
+NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)  # a merge cannot remove a property; an expired lease is no lease
+RELEASE_RETRY_DELAYS = (0.5, 1, 2, 4, 8)
+
+
+class LeaseLost(Exception):
+    """Another worker took the mailbox over (our lease ran out); our uncommitted work is void."""
+
+
+# ---- the sync row ---------------------------------------------------------------------------------
+
+def _new_sync_row(mailbox: str) -> dict[str, Any]:
+    return row(mailbox, SYNC_ROW, BaselineDone=False, BaselineAt=datetime.now(UTC))
+
+
+async def start_watching(mailbox: str) -> None:
+    """Mark when watching the mailbox began, if nothing is recorded yet: the first reconcile's baseline
+    then records older appointments silently and announces anything created after this. A mailbox that
+    already has a sync row keeps it (a re-created subscription: the snapshot is still good)."""
+    try:
+        await mailbox_table().create_entity(_new_sync_row(mailbox))
+    except ResourceExistsError:
+        pass
+
+
+async def sync_row(mailbox: str) -> Any:
+    """The mailbox's sync row, created (as by ``start_watching``) if it is missing."""
+    try:
+        return await mailbox_table().get_entity(mailbox, SYNC_ROW)
+    except ResourceNotFoundError:
+        await start_watching(mailbox)
+        return await mailbox_table().get_entity(mailbox, SYNC_ROW)
+
+
+async def take_lease(mailbox: str, sync: Any, now: datetime, lease: timedelta) -> str | None:
+    """Take the reconcile lease from the row as read. Its new ETag, or None when another worker moved it."""
+    try:
+        result = await mailbox_table().update_entity(
+            row(mailbox, SYNC_ROW, LeaseUntil=now + lease, StartedAt=now),
+            mode=UpdateMode.MERGE, etag=sync.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+    except HttpResponseError as error:
+        if error.status_code == 412:
+            return None
+        raise
+    return result["etag"]
+
+
+async def release_lease(mailbox: str, etag: str) -> None:
+    """Best effort, retried briefly: storage that just failed us is often back within seconds."""
+    last: Exception | None = None
+    for delay in RELEASE_RETRY_DELAYS:
+        try:
+            await mailbox_table().update_entity(row(mailbox, SYNC_ROW, LeaseUntil=NO_LEASE), mode=UpdateMode.MERGE,
+                                                etag=etag, match_condition=MatchConditions.IfNotModified)
+            return
+        except HttpResponseError as error:
+            if error.status_code in (404, 412):
+                return  # gone, or someone else's lease now
+            last = error
+        except Exception as error:
+            last = error
+        await asyncio.sleep(delay)
+    # Still down: the lease expires by itself; hints wait (deferred), none are lost.
+    log.warning("could not release the reconcile lease of %s (%s)", mailbox, type(last).__name__)
+
+
+async def commit(mailbox: str, operations: list[tuple[Any, ...]], etag: str, sync: Mapping[str, Any]) -> str:
+    """One transaction: ``operations`` and a merge of ``sync`` into the sync row under ``etag``.
+
+    Returns the sync row's new ETag; ``LeaseLost`` when it moved (another worker took over)."""
+    ops = [*operations, ("update", row(mailbox, SYNC_ROW, CommittedAt=datetime.now(UTC), **sync),
+                         {"mode": UpdateMode.MERGE, "etag": etag, "match_condition": MatchConditions.IfNotModified})]
+    try:
+        results = await mailbox_table().submit_transaction(ops)
+    except TableTransactionError as error:
+        if error.status_code == 412 or "UpdateConditionNotSatisfied" in str(error):
+            raise LeaseLost(mailbox) from None
+        raise
+    return results[-1]["etag"]
+
+
+# ---- snapshots --------------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    appointment_id: str
+    fingerprint: str
+    last_updated: str
+    list_fingerprint: str
+    start: datetime | None
+    end: datetime | None
+    payload: dict[str, Any]
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Snapshot:
+        return cls(entity["AppointmentId"], entity.get("Fingerprint", ""), entity.get("LastUpdated", ""),
+                   entity.get("ListFingerprint", ""), entity.get("Start"), entity.get("End"), read_payload(entity))
+
+
+def snapshot_row_key(appointment_id: str) -> str:
+    return f"{SNAPSHOT_PREFIX}{appointment_id}"
+
+
+async def snapshots(mailbox: str) -> dict[str, Snapshot]:
+    query = f"PartitionKey eq @pk and {PREFIX_FILTER}"
+    return {e["AppointmentId"]: Snapshot.from_entity(e) async for e in
+            mailbox_table().query_entities(query, parameters={"pk": mailbox, **prefix_bounds(SNAPSHOT_PREFIX)})}
+
+
+def snapshot_operation(mailbox: str, appointment: Mapping[str, Any], fingerprint: str, list_fingerprint: str,
+                       payload: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The transaction operation recording ``appointment`` (Graph's JSON) as last seen."""
+    entity = row(mailbox, snapshot_row_key(appointment["id"]), AppointmentId=appointment["id"],
+                 Fingerprint=fingerprint, LastUpdated=str(appointment.get("lastUpdatedDateTime") or ""),
+                 ListFingerprint=list_fingerprint, Start=parse_graph_datetime(appointment.get("startDateTime")),
+                 End=parse_graph_datetime(appointment.get("endDateTime")), **payload_properties(payload))
+    return ("upsert", {k: v for k, v in entity.items() if v is not None}, {"mode": UpdateMode.REPLACE})
+
+
+def delete_snapshot_operation(mailbox: str, appointment_id: str) -> tuple[Any, ...]:
+    return ("delete", row(mailbox, snapshot_row_key(appointment_id)))
+
+
+# ---- cancel reasons ---------------------------------------------------------------------------------
+
+def _cancel_reason_key(appointment_id: str) -> str:
+    return f"{CANCEL_REASON_PREFIX}{appointment_id}"
+
+
+async def put_cancel_reason(mailbox: str, appointment_id: str, reason: str, cancelled_by: str) -> None:
+    await mailbox_table().upsert_entity(row(mailbox, _cancel_reason_key(appointment_id), Reason=reason,
+                                            CancelledBy=cancelled_by, RecordedAt=datetime.now(UTC)))
+
+
+async def delete_cancel_reason(mailbox: str, appointment_id: str) -> None:
+    await mailbox_table().delete_entity(mailbox, _cancel_reason_key(appointment_id))
+
+
+async def cancel_reason(mailbox: str, appointment_id: str) -> str:
+    """The reason recorded for the appointment's cancellation, or ""."""
+    try:
+        entity = await mailbox_table().get_entity(mailbox, _cancel_reason_key(appointment_id))
+    except ResourceNotFoundError:
+        return ""
+    return str(entity.get("Reason", ""))
+
+
+def delete_cancel_reason_operation(mailbox: str, appointment_id: str) -> tuple[Any, ...]:
+    return ("delete", row(mailbox, _cancel_reason_key(appointment_id)))

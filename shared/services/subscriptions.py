@@ -1,0 +1,250 @@
+"""One Microsoft Graph subscription per Bookings mailbox: created with its first flow, deleted with its last.
+
+Graph has no change notifications for Bookings; a business is a mailbox, so we subscribe to its
+calendar (``/users/{smtp}/events``, created/updated/deleted) and treat each notification as a hint
+(DESIGN §3-4).
+
+The rows it keeps are the mailbox's ``subscription`` row (``shared.records.subscription_rows``) and the
+subscription index (``shared.records.subscription_index``), which the notification endpoint reads.
+
+Exactly one subscription per mailbox
+------------------------------------
+Racing first registrations all try to *insert* the ``subscription`` row in state ``creating``; the
+table lets exactly one insert win. The winner owns a lease (``LeaseUntil``, longer than Graph's 10 s
+validation handshake), creates the Graph subscription, writes the index row, then flips the row to
+``active`` with an ETag match. The others wait for ``active``. If the winner fails, it deletes its row
+and the error names the cause (validation failed, permission missing, throttled); a waiter then tries
+in its turn. If the winner dies, its lease runs out and a waiter takes the row over (ETag match), so a
+crash cannot wedge a mailbox. If the winner finds it lost the row while it was creating (lease run out),
+it deletes what it created in Graph: no orphan.
+
+Renewal, re-creation and repair are driven by the renewal worker (``shared.workers.renewal``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.adapters.graph import Graph, GraphError, get_graph
+from shared.adapters.monitoring import track_event
+from shared.adapters.settings import get_settings
+from shared.contracts import events
+from shared.contracts.errors import ApiError
+from shared.messages import mailbox_changes
+from shared.records import reconcile_state, subscription_index, subscription_rows
+from shared.records.flows import flow_count
+from shared.records.subscription_rows import SubscriptionRecord
+
+log = logging.getLogger(__name__)
+
+CHANGE_TYPES = "created,updated,deleted"
+MAX_EVENT_SUBSCRIPTION_MINUTES = 4230  # Graph's limit for Outlook event subscriptions
+# Ask a little less than the limit: clocks differ, and Graph refuses an expiration past its maximum.
+EXPIRATION_MARGIN_MINUTES = 15
+# The owner of a 'creating'/'deleting' row keeps it this long: Graph's validation handshake alone may
+# take 10 s, and Graph itself may be slow to answer.
+LEASE = timedelta(seconds=45)
+# A registration waits this long for another registration's subscription creation to finish.
+WAIT_FOR_OTHERS_SECONDS = 60.0
+
+
+def notification_urls() -> tuple[str, str]:
+    base = get_settings().public_base_url
+    return f"{base}/api/graph/notifications", f"{base}/api/graph/lifecycle"
+
+
+def resource_for(mailbox: str) -> str:
+    return f"/users/{mailbox}/events"
+
+
+def new_expiration(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return now + timedelta(minutes=MAX_EVENT_SUBSCRIPTION_MINUTES - EXPIRATION_MARGIN_MINUTES)
+
+
+def graph_failure(error: GraphError, mailbox: str) -> ApiError:
+    """The registration's answer when Graph would not create the subscription: the remedy says why."""
+    if error.status == 400 and "valid" in f"{error.code} {error.message}".lower():
+        return ApiError("SubscriptionValidationFailed", business=mailbox)
+    if error.status in (401, 403):
+        return ApiError("GraphPermissionMissing", business=mailbox, graph_code=error.code)
+    if error.throttled:
+        wait = int(error.retry_after or 30)
+        return ApiError("GraphThrottled", headers={"Retry-After": str(wait)}, seconds=wait)
+    if error.status == 404:
+        return ApiError("BookingBusinessNotFound", business=mailbox)
+    return ApiError("DependencyUnavailable", dependency=f"Microsoft Graph ({error.status} {error.code})")
+
+
+class Subscriptions:
+    """The Graph subscription of every mailbox: its rows and the Graph calls that go with them."""
+
+    def __init__(self, graph: Graph | None = None) -> None:
+        self._graph = graph
+
+    @property
+    def graph(self) -> Graph:
+        return self._graph or get_graph()
+
+    @staticmethod
+    async def get(mailbox: str) -> SubscriptionRecord | None:
+        return await subscription_rows.get(mailbox)
+
+    # ---- ensure (first flow) -----------------------------------------------------------------------
+
+    async def ensure(self, mailbox: str) -> SubscriptionRecord:
+        """Make sure the mailbox has an active subscription; create it if this caller wins the race."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_FOR_OTHERS_SECONDS
+        delay = 0.05
+        while True:
+            now = datetime.now(UTC)
+            record = await subscription_rows.get(mailbox)
+            if record is not None and record.state == "active":
+                return record
+            if record is None or not record.lease_held(now):
+                claimed = await subscription_rows.claim(mailbox, record, now, LEASE)
+                if claimed is not None:
+                    return await self._create(mailbox, claimed, stale=record)
+            if loop.time() > deadline:
+                raise ApiError("DependencyUnavailable",
+                               dependency="Microsoft Graph (another registration is still creating the subscription)")
+            await asyncio.sleep(delay + random.uniform(0, delay))  # noqa: S311 - jitter only
+            delay = min(delay * 2, 1.0)
+
+    async def _create(self, mailbox: str, etag: str, stale: SubscriptionRecord | None) -> SubscriptionRecord:
+        if stale is not None and stale.subscription_id:
+            # The previous owner died after Graph created (or before it deleted) this one.
+            await self._forget_in_graph(stale.subscription_id, mailbox)
+        await reconcile_state.start_watching(mailbox)
+        client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128
+        notification_url, lifecycle_url = notification_urls()
+        expiration = new_expiration()
+        try:
+            created = await self.graph.create_subscription(
+                resource=resource_for(mailbox), change_type=CHANGE_TYPES, notification_url=notification_url,
+                lifecycle_url=lifecycle_url, client_state=client_state, expiration=expiration)
+        except GraphError as error:
+            log.warning("Graph refused a subscription for %s: %s %s", mailbox, error.status, error.code,
+                        extra={"mailbox": mailbox})
+            await subscription_rows.delete_claimed(mailbox, etag)
+            raise graph_failure(error, mailbox) from None
+        subscription_id = created["id"]
+        expires = _parse_time(created.get("expirationDateTime")) or expiration
+        try:
+            await subscription_index.put(subscription_id, mailbox, client_state, expires)
+            new_etag = await subscription_rows.activate(mailbox, etag, subscription_id, client_state, expires)
+        except Exception:
+            # We lost the row (lease ran out and someone took over) or storage failed: undo in Graph.
+            log.warning("could not record subscription for %s; deleting it from Graph", mailbox,
+                        extra={"mailbox": mailbox, "subscriptionId": subscription_id})
+            await self._forget_in_graph(subscription_id, mailbox)
+            raise
+        log.info("subscription %s created for %s, expires %s", subscription_id, mailbox, expires.isoformat(),
+                 extra={"mailbox": mailbox, "subscriptionId": subscription_id})
+        track_event(events.SUBSCRIPTION_CREATED, mailbox=mailbox, subscriptionId=subscription_id,
+                    expiresAt=expires.isoformat())
+        await self._enqueue_baseline(mailbox, subscription_id)
+        return SubscriptionRecord(mailbox, "active", subscription_id, client_state, expires, None, new_etag)
+
+    @staticmethod
+    async def _enqueue_baseline(mailbox: str, subscription_id: str) -> None:
+        message = mailbox_changes.change_message(mailbox, subscription_id=subscription_id, full_resync=True,
+                                                 baseline=True, reason="created")
+        try:
+            await mailbox_changes.enqueue(message)
+        except Exception as error:  # the first notification or the periodic resync will do it instead
+            log.warning("could not enqueue the baseline of %s (%s)", mailbox, type(error).__name__)
+
+    async def _forget_in_graph(self, subscription_id: str, mailbox: str) -> None:
+        try:
+            await self.graph.delete_subscription(subscription_id)
+        except GraphError as error:
+            log.error("could not delete Graph subscription %s of %s (%s); the renewal sweep will retry",
+                      subscription_id, mailbox, error.code,
+                      extra={"mailbox": mailbox, "subscriptionId": subscription_id})
+        await subscription_index.delete(subscription_id)
+
+    # ---- release (last flow gone) ------------------------------------------------------------------
+
+    async def release(self, mailbox: str, flows_left: Callable[[], Awaitable[int]] | None = None) -> None:
+        """Delete the mailbox's subscription, unless a flow was registered meanwhile.
+
+        ``flows_left`` (default: the mailbox's flow count) is asked after the row is marked 'deleting', so
+        a registration racing with this release either sees 'deleting' (and waits, then creates a fresh
+        subscription) or is counted here (and the release backs off).
+        """
+        record = await subscription_rows.get(mailbox)
+        if record is None or record.state != "active":
+            return
+        marked = await subscription_rows.mark_deleting(record, datetime.now(UTC), LEASE)
+        if marked is None:
+            return  # changed under us: whoever changed it decides
+        if await (flows_left() if flows_left else flow_count(mailbox)) > 0:
+            await subscription_rows.reactivate(mailbox, marked)
+            return
+        try:
+            await self.graph.delete_subscription(record.subscription_id)
+        except GraphError as error:
+            # Left in 'deleting'; when the lease runs out the renewal sweep (or a new flow) takes it over.
+            log.error("could not delete subscription %s of %s: %s %s", record.subscription_id, mailbox,
+                      error.status, error.code, extra={"mailbox": mailbox,
+                                                       "subscriptionId": record.subscription_id})
+            return
+        await subscription_index.delete(record.subscription_id)
+        await subscription_rows.delete_claimed(mailbox, marked)
+        log.info("subscription %s of %s deleted with the last flow", record.subscription_id, mailbox,
+                 extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
+        track_event(events.SUBSCRIPTION_DELETED, mailbox=mailbox, subscriptionId=record.subscription_id,
+                    reason="lastFlowRemoved")
+
+    # ---- renewal and repair (driven by shared.workers.renewal) -----------------------------------------
+
+    async def renew(self, record: SubscriptionRecord) -> datetime:
+        """Extend the subscription to the longest allowed life. GraphError propagates (404: it is gone)."""
+        expiration = new_expiration()
+        answer = await self.graph.renew_subscription(record.subscription_id, expiration) or {}
+        expires = _parse_time(answer.get("expirationDateTime")) or expiration
+        await subscription_rows.record_expiration(record, expires)
+        await subscription_index.set_expiration(record.subscription_id, expires)
+        return expires
+
+    @staticmethod
+    async def record_failure(record: SubscriptionRecord, error: str) -> int:
+        """Count a failed renewal; returns how many in a row."""
+        return await subscription_rows.record_failure(record, error)
+
+    @staticmethod
+    async def forget(record: SubscriptionRecord) -> None:
+        """Drop our rows of a subscription Graph no longer has (404, subscriptionRemoved)."""
+        await subscription_index.delete(record.subscription_id)
+        await subscription_rows.delete(record)
+
+
+async def ensure(mailbox: str) -> SubscriptionRecord:
+    """The mailbox's active subscription, created with its first flow."""
+    return await Subscriptions().ensure(mailbox)
+
+
+async def release_if_no_flows(mailbox: str) -> None:
+    """After a mailbox lost its last flow: delete its subscription (unless a flow came back meanwhile)."""
+    await Subscriptions().release(mailbox)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    text = str(value).replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,324 @@
+"""The reconcile worker: from "something changed in this mailbox" to exact Created/Updated/Cancelled events.
+
+A message on ``mailbox-changes`` (``shared.messages.mailbox_changes``) is only a hint. The worker
+re-reads the appointments from Graph, compares them with the mailbox's **snapshot** and derives events:
+
+- an appointment not in the snapshot → ``Created``;
+- one whose content changed in a way a flow maker cares about (``appointment_data.content_fingerprint``:
+  time, staff, customers, answers, service, notes, location, online link) → ``Updated``;
+- one in the snapshot that Graph no longer has (cancelled or deleted) → ``Cancelled``, carrying the
+  snapshot's full last data and the cancel reason when we know one.
+
+Snapshot changes and the outbox rows of the events they cause commit together, in Table transactions
+of the mailbox partition, each also updating the mailbox's ``sync`` row under its ETag. So an event
+exists exactly when the snapshot moved, and two workers can never both emit it: the second one's
+transaction fails on the ETag and it starts over from the snapshot the first one wrote.
+
+The rows it keeps are owned by ``shared.records.reconcile_state`` (and ``shared.records.outbox``).
+
+Cost: a hint for one event reads a narrow window around it. Hints received while a reconcile of the same
+mailbox runs are deferred and come back as one full reconcile, which covers them all, so a burst of
+notifications costs a couple of Graph listings, not one per hint.
+A first reconcile after a subscription is created is a *baseline*: it records what exists without
+emitting events, except for appointments created or changed after the subscription was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.adapters.graph import Graph, GraphError, get_graph
+from shared.adapters.monitoring import telemetry_context, track_event
+from shared.adapters.settings import get_settings
+from shared.contracts import events
+from shared.contracts.appointment_data import content_fingerprint, to_appointment_data
+from shared.contracts.appointment_data import parse_graph_datetime as graph_time
+from shared.messages import mailbox_changes
+from shared.messages.mailbox_changes import MailboxChangeMessage
+from shared.records import outbox, reconcile_state
+from shared.records.reconcile_state import NO_LEASE, LeaseLost, Snapshot
+from shared.workers.fan_out import fan_out
+
+log = logging.getLogger(__name__)
+
+# One reconcile per mailbox at a time. Longer than a reconcile normally takes; if one takes longer, another
+# worker may take over and the first one's commit fails on the ETag (no duplicates, just wasted work).
+LEASE_SECONDS = 60
+MAILBOX_CONCURRENCY = 4  # Graph (Outlook) serves at most 4 concurrent requests per app and mailbox
+# Graph may take a moment to show a change it has already notified: hints this close to a reconcile's
+# start are not treated as covered by it.
+COVERAGE_MARGIN_SECONDS = 2.0
+MAX_OPERATIONS_PER_TRANSACTION = 99  # + the sync row = 100, Table storage's limit (Azurite crashes above it)
+
+
+LOOKUP_CACHE_SECONDS = 60
+_lookup_cache: dict[str, tuple[dict[str, Any], float]] = {}
+
+
+@dataclass
+class Plan:
+    """What one reconcile will write: table operations and the events they carry."""
+
+    operations: list[tuple[Any, ...]] = field(default_factory=list)  # Table transaction operations
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, change type, appointment id)
+    graph_calls: int = 0
+    whole: bool = False  # compared the whole horizon (not a narrow window around the hinted events)
+
+
+def _list_fingerprint(item: dict[str, Any]) -> str:
+    """What the listing shows of an appointment, minus volatile fields: changes here mean 'look closer'."""
+    kept = {k: v for k, v in item.items() if not k.startswith("@") and k not in ("lastUpdatedDateTime",)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class Reconciler:
+    def __init__(self, mailbox: str, graph: Graph | None = None) -> None:
+        self.mailbox = mailbox
+        self.graph = graph or get_graph()
+        self.settings = get_settings()
+        self._lookups: dict[str, Any] | None = None
+        self._concurrency = asyncio.Semaphore(MAILBOX_CONCURRENCY)
+        self.etag: str | None = None  # of the sync row, after our last committed batch
+        self.graph_calls = 0
+
+    # ---- Graph reads -------------------------------------------------------------------------------
+
+    async def _window(self, message: MailboxChangeMessage, full: bool) -> tuple[datetime, datetime, bool]:
+        """The time window to compare, and whether it is the full horizon."""
+        now = datetime.now(UTC)
+        horizon = (now - timedelta(days=self.settings.resync_past_days),
+                   now + timedelta(days=self.settings.resync_horizon_days))
+        changes = message.get("changes") or []
+        if full or not changes or any(c.get("changeType") == "deleted" for c in changes):
+            return horizon[0], horizon[1], True  # a deleted event cannot tell us where it was
+        starts, ends = [], []
+        for change in changes:
+            try:
+                self.graph_calls += 1
+                calendar_event = await self.graph.get_event(self.mailbox, change.get("eventId", ""))
+            except GraphError as error:
+                if error.status == 404:
+                    return horizon[0], horizon[1], True  # gone already: look everywhere
+                raise
+            start, end = graph_time(calendar_event.get("start")), graph_time(calendar_event.get("end"))
+            if start is None or end is None:
+                return horizon[0], horizon[1], True
+            starts.append(start)
+            ends.append(end)
+        return min(starts) - timedelta(minutes=1), max(ends) + timedelta(minutes=1), False
+
+    async def _lookups_for_mapping(self) -> dict[str, Any]:
+        """Services, staff and custom questions of the business, which payloads name. They change rarely,
+        so a worker keeps them for ``LOOKUP_CACHE_SECONDS``: a busy mailbox costs 3 Graph listings a minute
+        for them, not 3 per change."""
+        if self._lookups is None:
+            cached = _lookup_cache.get(self.mailbox)
+            if cached is not None and cached[1] > time.monotonic():
+                self._lookups = cached[0]
+            else:
+                self.graph_calls += 3
+                services, staff, questions = await asyncio.gather(
+                    self.graph.list_services(self.mailbox), self.graph.list_staff(self.mailbox),
+                    self.graph.list_custom_questions(self.mailbox))
+                self._lookups = {"services": services, "staff": staff, "questions": questions}
+                _lookup_cache[self.mailbox] = (self._lookups, time.monotonic() + LOOKUP_CACHE_SECONDS)
+        return self._lookups
+
+    async def _get_appointment(self, appointment_id: str) -> dict[str, Any] | None:
+        """GET by id, at most ``MAILBOX_CONCURRENCY`` at a time (Outlook's limit per app and mailbox)."""
+        async with self._concurrency:
+            self.graph_calls += 1
+            try:
+                return await self.graph.get_appointment(self.mailbox, appointment_id)
+            except GraphError as error:
+                if error.status == 404:
+                    return None
+                raise
+
+    async def _payload(self, appointment: dict[str, Any], cancel_reason: str = "") -> dict[str, Any]:
+        lookups = await self._lookups_for_mapping()
+        return dict(to_appointment_data(appointment, services=lookups["services"], staff=lookups["staff"],
+                                        questions=lookups["questions"], cancel_reason=cancel_reason))
+
+    # ---- the diff ---------------------------------------------------------------------------------
+
+    def _event_ops(self, plan: Plan, change_type: str, appointment_id: str, payload: dict[str, Any],
+                   version: str, detected_at: datetime) -> None:
+        eid = outbox.event_id(self.mailbox, appointment_id, change_type, version)
+        plan.operations.append(outbox.event_operation(self.mailbox, eid, change_type, appointment_id, payload,
+                                                      detected_at))
+        plan.events.append((eid, change_type, appointment_id))
+
+    async def diff(self, message: MailboxChangeMessage, baseline_at: datetime | None) -> Plan:
+        """Read Graph, compare with the snapshot, and return what to write. No writes here."""
+        full = bool(message.get("fullResync")) or baseline_at is not None
+        start, end, whole = await self._window(message, full)
+        snapshots = await reconcile_state.snapshots(self.mailbox)
+        self.graph_calls += 1
+        listing = await self.graph.calendar_view(self.mailbox, start, end)
+        plan = Plan()
+        now = datetime.now(UTC)
+        seen: set[str] = set()
+        candidates: list[tuple[dict[str, Any], str, Snapshot | None]] = []
+        for item in listing:
+            appointment_id = item.get("id")
+            if not appointment_id or appointment_id in seen:
+                continue
+            seen.add(appointment_id)
+            list_fp = _list_fingerprint(item)
+            old = snapshots.get(appointment_id)
+            if old is not None and old.last_updated == str(item.get("lastUpdatedDateTime") or "") \
+                    and old.list_fingerprint == list_fp:
+                continue  # unchanged: no GET by id
+            candidates.append((item, list_fp, old))
+        # The listing omits customers and notes: read new or changed appointments in full.
+        fulls = await asyncio.gather(*(self._get_appointment(item["id"]) for item, _, _ in candidates))
+        for (item, list_fp, old), full_item in zip(candidates, fulls, strict=True):
+            appointment_id = item["id"]
+            if full_item is None:
+                continue  # vanished between the listing and now: the next reconcile sees it gone
+            fingerprint = content_fingerprint(full_item)
+            if old is not None and old.fingerprint == fingerprint:
+                plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, full_item, fingerprint, list_fp,
+                                                                          old.payload))
+                continue  # touched, but nothing a flow maker would see
+            payload = await self._payload(full_item)
+            plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, full_item, fingerprint, list_fp,
+                                                                      payload))
+            change_type = "Created" if old is None else "Updated"
+            if baseline_at is not None and old is None:
+                created = graph_time(full_item.get("createdDateTime"))
+                updated = graph_time(full_item.get("lastUpdatedDateTime"))
+                if created is not None and created > baseline_at:
+                    change_type = "Created"
+                elif updated is not None and updated > baseline_at:
+                    change_type = "Updated"
+                else:
+                    continue  # existed before the flows did: recorded, not announced
+            # The version names this exact state: A→B→A yields two distinct Updated events, not one.
+            version = f"{fingerprint}@{full_item.get('lastUpdatedDateTime') or ''}"
+            self._event_ops(plan, change_type, appointment_id, payload, version, now)
+        missing: list[Snapshot] = []
+        for appointment_id, old in snapshots.items():
+            if appointment_id in seen:
+                continue
+            in_window = old.start is None or ((old.end or old.start) >= start and old.start <= end)
+            if not in_window:
+                if whole and (old.end or old.start or now) < start:
+                    plan.operations.append(reconcile_state.delete_snapshot_operation(self.mailbox, appointment_id))
+                continue  # outside a narrow window: not evidence of anything
+            missing.append(old)
+        # Not listed any more: cancelled or deleted (404), or moved out of the window (still there).
+        stills = await asyncio.gather(*(self._get_appointment(old.appointment_id) for old in missing))
+        for old, still in zip(missing, stills, strict=True):
+            appointment_id = old.appointment_id
+            if still is not None:
+                continue  # moved out of the window; a later reconcile with the right window will see it
+            reason = await reconcile_state.cancel_reason(self.mailbox, appointment_id)
+            payload = dict(old.payload)
+            if reason:
+                payload["CancelReason"] = reason
+                plan.operations.append(reconcile_state.delete_cancel_reason_operation(self.mailbox, appointment_id))
+            plan.operations.append(reconcile_state.delete_snapshot_operation(self.mailbox, appointment_id))
+            self._event_ops(plan, "Cancelled", appointment_id, payload, f"{old.fingerprint}@{old.last_updated}", now)
+        plan.graph_calls = self.graph_calls
+        plan.whole = whole
+        return plan
+
+    # ---- commit -----------------------------------------------------------------------------------
+
+    async def commit(self, plan: Plan, etag: str, final: dict[str, Any]) -> str:
+        """Write the plan in transactions of ≤ 100 operations, each moving the sync row under its ETag."""
+        operations = plan.operations
+        batches = [operations[i:i + MAX_OPERATIONS_PER_TRANSACTION]
+                   for i in range(0, len(operations), MAX_OPERATIONS_PER_TRANSACTION)] or [[]]
+        for index, batch in enumerate(batches):
+            etag = await reconcile_state.commit(self.mailbox, batch, etag,
+                                                final if index == len(batches) - 1 else {})
+            self.etag = etag
+        return etag
+
+
+async def _defer(message: MailboxChangeMessage, seconds: float) -> None:
+    """Come back later — as a full reconcile: it then covers every hint that waited with this one, so a
+    burst costs one narrow and one full reconcile instead of one per hint."""
+    later: MailboxChangeMessage = {**message, "fullResync": True}
+    await mailbox_changes.enqueue(later, delay_seconds=max(1, int(seconds)))
+
+
+async def reconcile(message: MailboxChangeMessage) -> str:
+    """Handle one hint. Returns what happened: covered | deferred | reconciled (for logs and tests)."""
+    with telemetry_context(mailbox=message["mailbox"].lower(), correlationId=message.get("correlationId") or None):
+        return await _reconcile(message)
+
+
+async def _reconcile(message: MailboxChangeMessage) -> str:
+    mailbox = message["mailbox"].lower()
+    started_clock = time.perf_counter()
+    worker = Reconciler(mailbox)
+    received = mailbox_changes.received_at(message)
+    full = bool(message.get("fullResync"))
+    while True:
+        row = await reconcile_state.sync_row(mailbox)
+        covered_up_to = row.get("CoveredUpTo")
+        if covered_up_to is not None and received < covered_up_to - timedelta(seconds=COVERAGE_MARGIN_SECONDS) \
+                and row.get("BaselineDone"):
+            return "covered"
+        now = datetime.now(UTC)
+        lease_until = row.get("LeaseUntil")
+        if lease_until is not None and lease_until > now:
+            # Someone is reconciling this mailbox: come back when they are done, then this is covered.
+            await _defer(message, min((lease_until - now).total_seconds(), 5) + random.uniform(0.5, 1.5))  # noqa: S311
+            return "deferred"
+        etag = await reconcile_state.take_lease(mailbox, row, now, timedelta(seconds=LEASE_SECONDS))
+        if etag is not None:
+            break
+    baseline_at = None if row.get("BaselineDone") else (row.get("BaselineAt") or now)
+    try:
+        plan = await worker.diff(message, baseline_at)
+        final: dict[str, Any] = {"LeaseUntil": NO_LEASE, "BaselineDone": True}
+        if plan.whole:
+            # Only a look at the whole horizon covers hints about other events; a narrow one covers its own.
+            final["CoveredUpTo"] = now
+        await worker.commit(plan, etag, final)
+    except LeaseLost:
+        log.warning("reconcile of %s lost its lease; the other worker's result stands", mailbox,
+                    extra={"mailbox": mailbox})
+        return "lease lost"
+    except BaseException:
+        # Graph or storage failed: free the mailbox for the retry of this message (the runtime retries it)
+        # instead of making every hint wait out the lease.
+        await reconcile_state.release_lease(mailbox, worker.etag or etag)
+        raise
+    counts = {kind: sum(1 for _, change, _ in plan.events if change == kind)
+              for kind in ("Created", "Updated", "Cancelled")}
+    track_event(events.MAILBOX_RECONCILED, mailbox=mailbox, createdCount=counts["Created"],
+                updatedCount=counts["Updated"], cancelledCount=counts["Cancelled"], graphCalls=plan.graph_calls,
+                durationMs=round((time.perf_counter() - started_clock) * 1000), fullResync=full)
+    if plan.events:  # one delivery message per matching flow
+        await fan_out(mailbox, [eid for eid, _, _ in plan.events])
+    return "reconciled"
+
+
+async def handle_message(msg: Any) -> None:
+    """Queue trigger entry for ``mailbox-changes``: a bundle is split first, a message is reconciled."""
+    try:
+        message = mailbox_changes.parse(msg.get_body())
+    except ValueError as error:
+        log.error("dropped a malformed mailbox-change message: %s", error)
+        return
+    if mailbox_changes.is_bundle(message):
+        count = await mailbox_changes.split_bundle(message)  # type: ignore[arg-type]
+        log.info("split a bundle of change hints into %d mailbox messages", count)
+        return
+    outcome = await reconcile(message)  # type: ignore[arg-type]
+    log.info("reconcile %s: %s", message["mailbox"], outcome,
+             extra={"mailbox": message["mailbox"], "correlationId": message.get("correlationId", "")})

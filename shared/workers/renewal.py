@@ -1,0 +1,310 @@
+"""Keeping every mailbox's subscription alive: the renewal sweep (timer) and the task worker (queue).
+
+The sweep (``RENEWAL_SCHEDULE``, default every 30 minutes) does no Graph writes itself. It pages
+through what we know and puts one task per piece of work on ``subscription-tasks``:
+
+- ``renew`` for every subscription expiring within ``RENEWAL_WINDOW_MINUTES``;
+- (itself) deletes Graph subscriptions that point at this app but that no mailbox knows (orphans of a crash);
+- ``repair`` for every mailbox that has flows but no working subscription (a crash between steps, a
+  manual deletion, a stuck 'creating'/'deleting' row whose owner died), and for every subscription row
+  left behind by a mailbox that no longer has flows.
+
+The tasks travel in queue messages of up to ``TASKS_PER_MESSAGE`` and are spread out in time with the
+queue's visibility delay — the message starting with task *i* becomes visible after
+*i / SUBSCRIPTION_WRITES_PER_SECOND* seconds, and the worker paces the writes within it at the same
+rate — so the workers stay under Graph's 500 subscription writes per 20 s per app, and no invocation
+holds more than a few seconds of work however many subscriptions there are (the Functions time limit).
+A task that is throttled anyway goes back on the queue on its own, with the delay Graph's
+``Retry-After`` asks for (no dequeue count is spent on throttling).
+
+Why several tasks per message: 10,000 subscriptions as 10,000 messages waiting out their delays make
+every queue operation slower on Azurite (it scans all messages: 83 ms per receive+delete at 10,000
+against 4 ms on an empty queue) and cost a queue transaction per renewal on Azure; 50 per message make
+it 200 messages (format: ``shared.messages.subscription_tasks``).
+
+Task outcomes: a renewal answered 404 means Graph dropped the subscription: it is re-created and the
+mailbox gets a full resync (changes in between were not notified). Other failures are counted on the
+subscription row; from the third in a row each one is an error-level log and a
+``SubscriptionRenewalFailed`` event naming the mailbox, and the task keeps being retried with back-off
+(and by every later sweep) for as long as the mailbox has flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import azure.functions as func
+
+from shared.adapters.graph import GraphError
+from shared.adapters.monitoring import correlated, telemetry_context, track_event
+from shared.adapters.settings import get_settings
+from shared.contracts import events
+from shared.messages import mailbox_changes
+from shared.messages.subscription_tasks import SubscriptionTask, enqueue_task, enqueue_tasks, parse_message, task
+from shared.records import subscription_index, subscription_rows
+from shared.records.flows import flow_count, mailboxes_with_flows
+from shared.records.subscription_rows import SubscriptionRecord
+from shared.services.subscriptions import Subscriptions, notification_urls
+
+log = logging.getLogger(__name__)
+
+FAILURES_BEFORE_ALERT = 3
+ENQUEUE_CONCURRENCY = 32
+TASKS_PER_MESSAGE = 50  # about 2 s of writes at Graph's rate: far inside any time limit
+RETRY_AFTER_ERROR_SECONDS = 30
+THROTTLED_DEFAULT_SECONDS = 30
+MAX_BACKOFF_SECONDS = 900
+
+
+@dataclass
+class SweepReport:
+    renewals: int = 0
+    repairs: int = 0
+    orphans_deleted: int = 0
+    tasks: list[SubscriptionTask] = field(default_factory=list)
+    known_ids: set[str] = field(default_factory=set)  # subscription ids our mailbox rows name
+
+
+async def plan_sweep(now: datetime | None = None) -> SweepReport:
+    """What the sweep would enqueue, without enqueueing it."""
+    now = now or datetime.now(UTC)
+    horizon = now + timedelta(minutes=get_settings().renewal_window_minutes)
+    with_flow_list, rows = await asyncio.gather(mailboxes_with_flows(), subscription_rows.all_rows())
+    with_flows = set(with_flow_list)
+    report = SweepReport()
+    for mailbox, record in rows.items():
+        report.known_ids.add(record.subscription_id)
+        if mailbox not in with_flows:
+            if not record.lease_held(now):
+                report.tasks.append(task("repair", mailbox, record.subscription_id, "no flows left"))
+                report.repairs += 1
+        elif record.state != "active":
+            if not record.lease_held(now):
+                report.tasks.append(task("repair", mailbox, record.subscription_id, f"stuck {record.state}"))
+                report.repairs += 1
+        elif record.expiration is None or record.expiration <= horizon:
+            report.tasks.append(task("renew", mailbox, record.subscription_id, "expiring"))
+            report.renewals += 1
+    for mailbox in sorted(with_flows - rows.keys()):
+        report.tasks.append(task("repair", mailbox, "", "flows without a subscription"))
+        report.repairs += 1
+    return report
+
+
+async def sweep(now: datetime | None = None) -> SweepReport:
+    """The renewal timer's work: enqueue paced tasks for every renewal and repair due."""
+    with correlated():
+        return await _sweep(now)
+
+
+async def _sweep(now: datetime | None) -> SweepReport:
+    report = await plan_sweep(now)
+    rate = get_settings().subscription_writes_per_second
+    limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def put(first: int) -> None:
+        chunk = report.tasks[first:first + TASKS_PER_MESSAGE]
+        async with limit:
+            # Visible first/rate seconds after the sweep began, however long enqueueing took (a delay
+            # counted from each message's own enqueue time would bunch the late ones together).
+            due = started + first / rate
+            await enqueue_tasks(chunk, delay_seconds=max(0, round(due - loop.time())))
+
+    await asyncio.gather(*(put(i) for i in range(0, len(report.tasks), TASKS_PER_MESSAGE)))
+    log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,
+             len(report.tasks) // rate)
+    try:
+        report.orphans_deleted = await delete_orphans(now, report.known_ids)
+    except GraphError as error:  # the next sweep tries again; renewals are already on their way
+        log.warning("orphan sweep skipped: Graph %s %s", error.status, error.code)
+    return report
+
+
+async def delete_orphans(now: datetime | None = None, known_ids: set[str] | None = None) -> int:
+    """Delete Graph subscriptions that point at this app but that no mailbox row knows.
+
+    They appear when an instance dies between Graph creating a subscription and the app recording it.
+    One that is still being created (its mailbox row is 'creating' under a live lease) is left alone.
+    ``known_ids`` (what the sweep's mailbox rows name) spares a storage read per subscription; the
+    others are checked one by one against the index and the mailbox row.
+    """
+    now = now or datetime.now(UTC)
+    subs = Subscriptions()
+    ours = notification_urls()[0]
+    known = known_ids or set()
+    deleted = 0
+    for graph_sub in await subs.graph.list_subscriptions():
+        if graph_sub.get("notificationUrl") != ours or graph_sub.get("id") in known:
+            continue
+        if await subscription_index.lookup(graph_sub.get("id", "")) is not None:
+            continue
+        mailbox = _mailbox_of(graph_sub.get("resource", ""))
+        record = await subs.get(mailbox) if mailbox else None
+        if record is not None and (record.subscription_id == graph_sub["id"]
+                                   or (record.state == "creating" and record.lease_held(now))):
+            continue
+        await subs.graph.delete_subscription(graph_sub["id"])
+        deleted += 1
+        log.warning("deleted orphaned Graph subscription %s (%s)", graph_sub["id"], mailbox or "unknown mailbox",
+                    extra={"subscriptionId": graph_sub["id"], "mailbox": mailbox})
+    return deleted
+
+
+def _mailbox_of(resource: str) -> str:
+    """``/users/{smtp}/events`` → smtp (what we subscribe to; Graph may echo it with other casing)."""
+    parts = [p for p in resource.split("/") if p]
+    return parts[1].lower() if len(parts) >= 3 and parts[0].lower() == "users" else ""
+
+
+# ---- the worker -----------------------------------------------------------------------------------
+
+
+async def _recreate(subs: Subscriptions, mailbox: str, record: SubscriptionRecord | None, reason: str) -> None:
+    if record is not None:
+        await subs.forget(record)
+        try:
+            await subs.graph.delete_subscription(record.subscription_id)  # in case Graph still has it
+        except GraphError:
+            pass
+    if await flow_count(mailbox) == 0:
+        return
+    created = await subs.ensure(mailbox)
+    await mailbox_changes.enqueue(mailbox_changes.full_resync(mailbox, reason, created.subscription_id))
+
+
+async def _retry_later(item: SubscriptionTask, seconds: float) -> None:
+    again = dict(item)
+    again["attempt"] = int(item.get("attempt", 0)) + 1  # type: ignore[typeddict-unknown-key]
+    # Spread the retries: tasks throttled together and retried together would be throttled together again.
+    spread = random.uniform(0, max(1.0, seconds))  # noqa: S311 - jitter only
+    await enqueue_task(again, delay_seconds=max(1, round(seconds + spread)))  # type: ignore[arg-type]
+
+
+class _WritePacer:
+    """At most ``rate`` subscription writes per second from this worker process.
+
+    The sweep already spreads tasks in time; this smooths what a worker picks up in bursts (a batch of 16
+    messages at once, a backlog after a pause), so one instance alone never outruns Graph's limit."""
+
+    def __init__(self) -> None:
+        self.next_slot = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self, rate: int) -> None:
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            slot = max(loop.time(), self.next_slot)
+            self.next_slot = slot + 1 / rate
+        await asyncio.sleep(max(0.0, slot - loop.time()))
+
+
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WritePacer] = weakref.WeakKeyDictionary()
+
+
+async def _pace_write() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        pacer = _pacers[loop] = _WritePacer()
+    await pacer.wait(get_settings().subscription_writes_per_second)
+
+
+async def run_task(item: SubscriptionTask) -> str:
+    """Do one task. Returns what happened (for the log line and tests)."""
+    with telemetry_context(mailbox=item["mailbox"], correlationId=item["correlationId"] or None):
+        return await _run_task(item)
+
+
+async def _run_task(item: SubscriptionTask) -> str:
+    subs = Subscriptions()
+    mailbox = item["mailbox"]
+    record = await subs.get(mailbox)
+    action = item["action"]
+    stale = record is None or (item["subscriptionId"] and record.subscription_id != item["subscriptionId"])
+
+    if action == "repair":
+        if await flow_count(mailbox) == 0:
+            if record is not None:
+                await subs.release(mailbox)
+                return "released"
+            return "nothing to do"
+        if record is not None and record.state == "active":
+            return "already active"
+        await _pace_write()  # a sweep can carry thousands of repairs (after a disaster): same limit as renewals
+        await _recreate(subs, mailbox, None, "repair")
+        return "recreated"
+    if action == "recreate":
+        await _pace_write()
+        await _recreate(subs, mailbox, None if stale else record, item["reason"] or "subscriptionRemoved")
+        return "recreated"
+    if stale or record is None or record.state != "active":
+        return "stale task"  # the subscription it names was replaced or removed meanwhile
+
+    await _pace_write()
+    try:
+        if action == "reauthorize":
+            try:
+                await subs.graph.reauthorize_subscription(record.subscription_id)
+            except GraphError as error:
+                if error.status == 404 or error.throttled:
+                    raise
+            expires = await subs.renew(record)  # reauthorizing keeps the expiration: extend it too
+        else:
+            expires = await subs.renew(record)
+    except GraphError as error:
+        if error.status == 404:
+            log.warning("subscription of %s is gone from Graph; re-creating it", mailbox,
+                        extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
+            await _recreate(subs, mailbox, record, "subscriptionRemoved")
+            return "recreated"
+        if error.throttled:
+            await _retry_later(item, error.retry_after or THROTTLED_DEFAULT_SECONDS)
+            return "throttled"
+        failures = await subs.record_failure(record, f"{error.status} {error.code}")
+        dims = {"mailbox": mailbox, "subscriptionId": record.subscription_id, "status": error.status,
+                "errorCode": error.code, "consecutiveFailures": failures,
+                "expiresAt": record.expiration.isoformat() if record.expiration else ""}
+        if failures >= FAILURES_BEFORE_ALERT:
+            log.error("renewing the subscription of %s failed %d times in a row (%s %s)", mailbox, failures,
+                      error.status, error.code, extra=dims)
+            track_event(events.SUBSCRIPTION_RENEWAL_FAILED, logging.ERROR, **dims)
+        await _retry_later(item, min(60 * 2 ** failures, MAX_BACKOFF_SECONDS))
+        return "failed"
+    track_event(events.SUBSCRIPTION_RENEWED, mailbox=mailbox, subscriptionId=record.subscription_id,
+                expiresAt=expires.isoformat(), attempt=int(item.get("attempt", 0)))
+    return "renewed"
+
+
+
+async def handle_message(msg: func.QueueMessage) -> None:
+    """The queue trigger's entry: a malformed message is logged and dropped (retrying cannot fix it).
+
+    The tasks of a message run side by side (``run_task`` paces their Graph writes). One that fails
+    unexpectedly (storage down) goes back on the queue alone, so the others are not repeated."""
+    try:
+        items = parse_message(msg.get_body())
+    except ValueError as error:
+        log.error("dropped a malformed subscription task: %s", error)
+        return
+
+    async def one(item: SubscriptionTask) -> None:
+        try:
+            outcome = await run_task(item)
+        except Exception as error:
+            if len(items) == 1:
+                raise  # the runtime retries the message, and poisons it in the end
+            log.warning("subscription task %s for %s failed (%s); retrying it alone", item["action"],
+                        item["mailbox"], type(error).__name__, extra={"mailbox": item["mailbox"]})
+            await _retry_later(item, RETRY_AFTER_ERROR_SECONDS)
+            outcome = "retried alone"
+        log.info("subscription task %s for %s: %s", item["action"], item["mailbox"], outcome,
+                 extra={"mailbox": item["mailbox"], "correlationId": item["correlationId"]})
+
+    await asyncio.gather(*(one(item) for item in items))
