@@ -37,6 +37,7 @@ run: deps local.settings.json
 
 test: deps $(STAMPS)/checkov
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 test-fast: deps
@@ -44,6 +45,7 @@ test-fast: deps
 
 lint: deps
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: deps
 	$(PY) -m bench

@@ -3,16 +3,14 @@
 An ASGI application (run by uvicorn) that matches the path against every HTTP function's route
 template, checks the method and the auth level, builds ``func.HttpRequest`` and turns the returned
 ``func.HttpResponse`` into the answer. A request no function route takes (no such path, or a method the
-function does not accept) and one without a valid key get the runtime's own bare answers, 404 and 401
-with an empty body, never the app's JSON errors (see ``_host_answer``). Body too large and a function
-that raised still answer with the app's JSON error shape.
+function does not accept), one without a valid key, a body over the size limit and a function that
+raised get the runtime's own bare answers (404, 401, 413, 500 with an empty body), never the app's JSON
+errors (see ``_host_answer``): the app's error contract is the app's own business (shared.endpoints.http).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,7 +19,6 @@ import azure.functions as func
 
 from devhost.config import Keys
 from devhost.functions import HttpFunction, invoke
-from shared.contracts.errors import CATALOGUE, error_body
 
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions runtime's request size limit
 
@@ -37,8 +34,11 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions runtime's request size limit
 #   from FunctionInvocationMiddleware.GetResultAsync (src/WebJobs.Script.WebHost/Middleware/
 #   FunctionInvocationMiddleware.cs), after routing and before the function is invoked; App Insights logs
 #   it as "Executing StatusCodeResult, setting HTTP status code 401" (Azure/azure-functions-dotnet-worker#1249).
+# - A function that raised: ExceptionMiddleware answers 500 with no body; a body over the limit: Kestrel's 413.
 NOT_FOUND = 404
 UNAUTHORIZED = 401
+PAYLOAD_TOO_LARGE = 413
+INTERNAL_ERROR = 500
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -62,7 +62,6 @@ class HttpHost:
         if scope["type"] != "http":
             return
         headers = _headers(scope)
-        language = headers.get("accept-language")
         method = scope["method"].upper()
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0]
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
@@ -76,7 +75,7 @@ class HttpHost:
             return
         body = await _read_body(receive, headers)
         if body is None:
-            await _error(send, "PayloadTooLarge", language, limit=MAX_BODY_BYTES)
+            await _host_answer(send, PAYLOAD_TOO_LARGE)  # Kestrel's own 413, before any function runs
             return
         host = headers.get("host", "127.0.0.1")
         query = scope.get("query_string", b"").decode("latin-1")
@@ -86,14 +85,14 @@ class HttpHost:
         outcome = await invoke(function, request, f"{method} {path}", self.timeout)
         response = outcome.result
         if not outcome.succeeded:
-            await _error(send, "InternalError", language)
+            await _host_answer(send, INTERNAL_ERROR)  # the host's bare 500 for a function that raised
             return
         if isinstance(response, str | bytes):
             response = func.HttpResponse(response)
         elif response is None:
             response = func.HttpResponse(status_code=204)
         elif not isinstance(response, func.HttpResponse):
-            await _error(send, "InternalError", language)
+            await _host_answer(send, INTERNAL_ERROR)
             return
         await _send(send, response.status_code, _response_headers(response), response.get_body())
 
@@ -167,12 +166,3 @@ async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: b
 async def _host_answer(send: Send, status: int) -> None:
     """The runtime's bare answer: the status, no body, no content type, no correlation id."""
     await _send(send, status, [], b"")
-
-
-async def _error(send: Send, code: str, language: str | None, headers: dict[str, str] | None = None,
-                 **details: Any) -> None:
-    correlation_id = str(uuid.uuid4())
-    body = json.dumps(error_body(code, correlation_id, language, **details), ensure_ascii=False).encode()
-    all_headers = [("content-type", "application/json; charset=utf-8"), ("x-correlation-id", correlation_id),
-                   *(headers or {}).items()]
-    await _send(send, CATALOGUE[code].status, all_headers, body)

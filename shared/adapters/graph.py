@@ -204,30 +204,30 @@ class Graph:
             info = RequestInformation(Method.GET)
             info.url = next_link
 
-    def _business(self, smtp: str) -> Any:
-        return self.sdk.solutions.booking_businesses.by_booking_business_id(quote(smtp, safe="@"))
+    def _business(self, mailbox: str) -> Any:
+        return self.sdk.solutions.booking_businesses.by_booking_business_id(quote(mailbox, safe="@"))
 
     # ---- Bookings ---------------------------------------------------------------------------
 
     async def list_businesses(self) -> list[dict]:
         return [b async for b in self.pages(self.sdk.solutions.booking_businesses.to_get_request_information())]
 
-    async def get_business(self, smtp: str) -> dict:
+    async def get_business(self, mailbox: str) -> dict:
         """Raises GraphError 404 for an unknown business."""
-        return await self.send(self._business(smtp).to_get_request_information(), retry=True)
+        return await self.send(self._business(mailbox).to_get_request_information(), retry=True)
 
-    async def list_staff(self, smtp: str) -> list[dict]:
+    async def list_staff(self, mailbox: str) -> list[dict]:
         """Staff with their real roles: ``scheduler`` and ``teamMember`` need the Prefer header."""
-        info = self._business(smtp).staff_members.to_get_request_information()
+        info = self._business(mailbox).staff_members.to_get_request_information()
         return [s async for s in self.pages(info, prefer=PREFER_UNKNOWN_ENUMS)]
 
-    async def list_services(self, smtp: str) -> list[dict]:
-        return [s async for s in self.pages(self._business(smtp).services.to_get_request_information())]
+    async def list_services(self, mailbox: str) -> list[dict]:
+        return [s async for s in self.pages(self._business(mailbox).services.to_get_request_information())]
 
-    async def list_custom_questions(self, smtp: str) -> list[dict]:
-        return [q async for q in self.pages(self._business(smtp).custom_questions.to_get_request_information())]
+    async def list_custom_questions(self, mailbox: str) -> list[dict]:
+        return [q async for q in self.pages(self._business(mailbox).custom_questions.to_get_request_information())]
 
-    async def calendar_view(self, smtp: str, start: datetime, end: datetime) -> list[dict]:
+    async def calendar_view(self, mailbox: str, start: datetime, end: datetime) -> list[dict]:
         from msgraph.generated.solutions.booking_businesses.item.calendar_view.calendar_view_request_builder import (
             CalendarViewRequestBuilder,
         )
@@ -235,26 +235,27 @@ class Graph:
         query = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetQueryParameters(
             start=start.isoformat().replace("+00:00", "Z"), end=end.isoformat().replace("+00:00", "Z"))
         config = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetRequestConfiguration(query_parameters=query)
-        info = self._business(smtp).calendar_view.to_get_request_information(config)
+        info = self._business(mailbox).calendar_view.to_get_request_information(config)
         return [a async for a in self.pages(info)]
 
-    async def get_event(self, smtp: str, event_id: str) -> dict:
+    async def get_event(self, mailbox: str, event_id: str) -> dict:
         """A calendar event of the mailbox (notifications name events, not appointments)."""
-        info = self.sdk.users.by_user_id(quote(smtp, safe="@")).events.by_event_id(event_id)\
+        info = self.sdk.users.by_user_id(quote(mailbox, safe="@")).events.by_event_id(event_id)\
             .to_get_request_information()
         return await self.send(info, retry=True)
 
-    async def get_appointment(self, smtp: str, appointment_id: str) -> dict:
-        info = self._business(smtp).appointments.by_booking_appointment_id(appointment_id).to_get_request_information()
+    async def get_appointment(self, mailbox: str, appointment_id: str) -> dict:
+        appointment = self._business(mailbox).appointments.by_booking_appointment_id(appointment_id)
+        info = appointment.to_get_request_information()
         return await self.send(info, retry=True)
 
-    async def cancel_appointment(self, smtp: str, appointment_id: str, message: str) -> None:
+    async def cancel_appointment(self, mailbox: str, appointment_id: str, message: str) -> None:
         from msgraph.generated.solutions.booking_businesses.item.appointments.item.cancel.cancel_post_request_body import (  # noqa: E501
             CancelPostRequestBody,
         )
 
         body = CancelPostRequestBody(cancellation_message=message)
-        builder = self._business(smtp).appointments.by_booking_appointment_id(appointment_id).cancel
+        builder = self._business(mailbox).appointments.by_booking_appointment_id(appointment_id).cancel
         await self.send(builder.to_post_request_information(body), retry=False)
 
     # ---- subscriptions (writes: never retried here) ----------------------------------------------

@@ -1,4 +1,4 @@
-"""Graph ``bookingAppointment`` JSON -> the connector's ``AppointmentData`` payload (DESIGN §2, issue 7 item 2).
+"""Graph ``bookingAppointment`` JSON -> the connector's ``AppointmentData`` payload (docs/architecture.md).
 
 This module owns the payload contract flows see: the TypedDicts below carry exactly the field names of
 the connector definition (``connector/apiDefinition.swagger.json``), and ``to_appointment_data`` is the
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 
-# ---- the contract (DESIGN §2; names are what flows reference: never rename) ----------------------
+# ---- the contract (names are what flows reference: never rename) ---------------------------------
 
 
 class PhysicalAddress(TypedDict):
@@ -73,7 +73,7 @@ class PhysicalAddress(TypedDict):
 
 
 class CustomerLocation(TypedDict):
-    # DESIGN §2 marks DisplayName optional; we always send it ("" when unknown) so a flow's reference to it
+    # The contract marks DisplayName optional; we always send it ("" when unknown) so a flow's reference to it
     # never resolves to "property does not exist".
     DisplayName: str
     PhysicalAddress: PhysicalAddress

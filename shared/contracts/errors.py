@@ -74,7 +74,7 @@ CATALOGUE: dict[str, ErrorText] = {
         "このアプリが依存するサービスが応答しませんでした: {dependency}。",
         "数分後にもう一度お試しください。続く場合は管理者に Application Insights の確認を依頼してください。",
     ),
-    # --- registration of flows (issue 5); the remedies are for the flow maker reading Power Automate ---
+    # --- registration of flows; the remedies are for the flow maker reading Power Automate ---
     "NotBookingsAdministrator": ErrorText(
         403,
         "Only administrators of the Bookings business {business} can do this; your role there: {role}.",
@@ -166,7 +166,7 @@ CATALOGUE: dict[str, ErrorText] = {
         "通知を保存できませんでした。",
         "Microsoft Graph が自動的に再送します。対応は不要です。",
     ),
-    # --- dead letters (issue 7); the remedies are for the business's administrators ---
+    # --- dead letters; the remedies are for the business's administrators ---
     "DeadLetterNotFound": ErrorText(
         404,
         "The Bookings business {business} has no dead letter {id}.",

@@ -47,8 +47,7 @@ def _work_for(entry: IndexEntry, item: dict[str, Any]) -> list[Awaitable[None]]:
 @endpoint
 async def handle(req: func.HttpRequest) -> func.HttpResponse:
     batch = await read_batch(req, "lifecycle notifications")
-    if isinstance(batch, func.HttpResponse):
-        return batch  # the validation handshake
-    accepted, _ = batch
-    return await persisted((work for entry, item in accepted for work in _work_for(entry, item)),
+    if batch.handshake is not None:
+        return batch.handshake
+    return await persisted((work for entry, item in batch.accepted for work in _work_for(entry, item)),
                            "lifecycle notifications")

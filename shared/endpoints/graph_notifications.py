@@ -52,11 +52,11 @@ def _hints(accepted: Accepted) -> dict[tuple[str, str], tuple[list[Change], bool
 async def handle(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/graph/notifications: one ``mailbox-changes`` hint per mailbox and batch."""
     batch = await read_batch(req, "notifications")
-    if isinstance(batch, func.HttpResponse):
-        return batch  # the validation handshake
-    accepted, dropped_count = batch
-    if dropped_count:
-        track_event(events.NOTIFICATIONS_RECEIVED, itemCount=0, requestCount=1, droppedCount=dropped_count)
+    if batch.handshake is not None:
+        return batch.handshake
+    if batch.dropped:
+        track_event(events.NOTIFICATIONS_RECEIVED, itemCount=0, requestCount=1, droppedCount=batch.dropped)
     return await persisted((enqueue_hint(change_message(mailbox, subscription_id=sid, changes=changes,
                                                         reason="notification", full_resync=oversized))
-                            for (mailbox, sid), (changes, oversized) in _hints(accepted).items()), "notifications")
+                            for (mailbox, sid), (changes, oversized) in _hints(batch.accepted).items()),
+                           "notifications")

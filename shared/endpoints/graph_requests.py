@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import azure.functions as func
@@ -90,15 +91,23 @@ async def authentic_items(items: list[dict[str, Any]]) -> tuple[Accepted, dict[s
     return accepted, dropped
 
 
-async def read_batch(req: func.HttpRequest, kind: str) -> tuple[Accepted, int] | func.HttpResponse:
-    """The handshake's answer, or the batch's authentic items and how many were dropped."""
+@dataclass(frozen=True)
+class Batch:
+    """What a Graph POST brought: the handshake's answer, or the authentic items (and how many were not)."""
+
+    handshake: func.HttpResponse | None = None
+    accepted: Accepted = field(default_factory=list)
+    dropped: int = 0
+
+
+async def read_batch(req: func.HttpRequest, kind: str) -> Batch:
     handshake = validation_response(req)
     if handshake is not None:
-        return handshake
+        return Batch(handshake)
     accepted, dropped = await authentic_items(parse_batch(req.get_body()))
     if any(dropped.values()):
         log.warning("dropped %s items: %s", kind, dropped)
-    return accepted, sum(dropped.values())
+    return Batch(None, accepted, sum(dropped.values()))
 
 
 async def persisted(writes: Iterable[Awaitable[Any]], kind: str) -> func.HttpResponse:

@@ -90,7 +90,7 @@ class Flow:
     created_by_oid: str
     created_by_upn: str
     created: datetime
-    # Delivery health, written by the delivery worker (issue 7); zero / empty until then.
+    # Delivery health, written by the delivery worker after each attempt; zero / empty until the first.
     delivered_count: int = 0
     failed_count: int = 0
     consecutive_failures: int = 0

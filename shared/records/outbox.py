@@ -98,28 +98,26 @@ async def mark_enqueued(mailbox: str, event: str, at: datetime) -> bool:
     return True
 
 
-async def pending_before(before: datetime) -> dict[str, list[str]]:
-    """Event ids per mailbox of ``pending`` rows last written before ``before`` (across partitions)."""
-    found: dict[str, list[str]] = defaultdict(list)
-    rows = mailbox_table().query_entities(
-        f"{PREFIX_FILTER} and State eq @state and Timestamp lt @before",
-        parameters={**prefix_bounds(OUTBOX_PREFIX), "state": PENDING, "before": before},
-        select=["PartitionKey", "EventId"])
-    async for entity in rows:
-        found[entity["PartitionKey"]].append(entity["EventId"])
-    return found
-
-
-async def fanned_out_before(before: datetime) -> dict[str, list[Any]]:
-    """Rows per mailbox that were fanned out and last enqueued before ``before`` (across partitions)."""
+async def _by_mailbox(state: str, time_property: str, before: datetime, select: list[str]) -> dict[str, list[Any]]:
+    """Rows in ``state`` whose ``time_property`` is before ``before``, per mailbox (across partitions)."""
     found: dict[str, list[Any]] = defaultdict(list)
     rows = mailbox_table().query_entities(
-        f"{PREFIX_FILTER} and State eq @state and LastEnqueuedAt lt @before",
-        parameters={**prefix_bounds(OUTBOX_PREFIX), "state": FANNED_OUT, "before": before},
-        select=["PartitionKey", "RowKey", "EventId"])
+        f"{PREFIX_FILTER} and State eq @state and {time_property} lt @before", select=["PartitionKey", *select],
+        parameters={**prefix_bounds(OUTBOX_PREFIX), "state": state, "before": before})
     async for entity in rows:
         found[entity["PartitionKey"]].append(entity)
     return found
+
+
+async def pending_before(before: datetime) -> dict[str, list[str]]:
+    """Event ids per mailbox of ``pending`` rows last written before ``before``."""
+    found = await _by_mailbox(PENDING, "Timestamp", before, ["EventId"])
+    return {mailbox: [e["EventId"] for e in entities] for mailbox, entities in found.items()}
+
+
+async def fanned_out_before(before: datetime) -> dict[str, list[Any]]:
+    """Rows per mailbox that were fanned out and last enqueued before ``before``."""
+    return await _by_mailbox(FANNED_OUT, "LastEnqueuedAt", before, ["RowKey", "EventId"])
 
 
 async def delete_unchanged(entity: Any) -> bool:

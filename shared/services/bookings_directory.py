@@ -35,7 +35,7 @@ class BookingsDirectory(Protocol):
     a cached "administrator" after a demotion is not.
     """
 
-    async def staff_role(self, business: str, upn: str) -> str | None:
+    async def staff_role(self, mailbox: str, upn: str) -> str | None:
         """The role of ``upn`` on the business's staff list (``administrator``, ``viewer``, ``scheduler``,
         ``teamMember``, ``guest``, ``externalGuest``), or None when the user is not on it."""
         ...
@@ -56,11 +56,11 @@ class GraphBookingsDirectory:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
 
-    async def staff_role(self, business: str, upn: str) -> str | None:
+    async def staff_role(self, mailbox: str, upn: str) -> str | None:
         try:
-            staff = await self.graph.list_staff(business)
+            staff = await self.graph.list_staff(mailbox)
         except GraphError as error:
-            raise _directory_error(error, business) from None
+            raise _directory_error(error, mailbox) from None
         for member in staff:
             if str(member.get("emailAddress") or "").strip().lower() == upn:
                 return str(member.get("role") or "") or None
@@ -74,33 +74,33 @@ class GraphBookingsDirectory:
         limit = asyncio.Semaphore(_STAFF_LISTING_CONCURRENCY)
 
         async def administered(business: dict[str, Any]) -> AdministeredBusiness | None:
-            smtp = str(business.get("id") or business.get("email") or "").lower()
-            if not smtp:
+            mailbox = str(business.get("id") or business.get("email") or "").lower()
+            if not mailbox:
                 return None
             async with limit:
                 try:
-                    role = await self.staff_role(smtp, upn)
+                    role = await self.staff_role(mailbox, upn)
                 except ApiError as error:
                     if error.code == "BookingBusinessNotFound":  # deleted between the two calls
                         return None
                     raise
             if role != ADMINISTRATOR:
                 return None
-            return {"displayName": str(business.get("displayName") or smtp), "email": smtp}
+            return {"displayName": str(business.get("displayName") or mailbox), "email": mailbox}
 
         found = await asyncio.gather(*(administered(b) for b in businesses))
         return [b for b in found if b is not None]
 
 
-def _directory_error(error: GraphError, business: str) -> ApiError:
+def _directory_error(error: GraphError, mailbox: str) -> ApiError:
     if error.status == 404:
-        return ApiError("BookingBusinessNotFound", business=business)
+        return ApiError("BookingBusinessNotFound", business=mailbox)
     if error.status == 0 or error.throttled or error.status >= 500:
         headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
         return ApiError("DependencyUnavailable", headers=headers, dependency="Microsoft Graph (Bookings)")
     # 401/403 and the like: the app's own Graph access is misconfigured. A 500 whose correlation id leads
     # the administrator to this log line is the honest answer; the flow maker cannot fix it.
-    log.error("Graph refused the Bookings directory lookup for %s: %s %s", business, error.status, error.code)
+    log.error("Graph refused the Bookings directory lookup for %s: %s %s", mailbox, error.status, error.code)
     return ApiError("InternalError")
 
 

@@ -2,7 +2,7 @@
 
 Graph has no change notifications for Bookings; a business is a mailbox, so we subscribe to its
 calendar (``/users/{smtp}/events``, created/updated/deleted) and treat each notification as a hint
-(DESIGN §3-4).
+(docs/architecture.md).
 
 The rows it keeps are the mailbox's ``subscription`` row (``shared.records.subscription_rows``) and the
 subscription index (``shared.records.subscription_index``), which the notification endpoint reads.

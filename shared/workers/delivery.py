@@ -63,16 +63,26 @@ def backoff_seconds(attempt: int, retry_after: float | None) -> float:
     return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
 
 
+def _parsed(message: func.QueueMessage, queue: str) -> DeliveryMessage | None:
+    """The message's delivery, or None (logged) when it is not one: retrying cannot fix that, and without
+    mailbox, event and flow there is no dead letter to write."""
+    try:
+        return parse_message(message.get_body())
+    except ValueError as error:
+        log.error("dropped a malformed %s message %s: %s", queue, message.id, error)
+        return None
+
+
+def _context(item: DeliveryMessage) -> Any:
+    return telemetry_context(mailbox=item["mailbox"], flowId=item["flowId"], correlationId=item["correlationId"])
+
+
 async def deliver(message: func.QueueMessage) -> None:
     """Queue trigger on ``deliveries``: one attempt of one event to one flow."""
-    try:
-        item = parse_message(message.get_body())
-    except ValueError as error:
-        # Retrying cannot fix it, and without mailbox/event/flow there is no dead letter to write.
-        log.error("dropped a malformed delivery message %s: %s", message.id, error)
-        return
-    with telemetry_context(mailbox=item["mailbox"], flowId=item["flowId"], correlationId=item["correlationId"]):
-        await _deliver(item)
+    item = _parsed(message, "delivery")
+    if item is not None:
+        with _context(item):
+            await _deliver(item)
 
 
 async def _deliver(item: DeliveryMessage) -> None:
@@ -164,12 +174,10 @@ async def _flow_gone(flow: Flow, status: int) -> None:
 async def handle_poison(message: func.QueueMessage) -> None:
     """Queue trigger on ``deliveries-poison``: this worker failed on the message ``maxDequeueCount`` times
     (a bug, or storage down throughout). It becomes a dead letter an administrator can replay."""
-    try:
-        item = parse_message(message.get_body())
-    except ValueError as error:
-        log.error("dropped a malformed poison delivery message %s: %s", message.id, error)
+    item = _parsed(message, "poison delivery")
+    if item is None:
         return
-    with telemetry_context(mailbox=item["mailbox"], flowId=item["flowId"], correlationId=item["correlationId"]):
+    with _context(item):
         row = await outbox.get(item["mailbox"], item["eventId"])
         await dead_letter(item, row, reason="poison", status=0, error_code="PoisonMessage",
                           error_text="the delivery worker failed on this message every time the queue offered it; "
