@@ -93,7 +93,6 @@ class TokenValidator:
     _keys: dict[str, PyJWK] = field(default_factory=dict, repr=False)
     _fetched_at: float | None = field(default=None, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    fetch_count: int = 0  # how many times the JWKS was fetched; tests and telemetry read it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenValidator:
@@ -169,7 +168,6 @@ class TokenValidator:
         return key
 
     async def _refresh(self) -> None:
-        self.fetch_count += 1
         try:
             async with httpx.AsyncClient(timeout=JWKS_TIMEOUT_SECONDS) as client:
                 response = await client.get(self.jwks_url)

@@ -5,22 +5,10 @@ when 429/5xx/timeouts went on for longer than ``DELIVERY_RETRY_HOURS``, when the
 not allowed any more, or when the delivery worker itself kept failing on the message until the Functions
 runtime moved it to ``deliveries-poison``. Nothing that gives up is dropped: it lands here.
 
-Row (mailbox partition; RowKey ``deadletter:<eventId>:<flowId>``)
-------------------------------------------------------------------
-===================  =======================================================================
-``EventId``          the event (its outbox row holds the payload; pruning keeps it while this row exists)
-``FlowId``           the flow's webhook id
-``Trigger``          trigger of the event (may be empty for a poison message whose event is gone)
-``Reason``           ``rejected`` | ``retryWindowExhausted`` | ``addressNotAllowed`` | ``redirected`` |
-                     ``poison``
-``LastStatus``       HTTP status of the last attempt (0: no answer: timeout, connection, poison)
-``LastErrorCode``    short word, as in the ``DeliveryFailed`` event (``Rejected``, ``Timeout`` …)
-``LastError``        text for the administrator, redacted (never a callback URL's query string)
-``Attempts``         attempts made
-``FirstAttemptAt``   when the delivery started (its retry window's start)
-``LastAttemptAt``    when it gave up
-``CorrelationId``    of the last attempt, to find its log lines
-===================  =======================================================================
+The row (RowKey ``deadletter:<eventId>:<flowId>``) keeps the event id (its outbox row holds the payload and
+is kept while this row exists), the flow, why it gave up (``Reason``: ``rejected`` | ``retryWindowExhausted``
+| ``addressNotAllowed`` | ``redirected`` | ``poison``), the last answer (redacted, never a callback URL) and
+the attempts; ``docs/architecture.md`` lists its properties.
 
 Writing is an upsert: the same (event, flow) giving up twice keeps one row, the latest.
 The admin API (list, replay) is ``shared.endpoints.dead_letters``; this module is storage only.
