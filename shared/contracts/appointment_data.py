@@ -22,13 +22,23 @@ Rules
   custom question answers are filled for 1:1 appointments too; question text, options and "required"
   come from the answer itself, else from the business's custom questions and the service.
   ``CancelReason`` is whatever the caller knows (Graph keeps no cancellation reason).
+* **Notes are the appointment's own.** ``ServiceNotes`` is the appointment's ``serviceNotes`` ("notes from
+  a bookingStaffMember", returned only when the appointment is read by id) and ``AdditionalInfo`` its
+  ``additionalInformation``; "" when Graph gives none. The service's notes or description never stand
+  in: a flow must not report text as written for this appointment that nobody wrote for it.
 * **Times** are ISO 8601 UTC (``2026-11-25T09:00:00Z``), converted from Graph's ``dateTimeTimeZone``
   (UTC, IANA names, and Windows names such as "Tokyo Standard Time" through ``WINDOWS_TIME_ZONES``).
   ``Duration`` is whole minutes, from start/end, else from Graph's ISO 8601 ``duration``.
-* **Ids.** ``SelfServiceAppointmentId`` is Graph's ``selfServiceAppointmentId`` when it is a real id; Graph
-  writes the all-zero GUID (or nothing) for appointments created by staff, and then we use the
-  appointment's Graph ``id`` so every payload carries an id that tells appointments apart and lets a
-  flow correlate Created/Updated/Cancelled. ``Id`` (deprecated in the contract) has the same value.
+* **Ids.** ``AppointmentId`` is Graph's appointment ``id``: unique, the same on the Created, Updated and
+  Cancelled events of one appointment, and the id Graph and our cancel route take. ``SelfServiceAppointmentId``
+  is Graph's ``selfServiceAppointmentId`` exactly as Graph returns it ("" only when Graph gives none).
+  Microsoft documents it as a second tracking id, there when the customer booked on the scheduling page
+  rather than a staff member on the customer's behalf
+  (https://learn.microsoft.com/en-us/graph/api/resources/bookingappointment); for appointments staff
+  created Graph returns the all-zero GUID (the response example of
+  https://learn.microsoft.com/en-us/graph/api/bookingappointment-get). ``Id`` (deprecated in the contract:
+  "use SelfServiceAppointmentId") has the same value. Neither tells appointments apart; ``AppointmentId``
+  does. Payloads stored before ``AppointmentId`` existed are brought up to this by ``upgrade_stored_payload``.
 * **Robustness.** Unknown Graph fields are ignored; missing, null or wrongly typed optional ones become
   ``""`` / ``[]`` / ``0`` / ``False`` — never an exception. (The connector schema declares no nullable
   field, so we never emit ``null``.)
@@ -54,10 +64,12 @@ __all__ = [
     "PhysicalAddress",
     "StaffMember",
     "content_fingerprint",
+    "is_current_payload",
     "is_group_appointment",
     "parse_graph_datetime",
     "parse_iso_duration",
     "to_appointment_data",
+    "upgrade_stored_payload",
 ]
 
 
@@ -106,6 +118,7 @@ class StaffMember(TypedDict):
 
 class AppointmentData(TypedDict):
     AdditionalInfo: str
+    AppointmentId: str  # our addition to Microsoft's schema: Graph's appointment id
     CancelReason: str
     CustomerEmail: str
     CustomerId: str
@@ -545,13 +558,6 @@ def _duration_minutes(start: datetime | None, end: datetime | None, raw: Any) ->
     return max(0, min(round(delta.total_seconds() / 60), _INT32_MAX))
 
 
-def _appointment_id(appointment: Mapping[str, Any]) -> str:
-    self_service = _str(appointment.get("selfServiceAppointmentId")).strip()
-    if self_service and self_service != _ZERO_GUID:
-        return self_service
-    return _str(appointment.get("id"))
-
-
 # ---- the mapping -----------------------------------------------------------------------------------
 
 
@@ -587,15 +593,15 @@ def to_appointment_data(
     customers = [_customer(info, questions_by_id, required) for info in infos]
     max_attendees = _max_attendees(appt, service)
     filled = _int(appt.get("filledAttendeesCount"))
-    appointment_id = _appointment_id(appt)
-
-    # serviceNotes and additionalInformation: the appointment's own value when Graph gave one (even ""),
-    # the service's when the appointment lacks it (list/calendarView omit serviceNotes).
-    service_notes = appt.get("serviceNotes")
-    additional = appt.get("additionalInformation")
+    # As Graph returns it: the all-zero GUID for appointments staff created, never replaced by our id.
+    self_service_id = _str(appt.get("selfServiceAppointmentId"))
+    # The appointment's own notes (GET by id has them), never the service's: see "Notes" above. Only a
+    # string counts (as always: content_fingerprint hashes these, and its v1 values must not move).
+    service_notes, additional = appt.get("serviceNotes"), appt.get("additionalInformation")
 
     data: AppointmentData = {
-        "AdditionalInfo": _str(additional if isinstance(additional, str) else service.get("additionalInformation")),
+        "AdditionalInfo": additional if isinstance(additional, str) else "",
+        "AppointmentId": _str(appt.get("id")),
         "CancelReason": _str(cancel_reason),
         "CustomerEmail": "",
         "CustomerId": "",
@@ -609,14 +615,14 @@ def to_appointment_data(
         "Duration": _duration_minutes(start, end, appt.get("duration")),
         "EndTime": _iso_utc(end),
         "FilledAttendeesCount": filled if filled is not None else len(customers),
-        "Id": appointment_id,
+        "Id": self_service_id,
         "IsSMSNotificationsEnabled": _bool(appt.get("smsNotificationsEnabled")),
         "JoinWebURL": _str(appt.get("joinWebUrl")),
         "MaxAttendeesCount": max_attendees,
-        "SelfServiceAppointmentId": appointment_id,
+        "SelfServiceAppointmentId": self_service_id,
         "ServiceId": service_id,
         "ServiceName": _first_str(appt.get("serviceName"), service.get("displayName")),
-        "ServiceNotes": _str(service_notes if isinstance(service_notes, str) else service.get("notes")),
+        "ServiceNotes": service_notes if isinstance(service_notes, str) else "",
         "StaffMembers": [
             _staff_member(sid, staff_by_id) for sid in (_str(s) for s in _list(appt.get("staffMemberIds"))) if sid
         ],
@@ -641,8 +647,43 @@ def to_appointment_data(
     return data
 
 
+# ---- payloads stored by earlier versions ------------------------------------------------------------
+
+
+def is_current_payload(payload: Mapping[str, Any]) -> bool:
+    """Whether a stored payload (a snapshot's) was mapped by this version: it has ``AppointmentId``, which
+    every payload has had since the ids and notes have been Graph's own."""
+    return "AppointmentId" in payload
+
+
+def upgrade_stored_payload(payload: Mapping[str, Any], appointment_id: str) -> dict[str, Any]:
+    """A payload stored by an earlier version (a snapshot's, which becomes the Cancelled event), in today's
+    contract; a current one comes back unchanged (as a copy).
+
+    An earlier payload lacks ``AppointmentId``: it is the appointment id the row is stored under. And that
+    version put the Graph id into ``SelfServiceAppointmentId`` and ``Id`` when Graph's value was the
+    all-zero GUID or missing (appointments staff created); such a value (a Graph id, never a GUID) becomes
+    the zero GUID, what Graph returns for them. Its ``ServiceNotes``/``AdditionalInfo`` may be the service's
+    text standing in for none of the appointment's own; nothing stored tells which, so they stay (the next
+    read of the appointment by id replaces the payload)."""
+    data = dict(payload)
+    if is_current_payload(data):
+        return data
+    data["AppointmentId"] = appointment_id
+    if appointment_id and data.get("SelfServiceAppointmentId") == appointment_id:
+        data["SelfServiceAppointmentId"] = _ZERO_GUID
+        if data.get("Id") == appointment_id:
+            data["Id"] = _ZERO_GUID
+    return data
+
+
 # ---- change detection --------------------------------------------------------------------------------
 
+# Snapshots store fingerprints: a new version makes every stored one differ, and each appointment the next
+# reconcile reads by id then looks Updated. Change it only with what counts as a change. Ids are not hashed
+# (an appointment's never change), and ServiceNotes/AdditionalInfo are hashed as the appointment has them
+# (content_fingerprint maps without the business's services, so the service's text never stood in there):
+# neither AppointmentId nor dropping the service's notes from payloads changed any v1 fingerprint.
 FINGERPRINT_VERSION: Final = "v1"
 
 

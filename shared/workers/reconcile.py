@@ -7,7 +7,8 @@ re-reads the appointments from Graph, compares them with the mailbox's **snapsho
 - one whose content changed in a way a flow maker cares about (``appointment_data.content_fingerprint``:
   time, staff, customers, answers, service, notes, location, online link) → ``Updated``;
 - one in the snapshot that Graph no longer has (cancelled or deleted) → ``Cancelled``, carrying the
-  snapshot's full last data and the cancel reason when we know one.
+  snapshot's full last data (brought up to the current contract when an earlier version stored it:
+  ``appointment_data.upgrade_stored_payload``) and the cancel reason when we know one.
 
 Snapshot changes and the outbox rows of the events they cause commit together, in Table transactions
 of the mailbox partition, each also updating the mailbox's ``sync`` row under its ETag. So an event
@@ -39,7 +40,12 @@ from shared.adapters.graph import Graph, GraphError, get_graph
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.contracts import events
-from shared.contracts.appointment_data import content_fingerprint, to_appointment_data
+from shared.contracts.appointment_data import (
+    content_fingerprint,
+    is_current_payload,
+    to_appointment_data,
+    upgrade_stored_payload,
+)
 from shared.contracts.appointment_data import parse_graph_datetime as graph_time
 from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
@@ -187,9 +193,13 @@ class Reconciler:
                 continue  # vanished between the listing and now: the next reconcile sees it gone
             fingerprint = content_fingerprint(full_item)
             if old is not None and old.fingerprint == fingerprint:
+                # Touched, but nothing a flow maker would see: no event. A payload stored by an earlier version
+                # is re-mapped from what we just read (so its Cancelled event will be current); the fingerprint
+                # is the same either way, so an upgrade does not make appointments look updated.
+                kept = old.payload if is_current_payload(old.payload) else await self._payload(full_item)
                 plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, full_item, fingerprint, list_fp,
-                                                                          old.payload))
-                continue  # touched, but nothing a flow maker would see
+                                                                          kept))
+                continue
             payload = await self._payload(full_item)
             plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, full_item, fingerprint, list_fp,
                                                                       payload))
@@ -223,7 +233,8 @@ class Reconciler:
             if still is not None:
                 continue  # moved out of the window; a later reconcile with the right window will see it
             reason = await reconcile_state.cancel_reason(self.mailbox, appointment_id)
-            payload = dict(old.payload)
+            # The last state we saw; one stored before AppointmentId existed gets it (and Graph's ids) here.
+            payload = upgrade_stored_payload(old.payload, appointment_id)
             if reason:
                 payload["CancelReason"] = reason
                 plan.operations.append(reconcile_state.delete_cancel_reason_operation(self.mailbox, appointment_id))

@@ -121,16 +121,20 @@ def test_customer_notes_service_notes_and_additional_info_are_filled() -> None:
         HANAKO["notes"], appt["serviceNotes"], appt["additionalInformation"])
 
 
-def test_service_notes_and_additional_info_come_from_the_service_only_when_the_appointment_lacks_them() -> None:
+@pytest.mark.parametrize("missing", ["absent", None, "", 0])
+def test_service_notes_and_additional_info_are_the_appointments_own_never_the_services(missing: Any) -> None:
+    """Regression: an appointment without notes reported its service's notes and description as if a staff
+    member had written them for it."""
     consult = next(s for s in SERVICES if s["id"] == SERVICE_CONSULT)
-    lacking = appointment()
-    del lacking["serviceNotes"]
-    lacking["additionalInformation"] = None
-    data = mapped(lacking)
-    assert (data["ServiceNotes"], data["AdditionalInfo"]) == (consult["notes"], consult["additionalInformation"])
-    # An appointment whose notes were cleared keeps them cleared.
-    cleared = mapped(appointment(serviceNotes="", additionalInformation=""))
-    assert (cleared["ServiceNotes"], cleared["AdditionalInfo"]) == ("", "")
+    assert consult["notes"] and consult["additionalInformation"]  # the service has text that could stand in
+    appt = appointment()
+    for field in ("serviceNotes", "additionalInformation"):
+        if missing == "absent":
+            del appt[field]
+        else:
+            appt[field] = missing
+    data = mapped(appt)
+    assert (data["ServiceNotes"], data["AdditionalInfo"]) == ("", "")
 
 
 def test_legacy_top_level_customer_properties_stand_in_for_a_missing_customers_collection() -> None:
@@ -226,17 +230,36 @@ def test_no_staff_is_an_empty_array(ids: Any) -> None:
 # ---- ids, service, flags -----------------------------------------------------------------------------
 
 
-def test_id_is_the_self_service_id() -> None:
-    appt = appointment()
+def test_self_service_appointment_carries_its_own_self_service_id_and_the_graph_id() -> None:
+    appt = appointment()  # booked by the customer on the booking page
     data = mapped(appt)
     assert data["Id"] == data["SelfServiceAppointmentId"] == appt["selfServiceAppointmentId"]
+    assert data["AppointmentId"] == appt["id"] != appt["selfServiceAppointmentId"]
 
 
-@pytest.mark.parametrize("self_service", [ZERO_GUID, None, ""])
-def test_staff_created_appointments_use_the_graph_id(self_service: Any) -> None:
-    appt = appointment(selfServiceAppointmentId=self_service)
+def test_staff_created_appointment_carries_the_zero_guid_and_the_graph_id() -> None:
+    """Regression: both ids held the Graph id for appointments staff created, so a flow could not tell who
+    booked; Graph returns the all-zero GUID for them and the contract passes it on."""
+    appt = appointment(selfServiceAppointmentId=ZERO_GUID)
     data = mapped(appt)
-    assert data["Id"] == data["SelfServiceAppointmentId"] == appt["id"]
+    assert data["Id"] == data["SelfServiceAppointmentId"] == ZERO_GUID
+    assert data["AppointmentId"] == appt["id"]
+
+
+@pytest.mark.parametrize("self_service", [None, "", "absent"])
+def test_no_self_service_id_from_graph_is_empty_never_the_graph_id(self_service: Any) -> None:
+    appt = appointment(selfServiceAppointmentId=self_service)
+    if self_service == "absent":
+        del appt["selfServiceAppointmentId"]
+    data = mapped(appt)
+    assert data["Id"] == data["SelfServiceAppointmentId"] == ""
+    assert data["AppointmentId"] == appt["id"]
+
+
+def test_group_appointments_carry_the_graph_id_too() -> None:
+    appt = group_appointment(_three())
+    data = mapped(appt)
+    assert data["AppointmentId"] == appt["id"] and data["SelfServiceAppointmentId"] == ZERO_GUID
 
 
 def test_service_fields_flags_and_link() -> None:
@@ -322,6 +345,7 @@ def test_empty_appointment_maps_to_an_all_empty_valid_payload() -> None:
     assert_valid(data)
     assert data["Customers"] == [] and data["StaffMembers"] == [] and data["CustomQuestionAnswers"] == []
     assert (data["Duration"], data["StartTime"], data["Id"], data["IsSMSNotificationsEnabled"]) == (0, "", "", False)
+    assert data["AppointmentId"] == ""
 
 
 def test_unknown_graph_fields_are_ignored() -> None:
@@ -348,3 +372,39 @@ def test_the_mapping_does_not_modify_its_inputs() -> None:
     before = copy.deepcopy((appt, lookups))
     to_appointment_data(appt, **lookups, cancel_reason="x")
     assert (appt, lookups) == before
+
+
+# ---- payloads stored by an earlier version (snapshots become Cancelled events) --------------------------
+
+
+def _stored_before_appointment_id(appt: dict[str, Any]) -> dict[str, Any]:
+    """What the version before AppointmentId stored: no AppointmentId, and the Graph id in both ids for an
+    appointment staff created."""
+    data = dict(mapped(appt))
+    del data["AppointmentId"]
+    if appt["selfServiceAppointmentId"] in (ZERO_GUID, None, ""):
+        data["Id"] = data["SelfServiceAppointmentId"] = appt["id"]
+    return data
+
+
+def test_an_old_payload_of_a_staff_created_appointment_gets_its_appointment_id_and_the_zero_guid() -> None:
+    appt = appointment(selfServiceAppointmentId=ZERO_GUID)
+    old = _stored_before_appointment_id(appt)
+    upgraded = ad.upgrade_stored_payload(old, appt["id"])
+    assert_valid(upgraded)
+    assert upgraded == mapped(appt)
+    assert "AppointmentId" not in old  # the stored payload itself is not changed
+
+
+def test_an_old_payload_of_a_self_service_appointment_keeps_its_self_service_id() -> None:
+    appt = appointment()
+    upgraded = ad.upgrade_stored_payload(_stored_before_appointment_id(appt), appt["id"])
+    assert upgraded == mapped(appt)
+    assert upgraded["SelfServiceAppointmentId"] == appt["selfServiceAppointmentId"]
+
+
+def test_a_current_payload_is_left_as_it_is() -> None:
+    current = dict(mapped(appointment(selfServiceAppointmentId="")))
+    assert ad.is_current_payload(current)
+    assert ad.upgrade_stored_payload(current, "some-other-id") == current
+    assert not ad.is_current_payload(_stored_before_appointment_id(appointment()))

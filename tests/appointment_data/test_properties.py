@@ -98,6 +98,13 @@ lookups = st.lists(maybe(st.sampled_from([*STAFF, *SERVICES, *QUESTIONS])), max_
 def check_invariants(appt: Any, data: Any) -> None:
     assert_valid(data)
     assert data["Id"] == data["SelfServiceAppointmentId"]
+    if isinstance(appt, dict):
+        # Graph's own values, never ours or the service's: the ids as Graph has them, the appointment's notes.
+        for name, graph_name in (("AppointmentId", "id"), ("SelfServiceAppointmentId", "selfServiceAppointmentId"),
+                                 ("ServiceNotes", "serviceNotes"), ("AdditionalInfo", "additionalInformation")):
+            value = appt.get(graph_name)
+            if value is None or isinstance(value, str):
+                assert data[name] == (value or ""), name  # type: ignore[literal-required]
     assert 0 <= data["Duration"] < 2**31 and 0 <= data["MaxAttendeesCount"] < 2**31
     assert all(member["Id"] for member in data["StaffMembers"])
     ids = appt.get("staffMemberIds") if isinstance(appt, dict) else None

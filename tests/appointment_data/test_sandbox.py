@@ -111,9 +111,9 @@ def compare_with_source(business: Any, source: dict[str, Any], data: Any) -> Non
     minutes = (datetime.fromisoformat(utc(end).replace("Z", "+00:00"))
                - datetime.fromisoformat(utc(start).replace("Z", "+00:00"))).total_seconds() / 60
     assert data["Duration"] == minutes
-    self_service = source["selfServiceAppointmentId"]
-    assert data["Id"] == data["SelfServiceAppointmentId"] == (self_service if self_service != ZERO_GUID
-                                                               else source["id"])
+    # Graph's ids as Graph has them: the zero GUID for appointments staff created, never the Graph id.
+    assert data["Id"] == data["SelfServiceAppointmentId"] == (source["selfServiceAppointmentId"] or "")
+    assert data["AppointmentId"] == source["id"]
     assert (data["ServiceId"], data["ServiceName"]) == (service["id"], service["displayName"])
     assert data["ServiceNotes"] == (source["serviceNotes"] or "")
     assert data["AdditionalInfo"] == (source["additionalInformation"] or "")
@@ -142,7 +142,7 @@ def compare_with_source(business: Any, source: dict[str, Any], data: Any) -> Non
 
 def test_every_demo_appointment_maps_and_matches_the_sandbox_data(sandbox: SandboxServer) -> None:
     graph = GraphReader(sandbox)
-    seen: dict[str, int] = {"one_to_one": 0, "group": 0, "answers": 0}
+    seen: dict[str, int] = {"one_to_one": 0, "group": 0, "answers": 0, "by_staff": 0, "self_service": 0}
     for business_item in graph.list("/solutions/bookingBusinesses"):
         smtp = business_item["id"]
         business = sandbox.sandbox.state.business(smtp)
@@ -154,8 +154,10 @@ def test_every_demo_appointment_maps_and_matches_the_sandbox_data(sandbox: Sandb
             compare_with_source(business, source, data)
             seen["group" if source["maximumAttendeesCount"] > 1 else "one_to_one"] += 1
             seen["answers"] += sum(len(c["Answers"]) for c in data["Customers"])
+            seen["by_staff" if data["SelfServiceAppointmentId"] == ZERO_GUID else "self_service"] += 1
     # The demo data must exercise what this test claims to check.
     assert seen["one_to_one"] >= 2 and seen["group"] >= 2 and seen["answers"] >= 4, seen
+    assert seen["by_staff"] >= 2 and seen["self_service"] >= 1, seen
 
 
 def test_group_of_three_booked_in_a_local_zone(sandbox: SandboxServer) -> None:
@@ -191,3 +193,40 @@ def test_group_of_three_booked_in_a_local_zone(sandbox: SandboxServer) -> None:
         "2026-12-01T09:00:00Z", "2026-12-01T10:15:00Z", 75)
     assert [c["Notes"] for c in data["Customers"]] == ["note 0", "note 1", "note 2"]
     assert [c["Answers"][0]["SelectedOptions"] for c in data["Customers"]] == [[n % len(options)] for n in range(3)]
+
+
+def test_staff_created_appointment_without_notes_whose_service_has_notes(sandbox: SandboxServer) -> None:
+    """Created through Graph (by staff, as an app does): the zero GUID in Id/SelfServiceAppointmentId, the
+    Graph id in AppointmentId, and no notes of its own stays no notes, whatever its service says."""
+    graph = GraphReader(sandbox)
+    smtp = "clinic@contoso.test"
+    base = graph.business_path(smtp)
+    service = next(s for s in sandbox.sandbox.state.business(smtp).services.values()
+                   if s["maximumAttendeesCount"] == 1)
+    saved = service["notes"], service["additionalInformation"]
+    service["notes"], service["additionalInformation"] = "Service-wide staff notes.", "Service-wide information."
+    created: dict[str, Any] = {}
+    try:
+        listed = next(s for s in graph.list(f"{base}/services") if s["id"] == service["id"])
+        assert (listed["notes"], listed["additionalInformation"]) == (
+            "Service-wide staff notes.", "Service-wide information.")  # Graph shows the service's text
+        body = {
+            "serviceId": service["id"],
+            "startDateTime": {"dateTime": "2026-12-02T09:00:00.0000000", "timeZone": "UTC"},
+            "endDateTime": {"dateTime": "2026-12-02T09:30:00.0000000", "timeZone": "UTC"},
+            "customers": [{"@odata.type": "#microsoft.graph.bookingCustomerInformation", "name": "Walk In",
+                           "emailAddress": "walk.in@example.test"}],
+        }
+        r = sandbox.http.post(sandbox.graph_url + base + "/appointments", json=body, headers=graph.headers)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        data = graph.mapped(smtp, created["id"])
+        assert_valid(data)
+        assert data["Id"] == data["SelfServiceAppointmentId"] == ZERO_GUID
+        assert data["AppointmentId"] == created["id"]
+        assert (data["ServiceNotes"], data["AdditionalInfo"]) == ("", "")
+    finally:
+        service["notes"], service["additionalInformation"] = saved
+        if created:
+            sandbox.http.delete(f"{sandbox.graph_url}{base}/appointments/{quote(created['id'], safe='')}",
+                                headers=graph.headers)

@@ -92,17 +92,20 @@ def test_each_trigger_fires_once_with_full_data(stack: Stack) -> None:
     assert created["ServiceNotes"] == "bring your forms" and created["AdditionalInfo"] == "parking at the back"
     assert created["Duration"] == 45 and created["ServiceId"] == stack.one_to_one["id"]
     assert created["Customers"][0]["Name"] == "Ada Lovelace"
+    # Booked through Graph, i.e. by staff: Graph's zero GUID, and the Graph id every event carries.
+    assert created["SelfServiceAppointmentId"] == created["Id"] == "00000000-0000-0000-0000-000000000000"
+    assert created["AppointmentId"] == booked["id"]
 
     stack.graph.patch(f"/appointments/{booked['id']}", json={"serviceNotes": "bring forms and ID"})
     updated = stack.payloads("AppointmentUpdated", 1)[0]
-    assert updated["ServiceNotes"] == "bring forms and ID"
+    assert updated["ServiceNotes"] == "bring forms and ID" and updated["AppointmentId"] == booked["id"]
 
     cancel = httpx.post(f"{stack.host.url}/api/v1/bookingBusinesses/{CLINIC}/appointments/{booked['id']}/cancel",
                         headers=stack.admin, json={"reason": "the customer is ill"})
     assert cancel.status_code == 204, cancel.text
     cancelled = stack.payloads("AppointmentDeleted", 1)[0]
     assert_valid(cancelled)
-    assert cancelled["CancelReason"] == "the customer is ill"
+    assert cancelled["CancelReason"] == "the customer is ill" and cancelled["AppointmentId"] == booked["id"]
     assert cancelled["CustomerName"] == "Ada Lovelace" and cancelled["ServiceNotes"] == "bring forms and ID"
 
     # Exactly once each, each with its trigger and a stable idempotency key.

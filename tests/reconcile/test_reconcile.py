@@ -13,11 +13,12 @@ import pytest
 from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.messages.mailbox_changes import change_message
 from shared.records.mailbox import prefix_bounds
-from shared.records.outbox import OUTBOX_PREFIX, read_payload
+from shared.records.outbox import OUTBOX_PREFIX, payload_properties, read_payload
 from shared.records.reconcile_state import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX
 from shared.workers.reconcile import reconcile
 
 CLINIC = "clinic@contoso.test"
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"  # Graph's selfServiceAppointmentId for staff-made ones
 
 
 class Bookings:
@@ -92,6 +93,9 @@ async def test_created_updated_cancelled_each_once(baselined: Bookings) -> None:
     payload = read_payload(events[0])
     assert payload["CustomerName"] == "Walk In" and payload["CustomerNotes"] == "first visit"
     assert payload["ServiceNotes"] == "bring forms" and payload["Duration"] == 30
+    # Created through Graph = by staff: Graph's zero GUID in the self-service ids, its id in AppointmentId.
+    assert payload["SelfServiceAppointmentId"] == payload["Id"] == ZERO_GUID
+    assert payload["AppointmentId"] == created["id"]
 
     # The same state again: nothing new.
     assert await reconcile(hint(full_resync=True)) == "reconciled"
@@ -102,6 +106,7 @@ async def test_created_updated_cancelled_each_once(baselined: Bookings) -> None:
     events = await outbox()
     updated = [e for e in events if e["ChangeType"] == "Updated"]
     assert len(updated) == 1 and read_payload(updated[0])["ServiceNotes"] == "bring forms and ID"
+    assert read_payload(updated[0])["AppointmentId"] == created["id"]
 
     baselined.cancel(created["id"], "customer is ill")
     await reconcile(hint(full_resync=True))
@@ -109,7 +114,70 @@ async def test_created_updated_cancelled_each_once(baselined: Bookings) -> None:
     assert len(cancelled) == 1
     last = read_payload(cancelled[0])
     assert last["CustomerName"] == "Walk In" and last["ServiceNotes"] == "bring forms and ID"
+    assert last["AppointmentId"] == created["id"] and last["SelfServiceAppointmentId"] == last["Id"] == ZERO_GUID
     assert not [s for s in await rows(SNAPSHOT_PREFIX) if s["AppointmentId"] == created["id"]]
+
+
+async def test_a_self_service_booking_carries_its_own_self_service_id(baselined: Bookings) -> None:
+    # The sandbox's stand-in for a customer booking on the booking page: Graph then has a real GUID.
+    self_service_id = "6f1c2b7e-93a4-4d0f-8a51-2f9e0c4b7d13"
+    created = baselined.create(selfServiceAppointmentId=self_service_id)
+    await reconcile(hint(full_resync=True))
+    (event,) = await outbox()
+    payload = read_payload(event)
+    assert payload["SelfServiceAppointmentId"] == payload["Id"] == self_service_id
+    assert payload["AppointmentId"] == created["id"] != self_service_id
+
+
+async def test_no_notes_of_its_own_are_no_notes_whatever_the_service_has(baselined: Bookings, sandbox) -> None:
+    """Regression: an appointment without notes reported its service's notes and description."""
+    service = sandbox.sandbox.state.business(CLINIC).services[baselined.one_to_one["id"]]
+    service["notes"], service["additionalInformation"] = "Service-wide staff notes.", "Service-wide info."
+    created = baselined.create(serviceNotes=None, additionalInformation=None)  # the sandbox is re-seeded next test
+    await reconcile(hint(full_resync=True))
+    (event,) = await outbox()
+    payload = read_payload(event)
+    assert payload["AppointmentId"] == created["id"]
+    assert (payload["ServiceNotes"], payload["AdditionalInfo"]) == ("", "")
+
+
+async def _store_as_before_appointment_id(appointment_id: str) -> dict:
+    """Rewrite the appointment's snapshot as the version before AppointmentId stored it: no AppointmentId,
+    the Graph id in Id/SelfServiceAppointmentId (staff-made). Fingerprints are untouched: they were the same."""
+    (snap,) = [s for s in await rows(SNAPSHOT_PREFIX) if s["AppointmentId"] == appointment_id]
+    old = read_payload(snap)
+    del old["AppointmentId"]
+    old["Id"] = old["SelfServiceAppointmentId"] = appointment_id
+    await get_store().table(MAILBOX_TABLE).update_entity(
+        {"PartitionKey": CLINIC, "RowKey": snap["RowKey"], **payload_properties(old)})
+    return old
+
+
+async def test_a_cancelled_from_a_snapshot_stored_before_appointment_id_carries_it(baselined: Bookings) -> None:
+    created = baselined.create()
+    await reconcile(hint(full_resync=True))
+    old = await _store_as_before_appointment_id(created["id"])
+    baselined.cancel(created["id"])
+    await reconcile(hint(full_resync=True))
+    (cancelled,) = [e for e in await outbox() if e["ChangeType"] == "Cancelled"]
+    payload = read_payload(cancelled)
+    assert payload["AppointmentId"] == created["id"]
+    assert payload["SelfServiceAppointmentId"] == payload["Id"] == ZERO_GUID
+    assert {k: v for k, v in payload.items() if k not in ("AppointmentId", "Id", "SelfServiceAppointmentId")} == {
+        k: v for k, v in old.items() if k not in ("Id", "SelfServiceAppointmentId")}
+
+
+async def test_an_upgrade_does_not_make_stored_appointments_look_updated(baselined: Bookings) -> None:
+    created = baselined.create()
+    await reconcile(hint(full_resync=True))
+    await _store_as_before_appointment_id(created["id"])
+    baselined.update(created["id"], serviceNotes="bring forms")  # touched: read again, nothing visible changed
+    await reconcile(hint(full_resync=True))
+    assert [e["ChangeType"] for e in await outbox()] == ["Created"]
+    # …and the stored payload is the current one now, ready for a Cancelled event.
+    (snap,) = [s for s in await rows(SNAPSHOT_PREFIX) if s["AppointmentId"] == created["id"]]
+    stored = read_payload(snap)
+    assert stored["AppointmentId"] == created["id"] and stored["SelfServiceAppointmentId"] == ZERO_GUID
 
 
 async def test_cancel_reason_recorded_by_our_api_reaches_the_event(baselined: Bookings) -> None:

@@ -29,8 +29,10 @@ SERVED: dict[str, set[str]] = {
     f"/{ROUTE_PREFIX}/{BUSINESSES_ROUTE}": {"get"},
 }
 
-# DESIGN §2: the field names flows reference. Written out here because they are the contract.
-APPOINTMENT_DATA = {
+# DESIGN §2: the field names flows reference. Written out here because they are the contract: Microsoft's
+# fields, never renamed or dropped, plus our additions (ADDED).
+ADDED = {"AppointmentId"}
+APPOINTMENT_DATA = ADDED | {
     "AdditionalInfo", "CancelReason", "CustomerEmail", "CustomerId", "CustomerLocation", "CustomerName",
     "CustomerNotes", "CustomerPhone", "CustomerTimeZone", "CustomQuestionAnswers", "Customers", "Duration",
     "EndTime", "FilledAttendeesCount", "Id", "IsSMSNotificationsEnabled", "JoinWebURL", "MaxAttendeesCount",
@@ -126,6 +128,9 @@ def test_appointment_data_is_the_contract(swagger: dict[str, Any]) -> None:
     data = swagger["definitions"]["AppointmentData"]["properties"]
     assert set(data) == APPOINTMENT_DATA
     assert data["Duration"]["type"] == "integer"
+    for name in ADDED:  # a flow maker sees what an addition is
+        assert data[name]["type"] == "string" and data[name]["description"]
+    assert data["AppointmentId"]["title"] == data["AppointmentId"]["x-ms-summary"] == "Appointment ID"
     assert set(resolve(swagger, data["Customers"]["items"])["properties"]) == CUSTOMER_DATA
     assert set(resolve(swagger, data["CustomQuestionAnswers"]["items"])["properties"]) == CUSTOM_QUESTION
     assert set(resolve(swagger, data["StaffMembers"]["items"])["properties"]) == STAFF_MEMBER
