@@ -34,6 +34,12 @@ async def health_check(req: func.HttpRequest) -> func.HttpResponse:
     return await health.handle(req)
 
 
+# The same checks with their detail texts and durations: for operators, behind a function key.
+@app.route(route="health/details", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def health_details(req: func.HttpRequest) -> func.HttpResponse:
+    return await health.handle_details(req)
+
+
 # The connector's API: anonymous at the Functions level, every call authenticated by its Entra bearer token
 # in shared.adapters.auth (Power Automate signs in with the user's token, not a function key).
 @app.route(route=webhook_api.WEBHOOK_ROUTE, methods=["POST", "DELETE"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -205,6 +205,9 @@ module functionApp 'modules/function.bicep' = {
     zoneRedundant: zoneRedundant
     // v2 access tokens carry the API app's client id as `aud`.
     apiAudience: entra.outputs.apiAppId
+    // Tokens must carry the API's own scope and come through the connector's registration (azp).
+    apiScopeName: last(split(entra.outputs.apiScope, '/'))
+    allowedClientIds: entra.outputs.connectorAppId
     graphEndpoint: graphEndpoint
     entraAuthority: entraAuthority
     publicBaseUrl: publicBaseUrl

@@ -39,6 +39,10 @@ param zoneRedundant bool
 
 // Application settings (see shared/adapters/settings.py for what each one does).
 param apiAudience string
+@description('The delegated scope of the API app registration callers\' tokens must carry (its name, as in scp).')
+param apiScopeName string
+@description('Client ids whose user tokens the API accepts (azp): the custom connector\'s app registration.')
+param allowedClientIds string
 param graphEndpoint string
 param entraAuthority string
 param publicBaseUrl string
@@ -72,6 +76,8 @@ var appSettings = {
   ENTRA_TOKEN_URL: '${entraAuthority}/${tenantId}/oauth2/v2.0/token'
   AUTH_ISSUER: '${entraAuthority}/${tenantId}/v2.0'
   AUTH_AUDIENCE: apiAudience
+  AUTH_SCOPE: apiScopeName
+  AUTH_ALLOWED_CLIENT_IDS: allowedClientIds
   AUTH_JWKS_URL: '${entraAuthority}/${tenantId}/discovery/v2.0/keys'
   PUBLIC_BASE_URL: publicBaseUrl
   MAX_FLOWS_PER_MAILBOX: string(maxFlowsPerMailbox)

@@ -13,6 +13,18 @@ The rules, and why:
   ``ENTRA_TENANT_ID``); ``exp``, ``nbf``, ``iat`` are required, with a small clock-skew leeway.
 - **A user token.** The caller must be a signed-in user (``oid``, a ``upn`` or ``preferred_username``,
   and delegated scopes ``scp``): the admin rule is about *people*, so app-only tokens are refused.
+- **Our scope, through our connector.** ``scp`` (a space-separated list) must hold the API's own delegated
+  scope (``AUTH_SCOPE``), and the client the user signed in with, ``azp`` in v2.0 tokens (``appid`` in v1.0
+  tokens), must be one of ``AUTH_ALLOWED_CLIENT_IDS`` (the custom connector's app registration). Without
+  this, any app of the tenant that obtained a token for our API (with some other scope, or consented by a
+  user to another client) could register flows as that user. Microsoft identity platform, "Access token
+  claims reference" (https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference):
+  ``scp`` "The application should verify that these scopes are valid ones exposed by the application, and
+  make authorization decisions based on the value of these scopes"; ``azp`` "A replacement for appid. The
+  application ID of the client using the token", only present in v2.0 tokens, ``appid`` only in v1.0
+  tokens; both "may be used in authorization decisions". Our API registration asks for v2.0 tokens
+  (``requestedAccessTokenVersion: 2``), so on Azure it is ``azp``; a v1.0 token would also need a v1.0
+  ``AUTH_ISSUER``.
 - **Signing keys** come from the JWKS URL (``AUTH_JWKS_URL``), fetched with httpx and cached. A token
   signed with a ``kid`` we do not know triggers one refresh (Entra ID rotates keys), but refreshes are
   rate-limited: a flood of tokens with random ``kid`` values costs at most one JWKS fetch per
@@ -87,6 +99,8 @@ class TokenValidator:
     audience: str
     tenant_id: str
     jwks_url: str
+    scope: str  # the API's delegated scope, one name as it appears in 'scp'
+    allowed_client_ids: tuple[str, ...]  # lower-case GUIDs; empty: no client is accepted
     leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
     min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS
     max_key_age_seconds: float = DEFAULT_MAX_KEY_AGE_SECONDS
@@ -97,7 +111,8 @@ class TokenValidator:
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenValidator:
         return cls(issuer=settings.issuer, audience=settings.audience, tenant_id=settings.tenant_id,
-                   jwks_url=settings.jwks_url)
+                   jwks_url=settings.jwks_url, scope=settings.auth_scope,
+                   allowed_client_ids=settings.auth_allowed_client_ids)
 
     async def validate(self, token: str) -> Caller:
         """The caller of a valid token; ``ApiError("Unauthenticated")`` for anything else."""
@@ -144,9 +159,25 @@ class TokenValidator:
         if not isinstance(claims.get("scp"), str) or not claims["scp"].strip():
             # App-only tokens carry 'roles' instead; only a person can be a Bookings administrator.
             raise _unauthenticated("the token is not a user's delegated token")
+        if self.scope not in claims["scp"].split():
+            raise _unauthenticated(f"the token does not grant this API's '{self.scope}' scope (scp)")
+        self._check_client(claims)
         name = claims.get("name")
         return Caller(oid=oid, upn=upn.strip().lower(), tenant=claims["tid"],
                       name=name if isinstance(name, str) else "")
+
+    def _check_client(self, claims: dict[str, Any]) -> None:
+        """The client application the user signed in with must be one we accept (the connector)."""
+        # 'azp' in v2.0 tokens, 'appid' in v1.0 tokens: the same value under two names; a token has one.
+        client = claims["azp"] if "azp" in claims else claims.get("appid")
+        if not isinstance(client, str) or not client.strip():
+            raise _unauthenticated("the token does not name the client application (azp/appid)")
+        if client.strip().lower() not in self.allowed_client_ids:
+            log.warning("bearer token refused: client application %s is not in AUTH_ALLOWED_CLIENT_IDS",
+                        client.strip()[:64])
+            raise _unauthenticated(
+                f"the token was issued to client application {client.strip()[:64]!r}, which this API does not "
+                "accept (AUTH_ALLOWED_CLIENT_IDS)")
 
     async def _key(self, kid: str) -> PyJWK:
         now = time.monotonic()

@@ -14,8 +14,14 @@ service, to a private network, to localhost. So a callback URL must be:
   octal ``0177.0.0.1``, hex ``0x7f.1``);
 - resolving only to public unicast addresses: not loopback, private, link-local (which includes the
   cloud metadata address 169.254.169.254), multicast, reserved, unspecified, shared/CGNAT 100.64.0.0/10,
-  AWS's IPv6 metadata fd00:ec2::254, nor IPv4 addresses embedded in IPv6 (IPv4-mapped ``::ffff:a.b.c.d``,
-  NAT64 ``64:ff9b::/96``, 6to4, Teredo) that are any of those.
+  AWS's IPv6 metadata fd00:ec2::254, Azure's platform address 168.63.129.16, nor IPv4 addresses embedded
+  in IPv6 (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4, Teredo) that are any of those.
+  168.63.129.16 is a public address, so only naming it refuses it: "a virtual public IP address that is used
+  to facilitate a communication channel to Azure platform resources" (the VM Agent's WireServer, the DNS
+  virtual server, Load Balancer health probes, DHCP), "used in all regions and all national clouds"
+  (Microsoft, "What is IP address 168.63.129.16?",
+  https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16). Seen from inside
+  Azure it is the host node's own service, not the internet.
 
 ``ALLOW_LOOPBACK_CALLBACKS=true`` (local demo, never on Azure) *replaces* this with: http or https to
 ``127.0.0.1``, ``::1`` or ``localhost`` (any port), and nothing else.
@@ -48,6 +54,8 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # CGNAT; not "private" in Python 3.11
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+# Public by its prefix, but inside Azure the platform's own endpoint (see the module docstring).
+_AZURE_PLATFORM = frozenset({ipaddress.ip_address("168.63.129.16")})
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ def forbidden_reason(address: IPAddress) -> str | None:
             return f"{reason} (embedded in an IPv6 address)" if reason else None
     if address in _METADATA:
         return "a cloud metadata address"
+    if address in _AZURE_PLATFORM:
+        return "Azure's platform address (WireServer, DNS, health probes)"
     checks = (
         (address.is_unspecified, "an unspecified address"),
         (address.is_loopback, "a loopback address"),

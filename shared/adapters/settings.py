@@ -15,6 +15,7 @@ naming the setting, at start-up rather than on the first request that needs it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,31 @@ def _host_list(name: str, raw: str) -> tuple[str, ...]:
     return hosts
 
 
+def _scope_name(name: str, raw: str) -> str:
+    value = _text(name, raw)
+    if any(ch.isspace() for ch in value) or "/" in value:
+        raise SettingsError(
+            f"Setting {name} must be one scope's name as tokens carry it in 'scp' (e.g. user_impersonation), "
+            f"not a list or the full api://… scope, got {value!r}."
+        )
+    return value
+
+
+def _client_ids(name: str, raw: str) -> tuple[str, ...]:
+    entries = [e.strip() for e in raw.split(",") if e.strip()]
+    if not entries:
+        raise SettingsError(f"Setting {name} must list at least one application (client) id.")
+    ids: list[str] = []
+    for entry in entries:
+        try:
+            ids.append(str(uuid.UUID(entry)))  # canonical lower-case form, as 'azp' and 'appid' carry it
+        except ValueError:
+            raise SettingsError(
+                f"Setting {name}: {entry!r} is not an application (client) id (a GUID); separate ids with commas."
+            ) from None
+    return tuple(dict.fromkeys(ids))
+
+
 def _ncrontab(name: str, raw: str) -> str:
     value = _text(name, raw)
     if len(value.split()) != 6:
@@ -158,6 +184,11 @@ SPECS: tuple[SettingSpec, ...] = (
     _spec("AUTH_JWKS_URL", "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
           "Signing keys of the token issuer; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
           "jwks_url_template"),
+    _spec("AUTH_SCOPE", "user_impersonation", "Delegated scope of the API app registration that callers' "
+          "tokens must carry in 'scp' (the scope infra/entra/graph.bicep exposes).", _scope_name, "auth_scope"),
+    _spec("AUTH_ALLOWED_CLIENT_IDS", None, "Application (client) ids, comma-separated, whose user tokens the "
+          "API accepts (the 'azp' claim, 'appid' in v1.0 tokens): the custom connector's app registration. "
+          "On Azure set from the Entra module.", _client_ids, "auth_allowed_client_ids"),
     _spec("PUBLIC_BASE_URL", "", "Public base URL of this app. Graph posts notifications under it and Location "
           "headers point at it. Empty: https://$WEBSITE_HOSTNAME, which Azure sets on every Function App.",
           lambda n, r: _url(n, r) if r.strip() else "", "public_base_url"),
@@ -229,6 +260,8 @@ class Settings:
     issuer: str
     audience: str
     jwks_url: str
+    auth_scope: str
+    auth_allowed_client_ids: tuple[str, ...]
     public_base_url: str
     max_flows_per_mailbox: int
     callback_host_allowlist: tuple[str, ...]

@@ -1,10 +1,21 @@
-"""GET /api/health: does each dependency answer?
+"""GET /api/health (anonymous) and GET /api/health/details (function key): does each dependency answer?
 
 Tables and queues answer when a cheap read succeeds. Graph answers when its endpoint returns any HTTP
 response (without a token that is a 401, which still proves it is reachable); checking Graph with a
 token would spend quota on every probe. Checks run concurrently, each bounded by
-HEALTH_TIMEOUT_SECONDS, so the probe itself never hangs. The route is anonymous, so concurrent probes
-share one run of the checks: a flood of probes costs the dependencies one round, not one per probe.
+HEALTH_TIMEOUT_SECONDS, so the probe itself never hangs.
+
+Two answers from one report:
+
+- ``/api/health`` is anonymous (uptime probes, load balancers): per dependency only its name and
+  ``ok``. No detail text (exception messages name storage accounts, host names, ports) and no
+  durations: a duration reveals how a check failed (exactly HEALTH_TIMEOUT_SECONDS: no answer; a few
+  milliseconds: refused), which is the detail withheld, and an outside probe times its own request anyway.
+- ``/api/health/details`` needs a function key (the Functions host checks it): the full report, with each
+  dependency's ``durationMs`` and ``detail``.
+
+Every probe, keyed or not, shares the round of checks running when it arrives: a flood of anonymous probes
+costs the dependencies one round, not one per probe.
 """
 
 from __future__ import annotations
@@ -85,12 +96,28 @@ async def check_dependencies() -> dict[str, Any]:
     return dict(await _rounds.run("checks", _check_all))  # a copy: the caller may add to it
 
 
-@endpoint
-async def handle(req: func.HttpRequest) -> func.HttpResponse:
-    report = await check_dependencies()
+def public_report(report: dict[str, Any]) -> dict[str, Any]:
+    """What an anonymous caller may see of ``report``: the status, and each dependency's name and ``ok``."""
+    return {"status": report["status"],
+            "dependencies": [{"name": d["name"], "ok": d["ok"]} for d in report["dependencies"]]}
+
+
+def _answer(req: func.HttpRequest, report: dict[str, Any]) -> func.HttpResponse:
     if report["status"] == "healthy":
         return json_response(report, 200)
     failed = ", ".join(d["name"] for d in report["dependencies"] if not d["ok"])
     report |= error_body("DependencyUnavailable", correlation_id(), req.headers.get("accept-language"),
                          dependency=failed)
     return json_response(report, 503)
+
+
+@endpoint
+async def handle(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/health``, anonymous: healthy or not, per dependency, nothing more."""
+    return _answer(req, public_report(await check_dependencies()))
+
+
+@endpoint
+async def handle_details(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/health/details``, behind a function key: the full report (durations, detail texts)."""
+    return _answer(req, await check_dependencies())

@@ -264,6 +264,20 @@ async def test_callback_resolving_to_loopback_is_refused_at_connect_time(env, re
     assert letter.reason == "addressNotAllowed" and "loopback" in letter.last_error
 
 
+async def test_callback_reaching_azures_platform_address_is_refused_at_connect_time(env, monkeypatch) -> None:
+    # 168.63.129.16 is public by its prefix, so only naming it keeps it out. The guard judges the address a
+    # connection would go to, whatever the name: here an allowlist entry that is the address itself (what a
+    # host name resolving to it gives the guard too). No packet leaves: the check comes before connecting.
+    set_env(monkeypatch, ALLOW_LOOPBACK_CALLBACKS="false", CALLBACK_HOST_ALLOWLIST="168.63.129.16")
+    flow = await add_flow("https://168.63.129.16/machine?comp=goalstate")
+    started = time.monotonic()
+    await delivery.deliver(queue_message(new_message(CLINIC, await add_event(), flow.webhook_id, "c")))
+    assert time.monotonic() - started < 5  # refused, not a connection attempt timing out
+    (letter,) = await dead_letters()
+    assert letter.reason == "addressNotAllowed" and "Azure's platform address" in letter.last_error
+    assert letter.attempts == 1
+
+
 async def test_callback_off_a_tightened_allowlist_is_refused(env, receiver, monkeypatch) -> None:
     flow = await add_flow(receiver.url("old"))
     set_env(monkeypatch, ALLOW_LOOPBACK_CALLBACKS="false")

@@ -178,6 +178,20 @@ def test_graph_uses_the_managed_identity(app_settings: dict[str, Any]) -> None:
     assert app_settings["ALLOW_LOOPBACK_CALLBACKS"] == "false"
 
 
+def test_tokens_must_carry_the_apis_scope_and_come_from_the_connector(app_settings: dict[str, Any],
+                                                                      main_bicep: dict[str, Any]) -> None:
+    assert app_settings["AUTH_SCOPE"] == "apiScopeName"
+    assert app_settings["AUTH_ALLOWED_CLIENT_IDS"] == "allowedClientIds"
+    passed = main_bicep["modules"]["functionApp"]["config"]["params"]
+    clients = json.dumps(passed["allowedClientIds"])
+    assert "entra" in clients and "connectorAppId" in clients, "the connector's registration, from the Entra module"
+    scope = json.dumps(passed["apiScopeName"])
+    assert "entra" in scope and "apiScope" in scope and '"last"' in scope, "the scope's name, from its full URI"
+    # The scope the registration exposes is the app's default, so the local stack and Azure agree.
+    scope_value = parse("entra/graph.bicep")["variables"]["scopeValue"]["value"]
+    assert scope_value == next(spec.default for spec in SPECS if spec.name == "AUTH_SCOPE")
+
+
 def test_every_setting_the_app_reads_is_set(app_settings: dict[str, Any]) -> None:
     expected = {spec.name for spec in SPECS if not spec.secret}
     missing = sorted(expected - set(app_settings))

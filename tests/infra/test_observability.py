@@ -126,9 +126,12 @@ def test_events_are_not_silenced_by_log_level() -> None:
     assert logging.getLogger("shared.contracts.events").getEffectiveLevel() == logging.INFO
 
 
+CLIENT = "c0ec7000-0000-4000-8000-000000000003"  # AUTH_ALLOWED_CLIENT_IDS is required
+
+
 def _settings(**extra: str) -> Any:
-    env = {"ENTRA_TENANT_ID": "t", "AUTH_AUDIENCE": "a", "PUBLIC_BASE_URL": "https://app.example",
-           "AzureWebJobsStorage": "UseDevelopmentStorage=true", **extra}
+    env = {"ENTRA_TENANT_ID": "t", "AUTH_AUDIENCE": "a", "AUTH_ALLOWED_CLIENT_IDS": CLIENT,
+           "PUBLIC_BASE_URL": "https://app.example", "AzureWebJobsStorage": "UseDevelopmentStorage=true", **extra}
     return load_settings(env)
 
 
@@ -144,7 +147,7 @@ def test_export_is_not_loaded_when_unset() -> None:
         "from shared.adapters import monitoring\nfrom shared.contracts import events\n"
         "from shared.adapters.settings import load_settings\n"
         "s = load_settings({'ENTRA_TENANT_ID': 't', 'AUTH_AUDIENCE': 'a', 'PUBLIC_BASE_URL': 'https://x.example',"
-        " 'AzureWebJobsStorage': 'UseDevelopmentStorage=true'})\n"
+        f" 'AUTH_ALLOWED_CLIENT_IDS': '{CLIENT}', 'AzureWebJobsStorage': 'UseDevelopmentStorage=true'}})\n"
         "assert monitoring.configure_monitoring(s) is False\n"
         "monitoring.track_event(events.FLOW_REGISTERED, mailbox='a@b.c')\n"
         "loaded = [m for m in sys.modules if m.startswith(('azure.monitor', 'opentelemetry'))]\n"
@@ -166,8 +169,8 @@ def test_export_uses_the_managed_identity_on_azure(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(azure.identity, "ManagedIdentityCredential", FakeCredential)
     monkeypatch.setattr(monitoring, "_configured", False)
     settings = load_settings({
-        "ENTRA_TENANT_ID": "t", "AUTH_AUDIENCE": "a", "PUBLIC_BASE_URL": "https://app.example",
-        "AzureWebJobsStorage__tableServiceUri": "https://st.table.core.windows.net",
+        "ENTRA_TENANT_ID": "t", "AUTH_AUDIENCE": "a", "AUTH_ALLOWED_CLIENT_IDS": CLIENT,
+        "PUBLIC_BASE_URL": "https://app.example", "AzureWebJobsStorage__tableServiceUri": "https://st.table.core.windows.net",
         "AzureWebJobsStorage__queueServiceUri": "https://st.queue.core.windows.net",
         "AzureWebJobsStorage__clientId": "11111111-2222-3333-4444-555555555555",
         "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"

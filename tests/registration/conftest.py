@@ -27,6 +27,9 @@ from tests.conftest import sample_settings
 
 TENANT = sample_settings()["ENTRA_TENANT_ID"]
 AUDIENCE = sample_settings()["AUTH_AUDIENCE"]
+SCOPE = sample_settings()["AUTH_SCOPE"]
+# The custom connector's client id: the client the app accepts (AUTH_ALLOWED_CLIENT_IDS), as the sandbox's.
+CONNECTOR_CLIENT_ID = sample_settings()["AUTH_ALLOWED_CLIENT_IDS"].split(",")[0]
 
 
 def new_rsa_key() -> rsa.RSAPrivateKey:
@@ -80,8 +83,8 @@ class TokenIssuer:
         claims: dict[str, Any] = {
             "iss": self.issuer, "aud": self.audience, "tid": self.tenant,
             "oid": str(uuid.uuid5(uuid.NAMESPACE_DNS, user)), "upn": user, "preferred_username": user,
-            "name": user.split("@")[0].title(), "scp": "Webhooks.ReadWrite", "iat": now, "nbf": now,
-            "exp": now + 3600,
+            "name": user.split("@")[0].title(), "scp": SCOPE, "azp": CONNECTOR_CLIENT_ID, "azpacr": "0",
+            "ver": "2.0", "iat": now, "nbf": now, "exp": now + 3600,
         }
         for name, value in overrides.items():
             if value is None:

@@ -9,16 +9,23 @@ import hmac
 import json
 import time
 
+import azure.functions as func
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from shared.adapters.auth import Caller, TokenValidator, authenticate, bearer_token
+from shared.adapters.settings import reset_settings_cache
 from shared.contracts.errors import ApiError
-from tests.registration.conftest import TokenIssuer, new_rsa_key
+from shared.endpoints import flow_webhooks
+from tests.registration.conftest import CONNECTOR_CLIENT_ID, SCOPE, TokenIssuer, new_rsa_key
+
+OTHER_CLIENT = "0f1e2d3c-4b5a-4697-8877-665544332211"  # another app of the tenant, not the connector
 
 
 def validator_for(issuer: TokenIssuer, **kw) -> TokenValidator:
+    kw.setdefault("scope", SCOPE)
+    kw.setdefault("allowed_client_ids", (CONNECTOR_CLIENT_ID,))
     return TokenValidator(issuer=issuer.issuer, audience=issuer.audience, tenant_id=issuer.tenant,
                           jwks_url=issuer.jwks_url, **kw)
 
@@ -62,10 +69,50 @@ async def test_preferred_username_when_no_upn(issuer: TokenIssuer) -> None:
         ({"oid": None}, "signed-in user"),
         ({"upn": None, "preferred_username": None}, "signed-in user"),
         ({"scp": None, "roles": ["Webhooks.ReadWrite.All"]}, "delegated"),
+        # Our scope, and only ours: another scope of the API, a look-alike, a substring, a full scope URI.
+        ({"scp": "Webhooks.ReadWrite"}, f"'{SCOPE}' scope"),
+        ({"scp": "openid profile User.Read"}, f"'{SCOPE}' scope"),
+        ({"scp": f"{SCOPE}2 x{SCOPE}"}, f"'{SCOPE}' scope"),
+        ({"scp": f"{SCOPE.upper()}"}, f"'{SCOPE}' scope"),
+        ({"scp": f"api://bookings-triggers-local/{SCOPE}"}, f"'{SCOPE}' scope"),
+        ({"scp": f"{SCOPE},openid"}, f"'{SCOPE}' scope"),  # the list is space-separated
+        # The connector, and only the connector, as the client the user signed in with.
+        ({"azp": OTHER_CLIENT}, "does not accept"),
+        ({"azp": None}, "client application (azp/appid)"),
+        ({"azp": ""}, "client application (azp/appid)"),
+        ({"azp": OTHER_CLIENT, "appid": CONNECTOR_CLIENT_ID}, "does not accept"),  # azp decides in v2.0
+        ({"azp": None, "ver": "1.0", "appid": OTHER_CLIENT}, "does not accept"),
     ],
 )
 async def test_bad_claims_are_rejected(issuer: TokenIssuer, overrides: dict, reason: str) -> None:
     assert reason in await rejected(validator_for(issuer), issuer.token(**overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"scp": f"openid {SCOPE} profile"},  # one of several delegated scopes
+        {"scp": f"  {SCOPE}  "},
+        {"azp": CONNECTOR_CLIENT_ID.upper()},  # GUIDs compare case-insensitively
+        {"azp": None, "ver": "1.0", "appid": CONNECTOR_CLIENT_ID},  # a v1.0 token names its client in appid
+    ],
+)
+async def test_our_scope_from_our_connector_is_accepted(issuer: TokenIssuer, overrides: dict) -> None:
+    caller = await validator_for(issuer).validate(issuer.token(**overrides))
+    assert caller.upn == "admin@contoso.test"
+
+
+async def test_every_allowed_client_is_accepted_and_none_when_none_is_allowed(issuer: TokenIssuer) -> None:
+    both = validator_for(issuer, allowed_client_ids=(CONNECTOR_CLIENT_ID, OTHER_CLIENT))
+    await both.validate(issuer.token(azp=OTHER_CLIENT))
+    await both.validate(issuer.token())
+    assert "does not accept" in await rejected(validator_for(issuer, allowed_client_ids=()), issuer.token())
+
+
+async def test_the_scope_is_a_setting(issuer: TokenIssuer) -> None:
+    validator = validator_for(issuer, scope="Webhooks.ReadWrite")
+    await validator.validate(issuer.token(scp="Webhooks.ReadWrite"))
+    assert "'Webhooks.ReadWrite' scope" in await rejected(validator, issuer.token())
 
 
 async def test_clock_skew_within_leeway_is_accepted(issuer: TokenIssuer) -> None:
@@ -196,3 +243,55 @@ def test_bearer_scheme_is_case_insensitive() -> None:
 async def test_authenticate_reads_the_settings(issuer: TokenIssuer, auth_env) -> None:
     caller = await authenticate(issuer.bearer("scheduler@contoso.test"))
     assert caller.upn == "scheduler@contoso.test"
+
+
+async def test_authenticate_uses_the_scope_and_client_settings(issuer: TokenIssuer, auth_env,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_ALLOWED_CLIENT_IDS", f"{OTHER_CLIENT}, {CONNECTOR_CLIENT_ID.upper()}")
+    monkeypatch.setenv("AUTH_SCOPE", "Flows.Manage")
+    reset_settings_cache()
+    await authenticate(issuer.bearer(azp=OTHER_CLIENT, scp="Flows.Manage"))
+    await authenticate(issuer.bearer(scp="openid Flows.Manage"))
+    with pytest.raises(ApiError, match="Unauthenticated"):
+        await authenticate(issuer.bearer())  # user_impersonation is not the scope any more
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"azp": OTHER_CLIENT}, "does not accept"), ({"scp": "Webhooks.ReadWrite"}, "scope"),
+    ({"azp": None}, "azp/appid"),
+])
+async def test_refused_client_or_scope_is_a_401_json_error_from_the_api(issuer: TokenIssuer, auth_env,
+                                                                       overrides: dict, reason: str) -> None:
+    # Through the registration handler as the Functions runtime calls it: a JSON 401, never a 500. The
+    # token is refused before the route touches storage or Graph.
+    business = "clinic@contoso.test"
+    req = func.HttpRequest(
+        "POST", f"http://127.0.0.1:7071/api/v1/bookingBusinesses/{business}/webhooks/AppointmentCreated",
+        headers={"content-type": "application/json", "authorization": issuer.bearer(**overrides)}, params={},
+        route_params={"smtp": business, "name": "AppointmentCreated"},
+        body=json.dumps({"notificationURL": "https://a.logic.azure.com/x", "changeType": ["Created"]}).encode())
+    response = await flow_webhooks.webhook(req)
+    assert response.status_code == 401, response.get_body()
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    error = json.loads(response.get_body())["error"]
+    assert error["code"] == "Unauthenticated" and reason in error["message"] and error["correlationId"]
+
+
+async def test_the_sandboxs_user_tokens_pass_the_local_settings(bookings_sandbox, auth_env, monkeypatch) -> None:
+    # local.settings.sample.json (the local stack, every test) accepts what the Graph sandbox's Entra issues
+    # for the connector, and refuses its tokens for another scope.
+    for name, value in {"ENTRA_TENANT_ID": bookings_sandbox.tenant_id, "AUTH_ISSUER": bookings_sandbox.issuer,
+                        "AUTH_JWKS_URL": bookings_sandbox.jwks_url}.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    try:
+        caller = await authenticate(f"Bearer {bookings_sandbox.user_token('admin@contoso.test')}")
+        assert caller.upn == "admin@contoso.test"
+        other = bookings_sandbox.http.post("/_sandbox/tokens/user",
+                                           json={"upn": "admin@contoso.test", "scp": "User.Read"})
+        other.raise_for_status()
+        with pytest.raises(ApiError) as info:
+            await authenticate(f"Bearer {other.json()['access_token']}")
+        assert info.value.code == "Unauthenticated" and "scope" in info.value.details["reason"]
+    finally:
+        reset_settings_cache()

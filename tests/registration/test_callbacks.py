@@ -89,6 +89,7 @@ async def test_allowed_urls_are_returned_unchanged(url: str) -> None:
         ("https://127.0.0.1/x", "not a host name"),
         ("https://[::1]/x", "not a host name"),
         ("https://169.254.169.254/latest/meta-data", "not a host name"),
+        ("https://168.63.129.16/machine?comp=goalstate", "not a host name"),
         ("ftp://a.logic.azure.com/x", "absolute https"),
         ("//a.logic.azure.com/x", "absolute https"),
         ("a.logic.azure.com/x", "absolute https"),
@@ -118,6 +119,9 @@ async def test_refused_urls(url: object, reason: str) -> None:
         ("64:ff9b::a9fe:a9fe", "metadata"), ("64:ff9b::7f00:1", "loopback"),  # NAT64
         ("2002:a9fe:a9fe::1", "metadata"), ("2002:c0a8:0101::1", "private"),  # 6to4
         ("fe80::1%eth0", "link-local"),
+        # Azure's platform address: public by its prefix, the WireServer / DNS / health-probe endpoint in Azure.
+        ("168.63.129.16", "Azure's platform address"), ("::ffff:168.63.129.16", "Azure's platform address"),
+        ("64:ff9b::a83f:8110", "Azure's platform address"), ("2002:a83f:8110::1", "Azure's platform address"),
     ],
 )
 async def test_allowlisted_host_resolving_to_a_forbidden_address(address: str, reason: str) -> None:
@@ -137,7 +141,8 @@ async def test_hostname_resolution_uses_the_normalised_host() -> None:
     assert resolve.calls == ["a.logic.azure.com"]
 
 
-@pytest.mark.parametrize("address", ["20.190.128.10", "2603:1030::1", "::ffff:20.190.128.10", "2002:1414:1414::1"])
+@pytest.mark.parametrize("address", ["20.190.128.10", "2603:1030::1", "::ffff:20.190.128.10", "2002:1414:1414::1",
+                                     "168.63.129.15", "168.63.129.17"])  # the platform address only, not its range
 def test_public_addresses_pass(address: str) -> None:
     check_addresses("h", [address])
 

@@ -39,6 +39,12 @@ def test_sample_settings_load() -> None:
         ("LOG_LEVEL", "loud", "LOG_LEVEL"),
         ("AzureWebJobsStorage", "not a connection string", "AzureWebJobsStorage"),
         ("ENTRA_TOKEN_URL", "not a url {tenant}", "ENTRA_TOKEN_URL"),
+        ("AUTH_SCOPE", "api://bookings-triggers-local/user_impersonation", "AUTH_SCOPE"),
+        ("AUTH_SCOPE", "user_impersonation openid", "AUTH_SCOPE"),
+        ("AUTH_ALLOWED_CLIENT_IDS", "the-connector", "AUTH_ALLOWED_CLIENT_IDS"),
+        ("AUTH_ALLOWED_CLIENT_IDS", "c0ec7000-0000-4000-8000-000000000003;0f1e2d3c-4b5a-4697-8877-665544332211",
+         "AUTH_ALLOWED_CLIENT_IDS"),
+        ("AUTH_ALLOWED_CLIENT_IDS", " , ", "AUTH_ALLOWED_CLIENT_IDS"),
     ],
 )
 def test_malformed_setting_is_named(name: str, value: str, expected: str) -> None:
@@ -46,10 +52,19 @@ def test_malformed_setting_is_named(name: str, value: str, expected: str) -> Non
         load_settings(env(**{name: value}))
 
 
-@pytest.mark.parametrize("name", ["ENTRA_TENANT_ID", "AUTH_AUDIENCE", "AzureWebJobsStorage"])
+@pytest.mark.parametrize("name", ["ENTRA_TENANT_ID", "AUTH_AUDIENCE", "AUTH_ALLOWED_CLIENT_IDS", "AzureWebJobsStorage"])
 def test_missing_required_setting_is_named(name: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(env(**{name: None}))
+
+
+def test_token_scope_and_clients() -> None:
+    settings = load_settings(env(AUTH_SCOPE=None))
+    assert settings.auth_scope == "user_impersonation"  # what infra/entra/graph.bicep exposes
+    settings = load_settings(env(AUTH_ALLOWED_CLIENT_IDS=" {C0EC7000-0000-4000-8000-000000000003}, "
+                                 "0f1e2d3c-4b5a-4697-8877-665544332211,c0ec7000-0000-4000-8000-000000000003 "))
+    assert settings.auth_allowed_client_ids == ("c0ec7000-0000-4000-8000-000000000003",
+                                                 "0f1e2d3c-4b5a-4697-8877-665544332211")
 
 
 def test_identity_based_storage() -> None:
