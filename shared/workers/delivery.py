@@ -39,6 +39,7 @@ from shared.adapters.logs import redact, redact_url
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.contracts import events
+from shared.contracts.appointment_data import upgrade_stored_payload
 from shared.messages import deliveries
 from shared.messages.deliveries import DeliveryMessage, idempotency_key, parse_message, parse_time
 from shared.records import flows, outbox
@@ -98,7 +99,9 @@ async def _deliver(item: DeliveryMessage) -> None:
     flow = Flow.from_entity(flow_entity)
     trigger = str(row.get("Trigger", ""))
     with telemetry_context(trigger=trigger):
-        body = json.dumps(outbox.read_payload(row), ensure_ascii=False).encode()
+        # An event stored by an earlier version goes out in today's contract (AppointmentId, Graph's ids).
+        payload = upgrade_stored_payload(outbox.read_payload(row), str(row.get("AppointmentId", "")))
+        body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "Idempotency-Key": idempotency_key(event, flow_id), "X-Bookings-Trigger": trigger,
                    "X-Bookings-Event-Id": event}

@@ -66,9 +66,14 @@ async def add_flow(url: str, trigger: str = "AppointmentCreated", mailbox: str =
                                    created_by_upn="admin@contoso.test")
 
 
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+
 def appointment(number: int = 1) -> dict[str, Any]:
-    return {"Id": f"appt-{number}", "SelfServiceAppointmentId": f"appt-{number}", "CustomerName": "Aiko 山田",
-            "ServiceName": "Consultation", "Duration": 30, "StaffMembers": [], "Customers": []}
+    """A payload as the reconcile stores it today (a staff-made appointment: the zero GUID as its ids)."""
+    return {"Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": f"appt-{number}",
+            "CustomerName": "Aiko 山田", "ServiceName": "Consultation", "Duration": 30, "StaffMembers": [],
+            "Customers": []}
 
 
 async def add_event(change_type: str = "Created", number: int = 1, mailbox: str = CLINIC,

@@ -200,7 +200,7 @@ async def test_replay_one_delivers_it_and_removes_the_dead_letter(sandboxed, san
     assert [d.event_id for d in await letters()] == [events_[1]]
     await run_worker(lambda: len(receiver.requests("strict")) == 3)
     assert receiver.requests("strict")[-1].status == 200  # the plan is used up: the flow accepts now
-    assert json.loads(receiver.requests("strict")[-1].body)["Id"] == "appt-1"
+    assert json.loads(receiver.requests("strict")[-1].body)["AppointmentId"] == "appt-1"
     (replayed,) = events_named(caplog, events.DEAD_LETTERS_REPLAYED)
     assert replayed.replayedCount == 1 and replayed.flowId == flow.webhook_id
     error_of(await replay_one(sandbox.user_token("admin@contoso.test"), first), 404, "DeadLetterNotFound")

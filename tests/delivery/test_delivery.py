@@ -23,6 +23,7 @@ from shared.records.outbox import outbox_row_key
 from shared.workers import delivery
 from tests.delivery.conftest import (
     CLINIC,
+    ZERO_GUID,
     add_event,
     add_flow,
     appointment,
@@ -49,6 +50,18 @@ async def flow_row(webhook_id: str):
 
 
 # --- fan-out ------------------------------------------------------------------------------------------------
+
+async def test_an_event_stored_by_an_earlier_version_goes_out_in_todays_contract(env, receiver) -> None:
+    """Events queued before an upgrade had no AppointmentId and the Graph id as SelfServiceAppointmentId."""
+    await add_flow(receiver.url("old"))
+    old = {"Id": "appt-8", "SelfServiceAppointmentId": "appt-8", "CustomerName": "Aiko 山田"}
+    event = await add_event(number=8, payload=old)
+    await fan_out(CLINIC, [event], "cid")
+    await run_worker(lambda: len(receiver.requests("old")) == 1)
+    (request,) = receiver.requests("old")
+    assert json.loads(request.body) == {"Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID,
+                                        "AppointmentId": "appt-8", "CustomerName": "Aiko 山田"}
+
 
 async def test_fan_out_sends_one_message_per_flow_of_the_trigger_and_only_once(env, receiver) -> None:
     created_a = await add_flow(receiver.url("a"))
