@@ -112,8 +112,7 @@ def _with_prefer(request: Request, body: dict[str, Any]) -> JSONResponse:
 
 
 async def list_businesses(request: Request) -> Response:
-    if not _sandbox(request).config.app_can_list_businesses:
-        raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    # Who may list (app-only only under one reading of the docs) is the gate's permission check.
     query = (request.query_params.get("query") or "").lower()
     items = [
         {"id": b.smtp, "displayName": b.data["displayName"]}

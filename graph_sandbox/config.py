@@ -13,8 +13,15 @@ DEFAULT_CLIENT_ID = "a99b0000-0000-4000-8000-000000000002"
 DEFAULT_CLIENT_SECRET = "local-sandbox-secret"  # noqa: S105 - a published local-only value
 DEFAULT_API_AUDIENCE = "api://bookings-triggers-local"
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
-# Application permissions the app registration is granted (admin consent given) by default.
-DEFAULT_APP_ROLES = ("Bookings.Read.All", "BookingsAppointment.ReadWrite.All", "Calendars.Read")
+# What infra/entra/graph.bicep grants the app (infra/README.md, "Microsoft Graph permissions"; tests/infra
+# checks both agree): application permissions for reading Bookings and subscribing to the mailboxes' events...
+APP_READ_ROLES = ("Bookings.Read.All", "Calendars.Read")
+# ...and for the cancel action (ENABLE_CANCEL_WITH_REASON) what works under both readings: the cancel page
+# lists Bookings.ReadWrite.All; the other appointment pages, and what was granted before, say
+# BookingsAppointment.ReadWrite.All.
+APP_CANCEL_ROLES = ("Bookings.ReadWrite.All", "BookingsAppointment.ReadWrite.All")
+# The local stack has the cancel action on: the app registration's roles (admin consent given) by default.
+DEFAULT_APP_ROLES = (*APP_READ_ROLES, *APP_CANCEL_ROLES)
 
 
 @dataclass
@@ -68,10 +75,10 @@ class SandboxConfig:
     default_page_size: int = 100
     # Request and delivery logs keep this many newest entries (enough for a 10,000-subscription bench).
     log_limit: int = 200_000
-    # The stored permissions reference says listing bookingBusinesses is "Not supported" for application
-    # permissions. The app's design lists them app-only, so this stays on by default; switch it off to see
-    # the documented behaviour (403).
-    app_can_list_businesses: bool = True
+    # Listing bookingBusinesses app-only: revisions of its page say "Application: Not supported", the page as
+    # published now lists Bookings.Read.All. Off: the stricter reading (403), the default; on: the other one.
+    # POST /_sandbox/permissions switches it at run time (reset restores this value).
+    app_can_list_businesses: bool = False
     # Graph's documented limits, enforced only when switched on (POST /_sandbox/limits).
     subscription_write_limit: int = 500
     subscription_write_window_s: float = 20.0

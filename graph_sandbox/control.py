@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from . import demo
 from .config import DEFAULT_CLIENT_ID
 from .entra import user_token
 from .faults import FaultRule
+from .permissions import table as permission_table
 from .state import Subscription, graph_timestamp, now_utc
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
@@ -199,6 +201,22 @@ async def limits(request: Request) -> Response:
     )
 
 
+async def permissions_switch(request: Request) -> Response:
+    """The permission table the gate enforces, and which reading it follows where Microsoft's pages disagree:
+    ``{"appCanListBusinesses": bool}`` (POST; reset restores the configured value)."""
+    sb = _sb(request)
+    if request.method == "POST":
+        try:
+            body = await _body(request)
+        except ValueError as exc:
+            return _bad(str(exc))
+        if "appCanListBusinesses" in body:
+            sb.faults.readings = replace(sb.faults.readings, app_can_list_businesses=bool(body["appCanListBusinesses"]))
+    readings = sb.faults.readings
+    return JSONResponse({"appCanListBusinesses": readings.app_can_list_businesses,
+                         "routes": permission_table(readings)})
+
+
 def _filter(entries: list[dict[str, Any]], request: Request, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     q = request.query_params
     since = int(q.get("since", "0") or 0)
@@ -343,6 +361,7 @@ routes = [
     Route("/_sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
     Route("/_sandbox/faults/{fault_id}", delete_fault, methods=["DELETE"]),
     Route("/_sandbox/limits", limits, methods=["GET", "POST"]),
+    Route("/_sandbox/permissions", permissions_switch, methods=["GET", "POST"]),
     Route("/_sandbox/requests", request_log, methods=["GET", "DELETE"]),
     Route("/_sandbox/notifications", notification_log, methods=["GET", "DELETE"]),
     Route("/_sandbox/subscriptions", all_subscriptions, methods=["GET"]),

@@ -1,5 +1,6 @@
 """Faults and limits on demand: count-limited fault rules ("the next N requests matching method + path"),
-the switches for Graph's documented limits with their counters, and the request log.
+the switches for Graph's documented limits with their counters, which reading of the documentation the
+permission check follows where pages disagree (``permissions.Readings``), and the request log.
 
 ``gate.GraphGate`` applies them to every request; the notifier asks ``take_drop`` before sending.
 """
@@ -12,6 +13,8 @@ import time
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .permissions import Readings
 
 if TYPE_CHECKING:
     from .app import Sandbox
@@ -115,6 +118,7 @@ class Faults:
         self.sandbox = sandbox
         self.rules: list[FaultRule] = []
         self.limits = Limits()
+        self.readings = self.configured_readings()
         self.in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (app, mailbox) -> requests
         self.writes: dict[str, deque[float]] = defaultdict(deque)  # app -> write times
         self.request_log: deque[dict[str, Any]] = deque(maxlen=sandbox.config.log_limit)
@@ -123,8 +127,12 @@ class Faults:
     def reset(self) -> None:
         self.rules.clear()
         self.limits = Limits()
+        self.readings = self.configured_readings()
         self.writes.clear()
         self.request_log.clear()
+
+    def configured_readings(self) -> Readings:
+        return Readings(app_can_list_businesses=self.sandbox.config.app_can_list_businesses)
 
     def add(self, rule: FaultRule) -> FaultRule:
         self.rules.append(rule)

@@ -1,9 +1,11 @@
 """The ASGI middleware every request passes through (``/_sandbox`` aside).
 
-In order: the request is logged; Graph URL segments are matched case-insensitively; ``/v1.0`` requests
-need a valid app token (401 ``InvalidAuthenticationToken``) whose roles the route accepts (403); when
-switched on, the subscription write limit and the per-mailbox concurrency limit answer 429 with
-``Retry-After``; then the first matching fault rule may add latency and/or answer an error instead of
+In order: the request is logged (``rawPath`` is the path as sent, still percent-encoded); Graph URL
+segments are matched case-insensitively; ``/v1.0`` requests need a valid Graph token (401
+``InvalidAuthenticationToken``): an app token (``roles``) or a delegated one (``scp``); the route's
+documented permissions (``permissions.ROUTES``) decide whether it may (403, or 400 for app tokens on
+``/me``); when switched on, the subscription write limit and the per-mailbox concurrency limit answer 429
+with ``Retry-After``; then the first matching fault rule may add latency and/or answer an error instead of
 the real handler. Graph responses get ``request-id`` and ``client-request-id`` headers.
 """
 
@@ -16,11 +18,11 @@ import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import permissions
 from .errors import GraphError, entra_error, graph_error
 from .faults import DEFAULT_CODES, FaultRule
 from .state import graph_timestamp
@@ -55,42 +57,29 @@ def canonical_path(path: str) -> str:
     return "/".join(_SEGMENTS.get(seg.lower(), seg) for seg in path.split("/"))
 
 
-# Application permissions each route accepts (least privileged first), per the API reference pages.
-_BOOKINGS_READ = {
-    "Bookings.Read.All",
-    "BookingsAppointment.ReadWrite.All",
-    "Bookings.ReadWrite.All",
-    "Bookings.Manage.All",
-}
-_BOOKINGS_WRITE = {"BookingsAppointment.ReadWrite.All", "Bookings.ReadWrite.All", "Bookings.Manage.All"}
-_CALENDARS_READ = {"Calendars.ReadBasic", "Calendars.Read", "Calendars.ReadWrite"}
-_USERS_READ = {"User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All", "Directory.Read.All"}
+def _permission_check(sandbox: Sandbox, request: Request, claims: dict[str, Any]) -> Any:
+    """The route's documented permissions against the token's ``roles`` or ``scp`` (``permissions``)."""
+    found = permissions.find(request.method, request.url.path)
+    if found is None:
+        return None  # not a Graph route the sandbox serves: the router answers
+    route, params = found
 
+    def is_caller(name: str) -> bool:
+        user = sandbox.state.find_user(params.get(name, ""))
+        return user is not None and user.id == claims.get("oid")
 
-def _permission_check(request: Request, claims: dict[str, Any]) -> Any:
-    """403 when the app token lacks every role the route accepts (subscriptions check their own)."""
-    path, method = request.url.path.lower(), request.method
-    roles = set(claims.get("roles", []))
-    if path.startswith("/v1.0/solutions/bookingbusinesses"):
-        needed = _BOOKINGS_READ if method == "GET" else _BOOKINGS_WRITE
-        if not roles & needed:
-            return graph_error(request, 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
-    elif path.startswith("/v1.0/users/"):
-        is_calendar = any(seg in path.split("/") for seg in ("events", "calendar", "calendarview"))
-        if is_calendar and not roles & _CALENDARS_READ:
-            return graph_error(request, 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
-        if not is_calendar and not roles & _USERS_READ:
-            return graph_error(
-                request, 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
-            )
-    return None
+    refused = permissions.check(route, claims, sandbox.faults.readings, is_caller)
+    if refused is None:
+        return None
+    status, code, message = refused
+    return graph_error(request, status, code, message)
 
 
 def _mailbox_of(sandbox: Sandbox, path: str) -> str | None:
     m = _MAILBOX_PATH.match(path)
     if not m:
         return None
-    key = unquote(m.group(1))
+    key = m.group(1)  # already percent-decoded, once, by the server: decoding again would hide double encoding
     user = sandbox.state.find_user(key)
     return (user.user_principal_name if user else key).lower()
 
@@ -101,7 +90,7 @@ def _retry_after_header(seconds: float) -> str:
 
 
 class GraphGate:
-    """ASGI middleware: request log, app-token check, limits and faults (see module docstring)."""
+    """ASGI middleware: request log, token and permission check, limits and faults (see module docstring)."""
 
     def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
         self.app = app
@@ -136,6 +125,7 @@ class GraphGate:
             "time": graph_timestamp(),
             "method": method,
             "path": path,
+            "rawPath": scope.get("raw_path", path.encode()).decode("latin-1"),
             "query": scope.get("query_string", b"").decode("latin-1"),
             "requestId": scope["sandbox.request_id"],
             "clientRequestId": request.headers.get("client-request-id"),
@@ -166,13 +156,14 @@ class GraphGate:
             response = None
             if path.startswith("/v1.0"):
                 try:
+                    # App tokens and delegated Graph tokens alike: v1.0, aud Graph, signed by the tenant.
                     claims = self.sandbox.entra.verify_app_token(request.headers.get("authorization"))
-                    entry["appId"] = claims.get("appid")
+                    entry["appId"] = claims.get("appid") or claims.get("azp")
                     scope["sandbox.app"] = claims
                 except GraphError as err:
                     response = graph_error(request, err.status, err.code, err.message, err.headers)
                 if response is None:
-                    response = _permission_check(request, scope.get("sandbox.app", {}))
+                    response = _permission_check(self.sandbox, request, scope.get("sandbox.app", {}))
                 if response is None:
                     response, mailbox_slot = self._limits(request, entry)
             if response is None:

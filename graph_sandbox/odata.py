@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 
@@ -62,7 +62,8 @@ def page(
         params.append(("$top", str(size)))
         params.append(("$skiptoken", base64.urlsafe_b64encode(f"offset:{offset + size}".encode()).decode().rstrip("=")))
         query = urlencode(params, safe="$")  # Graph writes $top/$skiptoken unescaped
-        body["@odata.nextLink"] = f"{base_url(request)}{request.url.path}?{query}"
+        # The path percent-encoded (once) as Graph writes links: a business address like a+b@x stays a+b@x.
+        body["@odata.nextLink"] = f"{base_url(request)}{quote(request.scope['path'], safe='/')}?{query}"
     return body
 
 

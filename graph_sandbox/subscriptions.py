@@ -27,7 +27,7 @@ _RESOURCE = re.compile(r"^/?users(?:/([^/()]+)|\('([^']+)'\))(?:/calendar)?/even
 # Documented wording: "Subscription expiration can only be 4230 minutes in the future." (code InvalidRequest as
 # seen in the wild). The other 400 messages for bad bodies are our own, with the same code.
 CHANGE_TYPES = {"created", "updated", "deleted"}
-READ_CALENDAR_ROLES = {"Calendars.Read", "Calendars.ReadBasic.All", "Calendars.ReadWrite"}
+# The resource's permission (Calendars.Read for events) is checked by the gate (permissions.ROUTES).
 
 
 def _sandbox(request: Request) -> Any:
@@ -126,13 +126,6 @@ async def create(request: Request) -> Response:
             400,
             "InvalidRequest",
             "includeResourceData is not supported for this resource without an encryptionCertificate.",
-        )
-    if not READ_CALENDAR_ROLES & set(claims.get("roles", [])):
-        raise GraphError(
-            403,
-            "ExtensionError",
-            "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access is denied. "
-            "Check credentials and try again.]",
         )
     # The real handshake: both URLs must echo a fresh token, or nothing is created.
     for name, url in (("notificationUrl", notification_url), ("lifecycleNotificationUrl", lifecycle_url)):

@@ -20,11 +20,12 @@ TEXT
 if [ "${GRAPH_APP_ROLES_ASSIGNED:-true}" != "true" ]; then
   cat <<TEXT
 
-ACTION NEEDED (an administrator): the Graph application permissions and the connector's sign-in consent
-were not granted during deployment (ASSIGN_GRAPH_APP_ROLES=false). A Privileged Role Administrator or
-Global Administrator runs, once:
+ACTION NEEDED (an administrator): the Graph application permissions, the connector's sign-in consent and
+the consent to the API's delegated Graph permissions were not granted during deployment
+(ASSIGN_GRAPH_APP_ROLES=false). A Privileged Role Administrator or Global Administrator runs, once:
     scripts/grant-graph-permissions.sh
-Until then the app cannot read Bookings or subscribe to calendars (Graph answers 403).
+Until then the app cannot read Bookings or subscribe to calendars (Graph answers 403), and the trigger's
+business list fails (Entra answers AADSTS65001: no consent).
 TEXT
 fi
 
@@ -33,8 +34,10 @@ cat <<TEXT
 Next steps (infra/README.md explains each):
   1. Import connector/ as a custom connector in Power Automate; on its Security tab use
      identity provider "Azure Active Directory", client id ${CONNECTOR_CLIENT_APP_ID},
+     tenant ID ${AZURE_TENANT_ID:-<AZURE_TENANT_ID>} (not "common": the registrations are single-tenant),
      resource URL ${API_APP_ID_URI:-<API_APP_ID_URI>}, and a client secret from
          scripts/connector-secret.sh
+     For the command-line import, scripts/connector-files.sh writes both files with these values filled in.
   2. After saving the connector, add the redirect URL it shows to the client app:
          scripts/connector-secret.sh --redirect-uri <redirect URL>
   3. Create a flow with "When an appointment is created" and book an appointment.

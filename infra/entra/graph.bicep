@@ -1,7 +1,11 @@
 // Entra ID objects, declared with the Microsoft Graph Bicep extension:
 //   - the API app registration that the custom connector signs in to (its token audience),
 //   - the connector's client app registration (what Power Automate signs users in with),
-//   - Microsoft Graph application permissions for the app's managed identity (app role assignments).
+//   - Microsoft Graph application permissions for the app's managed identity (app role assignments),
+//   - the Microsoft Graph delegated permissions the API registration uses on behalf of the signed-in user.
+// Which permission each Graph call needs, with its documentation page: infra/README.md, "Microsoft Graph
+// permissions" (tests/infra checks these grants against graph_sandbox/permissions.py, the table the sandbox
+// enforces).
 //
 // What this file cannot do, and scripts/postprovision.sh reports or does instead:
 //   - create the connector client's secret (the extension does not create password credentials, and a
@@ -20,9 +24,9 @@ param resourceToken string
 param environmentName string
 @description('Object (principal) id of the app\'s user-assigned managed identity.')
 param managedIdentityPrincipalId string
-@description('Make the admin grants: Graph application permissions for the managed identity, consent to the connector sign-in scopes (needs Privileged Role Administrator).')
+@description('Make the admin grants: Graph application permissions for the managed identity, consent to the connector sign-in scopes and to the API\'s delegated Graph permissions (needs Privileged Role Administrator).')
 param assignGraphAppRoles bool
-@description('Also grant BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
+@description('Also grant Bookings.ReadWrite.All and BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
 param enableCancelWithReason bool
 
 var graphAppId = '00000003-0000-0000-c000-000000000000'
@@ -31,12 +35,29 @@ var connectorRedirectUri = 'https://global.consent.azure-apim.net/redirect'
 var scopeValue = 'user_impersonation'
 // Stable across deployments, so the connector's scope never changes id.
 var scopeId = guid(tenant().tenantId, resourceToken, scopeValue)
+// Application permissions (the managed identity calls Graph as itself): read Bookings businesses, staff,
+// services, custom questions, appointments; read the business mailboxes' events and subscribe to them.
 var readRoles = [
   'Calendars.Read'
   'Bookings.Read.All'
 ]
-var graphRoles = enableCancelWithReason ? concat(readRoles, ['BookingsAppointment.ReadWrite.All']) : readRoles
+// Cancelling an appointment app-only: its page lists Bookings.ReadWrite.All (and not
+// BookingsAppointment.ReadWrite.All), the other appointment pages BookingsAppointment.ReadWrite.All. Both are
+// granted, so the action works whichever Graph follows.
+var cancelRoles = [
+  'Bookings.ReadWrite.All'
+  'BookingsAppointment.ReadWrite.All'
+]
+var graphRoles = enableCancelWithReason ? concat(readRoles, cancelRoles) : readRoles
 var assignedRoles = assignGraphAppRoles ? graphRoles : []
+
+// Delegated permissions of the API registration, used on behalf of the signed-in user (on-behalf-of flow):
+// listing Bookings businesses (application permissions are "Not supported" there under one reading of its
+// page) and reading the user's own profile (/me).
+var delegatedScopes = [
+  'Bookings.Read.All'
+  'User.Read'
+]
 
 // Delegated Graph scopes the connector's sign-in needs (no data access): sign-in, refresh tokens, profile.
 var signInScopes = [
@@ -88,6 +109,15 @@ resource apiApp 'Microsoft.Graph/applications@v1.0' = {
   identifierUris: [
     'api://${tenant().tenantId}/bookings-triggers-${resourceToken}'
   ]
+  requiredResourceAccess: [
+    {
+      resourceAppId: graphAppId
+      resourceAccess: [for scopeName in delegatedScopes: {
+        id: filter(graphScopes, s => s.value == scopeName)[0].id
+        type: 'Scope'
+      }]
+    }
+  ]
   api: {
     requestedAccessTokenVersion: 2
     oauth2PermissionScopes: [
@@ -126,6 +156,15 @@ resource connectorConsent 'Microsoft.Graph/oauth2PermissionGrants@v1.0' = if (as
   scope: join(signInScopes, ' ')
 }
 
+// Tenant-wide (admin) consent to the API's delegated Graph permissions: the on-behalf-of exchange has no
+// user in front of a consent prompt (AADSTS65001 without it). Same switch as the other admin grants.
+resource apiConsent 'Microsoft.Graph/oauth2PermissionGrants@v1.0' = if (assignGraphAppRoles) {
+  clientId: apiSp.id
+  resourceId: graphSp.id
+  consentType: 'AllPrincipals'
+  scope: join(delegatedScopes, ' ')
+}
+
 // Application permissions for the managed identity: it calls Graph app-only, as itself, no secret.
 resource graphAppRoles 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for role in assignedRoles: {
   principalId: managedIdentityPrincipalId
@@ -140,3 +179,4 @@ output connectorAppId string = connectorApp.appId
 output connectorSpId string = connectorSp.id
 output apiSpId string = apiSp.id
 output graphAppRoles array = assignedRoles
+output apiDelegatedScopes array = delegatedScopes

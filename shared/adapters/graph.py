@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -205,7 +205,9 @@ class Graph:
             info.url = next_link
 
     def _business(self, mailbox: str) -> Any:
-        return self.sdk.solutions.booking_businesses.by_booking_business_id(quote(mailbox, safe="@"))
+        # The SDK's URL template percent-encodes path parameters itself (RFC 6570: "a+b@x" -> "a%2Bb%40x"):
+        # it gets the address as it is, so Graph sees it encoded exactly once.
+        return self.sdk.solutions.booking_businesses.by_booking_business_id(mailbox)
 
     # ---- Bookings ---------------------------------------------------------------------------
 
@@ -240,8 +242,7 @@ class Graph:
 
     async def get_event(self, mailbox: str, event_id: str) -> dict:
         """A calendar event of the mailbox (notifications name events, not appointments)."""
-        info = self.sdk.users.by_user_id(quote(mailbox, safe="@")).events.by_event_id(event_id)\
-            .to_get_request_information()
+        info = self.sdk.users.by_user_id(mailbox).events.by_event_id(event_id).to_get_request_information()
         return await self.send(info, retry=True)
 
     async def get_appointment(self, mailbox: str, appointment_id: str) -> dict:

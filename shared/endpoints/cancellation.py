@@ -7,7 +7,9 @@ message also goes to the customer, as Bookings sends it), so the reconcile worke
 appointment vanishes and puts it in the Cancelled event. Cancellations made elsewhere (the Bookings
 page, Outlook, the customer) carry no reason we could know.
 
-Needs the Graph permission ``BookingsAppointment.ReadWrite.All`` (see the deployment section).
+Needs the application permissions ``ENABLE_CANCEL_WITH_REASON`` grants: ``Bookings.ReadWrite.All``, which
+the cancel page lists, and ``BookingsAppointment.ReadWrite.All``, which the other appointment pages name
+(infra/README.md, "Microsoft Graph permissions").
 """
 
 from __future__ import annotations

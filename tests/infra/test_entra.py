@@ -51,9 +51,11 @@ def test_service_principals_exist_for_both_apps(graph: dict[str, Any]) -> None:
 
 
 def test_managed_identity_gets_exactly_the_graph_application_permissions(graph: dict[str, Any]) -> None:
+    # Which roles, and why: tests/infra/test_graph_permissions.py against the sandbox's permission table.
     assert graph["variables"]["readRoles"]["value"] == ["Calendars.Read", "Bookings.Read.All"]
+    assert graph["variables"]["cancelRoles"]["value"] == ["Bookings.ReadWrite.All", "BookingsAppointment.ReadWrite.All"]
     cancel = str(graph["variables"]["graphRoles"]["value"])
-    assert "BookingsAppointment.ReadWrite.All" in cancel and "enableCancelWithReason" in cancel
+    assert "cancelRoles" in cancel and "enableCancelWithReason" in cancel
     (assignment,) = resources(graph, "Microsoft.Graph/appRoleAssignedTo").values()
     assert assignment["principalId"] == "managedIdentityPrincipalId"
     loop = graph["resources"]["graphAppRoles"]["config"]["loop_type"]["detail"]

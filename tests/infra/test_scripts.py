@@ -44,14 +44,14 @@ def test_scripts_use_only_outputs_the_bicep_declares() -> None:
     for name in ("MANAGED_IDENTITY_PRINCIPAL_ID", "GRAPH_APP_ROLES_ASSIGNED", "ENABLE_CANCEL_WITH_REASON",
                  "HEALTH_URL", *OUTPUTS):
         assert name in outputs, name
-    for script in ("postprovision.sh", "grant-graph-permissions.sh", "connector-secret.sh"):
+    for script in ("postprovision.sh", "grant-graph-permissions.sh", "connector-secret.sh", "connector-files.sh"):
         path = ROOT / "scripts" / script
         assert os.access(path, os.X_OK), f"{script} is not executable"
         assert "set -e" in path.read_text()
 
 
 def test_bash_scripts_have_valid_syntax() -> None:
-    for script in ("grant-graph-permissions.sh", "connector-secret.sh"):
+    for script in ("grant-graph-permissions.sh", "connector-secret.sh", "connector-files.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True, timeout=30)
     subprocess.run(["sh", "-n", str(ROOT / "scripts" / "postprovision.sh")], check=True, timeout=30)
 
@@ -72,3 +72,42 @@ def test_deployment_readme_covers_the_journey_and_names_real_files() -> None:
             assert f"${{{name}" in (ROOT / "infra" / "main.parameters.json").read_text(), name
         elif name not in ("AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_URL", "AUTH_SCOPE", "AUTH_ALLOWED_CLIENT_IDS"):
             assert name in outputs, f"README names {name}, which main.bicep does not output"
+
+
+def test_connector_files_sign_in_against_the_deployments_tenant(tmp_path) -> None:
+    import json
+    import re
+
+    properties = json.loads((ROOT / "connector" / "apiProperties.json").read_text())["properties"]
+    custom = properties["connectionParameters"]["token"]["oAuthSettings"]["customParameters"]
+    # Both registrations are single-tenant: Entra refuses "common" for them (AADSTS50194).
+    assert custom["tenantId"]["value"] == "<AZURE_TENANT_ID>"
+
+    tenant = "72f988bf-0000-4000-8000-0000000000aa"
+    env = {"PATH": os.environ["PATH"], **OUTPUTS, "AZURE_TENANT_ID": tenant}
+    run = subprocess.run([str(ROOT / "scripts" / "connector-files.sh"), str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert run.returncode == 0, run.stderr
+    filled = json.loads((tmp_path / "apiProperties.json").read_text())["properties"]
+    oauth = filled["connectionParameters"]["token"]["oAuthSettings"]
+    assert oauth["customParameters"]["tenantId"]["value"] == tenant
+    assert oauth["clientId"] == OUTPUTS["CONNECTOR_CLIENT_APP_ID"]
+    assert oauth["scopes"] == [OUTPUTS["API_SCOPE"]]
+    assert oauth["customParameters"]["resourceUri"]["value"] == OUTPUTS["API_APP_ID_URI"]
+    assert oauth["properties"]["AzureActiveDirectoryResourceId"] == OUTPUTS["API_APP_ID_URI"]
+    swagger = json.loads((tmp_path / "apiDefinition.swagger.json").read_text())
+    assert swagger["host"] == "func-bookings-abc.azurewebsites.net" and swagger["basePath"] == "/api"
+    assert all(f"/{tenant}/" in url for s in swagger["securityDefinitions"].values()
+               for url in (s["authorizationUrl"], s["tokenUrl"]))
+    for name in ("apiProperties.json", "apiDefinition.swagger.json"):
+        text = (tmp_path / name).read_text()
+        assert "/common/" not in text and not re.search(r"<[A-Z_]+>", text), name
+    assert tenant in run.stdout and "paconn create" in run.stdout
+
+
+def test_connector_files_refuse_to_run_without_the_tenant(tmp_path) -> None:
+    env = {"PATH": os.environ["PATH"], **OUTPUTS}
+    run = subprocess.run([str(ROOT / "scripts" / "connector-files.sh"), str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert run.returncode != 0 and "AZURE_TENANT_ID" in run.stderr
+    assert not (tmp_path / "apiProperties.json").exists()

@@ -9,6 +9,9 @@ import httpx
 import pytest
 
 from graph_sandbox import SandboxServer
+from graph_sandbox.config import DEFAULT_APP_ROLES
+
+from .test_permissions import delegated_token
 
 CLINIC = "clinic@contoso.test"
 B = f"/solutions/bookingBusinesses/{CLINIC}"
@@ -46,15 +49,16 @@ def _new_appointment(graph: httpx.Client, **extra: Any) -> dict:
     return r.json()
 
 
-def test_list_businesses_returns_only_id_and_display_name(graph: httpx.Client) -> None:
-    body = graph.get("/solutions/bookingBusinesses").json()
+def test_list_businesses_returns_only_id_and_display_name(sb: SandboxServer, graph: httpx.Client) -> None:
+    # On behalf of a user: app-only listing is refused by default (tests/sandbox/test_permissions.py).
+    headers = {"Authorization": f"Bearer {delegated_token(sb, 'admin@contoso.test', ['Bookings.Read.All'])}"}
+    body = graph.get("/solutions/bookingBusinesses", headers=headers).json()
     assert body["@odata.context"].endswith("$metadata#bookingBusinesses")
     assert {b["id"] for b in body["value"]} == {CLINIC, "salon@contoso.test"}
     assert all(set(b) == {"id", "displayName"} for b in body["value"])
     assert "@odata.nextLink" not in body  # documented: not paged
-    assert [b["id"] for b in graph.get("/solutions/bookingBusinesses", params={"query": "salon"}).json()["value"]] == [
-        "salon@contoso.test"
-    ]
+    found = graph.get("/solutions/bookingBusinesses", params={"query": "salon"}, headers=headers).json()["value"]
+    assert [b["id"] for b in found] == ["salon@contoso.test"]
 
 
 @pytest.mark.parametrize("smtp", ["clinic@contoso.test", "CLINIC@Contoso.Test", "clinic%40contoso.test"])
@@ -330,16 +334,14 @@ def test_unknown_graph_segment_is_400_bad_request(graph: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "BadRequest"
 
 
-def test_listing_businesses_app_only_can_follow_the_permissions_reference(
+def test_listing_businesses_app_only_follows_the_stricter_reading_unless_switched(
     sb: SandboxServer, graph: httpx.Client
 ) -> None:
-    sb.sandbox.config.app_can_list_businesses = False
-    try:
-        r = graph.get("/solutions/bookingBusinesses")
-    finally:
-        sb.sandbox.config.app_can_list_businesses = True
-    assert r.status_code == 403
+    r = graph.get("/solutions/bookingBusinesses")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "ErrorAccessDenied"
     assert graph.get(f"/solutions/bookingBusinesses/{CLINIC}").status_code == 200
+    sb.control("POST", "permissions", {"appCanListBusinesses": True})
+    assert graph.get("/solutions/bookingBusinesses").status_code == 200
 
 
 def test_mailbox_calendar_view_needs_a_window_and_filters(graph: httpx.Client) -> None:
@@ -355,4 +357,4 @@ def test_seed_restores_app_roles(sb: SandboxServer) -> None:
     app = sb.sandbox.config.apps[0]
     sb.control("POST", f"apps/{app.client_id}/roles", {"roles": []})
     sb.seed()
-    assert set(app.roles) == {"Bookings.Read.All", "BookingsAppointment.ReadWrite.All", "Calendars.Read"}
+    assert set(app.roles) == set(DEFAULT_APP_ROLES)

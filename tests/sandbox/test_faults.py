@@ -43,12 +43,12 @@ def test_method_must_match(sb: SandboxServer, graph: httpx.Client) -> None:
 
 
 def test_latency_fault_delays_the_real_answer(sb: SandboxServer, graph: httpx.Client) -> None:
-    sb.add_fault(path="/v1.0/solutions/bookingBusinesses", latencyMs=300)
+    sb.add_fault(path="/v1.0/solutions/bookingBusinesses/*", latencyMs=300)
     started = time.monotonic()
-    r = graph.get("/solutions/bookingBusinesses")
+    r = graph.get("/solutions/bookingBusinesses/clinic@contoso.test")
     assert r.status_code == 200 and time.monotonic() - started >= 0.3
     started = time.monotonic()
-    graph.get("/solutions/bookingBusinesses")
+    graph.get("/solutions/bookingBusinesses/clinic@contoso.test")
     assert time.monotonic() - started < 0.3
 
 

@@ -69,9 +69,9 @@ def test_reset_empties_and_seed_restores(sb: SandboxServer) -> None:
     sb.reset()
     assert sb.control("GET", "users")["value"] == []
     headers = sb.graph_headers()  # apps are configuration, not state: tokens still work
-    assert (
-        httpx.get(f"{sb.graph_url}/solutions/bookingBusinesses", headers=headers, trust_env=False).json()["value"] == []
-    )
+    assert httpx.get(f"{sb.graph_url}/subscriptions", headers=headers, trust_env=False).json()["value"] == []
+    r = httpx.get(f"{sb.graph_url}/solutions/bookingBusinesses/clinic@contoso.test", headers=headers, trust_env=False)
+    assert r.status_code == 404
     summary = sb.seed()
     assert {b["id"] for b in summary["businesses"]} == {"clinic@contoso.test", "salon@contoso.test"}
 
