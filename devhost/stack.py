@@ -92,12 +92,20 @@ def sync_local_settings(path: Path = ROOT / "local.settings.json",
     return added
 
 
-def _follow_ports(host_port: int, sandbox_port: int) -> None:
-    """Settings that name the default local ports follow the ports this stack really uses."""
+SANDBOX_TLS_DIR = LOGS / "graph-sandbox"  # where the sandbox writes the certificate of its HTTPS listener
+
+
+def _follow_ports(host_port: int, sandbox_port: int, sandbox_tls_port: int) -> None:
+    """Settings that name the default local ports follow the ports this stack really uses; the sandbox's
+    certificate file is found wherever the host runs from."""
+    moves = {"127.0.0.1:7072": sandbox_port, "127.0.0.1:7071": host_port, "127.0.0.1:7075": sandbox_tls_port}
     for name, value in list(os.environ.items()):
-        if "127.0.0.1:7072" in value or "127.0.0.1:7071" in value:
-            os.environ[name] = value.replace("127.0.0.1:7072", f"127.0.0.1:{sandbox_port}").replace(
-                "127.0.0.1:7071", f"127.0.0.1:{host_port}")
+        for default, port in moves.items():
+            if default in value:
+                value = os.environ[name] = value.replace(default, f"127.0.0.1:{port}")
+    ca_file = os.environ.get("ENTRA_CA_FILE", "")
+    if ca_file and not os.path.isabs(ca_file):
+        os.environ["ENTRA_CA_FILE"] = str(ROOT / ca_file)
 
 
 def main() -> int:
@@ -108,7 +116,8 @@ def main() -> int:
     apply_local_settings(ROOT / "local.settings.json")
     host_port = _port("DEVHOST_PORT", 7071)
     sandbox_port = _port("SANDBOX_PORT", 7072)
-    _follow_ports(host_port, sandbox_port)
+    sandbox_tls_port = _port("SANDBOX_TLS_PORT", 7075)
+    _follow_ports(host_port, sandbox_port, sandbox_tls_port)
     azurite = Azurite(_port("AZURITE_BLOB_PORT", 10000), _port("AZURITE_QUEUE_PORT", 10001),
                       _port("AZURITE_TABLE_PORT", 10002))
     processes: list[subprocess.Popen] = []
@@ -120,7 +129,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        return _run(azurite, processes, stop, host_port, sandbox_port)
+        return _run(azurite, processes, stop, host_port, sandbox_port, sandbox_tls_port)
     except (RuntimeError, TimeoutError, FileNotFoundError) as error:
         print(f"\nThe local stack could not start: {error}")
         return 1
@@ -132,15 +141,17 @@ def main() -> int:
 
 
 def _run(azurite: Azurite, processes: list[subprocess.Popen], stop: dict[str, bool], host_port: int,
-         sandbox_port: int) -> int:
+         sandbox_port: int, sandbox_tls_port: int) -> int:
     azurite.start()
     # The app and the host must talk to the Azurite just started, whatever local.settings.json says.
     os.environ["AzureWebJobsStorage"] = azurite.connection_string
     asyncio.run(_create_storage())
     print(f"Azurite           tables http://127.0.0.1:{azurite.table_port}  queues http://127.0.0.1:"
           f"{azurite.queue_port}  blobs http://127.0.0.1:{azurite.blob_port}")
-    processes.append(_start("graph_sandbox", ["--port", str(sandbox_port)], "sandbox.log", sandbox_port))
-    print(f"Graph sandbox     http://127.0.0.1:{sandbox_port}/v1.0  (demo business {DEMO_BUSINESS})")
+    processes.append(_start("graph_sandbox", ["--port", str(sandbox_port), "--tls-port", str(sandbox_tls_port),
+                                              "--tls-dir", str(SANDBOX_TLS_DIR)], "sandbox.log", sandbox_port))
+    print(f"Graph sandbox     http://127.0.0.1:{sandbox_port}/v1.0  (demo business {DEMO_BUSINESS}; Entra's "
+          f"token endpoint also on https://127.0.0.1:{sandbox_tls_port})")
     processes.append(_start("devhost", ["--port", str(host_port)], "host.log", host_port))
     print(f"Functions host    http://127.0.0.1:{host_port}/api/  (log: {LOGS / 'host.log'})")
     receiver_port = _port("RECEIVER_PORT", 7073)

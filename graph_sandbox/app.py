@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +42,14 @@ class Sandbox:
         self.calendars = Calendars(self)
         self.entra = Entra(self)
         self._default_roles = {a.client_id: list(a.roles) for a in self.config.apps}
+        # The HTTPS listener (graph_sandbox.server): Entra's token endpoint as Microsoft's libraries want it.
+        self.entra_url = self.base_url
+        self.ca_file = ""
+        self.tls_context: ssl.SSLContext | None = None
+        self.tls_sock: socket.socket | None = None
+
+    def serve_tls(self, url: str, ca_file: str, context: ssl.SSLContext, sock: socket.socket) -> None:
+        self.entra_url, self.ca_file, self.tls_context, self.tls_sock = url, ca_file, context, sock
 
     def reset_state(self) -> None:
         """Forget all data, faults, limits and logs, and give the apps back their configured roles."""

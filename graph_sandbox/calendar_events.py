@@ -161,10 +161,29 @@ def _user(request: Request) -> Any:
     return user
 
 
+def _user_body(request: Request, user: Any) -> dict[str, Any]:
+    """Graph's default properties, or exactly those ``$select`` names (proxyAddresses only that way)."""
+    select = request.query_params.get("$select")
+    if not select:
+        return user.to_graph()
+    everything = user.selectable()
+    return {name: everything.get(name) for name in (s.strip() for s in select.split(",")) if name in everything}
+
+
 async def get_user(request: Request) -> Response:
     user = _user(request)
-    body = {"@odata.context": odata.context(request, "users/$entity"), **user.to_graph()}
-    return JSONResponse(body)
+    return JSONResponse({"@odata.context": odata.context(request, "users/$entity"), **_user_body(request, user)})
+
+
+async def get_me(request: Request) -> Response:
+    """``GET /me``: the signed-in user of a delegated token (an app-only token has no "me")."""
+    claims = request.scope.get("sandbox.app") or {}
+    if claims.get("idtyp") == "app" or not claims.get("oid"):
+        raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+    user = request.app.state.sandbox.state.find_user(str(claims["oid"]))
+    if user is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{claims['oid']}' does not exist.")
+    return JSONResponse({"@odata.context": odata.context(request, "users/$entity"), **_user_body(request, user)})
 
 
 async def list_events(request: Request) -> Response:
@@ -212,6 +231,7 @@ async def calendar_view(request: Request) -> Response:
 
 
 routes = [
+    Route("/v1.0/me", get_me, methods=["GET"]),
     Route("/v1.0/users/{user}", get_user, methods=["GET"]),
     Route("/v1.0/users/{user}/events", list_events, methods=["GET"]),
     Route("/v1.0/users/{user}/calendar/events", list_events, methods=["GET"]),

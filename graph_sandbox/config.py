@@ -22,16 +22,23 @@ APP_READ_ROLES = ("Bookings.Read.All", "Calendars.Read")
 APP_CANCEL_ROLES = ("Bookings.ReadWrite.All", "BookingsAppointment.ReadWrite.All")
 # The local stack has the cancel action on: the app registration's roles (admin consent given) by default.
 DEFAULT_APP_ROLES = (*APP_READ_ROLES, *APP_CANCEL_ROLES)
+# Delegated permissions the app registration is granted (admin consent given) for the on-behalf-of flow.
+DEFAULT_DELEGATED_SCOPES = ("Bookings.Read.All", "User.Read")
 
 
 @dataclass
 class AppRegistration:
-    """A confidential client that may use the client-credentials grant."""
+    """A confidential client that may use the client-credentials and on-behalf-of grants.
+
+    ``identifier_uris`` are its Application ID URIs: a user token for one of them (or for the client id) is
+    an assertion this app may exchange on behalf of the user; ``delegated_scopes`` is what that yields."""
 
     client_id: str
     client_secret: str
     roles: list[str]
     display_name: str = "Bookings triggers (local)"
+    identifier_uris: list[str] = field(default_factory=list)
+    delegated_scopes: list[str] = field(default_factory=lambda: list(DEFAULT_DELEGATED_SCOPES))
 
 
 @dataclass
@@ -83,6 +90,12 @@ class SandboxConfig:
     subscription_write_limit: int = 500
     subscription_write_window_s: float = 20.0
     mailbox_concurrency_limit: int = 4
+
+    def __post_init__(self) -> None:
+        # The default registration is also the API callers sign in to (one registration locally).
+        for app in self.apps:
+            if app.client_id == DEFAULT_CLIENT_ID and not app.identifier_uris:
+                app.identifier_uris = [self.api_audience]
 
     def app(self, client_id: str) -> AppRegistration | None:
         return next((a for a in self.apps if a.client_id == client_id), None)

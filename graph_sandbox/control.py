@@ -68,12 +68,18 @@ def _new_user(sb: Any, body: Any) -> dict[str, Any]:
     upn = body.get("upn") if isinstance(body, dict) else None
     if not isinstance(upn, str) or "@" not in upn:
         raise ValueError("upn must be an email-like user principal name")
-    user = sb.state.add_user(upn, str(body.get("displayName") or upn.split("@")[0]))
-    return {"upn": user.user_principal_name, "id": user.id, "displayName": user.display_name}
+    mail, proxies = body.get("mail") or "", body.get("proxyAddresses") or []
+    if not isinstance(mail, str) or not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise ValueError("mail must be a string and proxyAddresses a list of strings")
+    user = sb.state.add_user(upn, str(body.get("displayName") or upn.split("@")[0]), mail=mail,
+                             proxy_addresses=proxies, user_type=str(body.get("userType") or "Member"))
+    return {"upn": user.user_principal_name, "id": user.id, "displayName": user.display_name, "mail": user.mail,
+            "proxyAddresses": user.proxy_addresses, "userType": user.user_type}
 
 
 async def add_user(request: Request) -> Response:
-    """One user ``{"upn", "displayName"?}``, or many at once ``{"value": [{"upn", "displayName"?}, …]}``."""
+    """One user ``{"upn", "displayName"?, "mail"?, "proxyAddresses"?, "userType"?}``, or many at once
+    ``{"value": [user, …]}``."""
     try:
         body = await _body(request)
         if isinstance(body.get("value"), list):

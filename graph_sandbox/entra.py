@@ -1,5 +1,13 @@
-"""Entra ID stand-in: signing keys, OpenID discovery, JWKS, the client-credentials token endpoint,
-user tokens for local sign-in (good and deliberately bad ones), and Graph's check of app tokens.
+"""Entra ID stand-in: signing keys, OpenID discovery, JWKS, the token endpoint (client credentials and the
+on-behalf-of grant), user tokens for local sign-in (good and deliberately bad ones), and Graph's check of
+tokens.
+
+On-behalf-of (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-on-behalf-of-flow): a
+confidential client posts ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer``,
+``requested_token_use=on_behalf_of``, the user's token as ``assertion`` and Graph scopes. The assertion must
+be signed by this tenant, unexpired, and issued *for that client* (its client id or one of its Application ID
+URIs: AADSTS500131 otherwise). The answer is a delegated Graph token: ``scp`` holds the consented delegated
+permissions asked for, ``oid``/``upn`` the user.
 
 Issuers: user (v2.0) tokens say ``{base_url}/{tenant}/v2.0`` as the discovery document does; app
 tokens for Graph are v1.0 tokens from ``https://sts.windows.net/{tenant}/`` like the real ones.
@@ -162,6 +170,53 @@ class Entra:
             token = self._sign(claims)
         return token, claims
 
+    def issue_delegated_token(self, user_claims: dict[str, Any], client_id: str, scopes: list[str]
+                              ) -> tuple[str, int]:
+        """A Graph token for the user of ``user_claims``, for ``client_id``, with ``scp`` = ``scopes``."""
+        now = int(time.time())
+        lifetime = self.sandbox.config.token_lifetime_s
+        claims = {
+            "aud": GRAPH_AUDIENCE,
+            "iss": self.app_issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "appid": client_id,
+            "appidacr": "1",
+            "idtyp": "user",
+            "name": user_claims.get("name", ""),
+            "oid": user_claims["oid"],
+            "scp": " ".join(sorted(scopes)),
+            "sub": user_claims.get("sub", ""),
+            "tid": self.tenant,
+            "unique_name": user_claims.get("upn", ""),
+            "upn": user_claims.get("upn", ""),
+            "uti": uuid.uuid4().hex[:22],
+            "ver": "1.0",
+        }
+        return self._sign(claims), lifetime
+
+    def verify_assertion(self, assertion: str) -> dict[str, Any]:
+        """The claims of a user token presented for on-behalf-of; ValueError(aadsts, text) when refused."""
+        try:
+            kid = jwt.get_unverified_header(assertion).get("kid")
+        except jwt.PyJWTError:
+            raise ValueError(50027, "JWT token is invalid or malformed.") from None
+        key = next((k for k in self.published() if k.kid == kid), None)
+        if key is None:
+            raise ValueError(50013, "Assertion failed signature validation. [Reason - The key was not found.]")
+        try:
+            return jwt.decode(assertion, key.private_key.public_key(), algorithms=["RS256"],
+                              options={"verify_aud": False, "require": ["exp", "nbf", "aud", "iss", "oid"]},
+                              issuer=[self.v2_issuer(), self.app_issuer()])
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
+            raise ValueError(500133, "Assertion is not within its valid time range.") from None
+        except jwt.InvalidIssuerError:
+            raise ValueError(50013, "Assertion failed signature validation. [Reason - The issuer is not trusted.]"
+                             ) from None
+        except jwt.PyJWTError:
+            raise ValueError(50013, "Assertion failed signature validation.") from None
+
     def verify_app_token(self, authorization: str | None) -> dict[str, Any]:
         """Graph's own check of the bearer token; raises 401 ``InvalidAuthenticationToken``."""
         challenge = {
@@ -314,6 +369,8 @@ async def token(request: Request) -> Response:
         return entra_error(
             400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."
         )
+    if grant_type == JWT_BEARER:
+        return _on_behalf_of(entra, params, client_id, client_secret)
     if grant_type != "client_credentials":
         return entra_error(
             400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'."
@@ -375,6 +432,78 @@ async def token(request: Request) -> Response:
     access_token, lifetime = entra.issue_app_token(client_id, app.roles, app.display_name)
     return JSONResponse(
         {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token},
+        headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+    )
+
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+def _client(entra: Entra, client_id: str | None, client_secret: str | None, grant: str) -> Any:
+    """The registered app presenting these credentials, or Entra's error answer."""
+    if not client_id:
+        return entra_error(
+            400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'."
+        )
+    app = entra.sandbox.config.app(client_id)
+    if app is None:
+        return entra_error(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was not "
+                           f"found in the directory '{entra.tenant}'.")
+    if not client_secret:
+        return entra_error(401, "invalid_client", 7000216, "'client_assertion', 'client_secret' or 'request' is "
+                           f"required for the '{grant}' grant type.")
+    if client_secret != app.client_secret:
+        return entra_error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being "
+                           f"sent in the request is the client secret value, not the client secret ID, for a secret "
+                           f"added to app '{client_id}'.")
+    return app
+
+
+def _on_behalf_of(entra: Entra, params: dict[str, str], client_id: str | None, client_secret: str | None
+                  ) -> Response:
+    app = _client(entra, client_id, client_secret, JWT_BEARER)
+    if isinstance(app, Response):
+        return app
+    if params.get("requested_token_use") != "on_behalf_of":
+        return entra_error(400, "invalid_request", 900144,
+                           "The request body must contain the following parameter: 'requested_token_use'.")
+    assertion = params.get("assertion")
+    if not assertion:
+        return entra_error(400, "invalid_request", 900144,
+                           "The request body must contain the following parameter: 'assertion'.")
+    try:
+        user = entra.verify_assertion(assertion)
+    except ValueError as refused:
+        code, text = refused.args
+        return entra_error(400, "invalid_grant", code, text)
+    if user.get("aud") not in (app.client_id, *app.identifier_uris):
+        return entra_error(400, "invalid_grant", 500131,
+                           "Assertion audience does not match the Client app presenting the assertion. The audience "
+                           f"in the assertion was '{user.get('aud')}' and the expected audience is '{app.client_id}' "
+                           f"or one of the Application Uris of this application with App ID '{app.client_id}'"
+                           f"({app.display_name}).")
+    requested = (params.get("scope") or "").split()
+    if not requested:
+        return entra_error(400, "invalid_request", 900144,
+                           "The request body must contain the following parameter: 'scope'.")
+    wanted: set[str] = set()
+    for scope in requested:
+        if scope in ("openid", "profile", "offline_access", "email"):
+            continue
+        resource, _, name = scope.rpartition("/")
+        if resource not in (GRAPH_AUDIENCE, GRAPH_APP_ID) and scope not in app.delegated_scopes:
+            return entra_error(400, "invalid_resource", 500011, f"The resource principal named {resource} was not "
+                               f"found in the tenant named {entra.tenant}.")
+        wanted |= set(app.delegated_scopes) if name == ".default" else {name or scope}
+    missing = wanted - set(app.delegated_scopes)
+    if missing or not wanted:  # nothing consented is no consent (".default" then names nothing)
+        return entra_error(400, "invalid_grant", 65001, f"The user or administrator has not consented to use the "
+                           f"application with ID '{app.client_id}' named '{app.display_name}'. Send an interactive "
+                           "authorization request for this user and resource.")
+    access_token, lifetime = entra.issue_delegated_token(user, app.client_id, sorted(wanted))
+    return JSONResponse(
+        {"token_type": "Bearer", "scope": " ".join(f"{GRAPH_AUDIENCE}/{s}" for s in sorted(wanted)),
+         "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token},
         headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
     )
 

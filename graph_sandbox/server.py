@@ -1,11 +1,18 @@
-"""Serving a sandbox with uvicorn on a loopback socket, in the foreground (CLI) or in a thread (tests)."""
+"""Serving a sandbox with uvicorn on loopback sockets, in the foreground (CLI) or in a thread (tests).
+
+Two sockets serve the same app: plain HTTP (``sandbox.base_url``: Graph, the issuer, the control API) and
+HTTPS (``sandbox.entra_url``, certificate from ``graph_sandbox.tls``), because Microsoft's token libraries
+only talk to an ``https`` authority. The app's on-behalf-of token requests go to the HTTPS one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import ssl
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -13,6 +20,7 @@ import uvicorn
 from . import demo
 from .app import Sandbox, build_app
 from .config import SandboxConfig
+from .tls import make_certificate
 
 log = logging.getLogger("graph_sandbox")
 
@@ -37,22 +45,73 @@ class _Server(uvicorn.Server):
             log.info(self.ready_line)
 
 
-def make_server(sandbox: Sandbox, sock: socket.socket, log_level: str = "warning") -> _Server:
+class _TlsConfig(uvicorn.Config):
+    """uvicorn's config with a ready-made server SSL context (uvicorn only takes key and certificate files)."""
+
+    def __init__(self, *args: Any, context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._context = context
+
+    def load(self) -> None:
+        super().load()
+        self.ssl = self._context
+
+
+class SandboxServers:
+    """The plain and the TLS server of one sandbox, driven as one (``serve``, ``started``, ``should_exit``)."""
+
+    def __init__(self, plain: _Server, tls: _Server | None, tls_sock: socket.socket | None) -> None:
+        self.plain, self.tls, self.tls_sock = plain, tls, tls_sock
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        runs = [self.plain.serve(sockets=sockets)]
+        if self.tls is not None and self.tls_sock is not None:
+            runs.append(self.tls.serve(sockets=[self.tls_sock]))
+        await asyncio.gather(*runs)
+
+    @property
+    def started(self) -> bool:
+        return self.plain.started and (self.tls is None or self.tls.started)
+
+    @property
+    def should_exit(self) -> bool:
+        return self.plain.should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self.plain.should_exit = value
+        if self.tls is not None:
+            self.tls.should_exit = value
+
+
+def make_server(sandbox: Sandbox, sock: socket.socket, log_level: str = "warning") -> SandboxServers:
     app = build_app(sandbox)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
-    server = _Server(config)
+    plain = _Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on"))
     summary = demo.summary(sandbox)
-    server.ready_line = (
-        f"graph-sandbox ready on {sandbox.base_url} tenant={sandbox.config.tenant_id} "
+    plain.ready_line = (
+        f"graph-sandbox ready on {sandbox.base_url} (https: {sandbox.entra_url}) tenant={sandbox.config.tenant_id} "
         f"businesses={len(summary['businesses'])} users={len(summary['users'])}"
     )
-    return server
+    tls = None
+    if sandbox.tls_context is not None:
+        # The lifespan (expiry sweeps, notifier) runs once, with the plain server.
+        tls = _Server(_TlsConfig(app, log_level=log_level, access_log=False, lifespan="off",
+                                 context=sandbox.tls_context))
+    return SandboxServers(plain, tls, sandbox.tls_sock)
 
 
-def prepare(config: SandboxConfig | None, host: str, port: int) -> tuple[Sandbox, socket.socket]:
+def prepare(config: SandboxConfig | None, host: str, port: int, tls_port: int | None = 0,
+            tls_dir: Path | None = None) -> tuple[Sandbox, socket.socket]:
+    """Bind the sockets and build the sandbox. ``tls_port=None``: no HTTPS listener; ``tls_dir``: where
+    ``ca.pem`` goes (default: a fresh temporary directory)."""
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     sandbox = Sandbox(config, base_url=f"http://{bound_host}:{bound_port}")
+    if tls_port is not None:
+        tls_sock = bind(host, tls_port)
+        tls_host, bound_tls_port = tls_sock.getsockname()[:2]
+        ca_file, context = make_certificate(tls_dir or Path(tempfile.mkdtemp(prefix="graph-sandbox-tls-")))
+        sandbox.serve_tls(f"https://{tls_host}:{bound_tls_port}", str(ca_file), context, tls_sock)
     if sandbox.config.seed:
         demo.seed(sandbox)
     return sandbox, sock
@@ -61,7 +120,7 @@ def prepare(config: SandboxConfig | None, host: str, port: int) -> tuple[Sandbox
 class ServerThread(threading.Thread):
     """Runs a prepared server on its own event loop."""
 
-    def __init__(self, server: _Server, sock: socket.socket) -> None:
+    def __init__(self, server: SandboxServers, sock: socket.socket) -> None:
         super().__init__(name="graph-sandbox", daemon=True)
         self.server = server
         self.sock = sock

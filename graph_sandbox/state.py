@@ -35,17 +35,31 @@ def outlook_id() -> str:
 
 @dataclass
 class User:
+    """A directory user. ``mail`` is the primary SMTP address (the one Bookings staff lists show), which need
+    not be the UPN; ``proxyAddresses`` holds ``SMTP:`` (primary) and ``smtp:`` (alias) entries."""
+
     id: str
     user_principal_name: str
     display_name: str
+    mail: str = ""
+    proxy_addresses: list[str] = field(default_factory=list)
+    user_type: str = "Member"
+
+    def __post_init__(self) -> None:
+        self.mail = self.mail or self.user_principal_name
+        self.proxy_addresses = self.proxy_addresses or [f"SMTP:{self.mail}"]
 
     def to_graph(self) -> dict[str, Any]:
+        """The properties Graph returns by default; the others (proxyAddresses, userType) need ``$select``."""
         return {
             "id": self.id,
             "displayName": self.display_name,
             "userPrincipalName": self.user_principal_name,
-            "mail": self.user_principal_name,
+            "mail": self.mail,
         }
+
+    def selectable(self) -> dict[str, Any]:
+        return {**self.to_graph(), "proxyAddresses": list(self.proxy_addresses), "userType": self.user_type}
 
 
 @dataclass
@@ -98,8 +112,9 @@ class State:
         self.subscriptions.clear()
         self.cancellations.clear()
 
-    def add_user(self, upn: str, display_name: str, user_id: str | None = None) -> User:
-        user = User(user_id or str(uuid.uuid4()), upn, display_name)
+    def add_user(self, upn: str, display_name: str, user_id: str | None = None, *, mail: str = "",
+                 proxy_addresses: list[str] | None = None, user_type: str = "Member") -> User:
+        user = User(user_id or str(uuid.uuid4()), upn, display_name, mail, list(proxy_addresses or []), user_type)
         self.users[upn.lower()] = user
         self.calendars.setdefault(upn.lower(), {})
         return user

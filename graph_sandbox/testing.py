@@ -51,6 +51,15 @@ class SandboxServer:
         return self.sandbox.config.tenant_id
 
     @property
+    def entra_url(self) -> str:
+        """The HTTPS listener: Entra's authority for Microsoft's token libraries (trust ``ca_file``)."""
+        return self.sandbox.entra_url
+
+    @property
+    def ca_file(self) -> str:
+        return self.sandbox.ca_file
+
+    @property
     def token_url(self) -> str:
         return f"{self.base_url}/{self.tenant_id}/oauth2/v2.0/token"
 

@@ -79,6 +79,12 @@ var appSettings = {
   AUTH_SCOPE: apiScopeName
   AUTH_ALLOWED_CLIENT_IDS: allowedClientIds
   AUTH_JWKS_URL: '${entraAuthority}/${tenantId}/discovery/v2.0/keys'
+  // On behalf of the caller (the business dropdown, the caller's addresses): the API registration exchanges
+  // the caller's token; a federated identity credential trusting this identity is its only credential.
+  API_CLIENT_ID: apiAudience
+  API_CREDENTIAL: 'federated'
+  ENTRA_AUTHORITY: entraAuthority
+  ENTRA_CA_FILE: ''
   PUBLIC_BASE_URL: publicBaseUrl
   MAX_FLOWS_PER_MAILBOX: string(maxFlowsPerMailbox)
   CALLBACK_HOST_ALLOWLIST: callbackHostAllowlist

@@ -40,6 +40,7 @@ header. Reasons describe the failure in plain words and never quote the token.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import weakref
@@ -72,9 +73,15 @@ class Caller:
     """The signed-in user behind a request."""
 
     oid: str  # Entra object id: stable, what we record as a flow's creator
-    upn: str  # lower-cased upn (or preferred_username); what Bookings staff lists are matched on
+    upn: str  # lower-cased upn (or preferred_username)
     tenant: str
     name: str
+    # Every address the token names for the user (upn, preferred_username, email, unique_name), lower-cased.
+    # A staff list holds the person's mail address, which need not be any of them: shared.services.
+    # bookings_directory adds the directory's mail and proxyAddresses.
+    claimed_addresses: frozenset[str] = field(default=frozenset(), compare=False)
+    # The bearer token itself: on-behalf-of exchanges need it (shared.adapters.on_behalf_of). Never logged.
+    token: str = field(default="", compare=False, repr=False)
 
 
 def _unauthenticated(reason: str) -> ApiError:
@@ -147,7 +154,7 @@ class TokenValidator:
             raise _unauthenticated(f"the token lacks the '{exc.claim}' claim") from None
         except jwt.PyJWTError:
             raise _unauthenticated("the token is malformed") from None
-        return self._caller(claims)
+        return dataclasses.replace(self._caller(claims), token=token)
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
         if claims.get("tid") != self.tenant_id:
@@ -163,8 +170,10 @@ class TokenValidator:
             raise _unauthenticated(f"the token does not grant this API's '{self.scope}' scope (scp)")
         self._check_client(claims)
         name = claims.get("name")
+        claimed = {str(claims[c]).strip().lower() for c in ("upn", "preferred_username", "email", "unique_name")
+                   if isinstance(claims.get(c), str) and "@" in claims[c]}
         return Caller(oid=oid, upn=upn.strip().lower(), tenant=claims["tid"],
-                      name=name if isinstance(name, str) else "")
+                      name=name if isinstance(name, str) else "", claimed_addresses=frozenset(claimed))
 
     def _check_client(self, claims: dict[str, Any]) -> None:
         """The client application the user signed in with must be one we accept (the connector)."""

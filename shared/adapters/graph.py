@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -139,9 +139,12 @@ class _Sdk:
 class Graph:
     """The app's Graph client. One per event loop (``get_graph()``); cheap to create, SDK loaded lazily."""
 
-    def __init__(self, settings: Settings | None = None, http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, http_client: httpx.AsyncClient | None = None,
+                 tokens: Any = None) -> None:
+        """``tokens``: anything with ``async token() -> str``; default the app's own (``TokenSource``).
+        ``shared.adapters.on_behalf_of`` passes a caller's delegated tokens."""
         self.settings = settings or get_settings()
-        self.tokens = TokenSource(self.settings)
+        self.tokens = tokens or TokenSource(self.settings)
         self._http_client = http_client
         self._sdk: _Sdk | None = None
 
@@ -292,6 +295,14 @@ class Graph:
 
     async def list_subscriptions(self) -> list[dict]:
         return [s async for s in self.pages(self.sdk.subscriptions.to_get_request_information())]
+
+    # ---- users ------------------------------------------------------------------------------
+
+    async def me(self, select: str) -> dict:
+        """``GET /me?$select=…``: the signed-in user of a delegated token (delegated ``User.Read``)."""
+        info = self.sdk.me.to_get_request_information()
+        info.url = f"{self.settings.graph_base_url}/me?$select={quote(select, safe=',')}"
+        return await self.send(info, retry=True)
 
 
 _graphs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Graph] = weakref.WeakKeyDictionary()

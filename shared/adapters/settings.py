@@ -146,6 +146,21 @@ def _graph_credential(name: str, raw: str) -> str:
     return value
 
 
+def _api_credential(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("federated", "clientsecret"):
+        raise SettingsError(f"Setting {name} must be 'federated' or 'clientsecret', got {raw!r}.")
+    return value
+
+
+def _https_url(name: str, raw: str) -> str:
+    value = _url(name, raw)
+    if not value.lower().startswith("https://"):
+        raise SettingsError(f"Setting {name} must be an https URL (Microsoft's token libraries refuse others), "
+                            f"got {raw!r}.")
+    return value
+
+
 def _spec(name: str, default: str | None, description: str, parse: Callable[[str, str], Any],
           attribute: str, **kw: Any) -> SettingSpec:
     return SettingSpec(name, default, description, parse, attribute, **kw)
@@ -173,6 +188,22 @@ SPECS: tuple[SettingSpec, ...] = (
           lambda n, r: r.strip(), "graph_client_secret", secret=True),
     _spec("GRAPH_SCOPE", "https://graph.microsoft.com/.default", "Scope requested for Graph app tokens.",
           _text, "graph_scope"),
+    _spec("API_CLIENT_ID", "", "Client id of the API app registration (the one whose Application ID URI is "
+          "AUTH_AUDIENCE): it exchanges a caller's token for a Graph token on the caller's behalf (on-behalf-of). "
+          "Empty: GRAPH_CLIENT_ID, when one registration plays both parts (locally).",
+          lambda n, r: r.strip(), "api_client_id"),
+    _spec("API_CREDENTIAL", "federated", "How the API app registration proves itself in the on-behalf-of "
+          "exchange: 'federated' (Azure: the managed identity GRAPH_CLIENT_ID's token for api://AzureADTokenExchange "
+          "is the client assertion, no secret anywhere) or 'clientsecret' (API_CLIENT_SECRET; the sandbox).",
+          _api_credential, "api_credential"),
+    _spec("API_CLIENT_SECRET", "", "The API app registration's client secret, only with API_CREDENTIAL="
+          "clientsecret. Empty: GRAPH_CLIENT_SECRET. Never set on Azure.", lambda n, r: r.strip(),
+          "api_client_secret", secret=True),
+    _spec("ENTRA_AUTHORITY", "https://login.microsoftonline.com", "Entra authority for on-behalf-of token "
+          "requests (https only, as Microsoft's token libraries require). Locally the sandbox's HTTPS listener.",
+          _https_url, "entra_authority"),
+    _spec("ENTRA_CA_FILE", "", "A PEM certificate to trust for ENTRA_AUTHORITY besides the system's: the local "
+          "sandbox's self-signed one. Never set on Azure.", lambda n, r: r.strip(), "entra_ca_file"),
     _spec("ENTRA_TOKEN_URL", "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
           "Token endpoint for client credentials; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
           "token_url_template"),
@@ -256,6 +287,11 @@ class Settings:
     graph_client_id: str
     graph_client_secret: str = field(repr=False)
     graph_scope: str
+    api_client_id: str
+    api_credential: str
+    api_client_secret: str = field(repr=False)
+    entra_authority: str
+    entra_ca_file: str
     token_url: str
     issuer: str
     audience: str
@@ -330,6 +366,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             "Setting GRAPH_CLIENT_SECRET (and GRAPH_CLIENT_ID) must be set when GRAPH_CREDENTIAL=clientsecret."
         )
+    # Locally one app registration is both the Graph client and the API the connector signs in to.
+    values["api_client_id"] = values["api_client_id"] or values["graph_client_id"]
+    if values["api_credential"] == "clientsecret":
+        values["api_client_secret"] = values["api_client_secret"] or values["graph_client_secret"]
+        if not values["api_client_secret"]:
+            raise SettingsError("Setting API_CLIENT_SECRET (or GRAPH_CLIENT_SECRET) must be set when "
+                                "API_CREDENTIAL=clientsecret.")
     if not values["public_base_url"]:
         hostname = env.get("WEBSITE_HOSTNAME", "").strip()
         if not hostname:

@@ -184,6 +184,22 @@ CATALOGUE: dict[str, ErrorText] = {
         "再送するものはありません。フローで引き続き予定を受け取る場合は、Power Automate でフローをもう一度保存して"
         "ください。",
     ),
+    "TooManyDirectoryLookups": ErrorText(
+        429,
+        "The list of your Bookings businesses was asked for too often.",
+        "Wait {seconds} seconds, then open the list again.",
+        "Bookings ビジネスの一覧の要求が多すぎます。",
+        "{seconds} 秒待ってから、もう一度一覧を開いてください。",
+    ),
+    "GraphConsentMissing": ErrorText(
+        500,
+        "This app could not act on your behalf in Microsoft Graph ({reason}).",
+        "Ask a Microsoft Entra administrator to grant admin consent to the app's delegated permissions "
+        "Bookings.Read.All and User.Read (see the deployment guide), then try again.",
+        "このアプリは Microsoft Graph であなたの代わりに操作できませんでした ({reason})。",
+        "Microsoft Entra 管理者に、アプリの委任されたアクセス許可 Bookings.Read.All と User.Read への管理者の同意を"
+        "依頼し (デプロイ ガイドを参照)、もう一度お試しください。",
+    ),
     "InternalError": ErrorText(
         500,
         "Something went wrong on our side.",

@@ -33,7 +33,7 @@ def parse_mailbox(raw: str | None) -> str:
 
 
 async def require_administrator(mailbox: str, caller: Caller) -> None:
-    role = await bookings_directory.get_directory().staff_role(mailbox, caller.upn)
+    role = await bookings_directory.get_directory().staff_role(mailbox, caller)
     if role != ADMINISTRATOR:
         raise ApiError("NotBookingsAdministrator", business=mailbox, role=role or "none (not on the staff list)")
 

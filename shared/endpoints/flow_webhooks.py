@@ -196,7 +196,7 @@ async def list_webhooks(req: func.HttpRequest) -> func.HttpResponse:
 async def businesses_as_admin(req: func.HttpRequest) -> func.HttpResponse:
     """``{"mailboxes": [{"displayName", "email"}]}``: fills the trigger's business dropdown."""
     caller = await authenticate(req.headers.get("authorization"))
-    businesses = await bookings_directory.get_directory().businesses_administered_by(caller.upn)
+    businesses = await bookings_directory.get_directory().businesses_administered_by(caller)
     mailboxes = sorted(({"displayName": b["displayName"], "email": b["email"].lower()} for b in businesses),
                        key=lambda b: (b["displayName"].lower(), b["email"]))
     return json_response({"mailboxes": mailboxes})

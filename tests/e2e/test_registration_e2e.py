@@ -70,3 +70,23 @@ def test_graph_refusing_the_subscription_leaves_no_flow(app_host, sandbox) -> No
     listing = httpx.get(f"{app_host.url}/api/v1/bookingBusinesses/{CLINIC}/webhooks",
                         headers={"Authorization": f"Bearer {token}"}).json()
     assert listing["webhooks"] == []
+
+
+def test_an_administrator_whose_upn_is_not_their_mailbox_uses_the_dropdown_and_registers(app_host, sandbox) -> None:
+    """The real-tenant case: the UPN is on contoso.onmicrosoft.com, the staff list holds the mail address.
+    The dropdown lists businesses on the user's behalf (the sandbox refuses app-only listing by default)."""
+    upn = "ada.k@contoso.onmicrosoft.com"
+    sandbox.control("POST", "/users", {"upn": upn, "mail": "ada@contoso.test",
+                                       "proxyAddresses": ["SMTP:ada@contoso.test"]})
+
+    def add_staff(sb) -> None:
+        sb.state.business(CLINIC).staff["staff-ada"] = {"id": "staff-ada", "displayName": "Ada",
+                                                        "emailAddress": "ada@contoso.test", "role": "administrator"}
+    sandbox._thread.call(add_staff, sandbox.sandbox)
+    token = sandbox.user_token(upn)
+    dropdown = httpx.get(f"{app_host.url}/api/v1/bookingBusinessesUserAsAdmin", timeout=60,
+                         headers={"Authorization": f"Bearer {token}"})
+    assert dropdown.status_code == 200, dropdown.text
+    assert dropdown.json() == {"mailboxes": [{"displayName": "Contoso Clinic", "email": CLINIC}]}
+    assert register(app_host, sandbox, upn).status_code == 201
+    assert "Bearer ey" not in app_host.log and token not in app_host.log

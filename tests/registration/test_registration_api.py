@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.auth import Caller
 from shared.adapters.settings import reset_settings_cache
 from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.contracts.errors import ApiError
@@ -46,16 +47,16 @@ class FakeDirectory:
         self.businesses = businesses  # smtp -> (display name, {upn: role})
         self.calls: list[tuple[str, ...]] = []
 
-    async def staff_role(self, business: str, upn: str) -> str | None:
-        self.calls.append(("staff_role", business, upn))
+    async def staff_role(self, business: str, caller: Caller) -> str | None:
+        self.calls.append(("staff_role", business, caller.upn))
         if business not in self.businesses:
             raise ApiError("BookingBusinessNotFound", business=business)
-        return self.businesses[business][1].get(upn)
+        return self.businesses[business][1].get(caller.upn)
 
-    async def businesses_administered_by(self, upn: str) -> list[AdministeredBusiness]:
-        self.calls.append(("businesses_administered_by", upn))
+    async def businesses_administered_by(self, caller: Caller) -> list[AdministeredBusiness]:
+        self.calls.append(("businesses_administered_by", caller.upn))
         return [{"displayName": name, "email": smtp} for smtp, (name, staff) in self.businesses.items()
-                if staff.get(upn) == "administrator"]
+                if staff.get(caller.upn) == "administrator"]
 
 
 @pytest.fixture

@@ -1,0 +1,128 @@
+"""Microsoft Graph as the signed-in caller: the OAuth 2.0 on-behalf-of flow (azure-identity).
+
+Some Graph calls must be made as the user, not as the app: the stricter reading of the bookingBusiness
+list page is "Application: Not supported", which is why Microsoft's own connector lists businesses as
+the signed-in user. ``graph_as(caller_token)`` exchanges the caller's bearer token (audience: our API) for a
+delegated Graph token and returns a ``Graph`` that uses it
+(https://learn.microsoft.com/entra/identity-platform/v2-oauth2-on-behalf-of-flow).
+
+The exchange is made by the API app registration (``API_CLIENT_ID``), with ``azure-identity``'s
+``OnBehalfOfCredential``. On Azure it proves itself without a secret: a federated identity credential on
+the registration trusts the Function App's user-assigned managed identity, whose token for
+``api://AzureADTokenExchange`` is the client assertion
+(https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity).
+Locally a client secret against the sandbox's HTTPS listener (``ENTRA_AUTHORITY``, trusting
+``ENTRA_CA_FILE``).
+
+Each caller's ``Graph`` is kept while its token lives (bounded), so the credential's own token cache spares
+an exchange per request. The caller's token is never logged and never stored beyond that cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import weakref
+from typing import Any
+
+import httpx
+import jwt
+
+from shared.adapters.graph import Graph, GraphError
+from shared.adapters.settings import Settings, get_settings
+
+CACHE_SIZE = 1000
+TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope: audience of client assertions
+
+
+class UserTokens:
+    """Delegated Graph tokens for one caller, from their bearer token (``TokenSource``'s interface)."""
+
+    def __init__(self, settings: Settings, caller_token: str) -> None:
+        from azure.identity.aio import OnBehalfOfCredential  # only when a call is made as the user
+
+        credential: dict[str, Any]
+        if settings.api_credential == "federated":
+            credential = {"client_assertion_func": _managed_identity_assertion(settings.graph_client_id)}
+        else:
+            credential = {"client_secret": settings.api_client_secret}
+        transport: dict[str, Any] = {"connection_verify": settings.entra_ca_file} if settings.entra_ca_file else {}
+        self._credential = OnBehalfOfCredential(settings.tenant_id, settings.api_client_id,
+                                                user_assertion=caller_token, authority=settings.entra_authority,
+                                                **credential, **transport)
+        self._scope = settings.graph_scope
+
+    async def token(self) -> str:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            return (await self._credential.get_token(self._scope)).token
+        except ClientAuthenticationError as error:
+            # Entra's answer names the cause (AADSTS65001: no consent; 500131: wrong audience …).
+            raise GraphError(401, "OnBehalfOfFailed", _first_line(error.message)) from None
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "the token exchange failed").strip().splitlines()[0][:300]
+
+
+def _managed_identity_assertion(client_id: str) -> Any:
+    from azure.identity import ManagedIdentityCredential
+
+    identity = ManagedIdentityCredential(client_id=client_id or None)
+
+    def assertion() -> str:
+        # azure-identity calls this synchronously; the managed identity caches its token, so this is a
+        # local call at most once an hour.
+        return identity.get_token(TOKEN_EXCHANGE_SCOPE).token
+
+    return assertion
+
+
+_graphs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[Graph, float]]] = (
+    weakref.WeakKeyDictionary())
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def _expiry(caller_token: str) -> float:
+    try:
+        return float(jwt.decode(caller_token, options={"verify_signature": False}).get("exp", 0))
+    except jwt.PyJWTError:
+        return 0.0
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(graph: Graph) -> None:
+    if isinstance(graph.tokens, UserTokens):
+        task = asyncio.ensure_future(graph.tokens.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+def graph_as(caller_token: str) -> Graph:
+    """A Graph client acting as the caller of ``caller_token`` (already validated by ``shared.adapters.auth``)."""
+    loop = asyncio.get_running_loop()
+    cache = _graphs.setdefault(loop, {})
+    key = hashlib.sha256(caller_token.encode()).hexdigest()
+    now = time.time()
+    found = cache.get(key)
+    if found is not None and found[1] > now:
+        return found[0]
+    if found is not None:
+        _close_later(cache.pop(key)[0])
+    if len(cache) >= CACHE_SIZE:
+        for stale in [k for k, (_, until) in cache.items() if until <= now] or list(cache):
+            _close_later(cache.pop(stale)[0])
+    settings = get_settings()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10))
+    graph = Graph(settings, http_client=client, tokens=UserTokens(settings, caller_token))
+    cache[key] = (graph, _expiry(caller_token))
+    return graph
