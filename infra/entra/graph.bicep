@@ -1,6 +1,8 @@
 // Entra ID objects, declared with the Microsoft Graph Bicep extension:
 //   - the API app registration that the custom connector signs in to (its token audience),
 //   - the connector's client app registration (what Power Automate signs users in with),
+//   - the API registration's federated identity credential: it trusts the app's managed identity, so the
+//     on-behalf-of exchange (the business dropdown, the caller's addresses) needs no secret,
 //   - Microsoft Graph application permissions for the app's managed identity (app role assignments),
 //   - the Microsoft Graph delegated permissions the API registration uses on behalf of the signed-in user.
 // Which permission each Graph call needs, with its documentation page: infra/README.md, "Microsoft Graph
@@ -145,6 +147,19 @@ resource apiApp 'Microsoft.Graph/applications@v1.0' = {
 
 resource apiSp 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: apiApp.appId
+}
+
+// The API registration's only credential: it trusts the Function App's user-assigned managed identity, whose
+// token for api://AzureADTokenExchange is the client assertion of the on-behalf-of exchange (no secret exists).
+// https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
+resource apiTrustsManagedIdentity 'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' = {
+  name: '${apiApp.uniqueName}/function-app-managed-identity'
+  description: 'The Function App of ${environmentName} exchanges callers\' tokens on their behalf as this app.'
+  issuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+  subject: managedIdentityPrincipalId
+  audiences: [
+    'api://AzureADTokenExchange'
+  ]
 }
 
 // Tenant-wide (admin) consent to the connector's sign-in scopes, so no user sees a consent prompt even

@@ -136,14 +136,14 @@ CATALOGUE: dict[str, ErrorText] = {
     ),
     "GraphPermissionMissing": ErrorText(
         502,
-        "Microsoft Graph refused this app access to the calendar of {business} ({graph_code}).",
-        "The flow was not saved. Ask a Microsoft Entra administrator to grant the app the Calendars.Read and "
-        "Bookings.Read.All application permissions (see the README's deployment section), then save the flow "
-        "again.",
-        "Microsoft Graph が {business} の予定表へのアクセスを拒否しました ({graph_code})。",
-        "フローは保存されていません。Microsoft Entra 管理者にアプリへのアプリケーション アクセス許可 "
-        "Calendars.Read と Bookings.Read.All の付与を依頼し (README のデプロイの章を参照)、"
-        "もう一度フローを保存してください。",
+        "Microsoft Graph refused this app access to {business} ({graph_code}).",
+        "Nothing was saved or cancelled. Ask a Microsoft Entra administrator to grant the app the Graph "
+        "application permissions it needs: Calendars.Read and Bookings.Read.All, and to cancel with a reason also "
+        "Bookings.ReadWrite.All and BookingsAppointment.ReadWrite.All (see the deployment guide); then try again.",
+        "Microsoft Graph がこのアプリの {business} へのアクセスを拒否しました ({graph_code})。",
+        "何も保存・キャンセルされていません。Microsoft Entra 管理者に、必要な Graph のアプリケーション アクセス許可 "
+        "(Calendars.Read と Bookings.Read.All、理由付きでキャンセルするには Bookings.ReadWrite.All と "
+        "BookingsAppointment.ReadWrite.All も) の付与を依頼し (デプロイ ガイドを参照)、もう一度お試しください。",
     ),
     "GraphThrottled": ErrorText(
         503,

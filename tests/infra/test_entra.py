@@ -78,3 +78,22 @@ def test_connector_sign_in_scopes_are_admin_consented_with_the_admin_switch(grap
     connector = resources(graph, "Microsoft.Graph/applications")["connectorApp"]
     (access,) = connector["requiredResourceAccess"]
     assert access["resourceAppId"] == "graphAppId"
+
+
+def test_the_api_registration_trusts_the_managed_identity_and_has_no_secret(graph: dict[str, Any]) -> None:
+    """On-behalf-of on Azure is keyless: a federated identity credential on the API registration whose
+    subject is the Function App's managed identity (its token for api://AzureADTokenExchange)."""
+    (fic,) = resources(graph, "Microsoft.Graph/applications/federatedIdentityCredentials").values()
+    assert fic["name"].startswith("${apiApp.uniqueName}/") and fic["subject"] == "managedIdentityPrincipalId"
+    assert fic["audiences"] == ["api://AzureADTokenExchange"]
+    assert fic["issuer"] == "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0"
+    assert "passwordCredentials" not in str(graph) and "keyCredentials" not in str(graph)
+
+
+def test_the_delegated_permissions_match_what_the_app_asks_for(graph: dict[str, Any]) -> None:
+    """The sandbox consents exactly what infra consents (DEFAULT_DELEGATED_SCOPES), and that is what the
+    app's on-behalf-of calls need: Bookings.Read.All (list businesses), User.Read (/me)."""
+    from graph_sandbox.config import DEFAULT_DELEGATED_SCOPES
+
+    declared = graph["variables"]["delegatedScopes"]["value"]
+    assert sorted(declared) == sorted(DEFAULT_DELEGATED_SCOPES) == ["Bookings.Read.All", "User.Read"]
