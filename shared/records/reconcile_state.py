@@ -180,3 +180,32 @@ async def cancel_reason(mailbox: str, appointment_id: str) -> str:
 
 def delete_cancel_reason_operation(mailbox: str, appointment_id: str) -> tuple[Any, ...]:
     return ("delete", row(mailbox, _cancel_reason_key(appointment_id)))
+
+
+# ---- forgetting a mailbox ---------------------------------------------------------------------------
+
+async def forget_mailbox(mailbox: str) -> int:
+    """Delete the mailbox's sync row, snapshots and cancel reasons; returns how many rows went.
+
+    Called when the mailbox's last flow goes: the snapshots hold customers' names, addresses and notes,
+    which nothing needs once no flow watches the mailbox, and a flow registered later must start from a
+    fresh baseline (the changes made while nobody watched are not its events)."""
+    table = mailbox_table()
+    rows = [entity async for entity in table.query_entities(
+        # Spaces around the parentheses: the SDK reads a parameter name up to the next space.
+        f"PartitionKey eq @pk and (RowKey eq '{SYNC_ROW}' or ( {PREFIX_FILTER} )"
+        " or ( RowKey ge @clo and RowKey lt @chi ) )",
+        parameters={"pk": mailbox, **prefix_bounds(SNAPSHOT_PREFIX),
+                    **{f"c{k}": v for k, v in prefix_bounds(CANCEL_REASON_PREFIX).items()}},
+        select=["RowKey"])]
+    for start in range(0, len(rows), 99):  # Table transactions hold at most 100 operations
+        batch = [("delete", row(mailbox, entity["RowKey"])) for entity in rows[start:start + 99]]
+        try:
+            await table.submit_transaction(batch)
+        except TableTransactionError:
+            for operation in batch:  # one changed meanwhile (a late reconcile): delete the others one by one
+                try:
+                    await table.delete_entity(mailbox, operation[1]["RowKey"])
+                except ResourceNotFoundError:
+                    pass
+    return len(rows)

@@ -181,25 +181,35 @@ class Subscriptions:
         subscription) or is counted here (and the release backs off).
         """
         record = await subscription_rows.get(mailbox)
-        if record is None or record.state != "active":
-            return
-        marked = await subscription_rows.mark_deleting(record, datetime.now(UTC), LEASE)
+        now = datetime.now(UTC)
+        if record is None or (record.state != "active" and record.lease_held(now)):
+            return  # nothing to release, or its owner is at work on it
+        # An active row, or a 'creating'/'deleting' one whose owner died (lease run out): ours to finish.
+        marked = await subscription_rows.mark_deleting(record, now, LEASE)
         if marked is None:
             return  # changed under us: whoever changed it decides
         if await (flows_left() if flows_left else flow_count(mailbox)) > 0:
-            await subscription_rows.reactivate(mailbox, marked)
+            if record.state == "active":
+                await subscription_rows.reactivate(mailbox, marked)
+            else:
+                await subscription_rows.delete_claimed(mailbox, marked)  # a new flow's ensure() starts afresh
             return
         try:
-            await self.graph.delete_subscription(record.subscription_id)
+            if record.subscription_id:
+                await self.graph.delete_subscription(record.subscription_id)
         except GraphError as error:
             # Left in 'deleting'; when the lease runs out the renewal sweep (or a new flow) takes it over.
             log.error("could not delete subscription %s of %s: %s %s", record.subscription_id, mailbox,
                       error.status, error.code, extra={"mailbox": mailbox,
                                                        "subscriptionId": record.subscription_id})
             return
-        await subscription_index.delete(record.subscription_id)
+        if record.subscription_id:
+            await subscription_index.delete(record.subscription_id)
+        # Before the row goes (a crash here leaves it 'deleting', and the renewal sweep's repair comes back).
+        forgotten = await reconcile_state.forget_mailbox(mailbox)
         await subscription_rows.delete_claimed(mailbox, marked)
-        log.info("subscription %s of %s deleted with the last flow", record.subscription_id, mailbox,
+        log.info("subscription %s of %s deleted with the last flow; %d rows of appointment data deleted",
+                 record.subscription_id, mailbox, forgotten,
                  extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
         track_event(events.SUBSCRIPTION_DELETED, mailbox=mailbox, subscriptionId=record.subscription_id,
                     reason="lastFlowRemoved")

@@ -232,7 +232,7 @@ async def _run_task(item: SubscriptionTask) -> str:
     if action == "repair":
         if await flow_count(mailbox) == 0:
             if record is not None:
-                await subs.release(mailbox)
+                await subs.release(mailbox)  # also a stuck 'creating'/'deleting' row whose owner died
                 return "released"
             return "nothing to do"
         if record is not None and record.state == "active":

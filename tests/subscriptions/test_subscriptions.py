@@ -146,3 +146,57 @@ async def test_appointment_change_reaches_the_queue_as_one_message_per_mailbox(a
     assert message["changes"][0]["changeType"] == "created"
     assert message["changes"][0]["eventId"] == event_id
     assert message["fullResync"] is False and message["reason"] == "notification"
+
+
+async def test_the_last_flow_takes_the_appointment_data_along_and_a_later_first_flow_starts_afresh(
+        app_host, sandbox) -> None:
+    """Snapshots hold customers' data: gone with the last flow. A flow registered later must not receive the
+    changes made while nobody watched (Cancelled/Created for appointments of before it existed)."""
+    from shared.records.mailbox import prefix_bounds
+    from shared.records.outbox import OUTBOX_PREFIX
+    from shared.records.reconcile_state import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX, SYNC_ROW, put_cancel_reason
+    from shared.workers.reconcile import reconcile
+    from tests.reconcile.test_reconcile import Bookings, hint
+
+    table = get_store().table(MAILBOX_TABLE)
+
+    async def kinds() -> set[str]:
+        found = set()
+        async for e in table.query_entities("PartitionKey eq @pk", parameters={"pk": CLINIC}):
+            key = e["RowKey"]
+            found.add(next((p for p in (SNAPSHOT_PREFIX, CANCEL_REASON_PREFIX, OUTBOX_PREFIX) if key.startswith(p)),
+                           key))
+        return found
+
+    await Subscriptions().ensure(CLINIC)
+    assert await reconcile(hint(full_resync=True)) == "reconciled"  # the baseline
+    bookings = Bookings(sandbox)
+    existing = bookings.http.get("/appointments").json()["value"][0]["id"]
+    await put_cancel_reason(CLINIC, existing, "double booked", "admin@contoso.test")
+    assert {SYNC_ROW, SNAPSHOT_PREFIX, CANCEL_REASON_PREFIX} <= await kinds()
+
+    await Subscriptions().release(CLINIC, no_flows)
+    assert not {SYNC_ROW, SNAPSHOT_PREFIX, CANCEL_REASON_PREFIX} & await kinds()
+
+    # Nobody watches: an appointment is booked and another one cancelled.
+    bookings.create()
+    bookings.cancel(existing)
+    await Subscriptions().ensure(CLINIC)  # a first flow again
+    assert await reconcile(hint(full_resync=True)) == "reconciled"
+    outbox_rows = [e async for e in table.query_entities(
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+        parameters={"pk": CLINIC, **prefix_bounds(OUTBOX_PREFIX)})]
+    assert outbox_rows == []  # a fresh baseline: recorded, not announced
+    assert SNAPSHOT_PREFIX in await kinds()
+
+
+async def test_a_release_finishes_a_deleting_row_whose_owner_died(app_host, sandbox) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    record = await Subscriptions().ensure(CLINIC)
+    table = get_store().table(MAILBOX_TABLE)
+    await table.update_entity({"PartitionKey": CLINIC, "RowKey": SUBSCRIPTION_ROW, "State": "deleting",
+                               "LeaseUntil": datetime.now(UTC) - timedelta(seconds=1)}, mode="merge")
+    await Subscriptions().release(CLINIC, no_flows)
+    assert await Subscriptions().get(CLINIC) is None
+    assert sandbox_subscriptions(sandbox) == [] and await subscription_index.lookup(record.subscription_id) is None
