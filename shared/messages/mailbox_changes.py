@@ -13,7 +13,8 @@ Message (base64 JSON)::
       "baseline": false,                         # true: first sync of a new subscription, emit no events
       "reason": "notification|missed|subscriptionRemoved|created|timer|cancelled|repair",
       "receivedAt": "2026-11-25T08:00:00+00:00",
-      "correlationId": "…"
+      "correlationId": "…",
+      "attempt": 0                               # optional: how often Graph throttling sent it back already
     }
 
 The reconcile worker treats it as a hint: it re-reads Graph and diffs against its snapshot, so
@@ -31,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from shared.adapters.monitoring import correlation_id
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, get_store
@@ -54,6 +55,7 @@ class MailboxChangeMessage(TypedDict):
     reason: str
     receivedAt: str
     correlationId: str
+    attempt: NotRequired[int]
 
 
 class HintBundle(TypedDict):

@@ -78,6 +78,19 @@ async def take_lease(mailbox: str, sync: Any, now: datetime, lease: timedelta) -
     return result["etag"]
 
 
+async def renew_lease(mailbox: str, etag: str, lease: timedelta) -> str | None:
+    """Extend our lease (ETag: still ours). The new ETag, or None when another worker took the mailbox."""
+    try:
+        result = await mailbox_table().update_entity(
+            row(mailbox, SYNC_ROW, LeaseUntil=datetime.now(UTC) + lease), mode=UpdateMode.MERGE, etag=etag,
+            match_condition=MatchConditions.IfNotModified)
+    except HttpResponseError as error:
+        if error.status_code in (404, 412):
+            return None
+        raise
+    return result["etag"]
+
+
 async def release_lease(mailbox: str, etag: str) -> None:
     """Best effort, retried briefly: storage that just failed us is often back within seconds."""
     last: Exception | None = None

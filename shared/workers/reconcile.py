@@ -62,6 +62,11 @@ MAILBOX_CONCURRENCY = 4  # Graph (Outlook) serves at most 4 concurrent requests 
 # Graph may take a moment to show a change it has already notified: hints this close to a reconcile's
 # start are not treated as covered by it.
 COVERAGE_MARGIN_SECONDS = 2.0
+# Graph throttling (429/503/504) or unreachable: the hint comes back as a full reconcile after Retry-After
+# (bounded, jittered) without spending a dequeue attempt. After this many the hourly resync takes over.
+THROTTLE_DELAY_CAP_SECONDS = 300
+THROTTLE_DEFAULT_SECONDS = 10
+MAX_THROTTLED_RETRIES = 60
 MAX_OPERATIONS_PER_TRANSACTION = 99  # + the sync row = 100, Table storage's limit (Azurite crashes above it)
 
 
@@ -252,8 +257,10 @@ class Reconciler:
         batches = [operations[i:i + MAX_OPERATIONS_PER_TRANSACTION]
                    for i in range(0, len(operations), MAX_OPERATIONS_PER_TRANSACTION)] or [[]]
         for index, batch in enumerate(batches):
+            # Each batch but the last also extends the lease: a large plan must not outlive it.
+            more = {"LeaseUntil": datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)}
             etag = await reconcile_state.commit(self.mailbox, batch, etag,
-                                                final if index == len(batches) - 1 else {})
+                                                final if index == len(batches) - 1 else more)
             self.etag = etag
         return etag
 
@@ -263,6 +270,68 @@ async def _defer(message: MailboxChangeMessage, seconds: float) -> None:
     burst costs one narrow and one full reconcile instead of one per hint."""
     later: MailboxChangeMessage = {**message, "fullResync": True}
     await mailbox_changes.enqueue(later, delay_seconds=max(1, int(seconds)))
+
+
+async def _after_throttling(message: MailboxChangeMessage, error: GraphError) -> str:
+    """Graph said "later" (or could not be reached): the hint comes back when it said, as a full reconcile."""
+    attempt = int(message.get("attempt") or 0)
+    mailbox = message["mailbox"]
+    if attempt >= MAX_THROTTLED_RETRIES:
+        log.error("reconcile of %s gave up after %d throttled attempts (Graph %s %s); the periodic resync "
+                  "covers the mailbox", mailbox, attempt, error.status, error.code, extra={"mailbox": mailbox})
+        return "throttled, left to the resync"
+    wait = error.retry_after if error.retry_after is not None else THROTTLE_DEFAULT_SECONDS * 2 ** min(attempt, 5)
+    delay = min(max(1.0, wait), THROTTLE_DELAY_CAP_SECONDS)
+    delay += random.uniform(0, delay / 2)  # noqa: S311 - spread the mailboxes a storm throttled together
+    later: MailboxChangeMessage = {**message, "fullResync": True, "attempt": attempt + 1}
+    await mailbox_changes.enqueue(later, delay_seconds=round(delay))
+    log.warning("Graph throttled the reconcile of %s (%s %s); again in %.0f s (attempt %d)", mailbox, error.status,
+                error.code, delay, attempt + 1, extra={"mailbox": mailbox})
+    return "throttled"
+
+
+class _lease_kept:  # used as ``async with _lease_kept(worker)``
+    """Renew the reconcile lease every third of its length while the body runs; the latest ETag is kept in
+    ``worker.etag``. Losing the lease (another worker took over) cancels the body with ``LeaseLost``."""
+
+    def __init__(self, worker: Reconciler) -> None:
+        self.worker = worker
+        self.lost = False
+        self._task: asyncio.Task[None] | None = None
+        self._body: asyncio.Task[Any] | None = None
+
+    async def _renew(self) -> None:
+        lease = timedelta(seconds=LEASE_SECONDS)
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            etag = await reconcile_state.renew_lease(self.worker.mailbox, self.worker.etag or "", lease)
+            if etag is None:
+                self.lost = True
+                if self._body is not None:
+                    self._body.cancel()
+                return
+            self.worker.etag = etag
+
+    async def __aenter__(self) -> _lease_kept:
+        self._body = asyncio.current_task()
+        self._task = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        except Exception as renew_error:  # storage failed while renewing: the commit's ETag decides
+            log.warning("could not renew the reconcile lease of %s (%s)", self.worker.mailbox,
+                        type(renew_error).__name__)
+        if self.lost:
+            if self._body is not None:
+                self._body.uncancel()  # the cancellation was ours, to stop the body: it is over now
+            raise LeaseLost(self.worker.mailbox)
+        return False
 
 
 async def reconcile(message: MailboxChangeMessage) -> str:
@@ -293,8 +362,11 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
         if etag is not None:
             break
     baseline_at = None if row.get("BaselineDone") else (row.get("BaselineAt") or now)
+    worker.etag = etag
     try:
-        plan = await worker.diff(message, baseline_at)
+        async with _lease_kept(worker):  # a long listing must not lose the mailbox to another worker
+            plan = await worker.diff(message, baseline_at)
+        etag = worker.etag
         final: dict[str, Any] = {"LeaseUntil": NO_LEASE, "BaselineDone": True}
         if plan.whole:
             # Only a look at the whole horizon covers hints about other events; a narrow one covers its own.
@@ -304,6 +376,11 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
         log.warning("reconcile of %s lost its lease; the other worker's result stands", mailbox,
                     extra={"mailbox": mailbox})
         return "lease lost"
+    except GraphError as error:
+        await reconcile_state.release_lease(mailbox, worker.etag or etag)
+        if not (error.throttled or error.status == 0):
+            raise
+        return await _after_throttling(message, error)
     except BaseException:
         # Graph or storage failed: free the mailbox for the retry of this message (the runtime retries it)
         # instead of making every hint wait out the lease.

@@ -264,3 +264,64 @@ async def test_a_deferred_hint_comes_back_as_a_full_reconcile(baselined: Booking
     client = QueueClient.from_connection_string(azurite.connection_string, "mailbox-changes")
     (message,) = [jsonlib.loads(base64.b64decode(m.content)) for m in client.receive_messages()]
     assert message["fullResync"] is True and message["changes"] == [{"changeType": "updated", "eventId": "x"}]
+
+
+def queued_hints(azurite: Any) -> list[dict]:
+    import base64
+    import json as jsonlib
+
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(azurite.connection_string, "mailbox-changes")
+    return [jsonlib.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+
+
+async def test_graph_throttling_sends_the_hint_back_after_retry_after_without_failing(baselined, sandbox,
+                                                                                      azurite) -> None:
+    """429/503 storms must not spend dequeue attempts (the poison queue would end it): the hint comes back as
+    a full reconcile after Retry-After, and the mailbox is free for it."""
+    from datetime import UTC, datetime
+
+    created = baselined.create()
+    fault = sandbox.add_fault(method="GET", path="/v1.0/solutions/bookingBusinesses/*/calendarView*", status=503,
+                              retryAfter=1, count=None)
+    assert await reconcile(hint(changes=[{"changeType": "created", "eventId": "e1"}])) == "throttled"
+    assert await outbox() == [] and queued_hints(azurite) == []  # not visible yet: it waits out Retry-After
+    sync = await get_store().table(MAILBOX_TABLE).get_entity(CLINIC, "sync")
+    assert sync["LeaseUntil"] <= datetime.now(UTC)  # released: the retry need not wait for the lease
+    await asyncio.sleep(2.6)  # Retry-After 1 s plus up to half of it as jitter, rounded
+    (again,) = queued_hints(azurite)
+    assert again["fullResync"] is True and again["attempt"] == 1
+    sandbox.control("DELETE", f"faults/{fault['id']}")
+    assert await reconcile(again) == "reconciled"
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", created["id"])]
+
+
+async def test_a_throttled_hint_gives_way_to_the_resync_after_its_last_attempt(baselined, sandbox, azurite,
+                                                                               monkeypatch) -> None:
+    from shared.workers import reconcile as worker
+
+    monkeypatch.setattr(worker, "MAX_THROTTLED_RETRIES", 2)
+    sandbox.add_fault(method="GET", path="/v1.0/solutions/bookingBusinesses/*/calendarView*", status=429,
+                      retryAfter=0, count=None)
+    outcome = await reconcile({**hint(full_resync=True), "attempt": 2})
+    assert outcome == "throttled, left to the resync" and queued_hints(azurite) == []
+
+
+async def test_the_lease_is_renewed_while_a_slow_listing_runs(baselined, sandbox, monkeypatch) -> None:
+    """Scaled down: a 1.5 s lease and a 3 s listing. Without renewal, the other workers would take the mailbox
+    over half-way and only the last one would commit."""
+    from shared.workers import reconcile as worker
+
+    monkeypatch.setattr(worker, "LEASE_SECONDS", 1.5)
+    created = baselined.create()
+    sandbox.add_fault(method="GET", path="/v1.0/solutions/bookingBusinesses/*/calendarView*", latencyMs=3000,
+                      count=1)
+
+    async def later(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return await reconcile(hint(full_resync=True))
+
+    outcomes = await asyncio.gather(later(0), later(1.0), later(2.0), later(2.8))
+    assert outcomes[0] == "reconciled" and set(outcomes[1:]) <= {"deferred", "covered"}, outcomes
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", created["id"])]
