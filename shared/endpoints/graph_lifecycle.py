@@ -29,19 +29,21 @@ from shared.records.subscription_index import IndexEntry
 
 log = logging.getLogger(__name__)
 
+_KNOWN_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+
 
 def _work_for(entry: IndexEntry, item: dict[str, Any]) -> list[Awaitable[None]]:
     event = item.get("lifecycleEvent")
     mailbox, sid = entry.mailbox, entry.subscription_id
+    if event not in _KNOWN_EVENTS:  # whatever it holds (nesting, surrogates) is neither logged nor kept
+        log.warning("unknown lifecycle event ignored", extra={"mailbox": mailbox, "subscriptionId": sid})
+        return []
     log.info("lifecycle %s for %s", event, mailbox, extra={"mailbox": mailbox, "subscriptionId": sid})
     if event == "reauthorizationRequired":
         return [enqueue_task(task("reauthorize", mailbox, sid, event))]
     if event == "subscriptionRemoved":
         return [enqueue_task(task("recreate", mailbox, sid, event))]
-    if event == "missed":
-        return [mailbox_changes.enqueue(mailbox_changes.full_resync(mailbox, "missed", sid))]
-    log.warning("unknown lifecycle event ignored", extra={"mailbox": mailbox, "subscriptionId": sid})
-    return []
+    return [mailbox_changes.enqueue(mailbox_changes.full_resync(mailbox, "missed", sid))]  # "missed"
 
 
 @endpoint

@@ -1,11 +1,16 @@
 """POST /api/graph/notifications: Graph's change notifications in, change hints for the reconcile worker out.
 
 Graph needs a 2xx within 3 s (and throttles an endpoint that is often slower), so this path only
-touches storage: one point read per unknown subscription id in the batch (``shared.records.subscription_index``,
-kept in memory once found) and the ``mailbox-changes`` messages, written by group commit with concurrent
-requests (``shared.endpoints.hint_batching``). It never calls Graph and never imports the Graph adapter
-(``lint-imports`` checks that). It answers 202 once the hints are stored, and 503 only when they could
-not be (Graph then retries for hours). Handshake and clientState checks: ``shared.endpoints.graph_requests``.
+touches storage: one point read per subscription id in the batch not yet in memory
+(``shared.records.subscription_index``: found ones kept 5 min, absent ones 10 s; at most 20 reads for a
+POST that shows no authentic item, see ``shared.endpoints.graph_requests``) and the ``mailbox-changes``
+messages, written by group commit with concurrent requests (``shared.endpoints.hint_batching``). It never
+calls Graph and never imports the Graph adapter (``lint-imports`` checks that). It answers 202 once the
+hints are stored, and 503 only when they could not be (Graph then retries for hours). Handshake and
+clientState checks, and what malformed input gets: ``shared.endpoints.graph_requests``. An authentic item
+whose event id or change type a hint cannot carry (over ``MAX_EVENT_ID_CHARS`` / ``MAX_CHANGE_TYPE_CHARS``,
+a lone surrogate, control characters: nothing the reconcile worker could ask Graph about) is not kept as a
+change; its mailbox gets a full resync instead.
 """
 
 from __future__ import annotations
@@ -23,6 +28,20 @@ from shared.endpoints.http import endpoint
 from shared.messages.mailbox_changes import Change, change_message
 
 MAX_EVENT_ID_CHARS = 1024  # Graph's are ~150; anything longer is not kept (the hint becomes a full resync)
+MAX_CHANGE_TYPE_CHARS = 32
+
+
+def _keepable(text: str, limit: int) -> bool:
+    """Whether a hint may carry ``text``: not too long, encodable (no lone surrogate), no control characters.
+
+    Anything else could not be sent to Graph by the reconcile worker: it becomes a full resync instead."""
+    if len(text) > limit or not text.isprintable():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _event_id(item: dict[str, Any]) -> str:
@@ -40,7 +59,7 @@ def _hints(accepted: Accepted) -> dict[tuple[str, str], tuple[list[Change], bool
     for entry, item in accepted:
         change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
         event, key = _event_id(item), (entry.mailbox, entry.subscription_id)
-        if len(event) > MAX_EVENT_ID_CHARS or len(change_type) > 32:
+        if not _keepable(event, MAX_EVENT_ID_CHARS) or not _keepable(change_type, MAX_CHANGE_TYPE_CHARS):
             oversized.add(key)  # not kept as a hint, but not lost: the mailbox gets a full resync
             by_mailbox.setdefault(key, [])
             continue

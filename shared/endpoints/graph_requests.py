@@ -8,6 +8,27 @@ Otherwise the body is a batch of items; each must name a known subscription (the
 items are dropped and counted in the log, without their content. An endpoint then persists the work of
 the authentic items (queue messages) and answers 202, or 503 when it could not (Graph retries for
 hours; every consumer is idempotent, so a batch sent twice is harmless).
+
+What is malformed, and what it gets (these routes are anonymous: anyone can POST anything):
+
+- the body as a whole: more than ``MAX_BODY_BYTES`` (413 ``PayloadTooLarge``); not JSON, not UTF-8,
+  nested deeper than the parser goes, a number too long to convert, not ``{"value": [object, …]}``,
+  more than ``MAX_ITEMS`` items (400 ``InvalidRequest``, or 413 for the count). Graph never sends such a
+  body, so nothing authentic is refused with it;
+- one item: a ``subscriptionId`` that is not a string, not a key Table storage could hold (``/``,
+  control characters, lone surrogates, too long) or names no subscription; a ``clientState`` that is not a
+  string or does not match (lone surrogates included). The item is dropped and counted, as Graph's own
+  stray notifications are; the batch's other items go on and the answer is 202;
+- ``validationToken`` longer than ``MAX_VALIDATION_TOKEN_CHARS`` or not encodable as UTF-8 (a lone
+  surrogate): 400 ``InvalidRequest``.
+
+A flood of made-up subscription ids must not cost a storage read each (Graph's 3 s answer limit for the
+genuine notifications around it): ids read as absent are kept as unknown for a few seconds
+(``subscription_index.UNKNOWN_SECONDS``), and a POST gets at most ``LOOKUPS_PER_ROUND`` (20) storage reads
+for ids not in memory. Only when a round finds an authentic item (a known subscription with its right
+clientState, i.e. the POST is Graph's) does the next round read another 20, so a genuine batch naming many
+cold subscriptions loses nothing, while a POST from anyone else costs at most 20 reads; the ids left unread
+are dropped and counted (``unreadOverLookupCap``).
 """
 
 from __future__ import annotations
@@ -33,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
 MAX_VALIDATION_TOKEN_CHARS = 1024
+LOOKUPS_PER_ROUND = 20  # storage reads per POST for ids not in memory, until the POST shows it is Graph's
 
 Accepted = list[tuple[IndexEntry, dict[str, Any]]]
 
@@ -44,6 +66,10 @@ def validation_response(req: func.HttpRequest) -> func.HttpResponse | None:
         return None
     if len(token) > MAX_VALIDATION_TOKEN_CHARS:
         raise ApiError("InvalidRequest", reason="validationToken is longer than any Graph sends")
+    try:
+        token.encode()
+    except UnicodeEncodeError:
+        raise ApiError("InvalidRequest", reason="validationToken is not text") from None
     return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
                              headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
@@ -53,8 +79,10 @@ def parse_batch(body: bytes) -> list[dict[str, Any]]:
         raise ApiError("PayloadTooLarge", limit=MAX_BODY_BYTES)
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # also: numbers over Python's 4,300-digit conversion limit
         raise ApiError("InvalidRequest", reason="the body is not JSON") from None
+    except RecursionError:
+        raise ApiError("InvalidRequest", reason="the body is nested too deeply") from None
     items = document.get("value") if isinstance(document, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise ApiError("InvalidRequest", reason='expected {"value": [notification, …]}')
@@ -63,28 +91,60 @@ def parse_batch(body: bytes) -> list[dict[str, Any]]:
     return items
 
 
+def _matches(given: object, expected: str) -> bool:
+    """The item's clientState is the subscription's (constant time; a lone surrogate is simply wrong)."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def _subscription_id(item: dict[str, Any]) -> str | None:
+    sid = item.get("subscriptionId")
+    return sid if isinstance(sid, str) and sid else None
+
+
+async def _entries(items: list[dict[str, Any]]) -> tuple[dict[str, IndexEntry | None], set[str]]:
+    """Index entries of the ids the items name (None: unknown), and the ids left unread by the cap."""
+    entries: dict[str, IndexEntry | None] = {}
+    unread: list[str] = []
+    for sid in dict.fromkeys(i for i in map(_subscription_id, items) if i is not None):  # first-seen order
+        entry = subscription_index.cached(sid)
+        if entry is not None or subscription_index.known_unknown(sid):
+            entries[sid] = entry
+        else:
+            unread.append(sid)
+
+    def authentic_seen() -> bool:
+        return any(_matches(i.get("clientState"), entry.client_state)
+                   for i in items if (entry := entries.get(_subscription_id(i) or "")) is not None)
+
+    proven = False  # an authentic item seen: this is Graph's POST, read every id it names
+    while unread:  # a task per read only when storage is needed: a burst of cached ids stays on the fast path
+        round_ids, unread = unread[:LOOKUPS_PER_ROUND], unread[LOOKUPS_PER_ROUND:]
+        entries.update(zip(round_ids, await asyncio.gather(*(subscription_index.lookup(i) for i in round_ids)),
+                           strict=True))
+        proven = proven or authentic_seen()
+        if not proven:
+            break  # nothing authentic so far: not Graph's POST, no more reads for it
+    return entries, set(unread)
+
+
 async def authentic_items(items: list[dict[str, Any]]) -> tuple[Accepted, dict[str, int]]:
     """Items whose subscription we know and whose clientState matches; and counts of the dropped."""
-    ids = {str(i.get("subscriptionId", "")) for i in items if isinstance(i.get("subscriptionId"), str)}
-    ids.discard("")
     try:
-        entries = {i: subscription_index.cached(i) for i in ids}
-        missing = [i for i, entry in entries.items() if entry is None]
-        if missing:  # a task per read only when storage is needed: a burst of cached ids stays on the fast path
-            entries.update(zip(missing, await asyncio.gather(*(subscription_index.lookup(i) for i in missing)),
-                               strict=True))
+        entries, unread = await _entries(items)
     except Exception as error:
         log.error("notification lookup failed (%s); answering 503 so Graph retries", type(error).__name__)
         raise ApiError("NotificationNotPersisted") from None
     accepted: Accepted = []
-    dropped = {"unknownSubscription": 0, "clientStateMismatch": 0}
+    dropped = {"unknownSubscription": 0, "clientStateMismatch": 0, "unreadOverLookupCap": 0}
     for item in items:
-        entry = entries.get(item.get("subscriptionId")) if isinstance(item.get("subscriptionId"), str) else None
+        sid = _subscription_id(item)
+        entry = entries.get(sid) if sid is not None else None
         if entry is None:
-            dropped["unknownSubscription"] += 1
+            dropped["unreadOverLookupCap" if sid in unread else "unknownSubscription"] += 1
             continue
-        given = item.get("clientState")
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), entry.client_state.encode()):
+        if not _matches(item.get("clientState"), entry.client_state):
             dropped["clientStateMismatch"] += 1
             continue
         accepted.append((entry, item))
