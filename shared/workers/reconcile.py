@@ -252,16 +252,24 @@ class Reconciler:
     # ---- commit -----------------------------------------------------------------------------------
 
     async def commit(self, plan: Plan, etag: str, final: dict[str, Any]) -> str:
-        """Write the plan in transactions of ≤ 100 operations, each moving the sync row under its ETag."""
-        operations = plan.operations
-        batches = [operations[i:i + MAX_OPERATIONS_PER_TRANSACTION]
-                   for i in range(0, len(operations), MAX_OPERATIONS_PER_TRANSACTION)] or [[]]
+        """Write the plan in transactions within Table storage's limits (``reconcile_state.transactions``: an
+        appointment's snapshot and event are never split), each moving the sync row under its ETag. Should
+        storage refuse an appointment's rows anyway, the others are stored and that one is left out (error
+        log, ``AppointmentNotStored``) for the next reconcile to try again: its snapshot did not move."""
+        batches = reconcile_state.transactions(plan.operations)
         for index, batch in enumerate(batches):
             # Each batch but the last also extends the lease: a large plan must not outlive it.
             more = {"LeaseUntil": datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)}
-            etag = await reconcile_state.commit(self.mailbox, batch, etag,
-                                                final if index == len(batches) - 1 else more)
+            etag, refusals = await reconcile_state.commit_isolating(self.mailbox, batch, etag,
+                                                                    final if index == len(batches) - 1 else more)
             self.etag = etag
+            for appointment_id, refused in refusals:
+                plan.events = [event for event in plan.events if event[2] != appointment_id]
+                log.error("storage refused the rows of appointment %s of %s (%s); its mailbox's other changes are "
+                          "stored, it is tried again by the next reconcile", appointment_id, self.mailbox,
+                          refused, extra={"mailbox": self.mailbox})
+                track_event(events.APPOINTMENT_NOT_STORED, mailbox=self.mailbox, appointmentId=appointment_id,
+                            errorCode=refused.code, status=refused.status)
         return etag
 
 
@@ -346,21 +354,23 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
     worker = Reconciler(mailbox)
     received = mailbox_changes.received_at(message)
     full = bool(message.get("fullResync"))
-    while True:
-        row = await reconcile_state.sync_row(mailbox)
-        covered_up_to = row.get("CoveredUpTo")
-        if covered_up_to is not None and received < covered_up_to - timedelta(seconds=COVERAGE_MARGIN_SECONDS) \
-                and row.get("BaselineDone"):
-            return "covered"
-        now = datetime.now(UTC)
-        lease_until = row.get("LeaseUntil")
-        if lease_until is not None and lease_until > now:
-            # Someone is reconciling this mailbox: come back when they are done, then this is covered.
-            await _defer(message, min((lease_until - now).total_seconds(), 5) + random.uniform(0.5, 1.5))  # noqa: S311
-            return "deferred"
-        etag = await reconcile_state.take_lease(mailbox, row, now, timedelta(seconds=LEASE_SECONDS))
-        if etag is not None:
-            break
+    row = await reconcile_state.sync_row(mailbox)
+    covered_up_to = row.get("CoveredUpTo")
+    if covered_up_to is not None and received < covered_up_to - timedelta(seconds=COVERAGE_MARGIN_SECONDS) \
+            and row.get("BaselineDone"):
+        return "covered"
+    now = datetime.now(UTC)
+    lease_until = row.get("LeaseUntil")
+    if lease_until is not None and lease_until > now:
+        # Someone is reconciling this mailbox: come back when they are done, then this is covered.
+        await _defer(message, min((lease_until - now).total_seconds(), 5) + random.uniform(0.5, 1.5))  # noqa: S311
+        return "deferred"
+    etag = await reconcile_state.take_lease(mailbox, row, now, timedelta(seconds=LEASE_SECONDS))
+    if etag is None:
+        # Another worker took the mailbox since we read it: the same as finding it busy. (Trying again at
+        # once made a burst of hints cost a listing each whenever the winner finished before they looked.)
+        await _defer(message, 1 + random.uniform(0.5, 1.5))  # noqa: S311
+        return "deferred"
     baseline_at = None if row.get("BaselineDone") else (row.get("BaselineAt") or now)
     worker.etag = etag
     try:
