@@ -5,12 +5,21 @@ a connection string locally (Azurite), service URIs plus an Entra credential on 
 Queue messages are base64 text, as the Functions queue trigger expects.
 
 Infra and the local stack create exactly the tables and queues listed here.
+
+It also states Table storage's size limits as the service counts them (``entity_size``): a string
+property holds 32 K UTF-16 code units (64 KiB), an entity 1 MiB and 255 properties, a transaction 100
+operations and a 4 MiB request. Python's ``len`` counts code points, which is not what storage counts
+(an emoji is one code point and two UTF-16 units). The request is the SDK's JSON, ASCII with escapes (an
+emoji is 12 bytes of it), which is also how Azurite measures an entity: ``entity_size`` is the larger of
+both counts, so what passes it passes Azure and Azurite, and a transaction's entity sizes bound its request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +40,38 @@ DELIVERIES_QUEUE = "deliveries"
 # Renewals, reauthorizations, re-creations: fanned out so no single invocation holds them all.
 SUBSCRIPTION_TASKS_QUEUE = "subscription-tasks"
 QUEUES: tuple[str, ...] = (MAILBOX_CHANGES_QUEUE, DELIVERIES_QUEUE, SUBSCRIPTION_TASKS_QUEUE)
+
+
+# ---- Table storage limits (https://learn.microsoft.com/en-us/rest/api/storageservices/understanding-the-table-service-data-model)
+
+PROPERTY_MAX_UTF16_UNITS = 32 * 1024  # a string property: 64 KiB of UTF-16
+ENTITY_MAX_BYTES = 1024 * 1024
+ENTITY_MAX_PROPERTIES = 255  # including PartitionKey, RowKey and Timestamp
+TRANSACTION_MAX_OPERATIONS = 100
+TRANSACTION_MAX_BYTES = 4 * 1024 * 1024  # the whole request, multipart framing included
+
+
+def utf16_units(text: str) -> int:
+    """How long Table storage finds ``text``: UTF-16 code units (a code point beyond U+FFFF takes two)."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, str):
+        # Azure: 4 + 2 per UTF-16 unit. On the wire (the 4 MiB request limit, and Azurite's count of an
+        # entity): the JSON string as the SDK writes it, ASCII with escapes (\u00e9: 6 bytes, an emoji 12).
+        return 4 + max(2 * utf16_units(value), len(json.dumps(value)))
+    if isinstance(value, bytes):
+        return 4 + len(value) * 2  # Azurite sees base64
+    return 8 + 32  # numbers, booleans, times (and the odata type annotation Azurite sees beside some)
+
+
+def entity_size(entity: Mapping[str, Any]) -> int:
+    """An entity's size as Table storage counts it (the larger of Azure's and the wire's count): 4 bytes,
+    and 8 + the name (2 per unit) + the value per property; the keys are counted like any property (Azure
+    counts a little less for them)."""
+    return 4 + sum(8 + 2 * utf16_units(name) + _value_size(value) for name, value in entity.items()
+                   if value is not None)
 
 
 def poison_queue(name: str) -> str:

@@ -67,6 +67,7 @@ NOTIFICATIONS_RECEIVED = "GraphNotificationsReceived"
 # Change detection.
 MAILBOX_RECONCILED = "MailboxReconciled"
 APPOINTMENT_CHANGE_DETECTED = "AppointmentChangeDetected"
+APPOINTMENT_NOT_STORED = "AppointmentNotStored"
 # Delivery to flows.
 DELIVERY_SUCCEEDED = "DeliverySucceeded"
 DELIVERY_FAILED = "DeliveryFailed"
@@ -98,6 +99,9 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     MAILBOX_RECONCILED: (*_COMMON, CREATED_COUNT, UPDATED_COUNT, CANCELLED_COUNT, GRAPH_CALLS, DURATION_MS,
                          FULL_RESYNC, FLOW_COUNT, MAX_FLOWS),
     APPOINTMENT_CHANGE_DETECTED: (*_COMMON, EVENT_ID, APPOINTMENT_ID, CHANGE_TYPE, TRIGGER),
+    # Error level. Storage refused an appointment's rows (status, its errorCode); the mailbox's other changes
+    # were stored, this one is tried again by every reconcile until storage takes it.
+    APPOINTMENT_NOT_STORED: (*_COMMON, APPOINTMENT_ID, ERROR_CODE, STATUS),
     # The flow answered 2xx. endToEndMs is what the "end-to-end latency" chart plots.
     DELIVERY_SUCCEEDED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, DURATION_MS, END_TO_END_MS),
     # One failed attempt (429/5xx/timeout: willRetry=true; other 4xx: false, followed by DeliveryDeadLettered).

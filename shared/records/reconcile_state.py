@@ -8,6 +8,11 @@
 - ``snap:<appointmentId>``: the appointment as last seen (fingerprints, times, the payload).
 - ``cancelreason:<appointmentId>``: a reason given through our cancel API, until the Cancelled event
   carries it.
+
+A reconcile's writes go through ``transactions`` (packed within Table storage's limits as it counts them,
+an appointment's snapshot, cancel reason and event always in one transaction) and ``commit_isolating``
+(should storage refuse one appointment's rows, the others commit without them: one bad appointment never
+blocks its mailbox).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 
+from shared.adapters.storage import TRANSACTION_MAX_BYTES, TRANSACTION_MAX_OPERATIONS, entity_size
 from shared.contracts.appointment_data import parse_graph_datetime
 from shared.records.mailbox import PREFIX_FILTER, mailbox_table, prefix_bounds, row
 from shared.records.outbox import payload_properties, read_payload
@@ -38,6 +44,15 @@ RELEASE_RETRY_DELAYS = (0.5, 1, 2, 4, 8)
 
 class LeaseLost(Exception):
     """Another worker took the mailbox over (our lease ran out); our uncommitted work is void."""
+
+
+class Refused(Exception):
+    """Storage refused a transaction for what it holds (a 4xx other than the ETag's 412): retrying it as is
+    cannot succeed."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"{status} {code}")
+        self.status, self.code = status, code
 
 
 # ---- the sync row ---------------------------------------------------------------------------------
@@ -113,7 +128,8 @@ async def release_lease(mailbox: str, etag: str) -> None:
 async def commit(mailbox: str, operations: list[tuple[Any, ...]], etag: str, sync: Mapping[str, Any]) -> str:
     """One transaction: ``operations`` and a merge of ``sync`` into the sync row under ``etag``.
 
-    Returns the sync row's new ETag; ``LeaseLost`` when it moved (another worker took over)."""
+    Returns the sync row's new ETag; ``LeaseLost`` when it moved (another worker took over), ``Refused``
+    when storage refused the operations themselves."""
     ops = [*operations, ("update", row(mailbox, SYNC_ROW, CommittedAt=datetime.now(UTC), **sync),
                          {"mode": UpdateMode.MERGE, "etag": etag, "match_condition": MatchConditions.IfNotModified})]
     try:
@@ -121,8 +137,79 @@ async def commit(mailbox: str, operations: list[tuple[Any, ...]], etag: str, syn
     except TableTransactionError as error:
         if error.status_code == 412 or "UpdateConditionNotSatisfied" in str(error):
             raise LeaseLost(mailbox) from None
+        if error.status_code is not None and 400 <= error.status_code < 500 and error.status_code != 408:
+            raise Refused(error.status_code, str(error.error_code or "")) from error
         raise
     return results[-1]["etag"]
+
+
+# ---- transactions within Table storage's limits ------------------------------------------------------
+
+OPERATION_FRAMING_BYTES = 1024  # multipart headers of one operation in a transaction request
+# The sync row's operation, and a margin, come off the transaction's limits.
+MAX_TRANSACTION_OPERATIONS = TRANSACTION_MAX_OPERATIONS - 1  # Azurite crashes above 100
+MAX_TRANSACTION_BYTES = TRANSACTION_MAX_BYTES - 512 * 1024
+
+
+def _appointment_of(operation: tuple[Any, ...]) -> str:
+    """The appointment a reconcile operation belongs to (its snapshot, cancel reason or event row)."""
+    entity = operation[1]
+    key = str(entity.get("RowKey", ""))
+    for prefix in (SNAPSHOT_PREFIX, CANCEL_REASON_PREFIX):
+        if key.startswith(prefix):
+            return key.removeprefix(prefix)
+    return str(entity.get("AppointmentId") or key)
+
+
+def appointment_groups(operations: list[tuple[Any, ...]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """``operations`` as consecutive runs of one appointment's (its snapshot row, cancel reason and the event
+    they cause, which the reconcile writes next to each other): what must commit together or not at all."""
+    groups: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for operation in operations:
+        appointment = _appointment_of(operation)
+        if groups and groups[-1][0] == appointment:
+            groups[-1][1].append(operation)
+        else:
+            groups.append((appointment, [operation]))
+    return groups
+
+
+def transactions(operations: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """``operations`` in order, packed into transactions within Table storage's limits as it counts them
+    (operations, bytes: ``storage.entity_size``), never splitting an appointment's group. At least one."""
+    batches: list[list[tuple[Any, ...]]] = [[]]
+    size = 0
+    for _, group in appointment_groups(operations):
+        group_size = sum(entity_size(op[1]) + OPERATION_FRAMING_BYTES for op in group)
+        if batches[-1] and (len(batches[-1]) + len(group) > MAX_TRANSACTION_OPERATIONS
+                            or size + group_size > MAX_TRANSACTION_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].extend(group)
+        size += group_size
+    return batches
+
+
+async def commit_isolating(mailbox: str, operations: list[tuple[Any, ...]], etag: str,
+                           sync: Mapping[str, Any]) -> tuple[str, list[tuple[str, Refused]]]:
+    """``commit``, except that when storage refuses the transaction its appointments' groups are committed
+    one by one and only the refused ones are left out: one bad appointment never blocks the others. Returns
+    the sync row's new ETag and the (appointment id, refusal) of each group left out; their snapshots did
+    not move, so the next reconcile tries them again."""
+    try:
+        return await commit(mailbox, operations, etag, sync), []
+    except Refused as refused:
+        groups = appointment_groups(operations)
+        if len(groups) <= 1:
+            refusals = [(groups[0][0] if groups else "", refused)]
+            return await commit(mailbox, [], etag, sync), refusals
+    refusals: list[tuple[str, Refused]] = []
+    for appointment, group in groups:
+        try:
+            etag = await commit(mailbox, group, etag, {})
+        except Refused as error:
+            refusals.append((appointment, error))
+    return await commit(mailbox, [], etag, sync), refusals
 
 
 # ---- snapshots --------------------------------------------------------------------------------------
@@ -159,8 +246,9 @@ def snapshot_operation(mailbox: str, appointment: Mapping[str, Any], fingerprint
     entity = row(mailbox, snapshot_row_key(appointment["id"]), AppointmentId=appointment["id"],
                  Fingerprint=fingerprint, LastUpdated=str(appointment.get("lastUpdatedDateTime") or ""),
                  ListFingerprint=list_fingerprint, Start=parse_graph_datetime(appointment.get("startDateTime")),
-                 End=parse_graph_datetime(appointment.get("endDateTime")), **payload_properties(payload))
-    return ("upsert", {k: v for k, v in entity.items() if v is not None}, {"mode": UpdateMode.REPLACE})
+                 End=parse_graph_datetime(appointment.get("endDateTime")))
+    entity = {k: v for k, v in entity.items() if v is not None}
+    return ("upsert", {**entity, **payload_properties(payload, entity)}, {"mode": UpdateMode.REPLACE})
 
 
 def delete_snapshot_operation(mailbox: str, appointment_id: str) -> tuple[Any, ...]:
