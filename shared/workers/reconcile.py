@@ -252,16 +252,24 @@ class Reconciler:
     # ---- commit -----------------------------------------------------------------------------------
 
     async def commit(self, plan: Plan, etag: str, final: dict[str, Any]) -> str:
-        """Write the plan in transactions of ≤ 100 operations, each moving the sync row under its ETag."""
-        operations = plan.operations
-        batches = [operations[i:i + MAX_OPERATIONS_PER_TRANSACTION]
-                   for i in range(0, len(operations), MAX_OPERATIONS_PER_TRANSACTION)] or [[]]
+        """Write the plan in transactions within Table storage's limits (``reconcile_state.transactions``: an
+        appointment's snapshot and event are never split), each moving the sync row under its ETag. Should
+        storage refuse an appointment's rows anyway, the others are stored and that one is left out (error
+        log, ``AppointmentNotStored``) for the next reconcile to try again: its snapshot did not move."""
+        batches = reconcile_state.transactions(plan.operations)
         for index, batch in enumerate(batches):
             # Each batch but the last also extends the lease: a large plan must not outlive it.
             more = {"LeaseUntil": datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)}
-            etag = await reconcile_state.commit(self.mailbox, batch, etag,
-                                                final if index == len(batches) - 1 else more)
+            etag, refusals = await reconcile_state.commit_isolating(self.mailbox, batch, etag,
+                                                                    final if index == len(batches) - 1 else more)
             self.etag = etag
+            for appointment_id, refused in refusals:
+                plan.events = [event for event in plan.events if event[2] != appointment_id]
+                log.error("storage refused the rows of appointment %s of %s (%s); its mailbox's other changes are "
+                          "stored, it is tried again by the next reconcile", appointment_id, self.mailbox,
+                          refused, extra={"mailbox": self.mailbox})
+                track_event(events.APPOINTMENT_NOT_STORED, mailbox=self.mailbox, appointmentId=appointment_id,
+                            errorCode=refused.code, status=refused.status)
         return etag
 
 
