@@ -19,7 +19,7 @@ from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
 from shared.endpoints import graph_notifications as notification_api
-from shared.workers import delivery, outbox_sweep, reconcile, renewal, resync
+from shared.workers import delivery, outbox_sweep, poison, reconcile, renewal, resync
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -107,6 +107,18 @@ async def deliveries_poison(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=SUBSCRIPTION_TASKS_QUEUE, connection="AzureWebJobsStorage")
 async def subscription_tasks(msg: func.QueueMessage) -> None:
     await renewal.handle_message(msg)
+
+
+# Hints and tasks that failed maxDequeueCount times: back after a back-off (a hint as a full resync), bounded.
+@app.queue_trigger(arg_name="msg", queue_name=poison_queue(MAILBOX_CHANGES_QUEUE), connection="AzureWebJobsStorage")
+async def mailbox_changes_poison(msg: func.QueueMessage) -> None:
+    await poison.handle_mailbox_changes_poison(msg)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=poison_queue(SUBSCRIPTION_TASKS_QUEUE),
+                   connection="AzureWebJobsStorage")
+async def subscription_tasks_poison(msg: func.QueueMessage) -> None:
+    await poison.handle_subscription_tasks_poison(msg)
 
 
 @app.timer_trigger(schedule="%OUTBOX_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)

@@ -30,7 +30,8 @@ from devhost.processes import ROOT, Azurite, free_port, python_module, stop_proc
 ADMIN = "admin@contoso.test"
 # Every function of function_app that consumes a queue or runs on a timer; benches switch off what would
 # disturb their measurement (the local host honours AzureWebJobs.<name>.Disabled like Azure).
-QUEUE_FUNCTIONS = ("reconcile_mailbox", "deliveries", "deliveries_poison", "subscription_tasks")
+QUEUE_FUNCTIONS = ("reconcile_mailbox", "mailbox_changes_poison", "deliveries", "deliveries_poison",
+                   "subscription_tasks", "subscription_tasks_poison")
 TIMER_FUNCTIONS = ("sweep_outbox", "resync_mailboxes", "renew_subscriptions")
 
 

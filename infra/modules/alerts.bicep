@@ -69,6 +69,16 @@ var rules = [
     query: loadTextContent('../queries/alert-subscription-expiring.kql')
   }
   {
+    name: 'poisoned-messages'
+    displayName: 'Bookings triggers: change hints or subscription tasks poisoned'
+    description: 'A mailbox-changes or subscription-tasks message failed every time it was offered. It is retried after a back-off (a hint as a full resync) and given up after 5 poisonings; the errors of its correlation id say why.'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT1H'
+    threshold: 0
+    query: loadTextContent('../queries/alert-poisoned-messages.kql')
+  }
+  {
     name: 'notification-5xx'
     displayName: 'Bookings triggers: Graph notifications answered 5xx'
     description: 'The notification or lifecycle endpoint could not persist what Graph sent. Graph retries for up to 4 hours; check storage.'

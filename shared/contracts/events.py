@@ -51,6 +51,7 @@ CANCELLED_COUNT = "cancelledCount"
 GRAPH_CALLS = "graphCalls"
 FULL_RESYNC = "fullResync"  # "true" | "false"
 REPLAYED_COUNT = "replayedCount"
+QUEUE = "queue"  # a queue's name, e.g. mailbox-changes-poison
 
 # --- events ----------------------------------------------------------------------------------------
 # Registrations (the connector's webhook API).
@@ -73,6 +74,8 @@ DELIVERY_SUCCEEDED = "DeliverySucceeded"
 DELIVERY_FAILED = "DeliveryFailed"
 DELIVERY_DEAD_LETTERED = "DeliveryDeadLettered"
 DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
+# Poison queues.
+QUEUE_MESSAGE_POISONED = "QueueMessagePoisoned"
 
 _COMMON = (MAILBOX, CORRELATION_ID)
 
@@ -109,6 +112,10 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # The delivery gave up (retries exhausted, non-retryable answer, or poison message): a dead-letter row exists.
     DELIVERY_DEAD_LETTERED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE),
     DEAD_LETTERS_REPLAYED: (*_COMMON, FLOW_ID, REPLAYED_COUNT),
+    # A message of mailbox-changes or subscription-tasks failed maxDequeueCount times (queue: the poison queue).
+    # attempt: how often it was poisoned; reason: resync | retry (willRetry=true, after a back-off) | gaveUp |
+    # malformed (dropped). shared/workers/poison.py.
+    QUEUE_MESSAGE_POISONED: (*_COMMON, QUEUE, ATTEMPT, WILL_RETRY, REASON),
 })
 
 #: Dimensions that must never be emitted, whatever an event declares.

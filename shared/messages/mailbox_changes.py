@@ -14,7 +14,8 @@ Message (base64 JSON)::
       "reason": "notification|missed|subscriptionRemoved|created|timer|cancelled|repair",
       "receivedAt": "2026-11-25T08:00:00+00:00",
       "correlationId": "…",
-      "attempt": 0                               # optional: how often Graph throttling sent it back already
+      "attempt": 0,                              # optional: how often Graph throttling sent it back already
+      "poisonings": 0                            # optional: how often its hints went to the poison queue
     }
 
 The reconcile worker treats it as a hint: it re-reads Graph and diffs against its snapshot, so
@@ -56,6 +57,7 @@ class MailboxChangeMessage(TypedDict):
     receivedAt: str
     correlationId: str
     attempt: NotRequired[int]
+    poisonings: NotRequired[int]  # shared.workers.poison
 
 
 class HintBundle(TypedDict):

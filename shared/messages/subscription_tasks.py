@@ -4,7 +4,8 @@ Renewals, reauthorizations and re-creations are fanned out as tasks so that no s
 them all. Message (base64 JSON), one task or several (the renewal sweep packs up to 50 in one message)::
 
     {"version": 1, "action": "renew|reauthorize|recreate|repair", "mailbox": "…", "subscriptionId": "…",
-     "reason": "…", "correlationId": "…", "attempt": 0}                      # one task
+     "reason": "…", "correlationId": "…", "attempt": 0, "poisonings": 0}     # one task (poisonings:
+                                                                              # shared.workers.poison)
     {"version": 1, "tasks": [<task as above>, …]}                             # several
 """
 
@@ -30,6 +31,7 @@ class SubscriptionTask(TypedDict):
     reason: str
     correlationId: str
     attempt: NotRequired[int]
+    poisonings: NotRequired[int]
 
 
 def task(action: str, mailbox: str, subscription_id: str, reason: str) -> SubscriptionTask:

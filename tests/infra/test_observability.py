@@ -64,6 +64,7 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("dead-letters", events.DELIVERY_DEAD_LETTERED),
     ("subscription-renewal-failed", events.SUBSCRIPTION_RENEWAL_FAILED),
     ("subscription-expiring", events.SUBSCRIPTION_RENEWED),
+    ("poisoned-messages", events.QUEUE_MESSAGE_POISONED),
     ("notification-5xx", None),
 ])
 def test_alert_rule_exists_for(rule: str, event: str | None) -> None:
