@@ -104,19 +104,19 @@ class Entra:
         headers = {"typ": "JWT", "kid": kid or key.kid, "x5t": kid or key.kid}
         return jwt.encode(claims, key.private_key, algorithm="RS256", headers=headers)
 
-    def issue_app_token(self, client_id: str, roles: list[str], display_name: str) -> tuple[str, int]:
+    def _graph_claims(self, client_id: str) -> tuple[dict[str, Any], int]:
+        """What every Graph token (v1.0, from sts.windows.net) says, app-only or delegated; and its lifetime."""
         now = int(time.time())
         lifetime = self.sandbox.config.token_lifetime_s
+        return {"aud": GRAPH_AUDIENCE, "iss": self.app_issuer(), "iat": now, "nbf": now, "exp": now + lifetime,
+                "appid": client_id, "appidacr": "1"}, lifetime
+
+    def issue_app_token(self, client_id: str, roles: list[str], display_name: str) -> tuple[str, int]:
+        common, lifetime = self._graph_claims(client_id)
         sp_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sp:{self.tenant}:{client_id}"))
         claims = {
-            "aud": GRAPH_AUDIENCE,
-            "iss": self.app_issuer(),
-            "iat": now,
-            "nbf": now,
-            "exp": now + lifetime,
+            **common,
             "app_displayname": display_name,
-            "appid": client_id,
-            "appidacr": "1",
             "idp": self.app_issuer(),
             "idtyp": "app",
             "oid": sp_id,
@@ -173,16 +173,9 @@ class Entra:
     def issue_delegated_token(self, user_claims: dict[str, Any], client_id: str, scopes: list[str]
                               ) -> tuple[str, int]:
         """A Graph token for the user of ``user_claims``, for ``client_id``, with ``scp`` = ``scopes``."""
-        now = int(time.time())
-        lifetime = self.sandbox.config.token_lifetime_s
+        common, lifetime = self._graph_claims(client_id)
         claims = {
-            "aud": GRAPH_AUDIENCE,
-            "iss": self.app_issuer(),
-            "iat": now,
-            "nbf": now,
-            "exp": now + lifetime,
-            "appid": client_id,
-            "appidacr": "1",
+            **common,
             "idtyp": "user",
             "name": user_claims.get("name", ""),
             "oid": user_claims["oid"],
