@@ -79,6 +79,16 @@ var rules = [
     query: loadTextContent('../queries/alert-poisoned-messages.kql')
   }
   {
+    name: 'appointments-not-stored'
+    displayName: 'Bookings triggers: an appointment could not be stored'
+    description: 'Table storage refused the rows of an appointment; the mailbox\'s other changes are stored, this one is tried again by every reconcile and its flows get no event until then. The error log of the correlation id names it.'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT1H'
+    threshold: 0
+    query: loadTextContent('../queries/alert-appointments-not-stored.kql')
+  }
+  {
     name: 'notification-5xx'
     displayName: 'Bookings triggers: Graph notifications answered 5xx'
     description: 'The notification or lifecycle endpoint could not persist what Graph sent. Graph retries for up to 4 hours; check storage.'

@@ -65,6 +65,7 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("subscription-renewal-failed", events.SUBSCRIPTION_RENEWAL_FAILED),
     ("subscription-expiring", events.SUBSCRIPTION_RENEWED),
     ("poisoned-messages", events.QUEUE_MESSAGE_POISONED),
+    ("appointments-not-stored", events.APPOINTMENT_NOT_STORED),
     ("notification-5xx", None),
 ])
 def test_alert_rule_exists_for(rule: str, event: str | None) -> None:
