@@ -252,6 +252,9 @@ SPECS: tuple[SettingSpec, ...] = (
     _spec("OUTBOX_RETENTION_HOURS", "168", "How long an appointment event is kept after it was handed to its "
           "flows (never less than DELIVERY_RETRY_HOURS + 1 h, and never while it has dead letters).",
           _positive_number, "outbox_retention_hours"),
+    _spec("DEAD_LETTER_RETENTION_DAYS", "30", "How long a dead letter is kept for an administrator to replay "
+          "(also one whose flow was removed since); then it is deleted, said in the log, and its event is pruned "
+          "with it when no other dead letter needs it.", _positive_number, "dead_letter_retention_days"),
     _spec("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the outbox sweep: hands events "
           "left pending by a crash to their flows, and prunes delivered ones.", _ncrontab, "outbox_sweep_schedule"),
     _spec("HEALTH_TIMEOUT_SECONDS", "3", "How long /api/health waits for each dependency.", _positive_int,
@@ -308,6 +311,7 @@ class Settings:
     resync_schedule: str
     delivery_retry_hours: float
     outbox_retention_hours: float
+    dead_letter_retention_days: float
     outbox_sweep_schedule: str
     health_timeout_seconds: int
     resync_horizon_days: int

@@ -149,6 +149,12 @@ class DeadLetters:
                                          parameters={"pk": mailbox, **prefix_bounds(DEADLETTER_PREFIX)})
         return {row["EventId"] async for row in rows}
 
+    async def last_attempted_before(self, before: datetime) -> list[DeadLetter]:
+        """Dead letters of every mailbox that gave up before ``before`` (a query across partitions)."""
+        rows = self.table.query_entities(f"{PREFIX_FILTER} and LastAttemptAt lt @before",
+                                         parameters={**prefix_bounds(DEADLETTER_PREFIX), "before": before})
+        return [DeadLetter.from_entity(row) async for row in rows]
+
     async def delete(self, letter: DeadLetter) -> bool:
         """Delete this version of the row. False when it is gone or was rewritten meanwhile (then it stays)."""
         kwargs: dict[str, Any] = {}

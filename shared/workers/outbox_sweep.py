@@ -1,5 +1,8 @@
 """The outbox sweep (timer ``OUTBOX_SWEEP_SCHEDULE``): no event stays un-fanned-out, no settled one stays forever.
 
+First it deletes dead letters older than ``DEAD_LETTER_RETENTION_DAYS`` (never replayed; also those of flows
+removed since), with a log line per mailbox: their events then settle like any other.
+
 It fans out ``pending`` rows older than a minute (a crash between commit and fan-out), and deletes
 ``fannedOut`` rows whose last enqueue is older than ``max(OUTBOX_RETENTION_HOURS, DELIVERY_RETRY_HOURS
 + 1 h)`` and that have no dead letter. Why that is "all deliveries settled": every message of a fan-out
@@ -35,6 +38,7 @@ class SweepReport:
     messages: int = 0
     pruned: int = 0
     kept_for_dead_letters: int = 0
+    dead_letters_deleted: int = 0  # past DEAD_LETTER_RETENTION_DAYS
 
 
 def retention() -> timedelta:
@@ -59,6 +63,17 @@ async def _sweep(older_than: timedelta) -> SweepReport:
         report.fanned_out += len(event_ids)
 
     dead_letters = DeadLetters()
+    expired_letters = await dead_letters.last_attempted_before(
+        now - timedelta(days=get_settings().dead_letter_retention_days))
+    by_mailbox: dict[str, int] = {}
+    for letter in expired_letters:
+        if await dead_letters.delete(letter):
+            by_mailbox[letter.mailbox] = by_mailbox.get(letter.mailbox, 0) + 1
+    for mailbox, count in by_mailbox.items():
+        log.warning("outbox sweep: %d dead letter(s) of %s older than %s days deleted, never replayed", count,
+                    mailbox, get_settings().dead_letter_retention_days, extra={"mailbox": mailbox})
+    report.dead_letters_deleted = sum(by_mailbox.values())
+
     for mailbox, entities in (await outbox.fanned_out_before(now - retention())).items():
         keep = await dead_letters.event_ids(mailbox)
         for entity in entities:
@@ -66,6 +81,7 @@ async def _sweep(older_than: timedelta) -> SweepReport:
                 report.kept_for_dead_letters += 1
             elif await outbox.delete_unchanged(entity):  # a replay meanwhile (LastEnqueuedAt) keeps the row
                 report.pruned += 1
-    log.info("outbox sweep: %d pending event(s) fanned out (%d messages), %d pruned, %d kept for dead letters",
-             report.fanned_out, report.messages, report.pruned, report.kept_for_dead_letters)
+    log.info("outbox sweep: %d pending event(s) fanned out (%d messages), %d pruned, %d kept for dead letters, "
+             "%d expired dead letters deleted", report.fanned_out, report.messages, report.pruned,
+             report.kept_for_dead_letters, report.dead_letters_deleted)
     return report

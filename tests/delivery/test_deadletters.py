@@ -272,6 +272,30 @@ async def test_sweep_prunes_settled_rows_but_keeps_those_with_dead_letters(env, 
     assert flow.webhook_id in json.dumps(await queued())
 
 
+async def test_a_dead_letter_past_its_retention_goes_and_its_event_with_it(env, receiver, caplog) -> None:
+    """Dead letters are kept DEAD_LETTER_RETENTION_DAYS for a replay (also a removed flow's), then deleted and
+    said so; the outbox row they kept is pruned in the same sweep, when it is past its own retention."""
+    caplog.set_level(logging.INFO, logger="shared")
+    await add_flow(receiver.url("expire"))
+    receiver.plan("expire", 400, 400)
+    old, young = await add_event(number=5), await add_event(number=6)
+    await fan_out(CLINIC, [old, young], "cid")
+    await run_worker(lambda: len(receiver.requests("expire")) == 2)
+    assert {d.event_id for d in await letters()} == {old, young}
+    days = 30  # DEAD_LETTER_RETENTION_DAYS in the sample settings
+    letter_key = f"deadletter:{old}:{(await letters())[0].flow_id}"
+    await table().update_entity({"PartitionKey": CLINIC, "RowKey": letter_key,
+                                 "LastAttemptAt": datetime.now(UTC) - timedelta(days=days, minutes=5)})
+    long_ago = datetime.now(UTC) - outbox_sweep.retention() - timedelta(minutes=5)
+    for event in (old, young):
+        await table().update_entity({"PartitionKey": CLINIC, "RowKey": outbox_row_key(event),
+                                     "LastEnqueuedAt": long_ago})
+    report = await outbox_sweep.sweep_outbox()
+    assert (report.dead_letters_deleted, report.pruned, report.kept_for_dead_letters) == (1, 1, 1)
+    assert [d.event_id for d in await letters()] == [young]
+    assert "1 dead letter(s) of clinic@contoso.test older than 30" in caplog.text
+
+
 async def test_retention_never_shorter_than_the_retry_window(env, monkeypatch) -> None:
     set_env(monkeypatch, OUTBOX_RETENTION_HOURS="1", DELIVERY_RETRY_HOURS="24")
     assert outbox_sweep.retention() == timedelta(hours=25)
