@@ -184,17 +184,25 @@ async def delete_fault(request: Request) -> Response:
     return Response(status_code=204 if len(rules) < before else 404)
 
 
+async def _switches(request: Request) -> dict[str, Any] | Response:
+    """A switch endpoint's POST body ({} for a GET), or the 400 answer for a bad one."""
+    if request.method != "POST":
+        return {}
+    try:
+        return await _body(request)
+    except ValueError as exc:
+        return _bad(str(exc))
+
+
 async def limits(request: Request) -> Response:
     sb = _sb(request)
-    if request.method == "POST":
-        try:
-            body = await _body(request)
-        except ValueError as exc:
-            return _bad(str(exc))
-        if "subscriptionWrites" in body:
-            sb.faults.limits.subscription_writes = bool(body["subscriptionWrites"])
-        if "mailboxConcurrency" in body:
-            sb.faults.limits.mailbox_concurrency = bool(body["mailboxConcurrency"])
+    body = await _switches(request)
+    if isinstance(body, Response):
+        return body
+    if "subscriptionWrites" in body:
+        sb.faults.limits.subscription_writes = bool(body["subscriptionWrites"])
+    if "mailboxConcurrency" in body:
+        sb.faults.limits.mailbox_concurrency = bool(body["mailboxConcurrency"])
     cfg = sb.config
     return JSONResponse(
         {
@@ -211,13 +219,11 @@ async def permissions_switch(request: Request) -> Response:
     """The permission table the gate enforces, and which reading it follows where Microsoft's pages disagree:
     ``{"appCanListBusinesses": bool}`` (POST; reset restores the configured value)."""
     sb = _sb(request)
-    if request.method == "POST":
-        try:
-            body = await _body(request)
-        except ValueError as exc:
-            return _bad(str(exc))
-        if "appCanListBusinesses" in body:
-            sb.faults.readings = replace(sb.faults.readings, app_can_list_businesses=bool(body["appCanListBusinesses"]))
+    body = await _switches(request)
+    if isinstance(body, Response):
+        return body
+    if "appCanListBusinesses" in body:
+        sb.faults.readings = replace(sb.faults.readings, app_can_list_businesses=bool(body["appCanListBusinesses"]))
     readings = sb.faults.readings
     return JSONResponse({"appCanListBusinesses": readings.app_can_list_businesses,
                          "routes": permission_table(readings)})

@@ -26,7 +26,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
 from shared.adapters.logs import redact
-from shared.records.mailbox import PREFIX_FILTER, iso, mailbox_table, prefix_bounds, row, utc
+from shared.records.mailbox import PREFIX_FILTER, iso, mailbox_table, prefix_bounds, row, rows_with_prefix, utc
 
 DEADLETTER_PREFIX = "deadletter:"
 ERROR_TEXT_CHARS = 1000
@@ -138,16 +138,14 @@ class DeadLetters:
             return None
 
     async def list(self, mailbox: str) -> list[DeadLetter]:
-        rows = self.table.query_entities(f"PartitionKey eq @pk and {PREFIX_FILTER}",
-                                         parameters={"pk": mailbox, **prefix_bounds(DEADLETTER_PREFIX)})
-        letters = [DeadLetter.from_entity(row) async for row in rows]
+        letters = [DeadLetter.from_entity(row) for row in
+                   await rows_with_prefix(mailbox, DEADLETTER_PREFIX, table=self.table)]
         return sorted(letters, key=lambda d: (d.last_attempt_at or datetime.min.replace(tzinfo=UTC), d.id))
 
     async def event_ids(self, mailbox: str) -> set[str]:
         """Events of the mailbox that have at least one dead letter (their outbox rows must stay)."""
-        rows = self.table.query_entities(f"PartitionKey eq @pk and {PREFIX_FILTER}", select=["EventId"],
-                                         parameters={"pk": mailbox, **prefix_bounds(DEADLETTER_PREFIX)})
-        return {row["EventId"] async for row in rows}
+        return {row["EventId"] for row in
+                await rows_with_prefix(mailbox, DEADLETTER_PREFIX, select=["EventId"], table=self.table)}
 
     async def last_attempted_before(self, before: datetime) -> list[DeadLetter]:
         """Dead letters of every mailbox that gave up before ``before`` (a query across partitions)."""

@@ -44,7 +44,7 @@ from azure.data.tables.aio import TableClient
 from shared.adapters.logs import redact_url
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
-from shared.records.mailbox import PREFIX_FILTER, iso, mailbox_table, prefix_bounds, row, utc
+from shared.records.mailbox import iso, mailbox_table, row, rows_with_prefix, utc
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +281,7 @@ class FlowRegistry:
         return Flow.from_entity(entity) if entity is not None else None
 
     async def list_flows(self, mailbox: str) -> list[Flow]:
-        entities = self.table.query_entities(f"PartitionKey eq @pk and {PREFIX_FILTER}",
-                                             parameters={"pk": mailbox, **prefix_bounds(FLOW_PREFIX)})
-        flows = [Flow.from_entity(entity) async for entity in entities]
+        flows = [Flow.from_entity(entity) for entity in await rows_with_prefix(mailbox, FLOW_PREFIX, table=self.table)]
         return sorted(flows, key=lambda f: (f.created, f.webhook_id))
 
     async def flow_count(self, mailbox: str) -> int:

@@ -52,10 +52,11 @@ def prefix_bounds(prefix: str) -> dict[str, str]:
     return {"lo": prefix, "hi": prefix[:-1] + chr(ord(prefix[-1]) + 1)}
 
 
-async def rows_with_prefix(mailbox: str, prefix: str, select: list[str] | None = None) -> list[Any]:
-    """Every row of ``mailbox`` whose RowKey starts with ``prefix``."""
+async def rows_with_prefix(mailbox: str, prefix: str, select: list[str] | None = None,
+                           table: TableClient | None = None) -> list[Any]:
+    """Every row of ``mailbox`` whose RowKey starts with ``prefix`` (``table``: default the mailbox table)."""
     query = f"PartitionKey eq @pk and {PREFIX_FILTER}"
-    return [entity async for entity in mailbox_table().query_entities(
+    return [entity async for entity in (table or mailbox_table()).query_entities(
         query, parameters={"pk": mailbox, **prefix_bounds(prefix)}, select=select)]
 
 

@@ -30,7 +30,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.adapters.storage import TRANSACTION_MAX_BYTES, TRANSACTION_MAX_OPERATIONS, entity_size
 from shared.contracts.appointment_data import parse_graph_datetime
-from shared.records.mailbox import PREFIX_FILTER, mailbox_table, prefix_bounds, row
+from shared.records.mailbox import PREFIX_FILTER, mailbox_table, prefix_bounds, row, rows_with_prefix
 from shared.records.outbox import payload_properties, read_payload
 
 log = logging.getLogger(__name__)
@@ -235,9 +235,7 @@ def snapshot_row_key(appointment_id: str) -> str:
 
 
 async def snapshots(mailbox: str) -> dict[str, Snapshot]:
-    query = f"PartitionKey eq @pk and {PREFIX_FILTER}"
-    return {e["AppointmentId"]: Snapshot.from_entity(e) async for e in
-            mailbox_table().query_entities(query, parameters={"pk": mailbox, **prefix_bounds(SNAPSHOT_PREFIX)})}
+    return {e["AppointmentId"]: Snapshot.from_entity(e) for e in await rows_with_prefix(mailbox, SNAPSHOT_PREFIX)}
 
 
 def snapshot_operation(mailbox: str, appointment: Mapping[str, Any], fingerprint: str, list_fingerprint: str,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from graph_sandbox.config import DEFAULT_CLIENT_ID
 from shared.adapters.auth import Caller, authenticate
 from shared.adapters.settings import reset_settings_cache
 from shared.adapters.storage import MAILBOX_TABLE, get_store
@@ -218,7 +219,7 @@ async def test_the_dropdown_lists_businesses_as_the_caller_and_then_from_its_cac
     calls = graph_requests(sandbox_env)[before:]
     assert sorted(b["email"] for b in first) == [CLINIC, SALON]
     listing = [r for r in calls if r["path"] == "/v1.0/solutions/bookingBusinesses"]
-    assert len(listing) == 1 and listing[0]["appId"] == caller_client(sandbox_env)  # a delegated call
+    assert len(listing) == 1 and listing[0]["appId"] == DEFAULT_CLIENT_ID  # exchanged by the API registration
     # One listing and one staff list per business (2 in the demo tenant); the token requests are the
     # exchange and, on a fresh client, the app's own token (kept for its hour).
     assert len([r for r in calls if r["path"].startswith("/v1.0/")]) == 3, [r["path"] for r in calls]
@@ -226,12 +227,6 @@ async def test_the_dropdown_lists_businesses_as_the_caller_and_then_from_its_cac
     again = len(graph_requests(sandbox_env))
     assert await get_directory().businesses_administered_by(caller) == first
     assert len(graph_requests(sandbox_env)) == again  # within LISTING_CACHE_SECONDS: no Graph call
-
-
-def caller_client(sandbox: Any) -> str:
-    from graph_sandbox.config import DEFAULT_CLIENT_ID
-
-    return DEFAULT_CLIENT_ID
 
 
 async def test_app_only_listing_is_refused_by_default_as_the_stricter_reading(sandbox_env) -> None:
