@@ -28,12 +28,15 @@ DEFAULT_CODES = {
     504: ("timeout", "The operation timed out."),
 }
 _ids = itertools.count(1)
+NOTIFICATION_KINDS = ("dropNotifications", "duplicateNotifications", "delayNotifications")
 
 
 @dataclass
 class FaultRule:
     """``kind="http"``: match requests; ``"dropNotifications"``: swallow change notifications;
-    ``"duplicateNotifications"``: deliver change-notification batches twice (Graph is at-least-once)."""
+    ``"duplicateNotifications"``: deliver change-notification batches twice (Graph is at-least-once);
+    ``"delayNotifications"``: hold each batch a random ½..1 × ``latency_ms`` first, so batches arrive out of order
+    (Graph does not promise order)."""
 
     kind: str = "http"
     method: str = "*"
@@ -82,8 +85,8 @@ class FaultRule:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> FaultRule:
         kind = str(body.get("kind", "http"))
-        if kind not in ("http", "dropNotifications", "duplicateNotifications"):
-            raise ValueError("kind must be 'http', 'dropNotifications' or 'duplicateNotifications'")
+        if kind not in NOTIFICATION_KINDS and kind != "http":
+            raise ValueError(f"kind must be 'http' or one of {', '.join(repr(k) for k in NOTIFICATION_KINDS)}")
         status = body.get("status")
         if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
             raise ValueError("status must be an HTTP error status (400-599)")

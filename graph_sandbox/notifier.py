@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 import uuid
 from collections import defaultdict, deque
@@ -222,8 +223,10 @@ class Notifier:
         subs = self.sandbox.state.subscriptions
         for i in range(0, len(items), size):
             batch = items[i : i + size]
-            self._spawn(self._deliver("change", url, {"value": batch}))
             mailbox = subs[batch[0]["subscriptionId"]].mailbox if batch[0]["subscriptionId"] in subs else ""
+            delayed = self.sandbox.faults.take_drop(mailbox, "delayNotifications")
+            hold = random.uniform(0.5, 1) * delayed.latency_ms / 1000 if delayed else 0.0  # noqa: S311
+            self._spawn(self._deliver("change", url, {"value": batch}, hold))
             if self.sandbox.faults.take_drop(mailbox, "duplicateNotifications"):
                 self._spawn(self._deliver("change", url, {"value": batch}))
 
@@ -276,11 +279,11 @@ class Notifier:
             health = self.endpoints[url] = EndpointHealth()
         return health
 
-    async def _deliver(self, kind: str, url: str, body: dict[str, Any]) -> None:
+    async def _deliver(self, kind: str, url: str, body: dict[str, Any], hold: float = 0.0) -> None:
         assert self.client is not None
         cfg = self.sandbox.config
         batch_id = str(uuid.uuid4())
-        delays = (0.0, *cfg.retry_delays_s)
+        delays = (hold, *cfg.retry_delays_s)
         for attempt, delay in enumerate(delays, start=1):
             state = self.health(url).state(cfg)
             if state == "dropping":

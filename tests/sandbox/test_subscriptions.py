@@ -341,6 +341,21 @@ def test_dropped_notification_can_be_announced_as_missed(
     assert [i for i in receiver.items() if "changeType" in i] == []
 
 
+def test_delayed_notifications_arrive_out_of_order(
+    sb: SandboxServer, graph: httpx.Client, receiver: NotificationReceiver
+) -> None:
+    _subscribe(graph, receiver, changeType="created")
+    sb.add_fault(kind="delayNotifications", count=1, latencyMs=1000)
+    first = _book(graph, days=23)
+    time.sleep(0.15)  # past the batch window: two batches
+    second = _book(graph, days=24)
+    sb.wait_for(lambda: len(receiver.items()) >= 2, timeout=5)
+    # Notifications name calendar events: their start tells which booking each one is about.
+    starts = [graph.get(f"/users/{CLINIC}/events/{i['resourceData']['id']}").json()["start"]["dateTime"][:10]
+              for i in receiver.items()]
+    assert starts == [second["startDateTime"]["dateTime"][:10], first["startDateTime"]["dateTime"][:10]]
+
+
 # ---- lifecycle -----------------------------------------------------------------------------------
 
 
