@@ -64,11 +64,33 @@ def _new_sync_row(mailbox: str) -> dict[str, Any]:
 async def start_watching(mailbox: str) -> None:
     """Mark when watching the mailbox began, if nothing is recorded yet: the first reconcile's baseline
     then records older appointments silently and announces anything created after this. A mailbox that
-    already has a sync row keeps it (a re-created subscription: the snapshot is still good)."""
-    try:
-        await mailbox_table().create_entity(_new_sync_row(mailbox))
-    except ResourceExistsError:
-        pass
+    already has a sync row keeps it (a re-created subscription: the snapshot is still good), unless
+    ``forget_mailbox`` marked it unwatched: then watching starts afresh."""
+    table = mailbox_table()
+    for _ in range(5):  # another writer in between (a release, a reconcile): look again
+        try:
+            await table.create_entity(_new_sync_row(mailbox))
+            return
+        except ResourceExistsError:
+            pass
+        try:
+            current = await table.get_entity(mailbox, SYNC_ROW)
+            if not is_unwatched(current):
+                return
+            await table.update_entity(_new_sync_row(mailbox), mode=UpdateMode.REPLACE,
+                                      etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            return
+        except ResourceNotFoundError:
+            continue
+        except HttpResponseError as error:
+            if error.status_code != 412:
+                raise
+    raise RuntimeError(f"the sync row of {mailbox} kept changing while watching began")
+
+
+def is_unwatched(sync: Any) -> bool:
+    """Whether the sync row is ``forget_mailbox``'s marker: no flow watches the mailbox."""
+    return bool(sync.get("Unwatched"))
 
 
 async def sync_row(mailbox: str) -> Any:
@@ -284,16 +306,20 @@ def delete_cancel_reason_operation(mailbox: str, appointment_id: str) -> tuple[A
 # ---- forgetting a mailbox ---------------------------------------------------------------------------
 
 async def forget_mailbox(mailbox: str) -> int:
-    """Delete the mailbox's sync row, snapshots and cancel reasons; returns how many rows went.
+    """Delete the mailbox's snapshots and cancel reasons and mark its sync row unwatched; returns how many
+    rows went.
 
     Called when the mailbox's last flow goes: the snapshots hold customers' names, addresses and notes,
     which nothing needs once no flow watches the mailbox, and a flow registered later must start from a
-    fresh baseline (the changes made while nobody watched are not its events)."""
+    fresh baseline (the changes made while nobody watched are not its events). The sync row stays, holding
+    nothing but ``Unwatched``: a hint still in the queue then finds the mailbox unwatched and brings nothing
+    back, where a missing row would start a new baseline (``start_watching`` clears the mark)."""
     table = mailbox_table()
+    marker = row(mailbox, SYNC_ROW, Unwatched=True, LeaseUntil=NO_LEASE)
+    await table.upsert_entity(marker, mode=UpdateMode.REPLACE)  # first: an ETag-guarded late commit now fails
     rows = [entity async for entity in table.query_entities(
         # Spaces around the parentheses: the SDK reads a parameter name up to the next space.
-        f"PartitionKey eq @pk and (RowKey eq '{SYNC_ROW}' or ( {PREFIX_FILTER} )"
-        " or ( RowKey ge @clo and RowKey lt @chi ) )",
+        f"PartitionKey eq @pk and ( ( {PREFIX_FILTER} ) or ( RowKey ge @clo and RowKey lt @chi ) )",
         parameters={"pk": mailbox, **prefix_bounds(SNAPSHOT_PREFIX),
                     **{f"c{k}": v for k, v in prefix_bounds(CANCEL_REASON_PREFIX).items()}},
         select=["RowKey"])]

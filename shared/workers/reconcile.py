@@ -342,7 +342,8 @@ class _lease_kept:  # used as ``async with _lease_kept(worker)``
 
 
 async def reconcile(message: MailboxChangeMessage) -> str:
-    """Handle one hint. Returns what happened: covered | deferred | reconciled (for logs and tests)."""
+    """Handle one hint. Returns what happened: covered | deferred | reconciled | unwatched | throttled | lease
+    lost (for logs and tests)."""
     with telemetry_context(mailbox=message["mailbox"].lower(), correlationId=message.get("correlationId") or None):
         return await _reconcile(message)
 
@@ -354,6 +355,9 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
     received = mailbox_changes.received_at(message)
     full = bool(message.get("fullResync"))
     row = await reconcile_state.sync_row(mailbox)
+    if reconcile_state.is_unwatched(row):
+        # The last flow went after this hint was queued: what it says is nobody's event any more.
+        return "unwatched"
     covered_up_to = row.get("CoveredUpTo")
     if covered_up_to is not None and received < covered_up_to - timedelta(seconds=COVERAGE_MARGIN_SECONDS) \
             and row.get("BaselineDone"):
