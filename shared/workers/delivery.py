@@ -38,6 +38,7 @@ from shared.adapters.callback_client import post
 from shared.adapters.logs import redact, redact_url
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
+from shared.adapters.storage import DELIVERIES_QUEUE, poison_queue
 from shared.contracts import events
 from shared.contracts.appointment_data import upgrade_stored_payload
 from shared.messages import deliveries
@@ -181,6 +182,8 @@ async def handle_poison(message: func.QueueMessage) -> None:
     if item is None:
         return
     with _context(item):
+        track_event(events.QUEUE_MESSAGE_POISONED, logging.ERROR, queue=poison_queue(DELIVERIES_QUEUE),
+                    attempt=item["attempt"] + 1, willRetry=False, reason="deadLetter")
         row = await outbox.get(item["mailbox"], item["eventId"])
         await dead_letter(item, row, reason="poison", status=0, error_code="PoisonMessage",
                           error_text="the delivery worker failed on this message every time the queue offered it; "

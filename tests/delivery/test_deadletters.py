@@ -131,6 +131,9 @@ async def test_a_poison_message_becomes_a_dead_letter(env, receiver, caplog) -> 
     assert abs((letter.first_attempt_at - started).total_seconds()) < 1 and "cid-poison" in letter.last_error
     (dead,) = events_named(caplog, events.DELIVERY_DEAD_LETTERED)
     assert dead.errorCode == "PoisonMessage" and dead.flowId == flow.webhook_id
+    (poisoned,) = events_named(caplog, events.QUEUE_MESSAGE_POISONED)  # counted by the poisoned-messages alert
+    assert (poisoned.queue, poisoned.attempt, poisoned.willRetry, poisoned.reason) == \
+        ("deliveries-poison", 3, "false", "deadLetter")
 
 
 async def test_a_worker_that_keeps_failing_ends_in_poison_then_dead_letter(env, receiver) -> None:
