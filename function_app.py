@@ -14,6 +14,7 @@ from shared.adapters.logs import configure_logging
 from shared.adapters.monitoring import configure_monitoring
 from shared.adapters.settings import get_settings
 from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE, poison_queue
+from shared.endpoints import appointments as appointment_api
 from shared.endpoints import cancellation, health
 from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
@@ -71,6 +72,27 @@ async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route=cancellation.ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def cancel_appointment(req: func.HttpRequest) -> func.HttpResponse:
     return await cancellation.handle(req)
+
+
+# The connector's actions: appointments, services and staff of a business (Bookings roles decide who may).
+@app.route(route=appointment_api.APPOINTMENTS_ROUTE, methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def appointments(req: func.HttpRequest) -> func.HttpResponse:
+    return await appointment_api.appointments(req)
+
+
+@app.route(route=appointment_api.APPOINTMENT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def appointment(req: func.HttpRequest) -> func.HttpResponse:
+    return await appointment_api.get_appointment(req)
+
+
+@app.route(route=appointment_api.SERVICES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def services(req: func.HttpRequest) -> func.HttpResponse:
+    return await appointment_api.list_services(req)
+
+
+@app.route(route=appointment_api.STAFF_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def staff_members(req: func.HttpRequest) -> func.HttpResponse:
+    return await appointment_api.list_staff(req)
 
 
 @app.route(route=dead_letter_api.DEADLETTERS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

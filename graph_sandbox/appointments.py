@@ -142,8 +142,14 @@ def build_appointment(
         raise GraphError(
             400, "BadRequest", "The number of customers exceeds the maximumAttendeesCount of the appointment."
         )
+    group = appt["maximumAttendeesCount"] > 1
+    if group:
+        # The create page: for a service taking several customers, "pass valid customer IDs ... If the customer
+        # ID is not valid, that customer won't be included in the appointment object."
+        customers[:] = [c for c in customers if isinstance(c, dict) and str(c.get("customerId") or "") in
+                        business.customers]
     for customer in customers:
-        _check_customer(business, service, customer, group=appt["maximumAttendeesCount"] > 1)
+        _check_customer(business, service, customer, group=group)
     appt["filledAttendeesCount"] = len(customers)
     for key, default in (
         ("additionalInformation", ""),
@@ -179,9 +185,6 @@ def _check_customer(business: Business, service: dict[str, Any], customer: Any, 
     customer.setdefault("@odata.type", "#microsoft.graph.bookingCustomerInformation")
     cid = customer.get("customerId")
     known = business.customers.get(str(cid)) if cid else None
-    if group and known is None:
-        # Graph: "If maximumAttendeesCount of the service is greater than 1, pass valid customer IDs".
-        raise GraphError(400, "BadRequest", "A valid customerId is required for each customer of a group appointment.")
     if cid and known is None:
         raise GraphError(400, "BadRequest", f"The customerId '{cid}' does not refer to a customer of this business.")
     if known:

@@ -16,7 +16,8 @@ GRAPH_AUDIENCE = "https://graph.microsoft.com"
 # What infra/entra/graph.bicep grants the app (infra/README.md, "Microsoft Graph permissions"; tests/infra
 # checks both agree): application permissions for reading Bookings and subscribing to the mailboxes' events...
 APP_READ_ROLES = ("Bookings.Read.All", "Calendars.Read")
-# ...and for the cancel action (ENABLE_CANCEL_WITH_REASON) what works under both readings: the cancel page
+# ...and for the write actions, cancel and create (ENABLE_CANCEL_WITH_REASON), what works under both readings: the
+# create page names BookingsAppointment.ReadWrite.All and Bookings.ReadWrite.All; the cancel page
 # lists Bookings.ReadWrite.All; the other appointment pages, and what was granted before, say
 # BookingsAppointment.ReadWrite.All.
 APP_CANCEL_ROLES = ("Bookings.ReadWrite.All", "BookingsAppointment.ReadWrite.All")

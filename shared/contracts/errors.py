@@ -138,7 +138,8 @@ CATALOGUE: dict[str, ErrorText] = {
         502,
         "Microsoft Graph refused this app access to {business} ({graph_code}).",
         "Nothing was saved or cancelled. Ask a Microsoft Entra administrator to grant the app the Graph "
-        "application permissions it needs: Calendars.Read and Bookings.Read.All, and to cancel with a reason also "
+        "application permissions it needs: Calendars.Read and Bookings.Read.All, and to cancel with a reason or book "
+        "appointments also "
         "Bookings.ReadWrite.All and BookingsAppointment.ReadWrite.All (see the deployment guide); then try again.",
         "Microsoft Graph がこのアプリの {business} へのアクセスを拒否しました ({graph_code})。",
         "何も保存・キャンセルされていません。Microsoft Entra 管理者に、必要な Graph のアプリケーション アクセス許可 "
@@ -165,6 +166,33 @@ CATALOGUE: dict[str, ErrorText] = {
         "Microsoft Graph retries this notification by itself; nothing to do.",
         "通知を保存できませんでした。",
         "Microsoft Graph が自動的に再送します。対応は不要です。",
+    ),
+    # --- the connector's actions; the remedies are for the flow maker ---
+    "BookingsRoleNotAllowed": ErrorText(
+        403,
+        "Your role in the Bookings business {business} ({role}) cannot {action}.",
+        "Ask an administrator of this Bookings business for a role that can ({allowed}: Bookings, Staff), or "
+        "use a connection signed in as such a person.",
+        "Bookings ビジネス {business} でのあなたの役割 ({role}) では、この操作 ({action}) はできません。",
+        "この Bookings ビジネスの管理者に、操作できる役割 ({allowed}) を付与してもらうか (Bookings の [スタッフ])、"
+        "そのような役割を持つユーザーの接続を使用してください。",
+    ),
+    "AppointmentRejected": ErrorText(
+        400,
+        "Microsoft Bookings did not accept the appointment for {business}: {reason}",
+        "Check the service, the staff members, the times (within business hours, as long as the service takes) "
+        "and the customer, then try again.",
+        "Microsoft Bookings は {business} の予定を受け付けませんでした: {reason}",
+        "サービス、スタッフ、時間 (営業時間内でサービスの所要時間どおりか)、顧客を確認して、もう一度お試しください。",
+    ),
+    "FlowNotFound": ErrorText(
+        404,
+        "The Bookings business {business} has no flow {id}.",
+        "Pick the flow from the list (List the appointment flows of a Bookings business); it may have been "
+        "deleted or its trigger changed.",
+        "Bookings ビジネス {business} にフロー {id} はありません。",
+        "一覧 (Bookings ビジネスの予定フローの一覧) からフローを選んでください。"
+        "削除されたか、トリガーが変更された可能性があります。",
     ),
     # --- dead letters; the remedies are for the business's administrators ---
     "DeadLetterNotFound": ErrorText(

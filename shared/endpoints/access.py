@@ -4,6 +4,13 @@ A business is named by its mailbox (SMTP address, case-insensitive). The rule of
 route is the one Microsoft's connector applies to its triggers: the signed-in caller (``shared.adapters.auth``)
 must be an ``administrator`` on the business's staff list, asked of the directory on every request and
 never cached: a stale "yes" after a demotion is not acceptable.
+
+The connector's actions follow Bookings' own roles (``ACTION_ROLES``, checked the same way): reading a
+business's appointments, services and staff is for every role that sees the Bookings calendar
+(administrators, schedulers, viewers, team members), booking one for administrators and schedulers. Team
+members may change only their own bookings in Bookings; the app does not model whose a booking is, so it lets
+them read only. Guests see nothing. Role names: Graph's ``bookingStaffRole``
+(https://learn.microsoft.com/en-us/graph/api/resources/bookingstaffmember?view=graph-rest-1.0).
 """
 
 from __future__ import annotations
@@ -16,6 +23,13 @@ from shared.adapters.auth import Caller, authenticate
 from shared.contracts.errors import ApiError
 from shared.services import bookings_directory
 from shared.services.bookings_directory import ADMINISTRATOR
+
+READ, WRITE = "read", "write"
+ACTION_ROLES: dict[str, tuple[str, ...]] = {
+    READ: (ADMINISTRATOR, "scheduler", "viewer", "teamMember"),
+    WRITE: (ADMINISTRATOR, "scheduler"),
+}
+_ACTION_TEXT = {READ: "read its appointments, services and staff", WRITE: "book appointments"}
 
 # Conservative: what Bookings mailboxes look like, and nothing that could break a Table key or a URL
 # (/ \ # ? are not allowed in PartitionKey).
@@ -43,4 +57,16 @@ async def administered_mailbox(req: func.HttpRequest) -> tuple[str, Caller]:
     caller = await authenticate(req.headers.get("authorization"))
     mailbox = parse_mailbox(req.route_params.get("smtp"))
     await require_administrator(mailbox, caller)
+    return mailbox, caller
+
+
+async def staff_mailbox(req: func.HttpRequest, access: str) -> tuple[str, Caller]:
+    """The route's business and the caller, once the caller's role there allows ``access`` (``READ`` or
+    ``WRITE``); ``BookingsRoleNotAllowed`` otherwise (404 ``BookingBusinessNotFound`` for no such business)."""
+    caller = await authenticate(req.headers.get("authorization"))
+    mailbox = parse_mailbox(req.route_params.get("smtp"))
+    role = await bookings_directory.get_directory().staff_role(mailbox, caller)
+    if role not in ACTION_ROLES[access]:
+        raise ApiError("BookingsRoleNotAllowed", business=mailbox, role=role or "none (not on the staff list)",
+                       action=_ACTION_TEXT[access], allowed=", ".join(ACTION_ROLES[access]))
     return mailbox, caller

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
+from shared.endpoints.appointments import APPOINTMENT_ROUTE, APPOINTMENTS_ROUTE, SERVICES_ROUTE, STAFF_ROUTE
+from shared.endpoints.cancellation import ROUTE as CANCEL_ROUTE
 from shared.endpoints.flow_webhooks import (
     BUSINESSES_ROUTE,
     ROUTE_PREFIX,
@@ -27,6 +29,20 @@ SERVED: dict[str, set[str]] = {
     f"/{ROUTE_PREFIX}/{WEBHOOK_ROUTE}": {"post", "delete"},
     f"/{ROUTE_PREFIX}/{WEBHOOKS_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{BUSINESSES_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{APPOINTMENTS_ROUTE}": {"get", "post"},
+    f"/{ROUTE_PREFIX}/{APPOINTMENT_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{CANCEL_ROUTE}": {"post"},
+    f"/{ROUTE_PREFIX}/{SERVICES_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{STAFF_ROUTE}": {"get"},
+}
+# The actions beyond Microsoft's connector (which has none), by operationId: summary, method.
+ACTIONS = {
+    "GetAppointment": ("Get an appointment", "get"),
+    "ListAppointments": ("List appointments", "get"),
+    "CreateBookingAppointment": ("Create an appointment", "post"),
+    "CancelAppointmentWithReason": ("Cancel an appointment", "post"),
+    "ListServices": ("List services", "get"),
+    "ListStaffMembers": ("List staff members", "get"),
 }
 
 # DESIGN §2: the field names flows reference. Written out here because they are the contract: Microsoft's
@@ -171,3 +187,59 @@ def test_oauth_with_entra_id() -> None:
     properties = json.loads((CONNECTOR / "apiProperties.json").read_text())["properties"]
     oauth = properties["connectionParameters"]["token"]
     assert oauth["type"] == "oauthSetting" and oauth["oAuthSettings"]["identityProvider"] == "aad"
+
+
+def test_the_actions(swagger: dict[str, Any]) -> None:
+    by_id = {op["operationId"]: (path, method, op) for path, method, _, op in operations(swagger)}
+    for operation_id, (summary, method) in ACTIONS.items():
+        _, found_method, operation = by_id[operation_id]
+        assert (operation["summary"], found_method) == (summary, method), operation_id
+        assert not operation.get("x-ms-trigger") and operation["x-ms-visibility"] in ("important", "advanced")
+        # What a flow maker reads: a sentence, not an echo of the summary.
+        assert operation["description"].endswith(".") and len(operation["description"]) > len(summary) + 20
+        smtp = next(p for p in operation["parameters"] if p["name"] == "SMTPAddress")
+        assert smtp["x-ms-dynamic-values"]["operationId"] == "GetBusinessesAsAdmin"  # the triggers' dropdown
+        for code, response in operation["responses"].items():
+            if int(code) >= 400:  # every error in the project's JSON shape
+                assert response["schema"] == {"$ref": "#/definitions/ErrorResponse"}, (operation_id, code)
+        assert {"401", "403", "500"} <= set(operation["responses"]), operation_id
+
+
+def test_operation_ids_are_unique_and_summaries_short(swagger: dict[str, Any]) -> None:
+    ids = [op["operationId"] for _, _, _, op in operations(swagger)]
+    assert len(ids) == len(set(ids))
+    for _, _, _, operation in operations(swagger):
+        # Power Platform's connector guidelines: a summary is a short title without a full stop.
+        assert len(operation["summary"]) <= 80 and not operation["summary"].endswith(".")
+
+
+def _dynamic_values(node: Any):
+    if isinstance(node, dict):
+        if "x-ms-dynamic-values" in node:
+            yield node["x-ms-dynamic-values"]
+        for value in node.values():
+            yield from _dynamic_values(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _dynamic_values(value)
+
+
+def test_every_dropdown_names_a_listing_operation_and_its_fields(swagger: dict[str, Any]) -> None:
+    by_id = {op["operationId"]: op for _, _, _, op in operations(swagger)}
+    found = list(_dynamic_values(swagger))
+    assert len(found) > len(TRIGGERS)
+    for dynamic in found:
+        source = by_id[dynamic["operationId"]]
+        names = {p["name"] for p in source["parameters"]}
+        assert set(dynamic.get("parameters", {})) <= names, dynamic
+        assert {p["name"] for p in source["parameters"] if p.get("required")} <= set(dynamic.get("parameters", {}))
+        schema = resolve(swagger, source["responses"]["200"]["schema"])
+        item = resolve(swagger, schema["properties"][dynamic["value-collection"]]["items"])["properties"]
+        assert {dynamic["value-path"], dynamic["value-title"]} <= set(item), dynamic
+
+
+def test_the_listing_is_paged_as_power_automate_expects(swagger: dict[str, Any]) -> None:
+    operation = swagger["paths"]["/v1/bookingBusinesses/{SMTPAddress}/appointments"]["get"]
+    next_link = operation["x-ms-pageable"]["nextLinkName"]
+    page = resolve(swagger, operation["responses"]["200"]["schema"])["properties"]
+    assert next_link in page and page["value"]["items"] == {"$ref": "#/definitions/AppointmentData"}
