@@ -19,7 +19,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*", re.IGNORECASE), r"\1?[redacted]"),
     (re.compile(r"(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE), r"\1[redacted]"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
-    (re.compile(r"((?:AccountKey|SharedAccessSignature|client_secret|sig|code)=)[^;&\s\"']+", re.IGNORECASE),
+    # A whole key only: an event's "errorCode=ServiceUnavailable" is not an authorization code.
+    (re.compile(r"(?<![A-Za-z0-9_])((?:AccountKey|SharedAccessSignature|client_secret|sig|code)=)[^;&\s\"']+",
+                re.IGNORECASE),
      r"\1[redacted]"),
 )
 

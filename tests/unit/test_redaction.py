@@ -27,6 +27,15 @@ def test_redact_scrubs_each_kind() -> None:
     assert "prod-12.westeurope.logic.azure.com" in scrubbed
 
 
+def test_keys_that_merely_end_like_a_secret_are_kept() -> None:
+    """The event summaries carry errorCode=…: an error code is what an admin needs to read."""
+    line = "DeliveryFailed errorCode=ServiceUnavailable status=503 and /cb?code=AUTHCODE&sig=SIG;AccountKey=KEY"
+    scrubbed = redact(line)
+    assert "errorCode=ServiceUnavailable" in scrubbed
+    for secret in ("AUTHCODE", "SIG", "KEY"):
+        assert secret not in scrubbed
+
+
 def test_filter_scrubs_arguments_and_tracebacks(caplog) -> None:
     logger = logging.getLogger("test.redaction")
     handler_filter = RedactingFilter()
