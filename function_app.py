@@ -15,7 +15,7 @@ from shared.adapters.monitoring import configure_monitoring
 from shared.adapters.settings import get_settings
 from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE, poison_queue
 from shared.endpoints import appointments as appointment_api
-from shared.endpoints import cancellation, health
+from shared.endpoints import cancellation, health, test_events
 from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
@@ -56,6 +56,11 @@ async def flow_webhooks(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route=webhook_api.BUSINESSES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def businesses_as_admin(req: func.HttpRequest) -> func.HttpResponse:
     return await webhook_api.businesses_as_admin(req)
+
+
+@app.route(route=test_events.ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def test_event(req: func.HttpRequest) -> func.HttpResponse:
+    return await test_events.handle(req)
 
 
 # Graph cannot sign in: anonymous, authenticated per item by the subscription's clientState.

@@ -39,6 +39,11 @@ Rules
   https://learn.microsoft.com/en-us/graph/api/bookingappointment-get). ``Id`` (deprecated in the contract:
   "use SelfServiceAppointmentId") has the same value. Neither tells appointments apart; ``AppointmentId``
   does. Payloads stored before ``AppointmentId`` existed are brought up to this by ``upgrade_stored_payload``.
+* **What changed** (ours, beyond Microsoft's contract): an Updated event's ``ChangedFields`` names the payload
+  fields whose values differ from the previous state (``CHANGE_TRACKED``; staff and customers compared as sets)
+  and ``Previous`` holds the earlier times, staff and service, so a flow can tell a reschedule from a note
+  edit (``with_change_details``). Created and Cancelled events, and the actions' answers, leave them empty.
+  ``IsTest`` is true only in the sample a flow maker asks for (``sample_appointment_data``).
 * **Robustness.** Unknown Graph fields are ignored; missing, null or wrongly typed optional ones become
   ``""`` / ``[]`` / ``0`` / ``False`` — never an exception. (The connector schema declares no nullable
   field, so we never emit ``null``.)
@@ -55,6 +60,7 @@ from typing import Any, Final, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "CHANGE_TRACKED",
     "FINGERPRINT_VERSION",
     "WINDOWS_TIME_ZONES",
     "AppointmentData",
@@ -62,14 +68,17 @@ __all__ = [
     "CustomerData",
     "CustomerLocation",
     "PhysicalAddress",
+    "PreviousValues",
     "StaffMember",
     "content_fingerprint",
     "is_current_payload",
     "is_group_appointment",
     "parse_graph_datetime",
     "parse_iso_duration",
+    "sample_appointment_data",
     "to_appointment_data",
     "upgrade_stored_payload",
+    "with_change_details",
 ]
 
 
@@ -116,10 +125,23 @@ class StaffMember(TypedDict):
     Id: str
 
 
+class PreviousValues(TypedDict):
+    """An Updated event's earlier times, staff and service (ours); all empty on other events."""
+
+    Duration: int
+    EndTime: str
+    ServiceId: str
+    ServiceName: str
+    StaffMembers: list[StaffMember]
+    StartTime: str
+
+
 class AppointmentData(TypedDict):
     AdditionalInfo: str
     AppointmentId: str  # our addition to Microsoft's schema: Graph's appointment id
     CancelReason: str
+    ChangedFields: list[str]  # ours: what an Updated event changed
+    IsTest: bool  # ours: true only in a sample sent on request
     CustomerEmail: str
     CustomerId: str
     CustomerLocation: CustomerLocation
@@ -136,6 +158,7 @@ class AppointmentData(TypedDict):
     IsSMSNotificationsEnabled: bool
     JoinWebURL: str
     MaxAttendeesCount: int
+    Previous: PreviousValues  # ours: an Updated event's earlier values
     SelfServiceAppointmentId: str
     ServiceId: str
     ServiceName: str
@@ -603,6 +626,7 @@ def to_appointment_data(
         "AdditionalInfo": additional if isinstance(additional, str) else "",
         "AppointmentId": _str(appt.get("id")),
         "CancelReason": _str(cancel_reason),
+        "ChangedFields": [],
         "CustomerEmail": "",
         "CustomerId": "",
         "CustomerLocation": _location(None),
@@ -617,8 +641,10 @@ def to_appointment_data(
         "FilledAttendeesCount": filled if filled is not None else len(customers),
         "Id": self_service_id,
         "IsSMSNotificationsEnabled": _bool(appt.get("smsNotificationsEnabled")),
+        "IsTest": False,
         "JoinWebURL": _str(appt.get("joinWebUrl")),
         "MaxAttendeesCount": max_attendees,
+        "Previous": _no_previous(),
         "SelfServiceAppointmentId": self_service_id,
         "ServiceId": service_id,
         "ServiceName": _first_str(appt.get("serviceName"), service.get("displayName")),
@@ -667,6 +693,10 @@ def upgrade_stored_payload(payload: Mapping[str, Any], appointment_id: str) -> d
     text standing in for none of the appointment's own; nothing stored tells which, so they stay (the next
     read of the appointment by id replaces the payload)."""
     data = dict(payload)
+    # Fields added since (all optional in the contract) get their empty values, so a flow's reference to
+    # them resolves on every event.
+    for name, empty in (("ChangedFields", []), ("IsTest", False), ("Previous", _no_previous())):
+        data.setdefault(name, empty)
     if is_current_payload(data):
         return data
     data["AppointmentId"] = appointment_id
@@ -674,6 +704,87 @@ def upgrade_stored_payload(payload: Mapping[str, Any], appointment_id: str) -> d
         data["SelfServiceAppointmentId"] = _ZERO_GUID
         if data.get("Id") == appointment_id:
             data["Id"] = _ZERO_GUID
+    return data
+
+
+# ---- what changed, and the sample ----------------------------------------------------------------------
+
+# The payload fields an Updated event's ChangedFields may name: what a flow maker sees of the appointment
+# (ids, the cancel reason and our bookkeeping fields are not changes of it).
+CHANGE_TRACKED: Final = (
+    "StartTime", "EndTime", "Duration", "StaffMembers", "ServiceId", "ServiceName", "Customers", "CustomerName",
+    "CustomerEmail", "CustomerPhone", "CustomerNotes", "CustomerTimeZone", "CustomerLocation", "CustomerId",
+    "CustomQuestionAnswers", "ServiceNotes", "AdditionalInfo", "JoinWebURL", "MaxAttendeesCount",
+    "FilledAttendeesCount", "IsSMSNotificationsEnabled",
+)
+
+
+def _no_previous() -> PreviousValues:
+    return {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [], "StartTime": ""}
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """A field's value as compared: staff by id and customers as sets (Graph's order is not meaningful)."""
+    if name == "StaffMembers":
+        return sorted({_str(_dict(m).get("Id")) for m in _list(value)})
+    if isinstance(value, list):
+        return sorted(json.dumps(v, sort_keys=True, ensure_ascii=False) for v in value)
+    return value
+
+
+def with_change_details(payload: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``payload`` as an event carries it: with ``previous`` (the appointment's last state, an Updated event),
+    ``ChangedFields`` names the ``CHANGE_TRACKED`` fields that differ and ``Previous`` holds the earlier times,
+    staff and service; without it (Created, Cancelled) both are empty."""
+    data = dict(payload)
+    data["ChangedFields"], data["Previous"] = [], _no_previous()
+    if previous is not None:
+        before = dict(previous)
+        data["ChangedFields"] = [name for name in CHANGE_TRACKED if name in before
+                                 and _comparable(name, before.get(name)) != _comparable(name, data.get(name))]
+        data["Previous"] = {
+            "Duration": _int(before.get("Duration")) or 0, "EndTime": _str(before.get("EndTime")),
+            "ServiceId": _str(before.get("ServiceId")), "ServiceName": _str(before.get("ServiceName")),
+            "StaffMembers": [{"DisplayName": _str(m.get("DisplayName")), "EmailAddress": _str(m.get("EmailAddress")),
+                              "Id": _str(m.get("Id"))} for m in _dicts(before.get("StaffMembers"))],
+            "StartTime": _str(before.get("StartTime")),
+        }
+    return data
+
+
+def sample_appointment_data(change_type: str, now: datetime) -> AppointmentData:
+    """A made-up appointment, every field filled, ``IsTest`` true: what *Send a test event to this flow* posts,
+    so a flow maker sees the dynamic content without booking anything. ``change_type`` (Created, Updated,
+    Cancelled) decides whether it carries a cancel reason or change details."""
+    start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    location: CustomerLocation = {"DisplayName": "Customer's home", "PhysicalAddress": {
+        "City": "Seattle", "CountryOrRegion": "USA", "PostalCode": "98101", "State": "WA", "Street": "1 Sample St"}}
+    answer: CustomQuestion = {"Answer": "English", "AnswerOptions": ["English", "Japanese"], "IsRequired": True,
+                              "Question": "Preferred language (sample)", "QuestionID": _ZERO_GUID,
+                              "SelectedOptions": [0]}
+    staff: StaffMember = {"DisplayName": "Sample staff member", "EmailAddress": "staff@example.invalid",
+                          "Id": _ZERO_GUID}
+    customer: CustomerData = {"Email": "customer@example.invalid", "Id": _ZERO_GUID, "Location": location,
+                              "Name": "Sample customer", "Notes": "A note from the customer (sample)",
+                              "TimeZone": "America/Los_Angeles", "Answers": [answer]}
+    data: AppointmentData = {
+        "AdditionalInfo": "Information for the customer (sample)", "AppointmentId": "sample-appointment-id",
+        "CancelReason": "Cancelled for the test (sample)" if change_type == "Cancelled" else "",
+        "ChangedFields": [], "CustomerEmail": customer["Email"], "CustomerId": customer["Id"],
+        "CustomerLocation": location, "CustomerName": customer["Name"], "CustomerNotes": customer["Notes"],
+        "CustomerPhone": "+1 206 555 0100", "CustomerTimeZone": customer["TimeZone"],
+        "CustomQuestionAnswers": [answer], "Customers": [customer], "Duration": 30,
+        "EndTime": _iso_utc(start + timedelta(minutes=30)), "FilledAttendeesCount": 1, "Id": _ZERO_GUID,
+        "IsSMSNotificationsEnabled": False, "IsTest": True, "JoinWebURL": "", "MaxAttendeesCount": 1,
+        "Previous": _no_previous(), "SelfServiceAppointmentId": _ZERO_GUID, "ServiceId": _ZERO_GUID,
+        "ServiceName": "Sample service", "ServiceNotes": "A note for the staff (sample)", "StaffMembers": [staff],
+        "StartTime": _iso_utc(start), "TrackingData": "",
+    }
+    if change_type == "Updated":
+        data["ChangedFields"] = ["StartTime", "EndTime"]
+        data["Previous"] = {"Duration": 30, "EndTime": _iso_utc(start - timedelta(minutes=30)), "ServiceId": _ZERO_GUID,
+                            "ServiceName": "Sample service", "StaffMembers": [staff],
+                            "StartTime": _iso_utc(start - timedelta(hours=1))}
     return data
 
 

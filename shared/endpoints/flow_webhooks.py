@@ -21,7 +21,12 @@ Rules of a registration, in the order they are checked (each with its catalogue 
 4. 400 ``InvalidRequest`` / 413 ``PayloadTooLarge`` — a body we cannot read (no JSON object, no callback
    URL, wrong ``resource`` or ``changeType``). It has to be read before rule 5 can look at its URL.
 5. 403 ``NotificationUrlNotAllowed`` — ``shared.adapters.callback_urls``.
-6. 429 ``FlowLimitReached`` — ``shared.records.flows``, atomically.
+6. 400 ``InvalidRequest`` — an optional filter (``serviceId``, ``staffMemberId``: one id, several separated by
+   commas, or a list) naming a service or staff member the business does not have (asked of Graph).
+7. 429 ``FlowLimitReached`` — ``shared.records.flows``, atomically.
+
+The filters are stored with the flow; fan-out gives a filtered flow only the events of those services and
+staff members (``shared.records.flows.Flow.matches``): an event filtered out is no delivery at all.
 
 Deleting: the flow's creator may always delete it (even after losing the administrator role, or the
 mailbox's quota would leak); anyone else must be an administrator of the business.
@@ -52,6 +57,7 @@ from shared.endpoints.http import empty_response, endpoint, json_response
 from shared.records.flows import TRIGGERS, FlowRegistry
 from shared.records.mailbox import iso
 from shared.services import bookings_directory, subscriptions
+from shared.services.appointments import Appointments
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,25 @@ RESOURCE = "Appointments"
 @dataclass(frozen=True)
 class RegistrationRequest:
     notification_url: Any  # judged by shared.adapters.callback_urls; Any because it comes straight from JSON
+    # The trigger's optional filters (ours): only appointments of these services / staff members.
+    service_ids: tuple[str, ...] = ()
+    staff_member_ids: tuple[str, ...] = ()
+
+
+MAX_FILTER_IDS = 20
+
+
+def _filter_ids(value: Any, name: str) -> tuple[str, ...]:
+    """A filter as the connector sends it: one id (a dropdown), several comma-separated, or a list; empty: none."""
+    if value is None or value == "":
+        return ()
+    values = value.split(",") if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ApiError("InvalidRequest", reason=f"{name} must be an id, ids separated by commas, or a list of ids")
+    ids = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    if len(ids) > MAX_FILTER_IDS or any(len(i) > 100 for i in ids):
+        raise ApiError("InvalidRequest", reason=f"{name} takes at most {MAX_FILTER_IDS} ids")
+    return ids
 
 
 def parse_trigger(raw: str | None) -> str:
@@ -121,7 +146,25 @@ def parse_registration_body(body: bytes, trigger: str) -> RegistrationRequest:
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types) \
                 or expected.lower() not in {t.lower() for t in types}:
             raise ApiError("InvalidRequest", reason=f"changeType must be ['{expected}'] for {trigger}")
-    return RegistrationRequest(notification_url=url)
+    return RegistrationRequest(
+        notification_url=url,
+        service_ids=_filter_ids(_field(fields, "serviceId", "serviceIds", "service_id"), "serviceId"),
+        staff_member_ids=_filter_ids(_field(fields, "staffMemberId", "staffMemberIds", "staff_member_id"),
+                                     "staffMemberId"))
+
+
+async def check_filters(mailbox: str, body: RegistrationRequest) -> None:
+    """A filter naming a service or staff member the business does not have could never match: refused."""
+    if not body.service_ids and not body.staff_member_ids:
+        return
+    lookups = await Appointments(mailbox).lookups()
+    for ids, kind, name in ((body.service_ids, "services", "serviceId"),
+                            (body.staff_member_ids, "staff", "staffMemberId")):
+        known = {str(item.get("id")) for item in lookups[kind]}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise ApiError("InvalidRequest", reason=f"{name} {unknown[0]} is not one of the business's {kind} "
+                                                    "(pick it from the list)")
 
 
 def delete_url(mailbox: str, webhook_id: str) -> str:
@@ -139,8 +182,10 @@ async def _register(req: func.HttpRequest) -> func.HttpResponse:
     await require_administrator(mailbox, caller)
     body = parse_registration_body(req.get_body(), trigger)
     url = await check_notification_url(body.notification_url, CallbackPolicy.from_settings(get_settings()))
+    await check_filters(mailbox, body)
     registry = FlowRegistry.default()
-    flow = await registry.register(mailbox, trigger, url, created_by_oid=caller.oid, created_by_upn=caller.upn)
+    flow = await registry.register(mailbox, trigger, url, created_by_oid=caller.oid, created_by_upn=caller.upn,
+                                   service_ids=body.service_ids, staff_member_ids=body.staff_member_ids)
     try:
         await subscriptions.ensure(mailbox)
     except Exception:

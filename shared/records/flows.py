@@ -55,6 +55,11 @@ TRIGGERS: dict[str, str] = {
     "AppointmentDeleted": "Deleted",
 }
 
+# What a flow maker calls each trigger (the connector's summaries), for the flows' listing.
+TRIGGER_TITLES = {"AppointmentCreated": "When an appointment is created",
+                  "AppointmentUpdated": "When an appointment is updated",
+                  "AppointmentDeleted": "When an appointment is cancelled"}
+
 QUOTA_ROW = "quota"
 FLOW_PREFIX = "flow:"
 
@@ -79,6 +84,9 @@ class FlowListing(TypedDict):
     consecutiveFailures: int
     lastDeliveryStatus: str
     lastDeliveryDateTime: str | None
+    serviceIds: list[str]
+    staffMemberIds: list[str]
+    displayName: str
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,23 @@ class Flow:
     consecutive_failures: int = 0
     last_delivery_status: str = ""
     last_delivery: datetime | None = None
+    # The trigger's optional filters: only events of these services / staff members reach it (empty: all).
+    service_ids: tuple[str, ...] = ()
+    staff_member_ids: tuple[str, ...] = ()
 
     @property
     def row_key(self) -> str:
         return flow_row_key(self.webhook_id)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.service_ids or self.staff_member_ids)
+
+    def matches(self, service_ids: frozenset[str], staff_member_ids: frozenset[str]) -> bool:
+        """Whether an event of these services and staff members (``outbox.filter_keys``) is for this flow:
+        each filter set must share an id with the event's."""
+        return (not self.service_ids or bool(service_ids & set(self.service_ids))) and \
+            (not self.staff_member_ids or bool(staff_member_ids & set(self.staff_member_ids)))
 
     def listing(self) -> FlowListing:
         return {
@@ -109,6 +130,9 @@ class Flow:
             "failedCount": self.failed_count, "consecutiveFailures": self.consecutive_failures,
             "lastDeliveryStatus": self.last_delivery_status,
             "lastDeliveryDateTime": iso(self.last_delivery) if self.last_delivery else None,
+            "serviceIds": list(self.service_ids), "staffMemberIds": list(self.staff_member_ids),
+            "displayName": f"{TRIGGER_TITLES.get(self.trigger, self.trigger)} · {self.created_by_upn} · "
+                           f"{iso(self.created)[:16].replace('T', ' ')}",
         }
 
     def entity(self) -> dict[str, Any]:
@@ -119,6 +143,10 @@ class Flow:
             ConsecutiveFailures=self.consecutive_failures, LastDeliveryStatus=self.last_delivery_status)
         if self.last_delivery is not None:
             entity["LastDeliveryDateTime"] = self.last_delivery
+        if self.service_ids:
+            entity["ServiceFilter"] = ",".join(self.service_ids)
+        if self.staff_member_ids:
+            entity["StaffFilter"] = ",".join(self.staff_member_ids)
         return entity
 
     @classmethod
@@ -131,6 +159,8 @@ class Flow:
             consecutive_failures=int(entity.get("ConsecutiveFailures", 0)),
             last_delivery_status=entity.get("LastDeliveryStatus", ""),
             last_delivery=utc(entity.get("LastDeliveryDateTime")),
+            service_ids=tuple(i for i in str(entity.get("ServiceFilter") or "").split(",") if i),
+            staff_member_ids=tuple(i for i in str(entity.get("StaffFilter") or "").split(",") if i),
         )
 
 
@@ -197,13 +227,14 @@ class FlowRegistry:
             return None
 
     async def register(self, mailbox: str, trigger: str, callback_url: str, *, created_by_oid: str,
-                       created_by_upn: str) -> Flow:
+                       created_by_upn: str, service_ids: tuple[str, ...] = (),
+                       staff_member_ids: tuple[str, ...] = ()) -> Flow:
         """Add a flow, atomically with the mailbox's count. ``ApiError("FlowLimitReached")`` at the limit."""
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}")
         flow = Flow(mailbox=mailbox, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
                     created_by_oid=created_by_oid, created_by_upn=created_by_upn,
-                    created=datetime.now(UTC))
+                    created=datetime.now(UTC), service_ids=service_ids, staff_member_ids=staff_member_ids)
         async with self._queue(mailbox):
             return await self._register(flow)
 

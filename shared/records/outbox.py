@@ -181,12 +181,47 @@ def read_payload(entity: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
+def _ids(values: Any) -> list[str]:
+    return [str(v) for v in values if isinstance(v, str) and v]
+
+
+def filter_properties(payload: Mapping[str, Any]) -> dict[str, str]:
+    """What flows' service and staff filters are matched against, beside the payload: the appointment's
+    service and staff, now and (an Updated event) before, so a flow for a service also hears of an
+    appointment moved away from it. Ids joined by commas (Graph's ids are GUIDs)."""
+    previous = payload.get("Previous") if isinstance(payload.get("Previous"), Mapping) else {}
+    services = _ids([payload.get("ServiceId"), previous.get("ServiceId")])
+    staff = _ids([m.get("Id") for source in (payload, previous) for m in (source.get("StaffMembers") or [])
+                  if isinstance(m, Mapping)])
+    return {"ServiceIds": ",".join(dict.fromkeys(services)), "StaffMemberIds": ",".join(dict.fromkeys(staff))}
+
+
 def event_operation(mailbox: str, event: str, change_type: str, appointment_id: str, payload: Mapping[str, Any],
                     detected_at: datetime) -> tuple[Any, ...]:
     """The transaction operation writing a new ``pending`` event (beside the snapshot change it comes from)."""
     entity = row(mailbox, outbox_row_key(event), EventId=event, Trigger=TRIGGER_OF_CHANGE[change_type],
-                 ChangeType=change_type, AppointmentId=appointment_id, DetectedAt=detected_at, State=PENDING)
+                 ChangeType=change_type, AppointmentId=appointment_id, DetectedAt=detected_at, State=PENDING,
+                 **filter_properties(payload))
     return ("upsert", {**entity, **payload_properties(payload, entity)}, {"mode": UpdateMode.REPLACE})
+
+
+async def filter_keys(mailbox: str, event: str, entity: Mapping[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The event's service ids and staff ids for the flows' filters (``filter_properties``); for a row stored
+    before they were, from its payload."""
+    if entity.get("ServiceIds") is None:  # a select of a property the row lacks may come back as null
+        full = await get(mailbox, event)
+        entity = filter_properties(read_payload(full)) if full is not None else {}
+    return (frozenset(_ids(str(entity.get("ServiceIds") or "").split(","))),
+            frozenset(_ids(str(entity.get("StaffMemberIds") or "").split(","))))
+
+
+async def put_test_event(mailbox: str, event: str, change_type: str, payload: Mapping[str, Any], at: datetime) -> None:
+    """A test event for one flow (``IsTest``): stored as already fanned out, so no other flow receives it,
+    and delivered, retried, dead-lettered and pruned like any other."""
+    entity = row(mailbox, outbox_row_key(event), EventId=event, Trigger=TRIGGER_OF_CHANGE[change_type],
+                 ChangeType=change_type, AppointmentId=str(payload.get("AppointmentId") or ""), DetectedAt=at,
+                 State=FANNED_OUT, FannedOutAt=at, LastEnqueuedAt=at, FlowCount=1, IsTest=True)
+    await mailbox_table().upsert_entity({**entity, **payload_properties(payload, entity)}, mode=UpdateMode.REPLACE)
 
 
 async def get(mailbox: str, event: str, select: list[str] | None = None) -> Any | None:

@@ -3,7 +3,7 @@
 It reads the payload from the event's outbox row and the callback URL from the flow row (neither travels
 in the queue), then POSTs the payload as JSON through the guarded client (``shared.adapters.callback_client``)
 with ``Idempotency-Key: idempotency_key(eventId, flowId)`` (the same on every retry), ``X-Bookings-Trigger``
-and ``X-Bookings-Event-Id``. Outcomes:
+and ``X-Bookings-Event-Id`` (and ``X-Bookings-Test: true`` on a test event). Outcomes:
 
 ===============================  ==================================================================
 2xx                              done; flow health: delivered count, last status, failures reset
@@ -106,6 +106,8 @@ async def _deliver(item: DeliveryMessage) -> None:
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "Idempotency-Key": idempotency_key(event, flow_id), "X-Bookings-Trigger": trigger,
                    "X-Bookings-Event-Id": event}
+        if row.get("IsTest"):  # a sample the flow maker asked for (shared.endpoints.test_events)
+            headers["X-Bookings-Test"] = "true"
         result = await post(flow.callback_url, body, headers)
         common = {"eventId": event, "attempt": attempt + 1, "status": result.status}
         if result.outcome == "delivered":

@@ -1,4 +1,5 @@
-"""Fan-out: an event's ``pending`` outbox row becomes one delivery message per flow registered for its trigger.
+"""Fan-out: an event's ``pending`` outbox row becomes one delivery message per flow registered for its trigger
+(and, for a flow with service or staff filters, matching them: ``Flow.matches``).
 
 Right after the reconcile commits outbox rows it calls ``fan_out``; the outbox sweep calls it again for
 rows a crash left ``pending``. Each row is marked ``fannedOut`` only after its messages are queued, so a
@@ -35,7 +36,7 @@ async def fan_out(mailbox: str, event_ids: Iterable[str]) -> int:
             await deliveries.enqueue(message)
 
     for event in event_ids:
-        row = await outbox.get(mailbox, event, select=["Trigger", "State"])
+        row = await outbox.get(mailbox, event, select=["Trigger", "State", "ServiceIds", "StaffMemberIds"])
         if row is None:
             log.warning("fan-out: event %s of %s is not in the outbox", event, mailbox, extra={"mailbox": mailbox})
             continue
@@ -45,6 +46,9 @@ async def fan_out(mailbox: str, event_ids: Iterable[str]) -> int:
             flows = await FlowRegistry.default().list_flows(mailbox)
         now = datetime.now(UTC)
         targets = [flow for flow in flows if flow.trigger == row.get("Trigger")]
+        if any(flow.filtered for flow in targets):  # a flow filtered out gets no delivery at all
+            services, staff = await outbox.filter_keys(mailbox, event, row)
+            targets = [flow for flow in targets if flow.matches(services, staff)]
         await asyncio.gather(*(send(deliveries.new_message(mailbox, event, flow.webhook_id, now)) for flow in targets))
         sent += len(targets)
         if not await outbox.mark_fanned_out(mailbox, event, now, len(targets)):

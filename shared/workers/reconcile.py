@@ -45,6 +45,7 @@ from shared.contracts.appointment_data import (
     is_current_payload,
     to_appointment_data,
     upgrade_stored_payload,
+    with_change_details,
 )
 from shared.contracts.appointment_data import parse_graph_datetime as graph_time
 from shared.messages import mailbox_changes
@@ -161,8 +162,10 @@ class Reconciler:
     # ---- the diff ---------------------------------------------------------------------------------
 
     def _event_ops(self, plan: Plan, change_type: str, appointment_id: str, payload: dict[str, Any],
-                   version: str, detected_at: datetime) -> None:
+                   version: str, detected_at: datetime, previous: dict[str, Any] | None = None) -> None:
+        """The event's outbox row; an Updated event's payload says what changed since ``previous``."""
         eid = outbox.event_id(self.mailbox, appointment_id, change_type, version)
+        payload = with_change_details(payload, previous)
         plan.operations.append(outbox.event_operation(self.mailbox, eid, change_type, appointment_id, payload,
                                                       detected_at))
         plan.events.append((eid, change_type, appointment_id))
@@ -219,7 +222,8 @@ class Reconciler:
                     continue  # existed before the flows did: recorded, not announced
             # The version names this exact state: A→B→A yields two distinct Updated events, not one.
             version = f"{fingerprint}@{full_item.get('lastUpdatedDateTime') or ''}"
-            self._event_ops(plan, change_type, appointment_id, payload, version, now)
+            self._event_ops(plan, change_type, appointment_id, payload, version, now,
+                            old.payload if change_type == "Updated" and old is not None else None)
         missing: list[Snapshot] = []
         for appointment_id, old in snapshots.items():
             if appointment_id in seen:

@@ -19,6 +19,7 @@ from shared.endpoints.flow_webhooks import (
     parse_registration_body,
     parse_trigger,
 )
+from shared.endpoints.test_events import ROUTE as TEST_EVENT_ROUTE
 from shared.services.bookings_directory import AdministeredBusiness
 
 CONNECTOR = Path(__file__).resolve().parents[2] / "connector"
@@ -34,6 +35,7 @@ SERVED: dict[str, set[str]] = {
     f"/{ROUTE_PREFIX}/{CANCEL_ROUTE}": {"post"},
     f"/{ROUTE_PREFIX}/{SERVICES_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{STAFF_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{TEST_EVENT_ROUTE}": {"post"},
 }
 # The actions beyond Microsoft's connector (which has none), by operationId: summary, method.
 ACTIONS = {
@@ -43,11 +45,12 @@ ACTIONS = {
     "CancelAppointmentWithReason": ("Cancel an appointment", "post"),
     "ListServices": ("List services", "get"),
     "ListStaffMembers": ("List staff members", "get"),
+    "SendTestEvent": ("Send a test event to this flow", "post"),
 }
 
 # DESIGN §2: the field names flows reference. Written out here because they are the contract: Microsoft's
 # fields, never renamed or dropped, plus our additions (ADDED).
-ADDED = {"AppointmentId"}
+ADDED = {"AppointmentId", "ChangedFields", "IsTest", "Previous"}
 APPOINTMENT_DATA = ADDED | {
     "AdditionalInfo", "CancelReason", "CustomerEmail", "CustomerId", "CustomerLocation", "CustomerName",
     "CustomerNotes", "CustomerPhone", "CustomerTimeZone", "CustomQuestionAnswers", "Customers", "Duration",
@@ -145,7 +148,10 @@ def test_appointment_data_is_the_contract(swagger: dict[str, Any]) -> None:
     assert set(data) == APPOINTMENT_DATA
     assert data["Duration"]["type"] == "integer"
     for name in ADDED:  # a flow maker sees what an addition is
-        assert data[name]["type"] == "string" and data[name]["description"]
+        assert data[name]["description"] and data[name]["x-ms-summary"] == data[name]["title"]
+    assert data["ChangedFields"]["items"]["type"] == "string" and data["IsTest"]["type"] == "boolean"
+    assert set(data["Previous"]["properties"]) == {"StartTime", "EndTime", "Duration", "ServiceId", "ServiceName",
+                                                   "StaffMembers"}
     assert data["AppointmentId"]["title"] == data["AppointmentId"]["x-ms-summary"] == "Appointment ID"
     assert set(resolve(swagger, data["Customers"]["items"])["properties"]) == CUSTOMER_DATA
     assert set(resolve(swagger, data["CustomQuestionAnswers"]["items"])["properties"]) == CUSTOM_QUESTION
