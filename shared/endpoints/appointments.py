@@ -20,7 +20,7 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
@@ -28,7 +28,7 @@ from shared.adapters.settings import get_settings
 from shared.contracts.appointment_data import parse_graph_datetime
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import READ, WRITE, staff_mailbox
-from shared.endpoints.http import endpoint, json_response
+from shared.endpoints.http import by_method, endpoint, json_response
 from shared.services.appointments import Appointments, NewAppointment
 
 log = logging.getLogger(__name__)
@@ -148,12 +148,7 @@ async def _create(req: func.HttpRequest) -> func.HttpResponse:
 @endpoint
 async def appointments(req: func.HttpRequest) -> func.HttpResponse:
     """``GET`` lists appointments, ``POST`` books one (route ``APPOINTMENTS_ROUTE``)."""
-    method = req.method.upper()
-    if method == "GET":
-        return await _list(req)
-    if method == "POST":
-        return await _create(req)
-    raise ApiError("MethodNotAllowed", method=method, path=urlsplit(req.url).path, allowed="GET, POST")
+    return await by_method(req, {"GET": _list, "POST": _create})
 
 
 @endpoint

@@ -43,7 +43,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import azure.functions as func
 
@@ -53,7 +53,7 @@ from shared.adapters.logs import redact_url
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import administered_mailbox, parse_mailbox, require_administrator
-from shared.endpoints.http import empty_response, endpoint, json_response
+from shared.endpoints.http import by_method, empty_response, endpoint, json_response
 from shared.records.flows import TRIGGERS, FlowRegistry
 from shared.records.mailbox import iso
 from shared.services import bookings_directory, subscriptions
@@ -220,12 +220,7 @@ async def _unregister(req: func.HttpRequest) -> func.HttpResponse:
 @endpoint
 async def webhook(req: func.HttpRequest) -> func.HttpResponse:
     """``POST`` registers a flow, ``DELETE`` removes one (route ``WEBHOOK_ROUTE``)."""
-    method = req.method.upper()
-    if method == "POST":
-        return await _register(req)
-    if method == "DELETE":
-        return await _unregister(req)
-    raise ApiError("MethodNotAllowed", method=method, path=urlsplit(req.url).path, allowed="POST, DELETE")
+    return await by_method(req, {"POST": _register, "DELETE": _unregister})
 
 
 @endpoint

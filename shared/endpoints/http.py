@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -45,6 +46,16 @@ def empty_response(status: int) -> func.HttpResponse:
 def error_response(error: ApiError, accept_language: str | None) -> func.HttpResponse:
     body = error_body(error.code, correlation_id(), accept_language, **error.details)
     return json_response(body, error.status, error.headers)
+
+
+async def by_method(req: func.HttpRequest, handlers: dict[str, Handler]) -> func.HttpResponse:
+    """One route template, several methods: the handler of the request's method, else 405 ``MethodNotAllowed``
+    naming the allowed ones (so no router has to choose between two templates of the same shape)."""
+    method = req.method.upper()
+    handler = handlers.get(method)
+    if handler is None:
+        raise ApiError("MethodNotAllowed", method=method, path=urlsplit(req.url).path, allowed=", ".join(handlers))
+    return await handler(req)
 
 
 def endpoint(handler: Handler) -> Handler:
