@@ -73,7 +73,9 @@ def appointment(number: int = 1) -> dict[str, Any]:
     """A payload as the reconcile stores it today (a staff-made appointment: the zero GUID as its ids)."""
     return {"Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": f"appt-{number}",
             "CustomerName": "Aiko 山田", "ServiceName": "Consultation", "Duration": 30, "StaffMembers": [],
-            "Customers": []}
+            "Customers": [], "ChangedFields": [], "IsTest": False,
+            "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [],
+                         "StartTime": ""}}
 
 
 async def add_event(change_type: str = "Created", number: int = 1, mailbox: str = CLINIC,

@@ -52,15 +52,19 @@ async def flow_row(webhook_id: str):
 # --- fan-out ------------------------------------------------------------------------------------------------
 
 async def test_an_event_stored_by_an_earlier_version_goes_out_in_todays_contract(env, receiver) -> None:
-    """Events queued before an upgrade had no AppointmentId and the Graph id as SelfServiceAppointmentId."""
+    """Events queued before an upgrade had no AppointmentId and the Graph id as SelfServiceAppointmentId, and
+    none of the fields added since (ChangedFields, Previous, IsTest): they go out empty, as on Created events."""
     await add_flow(receiver.url("old"))
     old = {"Id": "appt-8", "SelfServiceAppointmentId": "appt-8", "CustomerName": "Aiko 山田"}
     event = await add_event(number=8, payload=old)
     await fan_out(CLINIC, [event], "cid")
     await run_worker(lambda: len(receiver.requests("old")) == 1)
     (request,) = receiver.requests("old")
-    assert json.loads(request.body) == {"Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID,
-                                        "AppointmentId": "appt-8", "CustomerName": "Aiko 山田"}
+    assert json.loads(request.body) == {
+        "Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": "appt-8", "CustomerName": "Aiko 山田",
+        "ChangedFields": [], "IsTest": False, "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "",
+                                                          "ServiceName": "", "StaffMembers": [], "StartTime": ""}}
+    assert "x-bookings-test" not in request.headers
 
 
 async def test_fan_out_sends_one_message_per_flow_of_the_trigger_and_only_once(env, receiver) -> None:
