@@ -82,6 +82,9 @@ param storageSkuName string = 'Standard_GRS'
 @description('Make the admin grants during deployment: Graph application permissions for the managed identity and tenant-wide consent to the connector sign-in scopes. Needs Privileged Role Administrator; without it, deploy with false and have an admin run scripts/grant-graph-permissions.sh.')
 param assignGraphAppRoles bool = true
 
+@description('Principal id of the managed identity as the previous provision of this environment output it (azd: MANAGED_IDENTITY_PRINCIPAL_ID; empty on the first). Only an identity that already existed gets its Graph application permissions here: a new one may not have replicated in Entra yet, and the assignment would fail the deployment (github.com/microsoftgraph/msgraph-bicep-types/issues/193); for it the post-provision step grants them, retrying until Entra knows it.')
+param previousManagedIdentityPrincipalId string = ''
+
 @description('Also grant BookingsAppointment.ReadWrite.All, needed by the cancel-with-reason action.')
 param enableCancelWithReason bool = false
 
@@ -179,6 +182,7 @@ module entra 'entra/graph.bicep' = {
     environmentName: environmentName
     managedIdentityPrincipalId: identity.outputs.principalId
     assignGraphAppRoles: assignGraphAppRoles
+    assignManagedIdentityRoles: assignGraphAppRoles && previousManagedIdentityPrincipalId == identity.outputs.principalId
     enableCancelWithReason: enableCancelWithReason
   }
 }
@@ -264,7 +268,10 @@ output API_APP_CLIENT_ID string = entra.outputs.apiAppId
 output API_APP_ID_URI string = entra.outputs.apiIdentifierUri
 output API_SCOPE string = entra.outputs.apiScope
 output CONNECTOR_CLIENT_APP_ID string = entra.outputs.connectorAppId
+// The admin grants were made here (the consents, and the identity's Graph permissions when it already existed).
 output GRAPH_APP_ROLES_ASSIGNED bool = assignGraphAppRoles
+// False on the first provision (and with ASSIGN_GRAPH_APP_ROLES=false): scripts/postprovision.sh grants them.
+output MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED bool = !empty(entra.outputs.graphAppRoles)
 output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -6,6 +6,7 @@
 #
 #   scripts/connector-secret.sh [--months N]        new secret, valid N months (default 6)
 #   scripts/connector-secret.sh --redirect-uri URL  add the redirect URL Power Automate shows for the connector
+#   scripts/connector-secret.sh --secret-only       new secret on stdout alone (scripts/import-connector.sh)
 #
 # Needs az CLI signed in (az login) as an owner of the app registration or an Application Administrator.
 set -euo pipefail
@@ -15,11 +16,13 @@ require CONNECTOR_CLIENT_APP_ID
 
 months=6
 redirect=""
+secret_only=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --months) months="$2"; shift 2 ;;
     --redirect-uri) redirect="$2"; shift 2 ;;
-    *) echo "usage: $0 [--months N] [--redirect-uri URL]" >&2; exit 2 ;;
+    --secret-only) secret_only=true; shift ;;
+    *) echo "usage: $0 [--months N] [--redirect-uri URL | --secret-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -43,6 +46,10 @@ fi
 end_date=$(date -u -d "+${months} months" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -v "+${months}m" +%Y-%m-%dT%H:%M:%SZ)
 secret=$(az ad app credential reset --id "$CONNECTOR_CLIENT_APP_ID" --append \
   --display-name "power-automate-connector" --end-date "$end_date" --query password -o tsv)
+if [ "$secret_only" = true ]; then
+  printf '%s\n' "$secret"
+  exit 0
+fi
 cat <<TEXT
 Client id:     ${CONNECTOR_CLIENT_APP_ID}
 Client secret: ${secret}

@@ -9,6 +9,12 @@
 #   - tenant-wide consent to the API registration's delegated Graph permissions (Bookings.Read.All User.Read),
 #     which the app uses on behalf of the signed-in user.
 # Idempotent: grants that exist are left alone. Needs az CLI signed in to the tenant (az login).
+#
+# scripts/postprovision.sh runs it on the first provision of an environment, whose managed identity is new:
+# Entra may not have replicated it yet, and Graph then answers "does not exist or one of its queried
+# reference-property objects are not present" (github.com/microsoftgraph/msgraph-bicep-types/issues/193).
+# Such answers are retried, every GRANT_RETRY_SECONDS (30) up to GRANT_RETRY_ATTEMPTS (10) times; any other
+# error (403: the signed-in user may not grant) stops at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./scripts/_azd_env.sh
@@ -20,8 +26,28 @@ if [ "${ENABLE_CANCEL_WITH_REASON:-false}" = "true" ]; then
   roles+=(Bookings.ReadWrite.All BookingsAppointment.ReadWrite.All)
 fi
 
+attempts="${GRANT_RETRY_ATTEMPTS:-10}"
+pause="${GRANT_RETRY_SECONDS:-30}"
+# Runs "$@" (an az command); while it fails because Entra does not know the identity yet, waits and retries.
+replicated() {
+  local try=1 out
+  while true; do
+    if out=$("$@" 2>&1); then
+      printf '%s' "$out"
+      return 0
+    fi
+    if [ "$try" -ge "$attempts" ] || ! grep -qiE "does not exist|Request_ResourceNotFound|not a valid reference" <<<"$out"; then
+      printf '%s\n' "$out" >&2
+      return 1
+    fi
+    echo "waiting for Entra to replicate the managed identity (attempt ${try} of ${attempts}, ${pause} s)" >&2
+    try=$((try + 1))
+    sleep "$pause"
+  done
+}
+
 graph_sp_id=$(az ad sp show --id "$graph_app_id" --query id -o tsv)
-existing=$(az rest --method GET \
+existing=$(replicated az rest --method GET \
   --url "https://graph.microsoft.com/v1.0/servicePrincipals/${MANAGED_IDENTITY_PRINCIPAL_ID}/appRoleAssignments" \
   --query "value[?resourceId=='${graph_sp_id}'].appRoleId" -o tsv)
 
@@ -35,7 +61,7 @@ for role in "${roles[@]}"; do
     echo "ok: ${role} already granted to the managed identity"
     continue
   fi
-  az rest --method POST \
+  replicated az rest --method POST \
     --url "https://graph.microsoft.com/v1.0/servicePrincipals/${graph_sp_id}/appRoleAssignedTo" \
     --headers "Content-Type=application/json" \
     --body "{\"principalId\": \"${MANAGED_IDENTITY_PRINCIPAL_ID}\", \"resourceId\": \"${graph_sp_id}\", \"appRoleId\": \"${role_id}\"}" \

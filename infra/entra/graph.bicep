@@ -28,6 +28,8 @@ param environmentName string
 param managedIdentityPrincipalId string
 @description('Make the admin grants: Graph application permissions for the managed identity, consent to the connector sign-in scopes and to the API\'s delegated Graph permissions (needs Privileged Role Administrator).')
 param assignGraphAppRoles bool
+@description('Grant the managed identity its Graph application permissions here. False for an identity created by this very deployment: Entra may not have replicated it yet (msgraph-bicep-types issue 193), and scripts/postprovision.sh grants them instead, retrying.')
+param assignManagedIdentityRoles bool
 @description('Also grant Bookings.ReadWrite.All and BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
 param enableCancelWithReason bool
 
@@ -51,7 +53,7 @@ var cancelRoles = [
   'BookingsAppointment.ReadWrite.All'
 ]
 var graphRoles = enableCancelWithReason ? concat(readRoles, cancelRoles) : readRoles
-var assignedRoles = assignGraphAppRoles ? graphRoles : []
+var assignedRoles = (assignGraphAppRoles && assignManagedIdentityRoles) ? graphRoles : []
 
 // Delegated permissions of the API registration, used on behalf of the signed-in user (on-behalf-of flow):
 // listing Bookings businesses (application permissions are "Not supported" there under one reading of its

@@ -277,6 +277,17 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function() -> None:
     assert (ROOT / "scripts" / "postprovision.sh").exists()
 
 
+def test_azure_yaml_requires_an_azd_that_bundles_bicep_for_graph_and_honours_funcignore() -> None:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    assert doc["requiredVersions"] == {"azd": ">= 1.18.0"}
+    assert "1.18.0 or later" in (INFRA / "README.md").read_text()
+    # What an older azd would upload and 1.18.0 leaves out because .funcignore says so.
+    ignored = (ROOT / ".funcignore").read_text().split()
+    assert {"tests", "node_modules", "local.settings.json"} <= set(ignored)
+
+
 def test_parameters_file_feeds_only_declared_parameters(main_bicep: dict[str, Any]) -> None:
     params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     unknown = sorted(set(params) - set(main_bicep["parameters"]))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
-from tests.infra.conftest import ROOT, parse
+from tests.infra import fakes as fake
+from tests.infra.conftest import INFRA, ROOT, parse
 
 OUTPUTS = {
     "AZURE_FUNCTION_APP_NAME": "func-bookings-abc",
@@ -111,3 +117,157 @@ def test_connector_files_refuse_to_run_without_the_tenant(tmp_path) -> None:
                          text=True, timeout=30, check=False)
     assert run.returncode != 0 and "AZURE_TENANT_ID" in run.stderr
     assert not (tmp_path / "apiProperties.json").exists()
+
+
+# --- the deployment traps (infra/README.md "Deployment traps"), against fake az / azd / paconn -------------
+
+MI = "3f1c0000-0000-4000-8000-00000000mi01"
+
+
+def _hook(script: str, tmp_path: Path, fakes: tuple[str, ...] = ("az", "azd"), **extra: str
+          ) -> subprocess.CompletedProcess[str]:
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    fake.install(bin_dir, *fakes)
+    env = {"PATH": fake.path_with(bin_dir), "FAKE_STATE": str(state), "AZURE_ENV_NAME": "dev",
+           "MANAGED_IDENTITY_PRINCIPAL_ID": MI, "GRANT_RETRY_SECONDS": "0", **OUTPUTS, **extra}
+    return subprocess.run([str(ROOT / "scripts" / script)], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def _log(tmp_path: Path, name: str) -> list[str]:
+    path = tmp_path / "state" / f"{name}.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_preprovision_stops_on_soft_deleted_registrations_with_the_commands_that_fix_it(tmp_path: Path) -> None:
+    deleted = "0bd1e7ed-0000-4000-8000-000000000001\tBookings triggers API (dev)\t2026-11-20T10:00:00Z"
+    run = _hook("preprovision.sh", tmp_path, FAKE_AZ_DELETED=deleted)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "deleted less than 30 days ago" in run.stdout
+    graph = "https://graph.microsoft.com/v1.0/directory/deletedItems/0bd1e7ed-0000-4000-8000-000000000001"
+    assert f"az rest --method POST --url {graph}/restore" in run.stdout
+    assert f"az rest --method DELETE --url {graph}" in run.stdout
+    # It looked for this environment's display names, as infra/entra/graph.bicep sets them.
+    (query,) = [c for c in _log(tmp_path, "az") if "deletedItems" in c]
+    assert "Bookings triggers API (dev)" in query and "Bookings triggers connector (dev)" in query
+    graph_bicep = (INFRA / "entra" / "graph.bicep").read_text()
+    assert "'Bookings triggers API (${environmentName})'" in graph_bicep
+    assert "'Bookings triggers connector (${environmentName})'" in graph_bicep
+
+
+def test_preprovision_turns_the_admin_grants_off_for_a_deployer_without_the_role(tmp_path: Path) -> None:
+    run = _hook("preprovision.sh", tmp_path, FAKE_AZ_ROLES="88d8e3e3-8f55-4a1e-953a-9b9898b8876b")  # Directory Readers
+    assert run.returncode == 0, run.stderr
+    assert [c.split(" | ")[1] for c in _log(tmp_path, "azd")] == ["env set ASSIGN_GRAPH_APP_ROLES false"]
+    assert "ASSIGN_GRAPH_APP_ROLES is now false" in run.stdout
+    # ... which the parameters file hands to Bicep, where it gates every admin grant.
+    assert "${ASSIGN_GRAPH_APP_ROLES=true}" in (INFRA / "main.parameters.json").read_text()
+
+
+def test_preprovision_leaves_the_grants_on_for_a_privileged_role_administrator(tmp_path: Path) -> None:
+    run = _hook("preprovision.sh", tmp_path, FAKE_AZ_ROLES="e8611ab8-c189-46e8-94e1-60213ab1f814")
+    assert run.returncode == 0, run.stderr
+    assert _log(tmp_path, "azd") == [] and "ok: you may make the admin grants" in run.stdout
+
+
+def test_preprovision_asks_nothing_when_the_grants_are_off_and_warns_without_az(tmp_path: Path) -> None:
+    run = _hook("preprovision.sh", tmp_path, ASSIGN_GRAPH_APP_ROLES="false")
+    assert run.returncode == 0 and not any("transitiveMemberOf" in c for c in _log(tmp_path, "az"))
+    signed_out = _hook("preprovision.sh", tmp_path / "signed-out", FAKE_AZ_SIGNED_OUT="1")
+    assert signed_out.returncode == 0 and "azd env set ASSIGN_GRAPH_APP_ROLES false" in signed_out.stdout
+
+
+def test_first_provision_grants_the_new_identity_once_entra_knows_it(tmp_path: Path) -> None:
+    run = _hook("postprovision.sh", tmp_path, GRAPH_APP_ROLES_ASSIGNED="true",
+                MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED="false", FAKE_AZ_NOT_REPLICATED="2")
+    assert run.returncode == 0, run.stderr
+    calls = _log(tmp_path, "az")
+    assert sum(c.endswith("/appRoleAssignments --query value[?resourceId=='9a1f0000-0000-4000-8000-00000000gsp1']"
+                          ".appRoleId -o tsv") for c in calls) == 3  # two "does not exist", then found
+    posts = [c for c in calls if c.endswith("--output none") and "/appRoleAssignedTo" in c]
+    granted = [p.split('"appRoleId": "')[1].split('"')[0] for p in posts]
+    assert granted == ["role-Calendars.Read", "role-Bookings.Read.All"]
+    assert all(f'"principalId": "{MI}"' in p for p in posts)
+    assert f"ad app permission admin-consent --id {OUTPUTS['CONNECTOR_CLIENT_APP_ID']}" in calls
+    assert f"ad app permission admin-consent --id {OUTPUTS['API_APP_CLIENT_ID']}" in calls
+    assert "waiting for Entra to replicate" in run.stderr and "ACTION NEEDED" not in run.stdout
+
+
+def test_a_grant_the_deployer_may_not_make_still_deploys_and_prints_the_commands(tmp_path: Path) -> None:
+    run = _hook("postprovision.sh", tmp_path, GRAPH_APP_ROLES_ASSIGNED="true",
+                MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED="false", FAKE_AZ_DENY="1")
+    assert run.returncode == 0, run.stderr  # azd goes on to deploy the app
+    assert "ACTION NEEDED" in run.stdout and "Authorization_RequestDenied" in run.stderr
+    assert "scripts/grant-graph-permissions.sh" in run.stdout
+    assert f"az ad app permission admin-consent --id {OUTPUTS['API_APP_CLIENT_ID']}" in run.stdout
+    assert sum("/appRoleAssignedTo" in c for c in _log(tmp_path, "az")) == 1  # a 403 is not retried
+
+
+def test_grants_left_to_an_administrator_are_printed_not_attempted(tmp_path: Path) -> None:
+    run = _hook("postprovision.sh", tmp_path, GRAPH_APP_ROLES_ASSIGNED="false",
+                MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED="false")
+    assert run.returncode == 0, run.stderr
+    assert _log(tmp_path, "az") == []
+    for command in ("scripts/grant-graph-permissions.sh",
+                    f"az ad app permission admin-consent --id {OUTPUTS['CONNECTOR_CLIENT_APP_ID']}",
+                    f"az ad app permission admin-consent --id {OUTPUTS['API_APP_CLIENT_ID']}", MI):
+        assert command in run.stdout, command
+
+
+def test_bicep_grants_the_identity_only_once_it_existed_before(main_bicep: dict[str, Any]) -> None:
+    graph = parse("entra/graph.bicep")
+    assigned = graph["variables"]["assignedRoles"]["value"]["operator"]
+    assert assigned["type"] == "conditional" and assigned["operands"]["false_value"] == []
+    assert str(assigned["operands"]["condition"]).count("assign") == 2  # both switches
+    gate = str(main_bicep["modules"]["entra"]["config"]["params"]["assignManagedIdentityRoles"])
+    assert "previousManagedIdentityPrincipalId" in gate and "principalId" in gate and "assignGraphAppRoles" in gate
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["previousManagedIdentityPrincipalId"]["value"] == "${MANAGED_IDENTITY_PRINCIPAL_ID=}"
+    assert "MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED" in main_bicep["outputs"]
+
+
+def test_connector_imports_in_one_command_with_a_secret_nobody_sees(tmp_path: Path) -> None:
+    tenant = "72f988bf-0000-4000-8000-0000000000aa"
+    run = _hook("import-connector.sh", tmp_path, fakes=("az", "paconn"), AZURE_TENANT_ID=tenant,
+                AZURE_ENV_NAME=f"t{os.getpid()}")
+    out = ROOT / ".azure" / f"t{os.getpid()}" / "connector"
+    try:
+        assert run.returncode == 0, run.stderr
+        (call,) = _log(tmp_path, "paconn")
+        cwd, args = call.split(" | ")
+        assert Path(cwd) == out  # paconn writes its settings.json there, git-ignored
+        assert args.startswith("create --api-def apiDefinition.swagger.json --api-prop apiProperties.json --secret ")
+        properties = json.loads((out / "apiProperties.json").read_text())["properties"]
+        oauth = properties["connectionParameters"]["token"]["oAuthSettings"]
+        assert oauth["customParameters"]["tenantId"]["value"] == tenant
+        assert oauth["clientId"] == OUTPUTS["CONNECTOR_CLIENT_APP_ID"]
+        assert "s3cr3t-value" in args and "s3cr3t-value" not in run.stdout + run.stderr
+        assert not list(out.glob("*secret*")) and "s3cr3t" not in "".join(p.read_text() for p in out.glob("*.json"))
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def test_connector_title_fits_power_platforms_limit() -> None:
+    # paconn create names the connector by info.title; Power Platform refuses names over 30 characters.
+    title = json.loads((ROOT / "connector" / "apiDefinition.swagger.json").read_text())["info"]["title"]
+    assert 0 < len(title) <= 30, title
+
+
+def test_every_hook_has_a_powershell_twin_and_the_twins_read_declared_outputs(main_bicep: dict[str, Any]) -> None:
+    import yaml
+
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+    assert set(hooks) == {"preprovision", "postprovision"}
+    for name, hook in hooks.items():
+        assert hook["posix"]["shell"] == "sh" and hook["windows"]["shell"] == "pwsh", name
+        assert hook["posix"]["run"] == f"./scripts/{name}.sh" and hook["windows"]["run"] == f"./scripts/{name}.ps1"
+        assert hook["windows"]["continueOnError"] is False
+    outputs = set(main_bicep["outputs"])
+    for script in ("preprovision", "postprovision", "grant-graph-permissions", "import-connector"):
+        twin = ROOT / "scripts" / f"{script}.ps1"
+        text = twin.read_text()
+        assert "$ErrorActionPreference = 'Stop'" in text, script
+        for required in re.findall(r"Require-AzdValue @\(([^)]*)\)", text):
+            names = set(re.findall(r"'([A-Z_]+)'", required))
+            assert names <= outputs, f"{twin.name} requires {names - outputs}, which main.bicep does not output"

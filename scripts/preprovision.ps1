@@ -1,0 +1,62 @@
+# azd preprovision hook on Windows: the twin of scripts/preprovision.sh (read its header for why). Stops when
+# app registrations of this environment are soft-deleted (restore or purge them first), and sets
+# ASSIGN_GRAPH_APP_ROLES to false when the deployer may not make the admin grants. Needs az CLI signed in.
+$ErrorActionPreference = 'Stop'
+Set-Location (Join-Path $PSScriptRoot '..')
+
+$graph = 'https://graph.microsoft.com/v1.0'
+$envName = $env:AZURE_ENV_NAME
+$privilegedRoleAdmin = 'e8611ab8-c189-46e8-94e1-60213ab1f814'
+$globalAdmin = '62e90394-69f5-4237-9190-012177145e10'
+
+$az = Get-Command az -ErrorAction SilentlyContinue
+if ($az) { az account show --output none 2>$null }
+if (-not $az -or $LASTEXITCODE -ne 0) {
+    Write-Host "warning: az CLI is missing or not signed in (az login): skipped the checks for soft-deleted app"
+    Write-Host "  registrations and for the rights the admin grants need. If provisioning then fails on"
+    Write-Host "  'appRoleAssignedTo' or 'oauth2PermissionGrants' (Authorization_RequestDenied), run"
+    Write-Host "      azd env set ASSIGN_GRAPH_APP_ROLES false"
+    Write-Host "  and azd up again; an administrator makes the grants afterwards (scripts/grant-graph-permissions.ps1)."
+    exit 0
+}
+
+if ($envName) {
+    $names = @("Bookings triggers API ($envName)", "Bookings triggers connector ($envName)")
+    $url = "$graph/directory/deletedItems/microsoft.graph.application?`$select=id,displayName,deletedDateTime&`$top=999"
+    $deleted = @()
+    $answer = az rest --method GET --url $url 2>$null
+    if ($LASTEXITCODE -eq 0) {
+        $deleted = @(($answer | ConvertFrom-Json).value | Where-Object { $names -contains $_.displayName })
+    }
+    if ($deleted.Count -gt 0) {
+        Write-Host "STOP: app registrations of the environment '$envName' were deleted less than 30 days ago. Entra keeps"
+        Write-Host "them soft-deleted with their unique names, so deploying would fail creating them again."
+        foreach ($app in $deleted) { Write-Host "  $($app.displayName) (object id $($app.id), deleted $($app.deletedDateTime))" }
+        Write-Host "Either restore them (keeps their client ids, so an imported connector and its flows keep working):"
+        foreach ($app in $deleted) { Write-Host "    az rest --method POST --url $graph/directory/deletedItems/$($app.id)/restore" }
+        Write-Host "or delete them for good (new client ids; re-import the connector):"
+        foreach ($app in $deleted) { Write-Host "    az rest --method DELETE --url $graph/directory/deletedItems/$($app.id)" }
+        Write-Host "or deploy as another environment: azd env new <name>. Then run azd up again."
+        exit 1
+    }
+}
+
+if ($env:ASSIGN_GRAPH_APP_ROLES -ne 'false') {
+    $answer = az rest --method GET --url "$graph/me/transitiveMemberOf/microsoft.graph.directoryRole?`$select=roleTemplateId" 2>$null
+    if ($LASTEXITCODE -ne 0) {
+        Write-Host "warning: could not read your directory roles; the admin grants are attempted (ASSIGN_GRAPH_APP_ROLES=true)."
+        Write-Host "  If provisioning fails on them, run: azd env set ASSIGN_GRAPH_APP_ROLES false, then azd up again."
+    } else {
+        $roles = @(($answer | ConvertFrom-Json).value | ForEach-Object { $_.roleTemplateId })
+        if ($roles -contains $privilegedRoleAdmin -or $roles -contains $globalAdmin) {
+            Write-Host "ok: you may make the admin grants (Privileged Role Administrator or Global Administrator)"
+        } else {
+            azd env set ASSIGN_GRAPH_APP_ROLES false
+            Write-Host "note: you are neither Privileged Role Administrator nor Global Administrator, so the Microsoft Graph"
+            Write-Host "  permissions and the tenant-wide consents cannot be granted during this deployment:"
+            Write-Host "  ASSIGN_GRAPH_APP_ROLES is now false. The app deploys; the post-provision step prints what an"
+            Write-Host "  administrator runs afterwards."
+        }
+    }
+}
+exit 0

@@ -1,0 +1,77 @@
+#!/bin/sh
+# azd preprovision hook: catches, before anything is deployed, the two traps that would otherwise fail the
+# deployment half-way with an Entra error (infra/README.md, "Deployment traps"):
+#
+#   1. App registrations of this environment deleted within the last 30 days (`az ad app delete` after
+#      `azd down --purge`): Entra keeps them soft-deleted with their uniqueName, and creating them again
+#      fails ("Another object with the same value for property uniqueName already exists",
+#      github.com/microsoftgraph/msgraph-bicep-types/issues/137). This stops with the commands that
+#      restore or purge them.
+#   2. ASSIGN_GRAPH_APP_ROLES left true by a deployer who is neither Privileged Role Administrator nor
+#      Global Administrator: the admin grants would fail, and with them the whole deployment. This sets
+#      it to false (azd reloads the environment after a hook, github.com/Azure/azure-dev/issues/1714), so
+#      the app deploys and the post-provision step prints the grant command for an administrator.
+#
+# Both checks read Entra with az CLI; without it (or signed out) they are skipped with a warning. It never
+# changes anything in Entra. scripts/preprovision.ps1 is the same for Windows.
+set -eu
+cd "$(dirname "$0")/.."
+
+graph="https://graph.microsoft.com/v1.0"
+env_name="${AZURE_ENV_NAME:-}"
+# Directory role template ids (the same in every tenant).
+privileged_role_admin="e8611ab8-c189-46e8-94e1-60213ab1f814"
+global_admin="62e90394-69f5-4237-9190-012177145e10"
+
+if ! command -v az >/dev/null 2>&1 || ! az account show --output none >/dev/null 2>&1; then
+  echo "warning: az CLI is missing or not signed in (az login): skipped the checks for soft-deleted app"
+  echo "  registrations and for the rights the admin grants need. If provisioning then fails on"
+  echo "  'appRoleAssignedTo' or 'oauth2PermissionGrants' (Authorization_RequestDenied), run"
+  echo "      azd env set ASSIGN_GRAPH_APP_ROLES false"
+  echo "  and azd up again; an administrator makes the grants afterwards (scripts/grant-graph-permissions.sh)."
+  exit 0
+fi
+
+# 1. Soft-deleted registrations of this environment (display names as infra/entra/graph.bicep sets them).
+if [ -n "$env_name" ]; then
+  deleted=$(az rest --method GET \
+    --url "${graph}/directory/deletedItems/microsoft.graph.application?\$select=id,displayName,deletedDateTime&\$top=999" \
+    --query "value[?displayName=='Bookings triggers API (${env_name})' || displayName=='Bookings triggers connector (${env_name})'].[id, displayName, deletedDateTime]" \
+    --output tsv 2>/dev/null || true)
+  if [ -n "$deleted" ]; then
+    echo "STOP: app registrations of the environment '${env_name}' were deleted less than 30 days ago. Entra keeps"
+    echo "them soft-deleted with their unique names, so deploying would fail creating them again."
+    echo "$deleted" | while IFS="$(printf '\t')" read -r id name when; do
+      echo "  ${name} (object id ${id}, deleted ${when})"
+    done
+    echo "Either restore them (keeps their client ids, so an imported connector and its flows keep working):"
+    echo "$deleted" | while IFS="$(printf '\t')" read -r id name when; do
+      echo "    az rest --method POST --url ${graph}/directory/deletedItems/${id}/restore"
+    done
+    echo "or delete them for good (new client ids; re-import the connector):"
+    echo "$deleted" | while IFS="$(printf '\t')" read -r id name when; do
+      echo "    az rest --method DELETE --url ${graph}/directory/deletedItems/${id}"
+    done
+    echo "or deploy as another environment: azd env new <name>. Then run azd up again."
+    exit 1
+  fi
+fi
+
+# 2. The admin grants need Privileged Role Administrator or Global Administrator (an active assignment:
+# an eligible PIM role that is not activated does not count, and the grants would fail).
+if [ "${ASSIGN_GRAPH_APP_ROLES:-true}" != "false" ]; then
+  if ! roles=$(az rest --method GET \
+      --url "${graph}/me/transitiveMemberOf/microsoft.graph.directoryRole?\$select=roleTemplateId" \
+      --query "value[].roleTemplateId" --output tsv 2>/dev/null); then
+    echo "warning: could not read your directory roles; the admin grants are attempted (ASSIGN_GRAPH_APP_ROLES=true)."
+    echo "  If provisioning fails on them, run: azd env set ASSIGN_GRAPH_APP_ROLES false, then azd up again."
+  elif printf '%s\n' "$roles" | grep -qx -e "$privileged_role_admin" -e "$global_admin"; then
+    echo "ok: you may make the admin grants (Privileged Role Administrator or Global Administrator)"
+  else
+    azd env set ASSIGN_GRAPH_APP_ROLES false
+    echo "note: you are neither Privileged Role Administrator nor Global Administrator, so the Microsoft Graph"
+    echo "  permissions and the tenant-wide consents cannot be granted during this deployment:"
+    echo "  ASSIGN_GRAPH_APP_ROLES is now false. The app deploys; the post-provision step prints what an"
+    echo "  administrator runs afterwards."
+  fi
+fi
