@@ -298,13 +298,14 @@ class Stack:
             values.update(self.sandbox.settings())
         return {**values, **overrides}
 
-    def start_host(self, **overrides: str) -> Any:
-        """The project's function_app under ``python -m devhost``, settings = the sample + the stack + overrides."""
+    def start_host(self, module: str = "devhost", **overrides: str) -> Any:
+        """The project's function_app under ``python -m devhost`` (or a launcher taking its arguments),
+        settings = the sample + the stack + overrides."""
         from tests.hosting import HostProcess
 
         port = free_port()
         env = self.app_settings(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
-        host = HostProcess(ROOT, port, env=env, log_dir=self.log_dir / f"host-{len(self.hosts)}")
+        host = HostProcess(ROOT, port, env=env, log_dir=self.log_dir / f"host-{len(self.hosts)}", module=module)
         host.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.hosts.append(host.start())
         return host
@@ -318,12 +319,14 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(with_sandbox: bool = True) -> Iterator[Stack]:
-    """Azurite (+ the sandbox, seeded with the demo tenant) with the app's tables and queues created."""
+def stack(with_sandbox: bool = True, persistent: bool = False) -> Iterator[Stack]:
+    """Azurite (+ the sandbox, seeded with the demo tenant) with the app's tables and queues created.
+
+    ``persistent``: Azurite keeps its data on disk, so that ``stack.azurite.restart()`` is an outage, not a wipe."""
     from tests.conftest import create_app_storage
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
-    azurite = Azurite.on_free_ports().start()
+    azurite = Azurite.on_free_ports(persistent=persistent).start()
     sandbox: SandboxProcess | None = None
     s = Stack(azurite, None, log_dir)
     try:

@@ -15,8 +15,9 @@ from devhost.processes import python_module, stop_process, wait_for_port
 
 class HostProcess:
     def __init__(self, app_dir: Path, port: int, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, module: str = "devhost") -> None:
         self.app_dir, self.port, self.env = app_dir, port, env or {}
+        self.module = module  # ``python -m <module>`` taking devhost's arguments (the chaos bench's launcher)
         self.log_file = (log_dir or app_dir) / "host.log"
         self.process: subprocess.Popen | None = None
 
@@ -27,7 +28,7 @@ class HostProcess:
     def start(self, env: dict[str, str] | None = None) -> HostProcess:
         env = {**self.env, **(env or {})}
         log = self.log_file.open("a")
-        self.process = python_module("devhost", "--app-dir", str(self.app_dir), "--port", str(self.port),
+        self.process = python_module(self.module, "--app-dir", str(self.app_dir), "--port", str(self.port),
                                      env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=30, process=self.process)
         return self

@@ -47,8 +47,10 @@ def retention() -> timedelta:
                timedelta(hours=settings.delivery_retry_hours) + RETENTION_MARGIN)
 
 
-async def sweep_outbox(older_than: timedelta = STALE_PENDING) -> SweepReport:
-    """Fan out ``pending`` rows older than ``older_than``; prune settled ``fannedOut`` rows past retention."""
+async def sweep_outbox(older_than: timedelta | None = None) -> SweepReport:
+    """Fan out ``pending`` rows older than ``older_than`` (``STALE_PENDING``); prune settled ``fannedOut`` rows
+    past retention."""
+    older_than = STALE_PENDING if older_than is None else older_than
     with correlated():
         return await _sweep(older_than)
 

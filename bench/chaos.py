@@ -1,0 +1,675 @@
+"""Chaos: the whole chain under one fault at a time, counted delivery by delivery.
+
+Each fault class gets a fresh stack: Azurite (data on disk, so a restart is an outage and not a wipe), the
+Graph sandbox (own process), the local host with every function of the app (``bench._chaos_host``, which can
+SIGKILL itself at chosen points) and a receiver standing in for Power Automate. ``--mailboxes`` clones of the
+demo clinic each get 5 flows through the real registration API — 2 AppointmentCreated, 2 AppointmentUpdated,
+1 AppointmentDeleted — and 4 appointments made before the flows (1:1 and group; the baseline records them
+silently). While the fault is on, each mailbox gets 6 changes spread over ``--window`` seconds: 2 bookings
+(1:1, and group with two customers), 2 moves and 2 cancellations of the earlier appointments (1:1 and group).
+Then the fault is healed and the bench waits until every expected delivery arrived and every queue is empty.
+
+What a flow must get: each Created flow a Created delivery of every booking, each Updated flow an Updated
+delivery carrying the new StartTime of every move, each Deleted flow a delivery of every cancellation. Columns:
+
+==========  ==========================================================================================
+lost        expected deliveries that never arrived (the target is 0 on every row)
+new-key     deliveries of one (appointment, flow, trigger) under more than one Idempotency-Key: duplicates
+            a flow cannot recognise (target 0)
+same-key    repeats under the same key: at-least-once delivery, which a flow recognises (allowed)
+unexpected  deliveries no change called for, e.g. an event about an appointment from before the flows
+max delay   from the Graph write's answer to the first matching delivery, the worst over the row; the last
+            column divides it by the fault-free row's (``none``) of the same run
+poison      messages left in the three poison queues at the end (target 0) + QueueMessagePoisoned events
+==========  ==========================================================================================
+
+Scaled where production time would make a row take hours: the outbox sweep runs every 10 s and takes over
+events left un-fanned-out for 15 s (every 5 min, after 1 min on Azure), a queue message held by a killed
+host reappears after 10 s (the runtime's lease: 10 min), the reconcile lease of the slow-Graph row is 4 s
+(60 s), and the resync, off in every row but the one for dropped notifications (where nothing else can
+notice them), runs every minute there (hourly on Azure). The renewal timer is off: subscriptions outlive
+every row. So a row's max delay is the scaled one; on Azure, add the difference.
+
+    python -m bench.chaos                                   # every fault class, 60 s windows
+    python -m bench.chaos --only graph-503,host-kill --window 15 --mailboxes 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import uvicorn
+from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bench._stack import ADMIN, Stack, disabled, flow_body, print_table, stack, webhook_url
+from devhost.processes import free_port, stop_process, wait_for_port
+from shared.adapters.storage import MAILBOX_TABLE, QUEUES, poison_queue
+from shared.records.outbox import PENDING
+
+FLOW_TRIGGERS = ("AppointmentCreated", "AppointmentCreated", "AppointmentUpdated", "AppointmentUpdated",
+                 "AppointmentDeleted")
+GRAPH_READS = ("/v1.0/solutions/bookingBusinesses/*", "/v1.0/users/*")
+LONG_NOTE = "Allergies and history. " * 1739 + "end"  # 40,000 characters
+EMOJI_NOTE = "\N{GRINNING FACE}" * 9000  # 9,000 characters, 18,000 UTF-16 code units
+CALLBACK_TIMEOUT_SECONDS = 30  # shared.adapters.callback_client.REQUEST_TIMEOUT
+EVENT_LINES = ("QueueMessagePoisoned", "AppointmentNotStored", "dead-lettered")
+
+
+# ---- Power Automate's stand-in ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    flow: str
+    at: float
+    key: str
+    trigger: str
+    appointment: str
+    start: str
+
+
+# A flow's behaviour: given the time, (status, seconds to wait before answering).
+Behaviour = Callable[[float], tuple[int, float]]
+
+
+def answers(status: int = 202, delay: float = 0.0) -> Behaviour:
+    return lambda now: (status, delay)
+
+
+class Receiver:
+    """Records every 2xx-answered delivery (flow, key, trigger, appointment, start); behaviours per flow."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.deliveries: list[Delivery] = []
+        self.attempts: Counter[str] = Counter()
+        self.behaviour: dict[str, Behaviour] = {}
+        self.lock = threading.Lock()
+
+        async def flow(request: Request) -> Response:
+            name = request.path_params["name"]
+            body = await request.body()
+            status, wait = self.behaviour.get(name, answers())(time.monotonic())
+            if wait:
+                await asyncio.sleep(wait)
+            payload = json.loads(body)
+            with self.lock:
+                self.attempts[name] += 1
+                if 200 <= status < 300:
+                    self.deliveries.append(Delivery(
+                        name, time.monotonic(), request.headers.get("idempotency-key", ""),
+                        request.headers.get("x-bookings-trigger", ""), str(payload.get("AppointmentId", "")),
+                        str(payload.get("StartTime", ""))))
+            return Response(status_code=status, headers={"Retry-After": "3"} if status == 429 else None)
+
+        app = Starlette(routes=[Route("/flows/{name}", flow, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False, lifespan="off", timeout_keep_alive=60))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/flows/{name}?sig=chaos-signature-not-for-logs"
+
+    def snapshot(self) -> list[Delivery]:
+        with self.lock:
+            return list(self.deliveries)
+
+
+# ---- one row: the stack, the flows, the workload, the accounting ---------------------------------------
+
+
+@dataclass
+class Flow:
+    name: str
+    mailbox: str
+    trigger: str
+    gone: bool = False  # answers 410 on purpose: Power Automate deleted it
+
+
+@dataclass
+class Expectation:
+    flow: str
+    trigger: str
+    appointment: str
+    start: str  # for Updated: the StartTime the delivery must carry
+    made_at: float
+
+
+@dataclass
+class Run:
+    """One fault class's run: its stack, host, flows, and what the workload did."""
+
+    stack: Stack
+    receiver: Receiver
+    mailboxes: list[str]
+    host_env: dict[str, str]
+    host_module: str = "bench._chaos_host"
+    host: Any = None
+    flows: list[Flow] = field(default_factory=list)
+    expectations: list[Expectation] = field(default_factory=list)
+    changes: int = 0
+    kills: int = 0  # SIGKILLs: by the bench and by the host's kill points
+    restarts: int = 0
+    notes: list[str] = field(default_factory=list)
+    graph: httpx.Client | None = None
+    services: dict[str, tuple[str, str]] = field(default_factory=dict)  # mailbox -> (1:1, group) service ids
+    customers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # mailbox -> its customer records
+    before: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # mailbox -> appointments made early
+    slot: int = 0
+
+    # -- the host, kept alive --
+
+    def start_host(self, **env: str) -> None:
+        if self.host is None:
+            self.host = self.stack.start_host(module=self.host_module, **self.host_env, **env)
+        else:
+            self.host.start(env)
+
+    def supervise(self) -> None:
+        """A host that died (its own kill point) is started again, as the Functions runtime would."""
+        if self.host.process is not None and self.host.process.poll() is not None:
+            self.host.process = None
+            self.kills += 1
+            self.restart_host()
+
+    def restart_host(self) -> None:
+        self.restarts += 1
+        self.host.start({"CHAOS_KILL_POINTS": self.kill_points if self.kills < self.kill_budget else ""})
+
+    kill_points: str = ""  # CHAOS_KILL_POINTS of the host from the fault window on (bench._chaos_host)
+    kill_budget: int = 8  # then the host runs without kill points, so that the row can end
+
+    def arm_kill_points(self, points: str) -> None:
+        """From now on the host dies at ``points`` (not during the set-up: a registration must not fail)."""
+        self.kill_points = points
+        self.host.stop()
+        self.restart_host()
+
+    def kill_host(self) -> None:
+        if self.host.process is not None and self.host.process.poll() is None:
+            self.host.process.send_signal(signal.SIGKILL)
+            self.host.process.wait(10)
+            self.host.process = None
+            self.kills += 1
+            self.restart_host()
+
+    # -- Graph writes (the bench is the Bookings user) --
+
+    def _when(self) -> datetime:
+        self.slot += 1
+        base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
+        return base + timedelta(hours=self.slot)
+
+    @staticmethod
+    def _times(start: datetime, minutes: int = 30) -> dict[str, Any]:
+        def t(x: datetime) -> dict[str, str]:
+            return {"dateTime": x.replace(tzinfo=None).isoformat(), "timeZone": "UTC"}
+        return {"startDateTime": t(start), "endDateTime": t(start + timedelta(minutes=minutes))}
+
+    def book(self, mailbox: str, group: bool, note: str = "first visit") -> dict[str, Any]:
+        assert self.graph is not None
+        one, many = self.services[mailbox]
+        n = self.slot + 1
+        customers = [{"@odata.type": "#microsoft.graph.bookingCustomerInformation", "name": f"Chaos {n}-{k}",
+                      "emailAddress": f"chaos{n}.{k}@example.test", "notes": note} for k in range(2 if group else 1)]
+        if group:  # Bookings requires a customer record for each customer of a group appointment
+            for customer, known in zip(customers, self.customers[mailbox], strict=False):
+                customer.update(customerId=known["id"], name=known["displayName"], emailAddress=known["emailAddress"])
+        body = {"serviceId": many if group else one, "customers": customers, **self._times(self._when()),
+                **({"maximumAttendeesCount": 10} if group else {})}
+        r = self.graph.post(f"/{mailbox}/appointments", json=body)
+        if r.is_error:
+            raise SystemExit(f"booking in {mailbox} refused: {r.status_code} {r.text}")
+        return dict(r.json())
+
+    def expect(self, mailbox: str, trigger: str, appointment: str, start: str = "") -> None:
+        made = time.monotonic()
+        self.changes += 1
+        for flow in self.flows:
+            if flow.mailbox == mailbox and flow.trigger == trigger:
+                self.expectations.append(Expectation(flow.name, trigger, appointment, start, made))
+
+    def booking(self, mailbox: str, group: bool, note: str = "first visit") -> None:
+        appointment = self.book(mailbox, group, note)
+        self.expect(mailbox, "AppointmentCreated", appointment["id"])
+
+    def move(self, mailbox: str, appointment: dict[str, Any]) -> None:
+        assert self.graph is not None
+        new_start = self._when() + timedelta(days=30)
+        r = self.graph.patch(f"/{mailbox}/appointments/{quote(appointment['id'], safe='')}",
+                             json=self._times(new_start))
+        r.raise_for_status()
+        self.expect(mailbox, "AppointmentUpdated", appointment["id"], new_start.replace(tzinfo=None).isoformat() + "Z")
+
+    def cancel(self, mailbox: str, appointment: dict[str, Any]) -> None:
+        assert self.graph is not None
+        r = self.graph.post(f"/{mailbox}/appointments/{quote(appointment['id'], safe='')}/cancel",
+                            json={"cancellationMessage": "Chaos cancelled it."})
+        r.raise_for_status()
+        self.expect(mailbox, "AppointmentDeleted", appointment["id"])
+
+    def workload(self) -> list[Callable[[], None]]:
+        """The fault window's changes, interleaved over the mailboxes."""
+        steps: list[Callable[[], None]] = []
+        for index in range(6):
+            for m in self.mailboxes:
+                early = self.before[m]
+                steps.append([partial(self.booking, m, group=False), partial(self.booking, m, group=True),
+                              partial(self.move, m, early[0]), partial(self.move, m, early[2]),
+                              partial(self.cancel, m, early[1]), partial(self.cancel, m, early[3])][index])
+        return steps
+
+    # -- the quiet end --
+
+    def queue_lengths(self) -> dict[str, int]:
+        lengths = {}
+        for name in (*QUEUES, *(poison_queue(q) for q in QUEUES)):
+            with QueueClient.from_connection_string(self.stack.connection_string, name) as queue:
+                lengths[name] = queue.get_queue_properties().approximate_message_count
+        return lengths
+
+    def pending_outbox_rows(self) -> int:
+        with TableClient.from_connection_string(self.stack.connection_string, MAILBOX_TABLE) as table:
+            return sum(1 for _ in table.query_entities(f"State eq '{PENDING}'", select=["State"]))
+
+    def unmet(self) -> list[Expectation]:
+        got = self.receiver.snapshot()
+        return [e for e in self.live_expectations() if _first_match(e, got) is None]
+
+    def live_expectations(self) -> list[Expectation]:
+        gone = {f.name for f in self.flows if f.gone}
+        return [e for e in self.expectations if e.flow not in gone]
+
+
+def _first_match(expectation: Expectation, deliveries: list[Delivery]) -> Delivery | None:
+    for d in deliveries:
+        if d.flow == expectation.flow and d.appointment == expectation.appointment \
+                and _trigger_of(d) == expectation.trigger and (not expectation.start or d.start == expectation.start):
+            return d
+    return None
+
+
+def _trigger_of(delivery: Delivery) -> str:
+    return {"Created": "AppointmentCreated", "Updated": "AppointmentUpdated", "Deleted": "AppointmentDeleted",
+            "Cancelled": "AppointmentDeleted"}.get(delivery.trigger, delivery.trigger)
+
+
+# ---- fault classes --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """One fault class: what it changes in the host's settings, and what it does at the window's start,
+    at each tick of it (seconds since start) and at its end."""
+
+    name: str
+    description: str
+    start: Callable[[Run], None] = lambda run: None
+    tick: Callable[[Run, float], None] = lambda run, elapsed: None
+    stop: Callable[[Run], None] = lambda run: None
+    host_env: dict[str, str] = field(default_factory=dict)
+    persistent_storage: bool = False
+    extra_bookings: Callable[[Run], list[Callable[[], None]]] = lambda run: []
+    note: str = ""
+
+
+def _add_fault(run: Run, **rule: Any) -> None:
+    assert run.stack.sandbox is not None
+    run.stack.sandbox.control("POST", "faults", {"count": None, **rule})
+
+
+def _clear_faults(run: Run) -> None:
+    assert run.stack.sandbox is not None
+    run.stack.sandbox.http.delete("/_sandbox/faults").raise_for_status()
+
+
+def _graph_storm(status: int) -> Callable[[Run], None]:
+    def start(run: Run) -> None:
+        for path in GRAPH_READS:
+            _add_fault(run, method="GET", path=path, status=status, retryAfter=10)
+    return start
+
+
+def _slow_graph(latency_ms: int) -> Callable[[Run], None]:
+    def start(run: Run) -> None:
+        _add_fault(run, method="GET", path="/v1.0/solutions/bookingBusinesses/*/calendarView", latencyMs=latency_ms)
+    return start
+
+
+def _at_moments(fractions: tuple[float, ...], window: Callable[[], float],
+                action: Callable[[Run], None]) -> Callable[[Run, float], None]:
+    """Call ``action`` once each time the window passes one of ``fractions`` of its length."""
+    done: dict[int, set[float]] = defaultdict(set)
+
+    def tick(run: Run, elapsed: float) -> None:
+        for fraction in fractions:
+            if fraction not in done[id(run)] and elapsed >= fraction * window():
+                done[id(run)].add(fraction)
+                action(run)
+    return tick
+
+
+def _restart_storage(run: Run) -> None:
+    """An outage of the storage account: stopped (SIGTERM: Azurite saves what it acknowledged, as Azure
+    Storage never loses an acknowledged write), 3 s without storage, then back with the same data."""
+    assert run.stack.azurite.process is not None
+    stop_process(run.stack.azurite.process)
+    run.stack.azurite.process = None
+    time.sleep(3)
+    run.stack.azurite.start()
+
+
+def _flows(run: Run, pick: Callable[[Flow], bool], behaviour: Behaviour) -> None:
+    for flow in run.flows:
+        if pick(flow):
+            run.receiver.behaviour[flow.name] = behaviour
+
+
+def _until(end: Callable[[], float], failing: tuple[int, float], then: tuple[int, float] = (202, 0.0)) -> Behaviour:
+    return lambda now: failing if now < end() else then
+
+
+def faults(window: Callable[[], float]) -> list[Fault]:
+    """Every fault class, in the order the table prints them (``window()``: the window's length, s)."""
+    started: dict[str, float] = {}
+
+    def mark(name: str) -> Callable[[Run], None]:
+        def start(run: Run) -> None:
+            started[name] = time.monotonic()
+        return start
+
+    def end(name: str) -> Callable[[], float]:
+        return lambda: started.get(name, math.inf) + window()
+
+    def flows_failing(name: str, status: int, delay: float, pick: Callable[[Flow], bool]) -> Callable[[Run], None]:
+        def start(run: Run) -> None:
+            mark(name)(run)
+            _flows(run, pick, _until(end(name), (status, delay)))
+        return start
+
+    return [
+        Fault("none", "no fault: the reference row"),
+        Fault("graph-429", "GET on Bookings and calendar routes answers 429 Retry-After: 10",
+              start=_graph_storm(429), stop=_clear_faults),
+        Fault("graph-503", "GET on Bookings and calendar routes answers 503 Retry-After: 10",
+              start=_graph_storm(503), stop=_clear_faults),
+        Fault("graph-slower-than-lease", "every calendarView takes 6 s; the reconcile lease is 4 s",
+              start=_slow_graph(6000), stop=_clear_faults, host_env={"CHAOS_RECONCILE_LEASE_SECONDS": "4"},
+              note="reconcile lease 4 s (60 s on Azure)"),
+        Fault("storage-restart", "Azurite stopped and back 3 s later, twice, while calendarView takes 1.5 s",
+              start=_slow_graph(1500), tick=_at_moments((0.3, 0.7), window, _restart_storage), stop=_clear_faults,
+              persistent_storage=True),
+        Fault("host-kill", "host SIGKILLed at random moments and at kill points (before/after commit, "
+              "mid-fan-out, after a delivery's 2xx)",
+              start=lambda run: run.arm_kill_points(
+                  "before_commit:0.15,after_commit:0.3,after_enqueue:0.04,after_post:0.04"),
+              tick=_at_moments((0.25, 0.6, 0.9), window, lambda run: run.kill_host()),
+              note="queue lease 10 s (10 min on Azure); outbox sweep every 10 s, stale after 15 s (5 min, 1 min)"),
+        Fault("flows-5xx", "one Created flow per mailbox answers 503, one Updated flow 429 Retry-After: 3",
+              start=lambda run: (flows_failing("flows-5xx", 503, 0, lambda f: f.name.endswith("-0"))(run),
+                                 _flows(run, lambda f: f.name.endswith("-2"),
+                                        _until(end("flows-5xx"), (429, 0.0))))),
+        Fault("flows-timeout", f"one Created flow per mailbox answers after {CALLBACK_TIMEOUT_SECONDS + 5} s "
+              f"(the app waits {CALLBACK_TIMEOUT_SECONDS} s)",
+              start=flows_failing("flows-timeout", 503, CALLBACK_TIMEOUT_SECONDS + 5, lambda f: f.name.endswith("-0"))),
+        Fault("flows-410", "each mailbox's Deleted flow answers 410 Gone (Power Automate deleted it)",
+              start=lambda run: [setattr(f, "gone", True) or run.receiver.behaviour.__setitem__(f.name, answers(410))
+                                 for f in run.flows if f.trigger == "AppointmentDeleted"],
+              note="gone flows' deliveries are not expected; the bench checks they were unregistered"),
+        Fault("notifications-duplicated", "every change notification batch is delivered twice",
+              start=lambda run: _add_fault(run, kind="duplicateNotifications"), stop=_clear_faults),
+        Fault("notifications-reordered", "every change notification batch is held 1.5-3 s (out of order)",
+              start=lambda run: _add_fault(run, kind="delayNotifications", latencyMs=3000), stop=_clear_faults),
+        Fault("notifications-dropped", "every change notification is dropped, nothing says so",
+              start=lambda run: _add_fault(run, kind="dropNotifications"), stop=_clear_faults,
+              host_env={"RESYNC_SCHEDULE": "0 */1 * * * *", "AzureWebJobs.resync_mailboxes.Disabled": "false"},
+              note="only the resync can notice: every minute here (hourly on Azure)"),
+        Fault("lifecycle-missed", "every change notification is dropped and a 'missed' lifecycle event sent",
+              start=lambda run: _add_fault(run, kind="dropNotifications", sendMissed=True), stop=_clear_faults),
+        Fault("oversized", "a 40,000-character note and a 9,000-emoji note booked next to the others",
+              extra_bookings=lambda run: [lambda: run.booking(run.mailboxes[0], group=False, note=LONG_NOTE),
+                                          lambda: run.booking(run.mailboxes[0], group=False, note=EMOJI_NOTE)]),
+    ]
+
+
+# ---- running one row -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    fault: str
+    changes: int
+    expected: int
+    delivered: int
+    lost: int
+    new_key: int
+    same_key: int
+    unexpected: int
+    max_delay: float
+    poison_left: int
+    poisoned: int
+    notes: list[str]
+    gone_kept: int = 0  # flows that answered 410 and are still registered
+    kills: int = 0  # host SIGKILLs, by the bench and by kill points
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.new_key == 0 and self.poison_left == 0 and self.gone_kept == 0
+
+
+def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> Row:
+    mailboxes = [f"chaos-{i}@contoso.test" for i in range(mailbox_count)]
+    host_env = {
+        **disabled("renew_subscriptions", "resync_mailboxes"),
+        "OUTBOX_SWEEP_SCHEDULE": "*/10 * * * * *",
+        "CHAOS_STALE_PENDING_SECONDS": "15",
+        "DEVHOST_QUEUE_LEASE_SECONDS": "10",
+        **fault.host_env,
+    }
+    with stack(persistent=fault.persistent_storage) as s, Receiver() as receiver:
+        run = Run(s, receiver, mailboxes, host_env)
+        sb = s.sandbox
+        assert sb is not None
+        sb.clone_businesses(mailboxes)
+        run.graph = httpx.Client(base_url=f"{sb.graph_url}/solutions/bookingBusinesses", headers=sb.graph_headers(),
+                                 timeout=60, trust_env=False)
+        for m in mailboxes:
+            listed = run.graph.get(f"/{m}/services").json()["value"]
+            run.services[m] = (next(x["id"] for x in listed if x["maximumAttendeesCount"] == 1),
+                               next(x["id"] for x in listed if x["maximumAttendeesCount"] > 1))
+            run.customers[m] = run.graph.get(f"/{m}/customers").json()["value"]
+            run.before[m] = [run.book(m, group=k >= 2) for k in range(4)]
+        run.start_host()
+        admin = {"Authorization": f"Bearer {sb.user_token(ADMIN)}"}
+        for m in mailboxes:
+            for index, trigger in enumerate(FLOW_TRIGGERS):
+                flow = Flow(f"{m.split('@')[0]}-{index}", m, trigger)
+                r = httpx.post(webhook_url(run.host.url, m, trigger), headers=admin, timeout=60,
+                               json=flow_body(receiver.url(flow.name), trigger))
+                r.raise_for_status()
+                run.flows.append(flow)
+        _wait(lambda: all(f"reconcile {m}: reconciled" in run.host.log for m in mailboxes), 90, run,
+              "the baseline reconcile of every mailbox")
+
+        steps = run.workload() + fault.extra_bookings(run)
+        random.Random(fault.name).shuffle(steps)
+        fault.start(run)
+        began = time.monotonic()
+        due = [began + window * 0.8 * n / max(1, len(steps)) for n in range(len(steps))]
+        while (elapsed := time.monotonic() - began) < window:
+            while steps and due[len(due) - len(steps)] <= time.monotonic():
+                steps.pop(0)()
+            fault.tick(run, elapsed)
+            run.supervise()
+            time.sleep(0.05)
+        for step in steps:
+            step()
+        fault.stop(run)
+
+        def quiet() -> bool:
+            return not run.unmet() and not any(run.queue_lengths().values()) and run.pending_outbox_rows() == 0
+
+        if not _wait(quiet, drain, run, None):
+            run.notes.append(f"not quiet {drain:g} s after the fault ended")
+        time.sleep(3)  # late repeats, if any, are counted too
+        run.supervise()
+        row = _account(run, fault)
+        run.graph.close()
+        if run.host.process is not None:
+            run.host.stop()
+        return row
+
+
+def _wait(condition: Callable[[], bool], timeout: float, run: Run, what: str | None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.supervise()
+        try:
+            if condition():
+                return True
+        except Exception:
+            pass
+        time.sleep(0.5)
+    if what is not None:
+        raise SystemExit(f"{what} did not finish within {timeout:g} s; host log: {run.host.log_file}")
+    return False
+
+
+@dataclass
+class Tally:
+    delivered: int
+    delays: list[float]
+    new_key: int
+    same_key: int
+    unexpected: int
+
+
+def tally(expected: list[Expectation], void: set[str], got: list[Delivery]) -> Tally:
+    """Count deliveries against expectations; expectations of flows in ``void`` (gone on purpose) are not
+    owed, but deliveries they did get before going are not unexpected either."""
+    delays = []
+    for e in expected:
+        if e.flow not in void and (match := _first_match(e, got)) is not None:
+            delays.append(match.at - e.made_at)
+    by_item: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for d in got:
+        by_item[(d.flow, _trigger_of(d), d.appointment)].append(d.key)
+    wanted = {(e.flow, e.trigger, e.appointment) for e in expected}
+    return Tally(len(delays), delays, new_key=sum(len(set(keys)) - 1 for keys in by_item.values()),
+                 same_key=sum(len(keys) - len(set(keys)) for keys in by_item.values()),
+                 unexpected=sum(len(keys) for item, keys in by_item.items() if item not in wanted))
+
+
+def _account(run: Run, fault: Fault) -> Row:
+    live = run.live_expectations()
+    counted = tally(run.expectations, {f.name for f in run.flows if f.gone}, run.receiver.snapshot())
+    lengths = run.queue_lengths()
+    poison_left = sum(n for q, n in lengths.items() if q.endswith("-poison"))
+    log = run.host.log
+    counts = {name: log.count(name) for name in EVENT_LINES}
+    notes = list(run.notes)
+    if fault.note:
+        notes.append(fault.note)
+    if run.kills:
+        notes.append(f"{run.kills} SIGKILLs ({log.count('chaos: SIGKILL at')} at kill points)")
+    gone, left = [f for f in run.flows if f.gone], 0
+    if gone:
+        admin = {"Authorization": f"Bearer {run.stack.sandbox.user_token(ADMIN)}"}  # type: ignore[union-attr]
+        for m in run.mailboxes:
+            r = httpx.get(f"{run.host.url}/api/v1/bookingBusinesses/{m}/webhooks", headers=admin, timeout=30)
+            r.raise_for_status()
+            left += sum(1 for w in r.json()["webhooks"] if w.get("trigger") == "AppointmentDeleted")
+        notes.append(f"gone flows unregistered: {len(gone) - left}/{len(gone)}")
+    errors = sum(1 for line in log.splitlines() if " ERROR " in line or " CRITICAL " in line)
+    if errors:
+        notes.append(f"{errors} error lines in the host log")
+    for name in ("AppointmentNotStored", "dead-lettered"):
+        if counts[name]:
+            notes.append(f"{counts[name]} x {name}")
+    if any(n for q, n in lengths.items() if not q.endswith("-poison")):
+        notes.append("queues not empty: " + ", ".join(f"{q} {n}" for q, n in lengths.items() if n))
+    return Row(fault.name, run.changes, len(live), counted.delivered, len(live) - counted.delivered, counted.new_key,
+               counted.same_key, counted.unexpected, max(counted.delays, default=math.nan), poison_left,
+               counts["QueueMessagePoisoned"], notes, gone_kept=left, kills=run.kills)
+
+
+# ---- the table ---------------------------------------------------------------------------------------------
+
+
+def run(names: list[str] | None, mailbox_count: int, window: float, drain: float,
+        echo: Callable[[str], None] = print) -> list[Row]:
+    classes = faults(lambda: window)
+    known = {f.name for f in classes}
+    unknown = set(names or []) - known
+    if unknown:
+        raise SystemExit(f"unknown fault class(es): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    rows = []
+    for fault in classes:
+        if names and fault.name not in names and fault.name != "none":
+            continue
+        started = time.monotonic()
+        row = run_fault(fault, mailbox_count, window, drain)
+        rows.append(row)
+        echo(f"  {fault.name}: {row.delivered}/{row.expected} delivered, {row.lost} lost, {row.new_key} new-key "
+             f"duplicates, {row.poison_left} in poison ({time.monotonic() - started:.0f} s)")
+    return rows
+
+
+def print_rows(rows: list[Row]) -> None:
+    reference = next((r.max_delay for r in rows if r.fault == "none"), math.nan)
+    print_table(["fault", "changes", "expected", "delivered", "lost", "new-key dup", "same-key rep", "unexpected",
+                 "max delay s", "poison left", "poisoned", "delay/none"],
+                [[r.fault, r.changes, r.expected, r.delivered, r.lost, r.new_key, r.same_key, r.unexpected,
+                  r.max_delay, r.poison_left, r.poisoned, r.max_delay / reference] for r in rows])
+    for r in rows:
+        if r.notes:
+            print(f"  {r.fault}: {'; '.join(r.notes)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated fault classes (the 'none' row always runs)")
+    parser.add_argument("--mailboxes", type=int, default=3)
+    parser.add_argument("--window", type=float, default=60.0, help="seconds each fault lasts")
+    parser.add_argument("--drain", type=float, default=300.0, help="seconds to wait for quiet after the fault")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or None
+    print(f"chaos: {args.mailboxes} mailboxes x 5 flows, 6 changes per mailbox in each {args.window:g} s fault window")
+    rows = run(names, args.mailboxes, args.window, args.drain)
+    print()
+    print_rows(rows)
+    if not all(r.clean for r in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
