@@ -1,5 +1,5 @@
 """Microsoft Bookings under ``/v1.0/solutions/bookingBusinesses``: businesses, staff, services,
-customers, custom questions, appointments (CRUD + cancel) and calendarView.
+customers (list, get, create), custom questions, appointments (CRUD + cancel) and calendarView.
 
 Documented behaviours reproduced: the business id is its SMTP address (matched case-insensitively);
 listing businesses returns only ``id`` and ``displayName`` and is not paged; staff roles ``scheduler``
@@ -12,6 +12,7 @@ is mirrored into the business mailbox's calendar (which is what raises change no
 from __future__ import annotations
 
 import copy
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -157,6 +158,28 @@ def _sorted(business: Business) -> list[dict[str, Any]]:
     return sorted(business.appointments.values(), key=lambda a: (a["startDateTime"]["dateTime"], a["id"]))
 
 
+_CUSTOMER_FIELDS = {"displayName", "emailAddress", "addresses", "phones"}
+
+
+async def create_customer(request: Request) -> Response:
+    """``POST …/customers`` (bookingbusiness-post-customers): a bookingCustomer; the id is Bookings'."""
+    business = _business(request)
+    body = await _json_body(request)
+    unknown = [k for k in body if not k.startswith("@odata") and k not in _CUSTOMER_FIELDS]
+    if unknown:
+        raise GraphError(400, "BadRequest", f"The property '{unknown[0]}' does not exist on type "
+                                            "'microsoft.graph.bookingCustomer'.")
+    if not isinstance(body.get("displayName"), str) or not body["displayName"].strip():
+        raise GraphError(400, "BadRequest", "The customer's displayName is required.")
+    now = graph_timestamp()
+    customer = {"@odata.type": "#microsoft.graph.bookingCustomer", "id": str(uuid.uuid4()),
+                "displayName": body["displayName"], "emailAddress": body.get("emailAddress"),
+                "addresses": list(body.get("addresses") or []), "phones": list(body.get("phones") or []),
+                "createdDateTime": now, "lastUpdatedDateTime": now}
+    business.customers[customer["id"]] = customer
+    return JSONResponse({"@odata.context": _ctx(request, business, "customers/$entity"), **customer}, status_code=201)
+
+
 async def list_appointments(request: Request) -> Response:
     business = _business(request)
     items = [appointment_view(business, a, full=False) for a in _sorted(business)]
@@ -257,6 +280,7 @@ routes = [
     Route(_B + "/services", _collection("services", "services"), methods=["GET"]),
     Route(_B + "/services/{item_id}", _item("services", "services"), methods=["GET"]),
     Route(_B + "/customers", _collection("customers", "customers"), methods=["GET"]),
+    Route(_B + "/customers", create_customer, methods=["POST"]),
     Route(_B + "/customers/{item_id}", _item("customers", "customers"), methods=["GET"]),
     Route(_B + "/customQuestions", _collection("questions", "customQuestions"), methods=["GET"]),
     Route(_B + "/customQuestions/{item_id}", _item("questions", "customQuestions"), methods=["GET"]),

@@ -116,6 +116,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", _B + "/services/{item}", _READ_APPLICATION, _READ_DELEGATED, "bookingservice-get"),
     Route("GET", _B + "/customers", _READ_APPLICATION, _READ_DELEGATED, "bookingbusiness-list-customers",
           call="list_customers"),
+    Route("POST", _B + "/customers", _WRITE, _WRITE, "bookingbusiness-post-customers", call="create_customer"),
     Route("GET", _B + "/customers/{item}", _READ_APPLICATION, _READ_DELEGATED, "bookingcustomer-get"),
     Route("GET", _B + "/customQuestions", _QUESTIONS_APPLICATION, _READ_DELEGATED,
           "bookingbusiness-list-customquestions", call="list_custom_questions",

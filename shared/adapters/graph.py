@@ -256,17 +256,23 @@ class Graph:
     async def list_customers(self, mailbox: str) -> list[dict]:
         return [c async for c in self.pages(self._business(mailbox).customers.to_get_request_information())]
 
-    async def create_appointment(self, mailbox: str, appointment: dict[str, Any]) -> dict:
-        """``POST …/appointments`` with Graph's JSON as it is (camelCase, ``@odata.type``s included): the SDK's
-        model would drop what it does not know. Never retried here (a retry could book twice)."""
+    async def _post_json(self, collection: Any, body: dict[str, Any]) -> dict:
+        """POST Graph's JSON as it is (camelCase, ``@odata.type``s included) to a collection's request builder:
+        the SDK's models would drop what they do not know. Never retried here (a retry could create twice)."""
         from kiota_abstractions.method import Method
         from kiota_abstractions.request_information import RequestInformation
 
-        template = self._business(mailbox).appointments.to_get_request_information()
+        template = collection.to_get_request_information()
         info = RequestInformation(Method.POST)
         info.url_template, info.path_parameters = template.url_template, template.path_parameters
-        info.set_stream_content(json.dumps(appointment).encode(), "application/json")
+        info.set_stream_content(json.dumps(body).encode(), "application/json")
         return await self.send(info, retry=False)
+
+    async def create_appointment(self, mailbox: str, appointment: dict[str, Any]) -> dict:
+        return await self._post_json(self._business(mailbox).appointments, appointment)
+
+    async def create_customer(self, mailbox: str, customer: dict[str, Any]) -> dict:
+        return await self._post_json(self._business(mailbox).customers, customer)
 
     async def cancel_appointment(self, mailbox: str, appointment_id: str, message: str) -> None:
         from msgraph.generated.solutions.booking_businesses.item.appointments.item.cancel.cancel_post_request_body import (  # noqa: E501

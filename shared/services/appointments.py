@@ -189,7 +189,8 @@ class Appointments:
 
     async def _customer(self, new: NewAppointment, *, group: bool) -> dict[str, Any]:
         """The appointment's customer. Graph: for a service taking several customers, each must be one of the
-        business's customers (a customer with no valid id is left out), so one is looked up by email."""
+        business's customers (a customer with no valid id is left out), so one is looked up by email and, when
+        Bookings does not know them yet, created (``POST …/customers``, bookingbusiness-post-customers)."""
         info: dict[str, Any] = {"@odata.type": "#microsoft.graph.bookingCustomerInformation",
                                 "name": new.get("customerName", ""), "emailAddress": new.get("customerEmail", ""),
                                 "phone": new.get("customerPhone", ""), "notes": new.get("customerNotes", "")}
@@ -206,9 +207,19 @@ class Appointments:
                 info["customerId"] = known["id"]
                 info["name"] = info["name"] or known.get("displayName") or ""
         if group and "customerId" not in info:
-            raise ApiError("AppointmentRejected", business=self.mailbox,
-                           reason="this service takes several customers, and Bookings books only customers it "
-                                  "knows into such a service: add the customer in Bookings first (by this email)")
+            if not email:
+                raise ApiError("AppointmentRejected", business=self.mailbox,
+                               reason="this service takes several customers, and Bookings books only customers it "
+                                      "knows into such a service: give the customer's email")
+            customer: dict[str, Any] = {"@odata.type": "#microsoft.graph.bookingCustomer",
+                                        "displayName": info["name"] or email, "emailAddress": email}
+            if info["phone"]:
+                customer["phones"] = [{"number": info["phone"], "type": "mobile"}]
+            try:
+                created = await self.graph.create_customer(self.mailbox, customer)
+            except GraphError as error:
+                raise _graph_error(error, self.mailbox, write=True) from None
+            info["customerId"], info["name"] = created["id"], info["name"] or created.get("displayName") or ""
         return info
 
 

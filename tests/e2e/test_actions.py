@@ -129,14 +129,28 @@ def test_who_may_not_book_is_refused_in_the_json_shape(app_host, sandbox, upn, s
     assert not [r for r in sandbox.requests(method="POST") if r["path"].endswith("/appointments")]
 
 
-def test_what_bookings_refuses_says_why(app_host, sandbox) -> None:
+def test_a_group_service_books_known_customers_and_adds_new_ones(app_host, sandbox) -> None:
+    """Bookings books only customers it knows into a service taking several (the create page): the action looks
+    the customer up by email, and adds one it does not know yet."""
     group = services(sandbox)["Group wellness class"]
-    unknown = call(app_host, sandbox, "POST", "appointments", json=booking(group, customerEmail="new@example.test"))
-    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "AppointmentRejected"
     known = graph(sandbox, "customers")["value"][0]
+    before = len(graph(sandbox, "customers")["value"])
     booked = call(app_host, sandbox, "POST", "appointments", json=booking(group, customerEmail=known["emailAddress"]))
     assert booked.status_code == 201, booked.text
     assert booked.json()["Customers"][0]["Id"] == known["id"]  # looked up by email
+    assert len(graph(sandbox, "customers")["value"]) == before
+    new = call(app_host, sandbox, "POST", "appointments", json=booking(group, customerEmail="new@example.test",
+                                                                       customerName="Nova Newcomer"))
+    assert new.status_code == 201, new.text
+    (customer,) = [c for c in graph(sandbox, "customers")["value"] if c["emailAddress"] == "new@example.test"]
+    assert customer["displayName"] == "Nova Newcomer" and new.json()["Customers"][0]["Id"] == customer["id"]
+    assert new.json()["Customers"][0]["Name"] == "Nova Newcomer"
+
+
+def test_what_bookings_refuses_says_why(app_host, sandbox) -> None:
+    group = services(sandbox)["Group wellness class"]
+    nobody = call(app_host, sandbox, "POST", "appointments", json=booking(group, customerEmail=""))
+    assert nobody.status_code == 400 and nobody.json()["error"]["code"] == "AppointmentRejected"
     for body in ({"serviceId": "no-such-service", "startDateTime": "2030-01-01T09:00:00Z"},
                  booking(group, endDateTime="2000-01-01T00:00:00Z"), {"startDateTime": "soon"}):
         refused = call(app_host, sandbox, "POST", "appointments", json=body)

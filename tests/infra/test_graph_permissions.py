@@ -15,7 +15,7 @@ from tests.infra.conftest import ROOT, parse, resources
 
 APP_CALLS = [r for r in ROUTES if r.call]
 NOT_GRANTED = {"users/{oid}"}  # the app-only way to read the caller's addresses: User.Read.All, not chosen
-WRITE_CALLS = {"cancel_appointment", "create_appointment"}  # granted with ENABLE_CANCEL_WITH_REASON
+WRITE_CALLS = {"cancel_appointment", "create_appointment", "create_customer"}  # granted with ENABLE_CANCEL_WITH_REASON
 
 
 @pytest.fixture(scope="module")

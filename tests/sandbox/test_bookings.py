@@ -362,3 +362,20 @@ def test_seed_restores_app_roles(sb: SandboxServer) -> None:
     sb.control("POST", f"apps/{app.client_id}/roles", {"roles": []})
     sb.seed()
     assert set(app.roles) == set(DEFAULT_APP_ROLES)
+
+
+def test_customers_can_be_created_and_are_then_known_to_group_appointments(graph: httpx.Client) -> None:
+    """bookingbusiness-post-customers: 201 with the new bookingCustomer; a group appointment then books it."""
+    created = graph.post(f"{B}/customers", json={"@odata.type": "#microsoft.graph.bookingCustomer",
+                                                 "displayName": "Nova Newcomer", "emailAddress": "nova@example.test"})
+    assert created.status_code == 201, created.text
+    customer = created.json()
+    assert customer["id"] and customer["displayName"] == "Nova Newcomer"
+    assert customer["id"] in {c["id"] for c in graph.get(f"{B}/customers").json()["value"]}
+    assert graph.post(f"{B}/customers", json={"emailAddress": "x@example.test"}).status_code == 400
+    assert graph.post(f"{B}/customers", json={"displayName": "X", "shoeSize": 42}).status_code == 400
+    body = {"serviceId": _service(graph, group=True)["id"], "customers": [{"customerId": customer["id"]}],
+            "startDateTime": {"dateTime": "2031-01-01T10:00:00", "timeZone": "UTC"},
+            "endDateTime": {"dateTime": "2031-01-01T11:00:00", "timeZone": "UTC"}}
+    booked = graph.post(f"{B}/appointments", json=body).json()
+    assert [c["name"] for c in booked["customers"]] == ["Nova Newcomer"]
