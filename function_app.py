@@ -20,7 +20,7 @@ from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
 from shared.endpoints import graph_notifications as notification_api
-from shared.workers import delivery, outbox_sweep, poison, reconcile, renewal, resync
+from shared.workers import delivery, outbox_sweep, poison, queue_metrics, reconcile, renewal, resync
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -161,6 +161,12 @@ async def resync_mailboxes(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%RENEWAL_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def renew_subscriptions(timer: func.TimerRequest) -> None:
     await renewal.sweep()
+
+
+# The poison queues' lengths as a metric (their alert: a consumer that stopped emptying one).
+@app.timer_trigger(schedule="%QUEUE_METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def measure_queues(timer: func.TimerRequest) -> None:
+    await queue_metrics.measure_poison_queues()
 
 
 # What importing the app created (the Azure SDKs and everything else above: ~80,000 objects) lives as

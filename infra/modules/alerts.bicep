@@ -59,14 +59,25 @@ var rules = [
     query: loadTextContent('../queries/alert-subscription-renewal-failed.kql')
   }
   {
-    name: 'subscription-expiring'
-    displayName: 'Bookings triggers: Graph subscription expiring'
-    description: 'A live Graph subscription expires within 6 hours, or has expired, without a renewal.'
+    // A heartbeat, not the last renewal: a subscription lives 70.25 hours, longer than a log alert looks back.
+    name: 'renewal-heartbeat'
+    displayName: 'Bookings triggers: renewal sweep silent or subscription expiring'
+    description: 'No renewal sweep reported for 2 hours (the timer stopped or the app is down), or the latest sweep left a Graph subscription expiring within 6 hours although renewals start 24 hours before. Once a subscription expires its mailbox\'s flows stop receiving changes.'
     severity: 1
-    frequency: 'PT1H'
-    window: 'P2D'
+    frequency: 'PT15M'
+    window: 'P1D'
     threshold: 0
-    query: loadTextContent('../queries/alert-subscription-expiring.kql')
+    query: loadTextContent('../queries/alert-renewal-heartbeat.kql')
+  }
+  {
+    name: 'poison-queue-length'
+    displayName: 'Bookings triggers: a poison queue is not emptied'
+    description: 'A poison queue held messages at every measurement for 30 minutes: its consumer fails or is switched off. Hints and tasks there wait for a retry that does not come; deliveries there have not become dead letters yet.'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT30M'
+    threshold: 0
+    query: loadTextContent('../queries/alert-poison-queue-length.kql')
   }
   {
     name: 'poisoned-messages'

@@ -66,6 +66,10 @@ var appSettings = {
   // an Entra token of this identity (Monitoring Metrics Publisher).
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
+  // The worker makes each invocation's trace context current, so app spans, events and logs carry the host's
+  // operation_Id (learn.microsoft.com/azure/azure-functions/opentelemetry-howto). The app, not the worker,
+  // configures the exporter: PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY stays unset, or all is sent twice.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
 
   // The app's own settings (shared/adapters/settings.py SPECS).
   ENTRA_TENANT_ID: tenantId
@@ -99,6 +103,7 @@ var appSettings = {
   OUTBOX_RETENTION_HOURS: '168'
   DEAD_LETTER_RETENTION_DAYS: '30'
   OUTBOX_SWEEP_SCHEDULE: '0 */5 * * * *'
+  QUEUE_METRICS_SCHEDULE: '0 */5 * * * *'
   HEALTH_TIMEOUT_SECONDS: '3'
   LOG_LEVEL: logLevel
 }

@@ -1,5 +1,7 @@
-// The admins' workbook in Application Insights: flows per mailbox against the limit, appointment events
-// and deliveries over time, end-to-end latency, subscription renewals, dead letters.
+// The admins' workbook in Application Insights: flows per mailbox against the limit, appointment events and
+// deliveries over time, deliveries and failures per flow, answer time to Graph notifications (p50/p99),
+// end-to-end latency, subscription renewals and the renewal heartbeat with the earliest expiry, poison queue
+// lengths, dead letters.
 // Each chart's query is a file in infra/queries/, the same text the README's operations section shows.
 
 param location string
@@ -46,6 +48,20 @@ var charts = [
     query: loadTextContent('../queries/events-and-deliveries.kql')
   }
   {
+    name: 'deliveries-per-flow'
+    title: 'Deliveries and failures per flow'
+    visualization: 'table'
+    timeContext: { durationMs: 86400000 }
+    query: loadTextContent('../queries/deliveries-per-flow.kql')
+  }
+  {
+    name: 'notification-answer-time'
+    title: 'Answer time to Graph notifications (ms; Graph allows 3,000)'
+    visualization: 'timechart'
+    timeContext: { durationMs: 86400000 }
+    query: loadTextContent('../queries/notification-answer-time.kql')
+  }
+  {
     name: 'end-to-end-latency'
     title: 'End-to-end latency, change to flow (seconds)'
     visualization: 'timechart'
@@ -58,6 +74,20 @@ var charts = [
     visualization: 'barchart'
     timeContext: { durationMs: 86400000 }
     query: loadTextContent('../queries/renewals.kql')
+  }
+  {
+    name: 'renewal-heartbeat'
+    title: 'Renewal sweeps and the earliest expiry they left (hours)'
+    visualization: 'table'
+    timeContext: { durationMs: 86400000 }
+    query: loadTextContent('../queries/renewal-heartbeat.kql')
+  }
+  {
+    name: 'poison-queues'
+    title: 'Poison queue lengths'
+    visualization: 'timechart'
+    timeContext: { durationMs: 86400000 }
+    query: loadTextContent('../queries/poison-queues.kql')
   }
   {
     name: 'dead-letters'
@@ -91,7 +121,7 @@ var workbookContent = {
       type: 1
       name: 'intro'
       content: {
-        json: '## Bookings appointment triggers\nFlows per mailbox, appointment events and deliveries, latency, Graph subscription renewals and dead letters. Alert rules use the same queries (infra/queries).'
+        json: '## Bookings appointment triggers\nFlows per mailbox, deliveries per flow, answer time to Graph, end-to-end latency, renewal heartbeat and earliest expiry, poison queues and dead letters. Alert rules use the same queries (infra/queries).'
       }
     }
     timeRangeParameter

@@ -15,6 +15,18 @@ callback URL or token cannot reach telemetry even by mistake.
 subscriptionId, trigger, correlationId) once for a request or queue message: every event tracked and
 every log line exported inside it carries them.
 
+``request_span(method, route, url)`` is every HTTP answer's record: with export on, an OpenTelemetry server
+span the exporter turns into a ``requests`` row (name ``POST /api/graph/notifications``, resultCode, duration,
+url without its query); events and log lines emitted inside it carry its operation_Id. On Azure the Python
+worker makes the invocation's trace context current first (``PYTHON_ENABLE_OPENTELEMETRY``), so the span, and
+everything logged in a queue or timer invocation, shares the Functions host's operation_Id for it.
+``record_gauge(name, value, queue=...)`` sets a metric of ``shared.contracts.events.METRICS`` (a
+``customMetrics`` row per export interval).
+
+The app's log records reach Application Insights once: through the exporter's handler on the ``shared``
+logger only. With export on they no longer propagate to the root logger, where the Functions worker would
+forward them to the host, which sends them to Application Insights as well.
+
 The correlation id travels the same way: each entry point (HTTP request, queue message, timer) opens a
 ``telemetry_context`` with its correlation id, and ``correlation_id()`` reads it wherever it is needed
 (error bodies, the messages a step enqueues for the next one), so no signature has to pass it along.
@@ -23,10 +35,12 @@ The correlation id travels the same way: each entry point (HTTP request, queue m
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.logs import RedactingFilter, redact
@@ -49,6 +63,10 @@ CONTEXT_DIMENSIONS: tuple[str, ...] = (events.MAILBOX, events.FLOW_ID, events.SU
 _context: ContextVar[dict[str, str]] = ContextVar("telemetry_context", default={})  # noqa: B039 (never mutated)
 
 _configured = False
+# Set by use_providers (configure_monitoring, or a test's in-memory pipeline); None: nothing is exported.
+_tracer: Any = None
+_meter: Any = None
+_gauges: dict[str, Any] = {}
 
 
 @contextmanager
@@ -116,15 +134,79 @@ def configure_monitoring(settings: Settings) -> bool:
         enable_live_metrics=True,
         **kwargs,
     )
+    from opentelemetry import metrics, trace
+
+    exported = logging.getLogger(EXPORTED_LOGGER)
     # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well, and
     # give them the request's dimensions.
-    for handler in logging.getLogger(EXPORTED_LOGGER).handlers:
+    for handler in exported.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
         if not any(isinstance(f, ContextFilter) for f in handler.filters):
             handler.addFilter(ContextFilter())
+    # Once, not twice: the root logger carries the Functions worker's handler, which hands every record to
+    # the host, and the host sends those to Application Insights too (traces rows beside the exporter's).
+    exported.propagate = False
+    use_providers(trace.get_tracer_provider(), metrics.get_meter_provider())
     _configured = True
     return True
+
+
+def use_providers(tracer_provider: Any, meter_provider: Any) -> None:
+    """Export request spans and metrics through these OpenTelemetry providers (None: stop)."""
+    global _tracer, _meter
+    _tracer = tracer_provider.get_tracer(EXPORTED_LOGGER) if tracer_provider is not None else None
+    _meter = meter_provider.get_meter(EXPORTED_LOGGER) if meter_provider is not None else None
+    _gauges.clear()
+
+
+@dataclass
+class RequestRecord:
+    """What ``request_span`` records of one HTTP answer; the handler's wrapper sets ``status``."""
+
+    name: str
+    status: int = 0
+    duration_ms: float = 0.0
+
+
+@contextmanager
+def request_span(method: str, route: str, url: str) -> Iterator[RequestRecord]:
+    """The record of one HTTP answer (``url`` already without its query): a server span when export is on."""
+    record = RequestRecord(f"{method} {route}")
+    started = time.perf_counter()
+    if _tracer is None:
+        try:
+            yield record
+        finally:
+            record.duration_ms = (time.perf_counter() - started) * 1000
+        return
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    attributes = {"http.request.method": method, events.REQUEST_ROUTE: route, "url.full": url}
+    with _tracer.start_as_current_span(record.name, kind=SpanKind.SERVER, attributes=attributes,
+                                       record_exception=False, set_status_on_exception=False) as span:
+        try:
+            yield record
+        finally:
+            record.duration_ms = (time.perf_counter() - started) * 1000
+            span.set_attribute("http.response.status_code", record.status)
+            if record.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+
+
+def record_gauge(name: str, value: float, **dimensions: Any) -> None:
+    """Set metric ``name`` (a constant of ``shared.contracts.events.METRICS``) for these dimensions."""
+    allowed = events.METRICS.get(name)
+    if allowed is None:
+        raise ValueError(f"Unknown metric {name!r}: declare it in shared/contracts/events.py first.")
+    attributes = {k: redact(str(v)) for k, v in dimensions.items() if k in allowed and v is not None}
+    _event_logger.debug("%s %s value=%s", name, attributes, value)
+    if _meter is None:
+        return
+    gauge = _gauges.get(name)
+    if gauge is None:
+        gauge = _gauges[name] = _meter.create_gauge(name)
+    gauge.set(value, attributes)
 
 
 def event_dimensions(name: str, dimensions: dict[str, Any]) -> dict[str, str | int | float]:

@@ -257,6 +257,9 @@ SPECS: tuple[SettingSpec, ...] = (
           "with it when no other dead letter needs it.", _positive_number, "dead_letter_retention_days"),
     _spec("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the outbox sweep: hands events "
           "left pending by a crash to their flows, and prunes delivered ones.", _ncrontab, "outbox_sweep_schedule"),
+    _spec("QUEUE_METRICS_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the poison queues' length "
+          "metric (poison_queue_length), which the poison-queue-length alert watches.", _ncrontab,
+          "queue_metrics_schedule"),
     _spec("HEALTH_TIMEOUT_SECONDS", "3", "How long /api/health waits for each dependency.", _positive_int,
           "health_timeout_seconds"),
     _spec("LOG_LEVEL", "INFO", "Level of the app's own logs: DEBUG, INFO, WARNING or ERROR.", _log_level,
@@ -313,6 +316,7 @@ class Settings:
     outbox_retention_hours: float
     dead_letter_retention_days: float
     outbox_sweep_schedule: str
+    queue_metrics_schedule: str
     health_timeout_seconds: int
     resync_horizon_days: int
     resync_past_days: int

@@ -99,6 +99,11 @@ class Store:
                 name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
         return self._queue_clients[name]
 
+    async def approximate_length(self, name: str) -> int:
+        """How many messages queue ``name`` holds, visible or not, as storage estimates it."""
+        properties = await self.queue(name).get_queue_properties()
+        return int(properties.approximate_message_count or 0)
+
     async def create_all(self) -> None:
         """Create every table and queue (and poison queue) if missing. Locally only: Bicep does it on Azure."""
         for name in TABLES:

@@ -52,6 +52,11 @@ GRAPH_CALLS = "graphCalls"
 FULL_RESYNC = "fullResync"  # "true" | "false"
 REPLAYED_COUNT = "replayedCount"
 QUEUE = "queue"  # a queue's name, e.g. mailbox-changes-poison
+EARLIEST_EXPIRES_AT = "earliestExpiresAt"  # the soonest expiry of a live subscription, ISO 8601 UTC ("" if none)
+SUBSCRIPTION_COUNT = "subscriptionCount"  # live subscriptions (mailboxes with flows)
+RENEWAL_COUNT = "renewalCount"
+REPAIR_COUNT = "repairCount"
+DELETED_COUNT = "deletedCount"
 
 # --- events ----------------------------------------------------------------------------------------
 # Registrations (the connector's webhook API).
@@ -76,6 +81,8 @@ DELIVERY_DEAD_LETTERED = "DeliveryDeadLettered"
 DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
 # Poison queues.
 QUEUE_MESSAGE_POISONED = "QueueMessagePoisoned"
+# The renewal sweep's heartbeat.
+RENEWAL_SWEEP_COMPLETED = "RenewalSweepCompleted"
 
 _COMMON = (MAILBOX, CORRELATION_ID)
 
@@ -116,7 +123,31 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # attempt: how often it was poisoned; reason: resync | retry (willRetry=true, after a back-off) | gaveUp |
     # malformed (dropped). shared/workers/poison.py.
     QUEUE_MESSAGE_POISONED: (*_COMMON, QUEUE, ATTEMPT, WILL_RETRY, REASON),
+    # Every renewal sweep (RENEWAL_SCHEDULE), even one with nothing to do: what it enqueued (renewalCount,
+    # repairCount), the orphans it deleted (deletedCount), and the soonest expiry it left behind
+    # (earliestExpiresAt, with that subscription's mailbox and subscriptionId). The renewal-heartbeat alert fires
+    # when none came for 2 hours or earliestExpiresAt is under 6 hours away. mailbox: the earliest's.
+    RENEWAL_SWEEP_COMPLETED: (*_COMMON, SUBSCRIPTION_ID, EARLIEST_EXPIRES_AT, SUBSCRIPTION_COUNT, RENEWAL_COUNT,
+                              REPAIR_COUNT, DELETED_COUNT, DURATION_MS),
 })
+
+# --- metrics (customMetrics rows: name, value, customDimensions) ------------------------------------
+# Length of each poison queue (approximate message count, as storage reports it), measured by the
+# queue-metrics timer (QUEUE_METRICS_SCHEDULE). The poison-queue-length alert fires when one stays above 0.
+# (OpenTelemetry instrument names are case-insensitive and the SDK lower-cases them: the row's name is this.)
+POISON_QUEUE_LENGTH = "poison_queue_length"
+
+#: Every metric and the dimensions it may carry.
+METRICS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
+    POISON_QUEUE_LENGTH: (QUEUE,),
+})
+
+# --- HTTP answers (requests rows) ------------------------------------------------------------------
+# Every HTTP answer of the app is a request span: a requests row named "<METHOD> /api/<route template>" with
+# resultCode (the status answered), duration (ms), success (status < 400) and url (scheme, host and path only:
+# never a query string, which can hold a validation token or a function key). Events and log lines emitted
+# while it is answered carry its operation_Id. The notification-5xx alert and the answer-time tile read them.
+REQUEST_ROUTE = "http.route"
 
 #: Dimensions that must never be emitted, whatever an event declares.
 FORBIDDEN_DIMENSIONS: frozenset[str] = frozenset({

@@ -7,6 +7,11 @@ exception with a bare 500; this keeps the promise that every non-2xx answer has 
 
 The correlation id of the request is set here, once (``shared.adapters.monitoring.correlation_id()``
 reads it anywhere below), and every answer carries it in ``x-correlation-id``.
+
+Every answer, whatever its status, is recorded here too (``monitoring.request_span``): a ``requests`` row with
+the status and how long the answer took, named by the route template (``GET /api/v1/bookingBusinesses/{id}``,
+never the values) and with the URL's query left out. A 503 is an ordinary answer to the Functions host (the
+execution succeeded), so the host's own request telemetry never shows it; this does.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
 
-from shared.adapters.monitoring import correlation_id, new_correlation_id, telemetry_context
+from shared.adapters.logs import redact_url
+from shared.adapters.monitoring import correlation_id, new_correlation_id, request_span, telemetry_context
 from shared.contracts.errors import ApiError, error_body
 
 log = logging.getLogger(__name__)
@@ -58,22 +64,32 @@ async def by_method(req: func.HttpRequest, handlers: dict[str, Handler]) -> func
     return await handler(req)
 
 
+def route_template(req: func.HttpRequest) -> str:
+    """The request's path with its route parameters' values replaced by their names: what the app serves."""
+    path = urlsplit(req.url).path or "/"
+    names = {value: name for name, value in (req.route_params or {}).items() if value}
+    return "/".join(f"{{{names[unquote(part)]}}}" if unquote(part) in names else part for part in path.split("/"))
+
+
 def endpoint(handler: Handler) -> Handler:
-    """Give ``handler(req)`` a correlation id and the JSON error contract."""
+    """Give ``handler(req)`` a correlation id, the JSON error contract and its ``requests`` row."""
 
     @functools.wraps(handler)
     async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         accept_language = req.headers.get("accept-language")
-        with telemetry_context(correlationId=new_correlation_id()):
+        with request_span(req.method, route_template(req), redact_url(req.url)) as answer, \
+                telemetry_context(correlationId=new_correlation_id()):
             try:
-                return await handler(req)
+                response = await handler(req)
             except ApiError as error:
                 log.info("%s answered %s %s", handler.__name__, error.status, error.code,
                          extra={"correlationId": correlation_id(), "errorCode": error.code})
-                return error_response(error, accept_language)
+                response = error_response(error, accept_language)
             except Exception:
                 log.exception("%s failed", handler.__name__,
                               extra={"correlationId": correlation_id(), "errorCode": "InternalError"})
-                return error_response(ApiError("InternalError"), accept_language)
+                response = error_response(ApiError("InternalError"), accept_language)
+            answer.status = response.status_code
+            return response
 
     return wrapper

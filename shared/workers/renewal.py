@@ -22,6 +22,13 @@ every queue operation slower on Azurite (it scans all messages: 83 ms per receiv
 against 4 ms on an empty queue) and cost a queue transaction per renewal on Azure; 50 per message make
 it 200 messages (format: ``shared.messages.subscription_tasks``).
 
+Every sweep ends with its heartbeat, ``RenewalSweepCompleted``: how many renewals and repairs it enqueued,
+the orphans it deleted, and the soonest expiry among the live subscriptions it saw (with that mailbox and
+subscription id). The renewal-heartbeat alert fires when no sweep reported for 2 hours (the timer stopped,
+the app is down, or the sweep fails before its end) or when that expiry is under 6 hours away (renewals are
+enqueued from 24 hours before it, so every one of them failed). Alerting on the last renewal instead cannot
+work: a subscription lives 70.25 hours, longer than a log alert can look back.
+
 Task outcomes: a renewal answered 404 means Graph dropped the subscription: it is re-created and the
 mailbox gets a full resync (changes in between were not notified). Other failures are counted on the
 subscription row; from the third in a row each one is an error-level log and a
@@ -68,6 +75,9 @@ class SweepReport:
     orphans_deleted: int = 0
     tasks: list[SubscriptionTask] = field(default_factory=list)
     known_ids: set[str] = field(default_factory=set)  # subscription ids our mailbox rows name
+    live: int = 0  # active subscriptions of mailboxes with flows
+    earliest: SubscriptionRecord | None = None  # of those, the one that expires first
+    earliest_mailbox: str = ""
 
 
 async def plan_sweep(now: datetime | None = None) -> SweepReport:
@@ -87,9 +97,14 @@ async def plan_sweep(now: datetime | None = None) -> SweepReport:
             if not record.lease_held(now):
                 report.tasks.append(task("repair", mailbox, record.subscription_id, f"stuck {record.state}"))
                 report.repairs += 1
-        elif record.expiration is None or record.expiration <= horizon:
-            report.tasks.append(task("renew", mailbox, record.subscription_id, "expiring"))
-            report.renewals += 1
+        else:
+            report.live += 1
+            if record.expiration is not None and (report.earliest is None or report.earliest.expiration is None
+                                                  or record.expiration < report.earliest.expiration):
+                report.earliest, report.earliest_mailbox = record, mailbox
+            if record.expiration is None or record.expiration <= horizon:
+                report.tasks.append(task("renew", mailbox, record.subscription_id, "expiring"))
+                report.renewals += 1
     for mailbox in sorted(with_flows - rows.keys()):
         report.tasks.append(task("repair", mailbox, "", "flows without a subscription"))
         report.repairs += 1
@@ -103,6 +118,7 @@ async def sweep(now: datetime | None = None) -> SweepReport:
 
 
 async def _sweep(now: datetime | None) -> SweepReport:
+    started_at = asyncio.get_running_loop().time()
     report = await plan_sweep(now)
     rate = get_settings().subscription_writes_per_second
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
@@ -124,7 +140,18 @@ async def _sweep(now: datetime | None) -> SweepReport:
         report.orphans_deleted = await delete_orphans(now, report.known_ids)
     except GraphError as error:  # the next sweep tries again; renewals are already on their way
         log.warning("orphan sweep skipped: Graph %s %s", error.status, error.code)
+    heartbeat(report, (asyncio.get_running_loop().time() - started_at) * 1000)
     return report
+
+
+def heartbeat(report: SweepReport, duration_ms: float) -> None:
+    """The sweep's ``RenewalSweepCompleted`` event, which the renewal-heartbeat alert watches."""
+    earliest = report.earliest
+    expires = earliest.expiration.astimezone(UTC).isoformat() if earliest and earliest.expiration else ""
+    track_event(events.RENEWAL_SWEEP_COMPLETED, mailbox=report.earliest_mailbox or None,
+                subscriptionId=earliest.subscription_id if earliest else None, earliestExpiresAt=expires,
+                subscriptionCount=report.live, renewalCount=report.renewals, repairCount=report.repairs,
+                deletedCount=report.orphans_deleted, durationMs=round(duration_ms))
 
 
 async def delete_orphans(now: datetime | None = None, known_ids: set[str] | None = None) -> int:

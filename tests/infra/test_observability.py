@@ -28,6 +28,50 @@ def _event_names(kql: str) -> set[str]:
     return names
 
 
+def test_every_query_runs_against_the_columns_the_exporter_writes() -> None:
+    # Each file, as alerts and the workbook run it, over empty tables of exactly the columns ingestion fills
+    # from the exporter's envelopes (tests/app_insights.py): a misspelt or absent column fails here.
+    from tests.app_insights import Captured
+
+    empty = Captured(InMemorySpans(), InMemoryLogs(), InMemoryMetrics())
+    for path in sorted(QUERIES.glob("*.kql")):
+        rows = empty.query(path.read_text())
+        if not path.name.startswith("alert-renewal-heartbeat"):  # no sweep at all: that alert fires
+            assert rows == [], path.name
+
+
+def test_a_column_the_exporter_does_not_write_fails_the_check() -> None:
+    from tests.app_insights import Captured
+
+    empty = Captured(InMemorySpans(), InMemoryLogs(), InMemoryMetrics())
+    with pytest.raises(Exception, match="statusCode"):
+        empty.query('requests | where toint(statusCode) >= 500')  # the column is resultCode
+
+
+class InMemorySpans:
+    def get_finished_spans(self) -> list[Any]:
+        return []
+
+
+class InMemoryLogs:
+    def get_finished_logs(self) -> list[Any]:
+        return []
+
+
+class InMemoryMetrics:
+    def get_metrics_data(self) -> None:
+        return None
+
+
+def test_every_alert_rule_has_a_test_that_drives_the_app_into_its_state() -> None:
+    # The rule's KQL is run over what the app emitted in that state (tests/app_insights.py: alert_rows).
+    driven: set[str] = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        driven |= set(re.findall(r'alert_rows\(\s*"([\w-]+)"', path.read_text()))
+    rules = {r["name"] for r in _alert_rules()}
+    assert rules <= driven, f"alert rules no test drives: {rules - driven}"
+
+
 def test_queries_use_only_defined_events_and_dimensions() -> None:
     files = sorted(QUERIES.glob("*.kql"))
     assert len(files) >= 10
@@ -63,10 +107,11 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("delivery-failures", events.DELIVERY_FAILED),
     ("dead-letters", events.DELIVERY_DEAD_LETTERED),
     ("subscription-renewal-failed", events.SUBSCRIPTION_RENEWAL_FAILED),
-    ("subscription-expiring", events.SUBSCRIPTION_RENEWED),
+    ("renewal-heartbeat", events.RENEWAL_SWEEP_COMPLETED),
     ("poisoned-messages", events.QUEUE_MESSAGE_POISONED),
     ("appointments-not-stored", events.APPOINTMENT_NOT_STORED),
     ("notification-5xx", None),
+    ("poison-queue-length", None),
 ])
 def test_alert_rule_exists_for(rule: str, event: str | None) -> None:
     rules = {r["name"]: r for r in _alert_rules()}
@@ -75,8 +120,10 @@ def test_alert_rule_exists_for(rule: str, event: str | None) -> None:
     kql = (INFRA / "modules" / kql_file).resolve().read_text()
     if event:
         assert event in _event_names(kql)
+    elif rule == "notification-5xx":
+        assert "POST /api/graph/notifications" in kql and "resultCode" in kql
     else:
-        assert "/api/graph/notifications" in kql and "resultCode" in kql
+        assert f'"{events.POISON_QUEUE_LENGTH}"' in kql and "customMetrics" in kql
 
 
 def test_alert_rules_are_log_alerts_on_application_insights_with_an_action_group() -> None:
@@ -89,7 +136,8 @@ def test_alert_rules_are_log_alerts_on_application_insights_with_an_action_group
 
 def test_workbook_charts_what_admins_need() -> None:
     charts = {c["name"] for c in parse("modules/workbook.bicep")["variables"]["charts"]["value"]}
-    assert charts == {"flows-per-mailbox", "events-and-deliveries", "end-to-end-latency", "renewals", "dead-letters"}
+    assert charts == {"flows-per-mailbox", "events-and-deliveries", "deliveries-per-flow", "notification-answer-time",
+                      "end-to-end-latency", "renewals", "renewal-heartbeat", "poison-queues", "dead-letters"}
 
 
 def test_flows_per_mailbox_is_kept_current_by_the_resync() -> None:
@@ -167,7 +215,12 @@ def test_export_uses_the_managed_identity_on_azure(monkeypatch: pytest.MonkeyPat
         def __init__(self, client_id: str | None = None) -> None:
             self.client_id = client_id
 
-    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **kw: calls.update(kw))
+    def configure_azure_monitor(**kw: Any) -> None:  # what the distro leaves: its handler on logger_name
+        calls.update(kw)
+        logging.getLogger(kw["logger_name"]).addHandler(exporter_handler)
+
+    exporter_handler = logging.NullHandler()
+    monkeypatch.setattr(distro, "configure_azure_monitor", configure_azure_monitor)
     monkeypatch.setattr(azure.identity, "ManagedIdentityCredential", FakeCredential)
     monkeypatch.setattr(monitoring, "_configured", False)
     settings = load_settings({
@@ -178,10 +231,18 @@ def test_export_uses_the_managed_identity_on_azure(monkeypatch: pytest.MonkeyPat
         "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
                                                  "IngestionEndpoint=https://example.in.applicationinsights.azure.com/",
     })
+    exported = logging.getLogger(monitoring.EXPORTED_LOGGER)
     try:
         assert monitoring.configure_monitoring(settings) is True
+        # Logs reach Application Insights once: through the exporter's handler, not also through the root
+        # logger, whose Functions worker handler forwards every record to the host (which sends it as well).
+        assert exported.propagate is False and exporter_handler in exported.handlers
+        assert monitoring._tracer is not None and monitoring._meter is not None
     finally:
         monkeypatch.setattr(monitoring, "_configured", False)
+        exported.propagate = True
+        exported.removeHandler(exporter_handler)
+        monitoring.use_providers(None, None)
     assert calls["logger_name"] == "shared"
     assert isinstance(calls["credential"], FakeCredential)
     assert calls["credential"].client_id == "11111111-2222-3333-4444-555555555555"
@@ -251,3 +312,43 @@ def test_events_become_custom_events_rows_with_their_dimensions() -> None:
     assert dims["mailbox"] == "shop@contoso.com" and dims["status"] == "503" and dims["willRetry"] == "true"
     assert dims["correlationId"] == "c-7"
     assert "SECRET" not in str(dims) and "callbackUrl" not in dims
+
+
+async def test_the_invocations_operation_id_reaches_the_request_and_the_events() -> None:
+    # On Azure the Python worker makes the host's trace context of the invocation current before the function
+    # runs (PYTHON_ENABLE_OPENTELEMETRY; its dispatcher extracts the invocation's traceparent, as here).
+    import azure.functions as func
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from shared.endpoints import graph_notifications
+    from tests.app_insights import capture
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    invocation = TraceContextTextMapPropagator().extract({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    token = context.attach(invocation)
+    try:
+        with capture() as captured:
+            handshake = func.HttpRequest("POST", "https://app.example/api/graph/lifecycle?validationToken=t0k3n",
+                                         params={"validationToken": "t0k3n"}, route_params={}, body=b"")
+            assert (await graph_notifications.handle(handshake)).status_code == 200
+            monitoring.track_event(events.RENEWAL_SWEEP_COMPLETED, subscriptionCount=0)  # a timer's event
+    finally:
+        context.detach(token)
+    rows = captured.rows()
+    (request,) = rows["requests"]
+    (event,) = rows["customEvents"]
+    assert request["operation_Id"] == event["operation_Id"] == trace_id
+    assert request["operation_ParentId"] == "00f067aa0ba902b7"  # the host's span of the invocation
+    assert (request["name"], request["resultCode"], request["success"]) == ("POST /api/graph/lifecycle", "200", True)
+    assert request["url"] == "https://app.example/api/graph/lifecycle"  # no query: it held the token
+
+
+def test_route_templates_name_requests_without_their_values() -> None:
+    import azure.functions as func
+
+    from shared.endpoints.http import route_template
+
+    req = func.HttpRequest("GET", "https://app.example/api/v1/bookingBusinesses/shop%40contoso.com/webhooks?x=1",
+                           route_params={"businessId": "shop@contoso.com"}, body=b"")
+    assert route_template(req) == "/api/v1/bookingBusinesses/{businessId}/webhooks"

@@ -155,18 +155,25 @@ async def test_large_appointments_are_spread_over_transactions_within_the_reques
     assert all(read_payload(e)["CustomerNotes"] == note for e in events)
 
 
-async def test_an_appointment_storage_refuses_does_not_block_the_others(
-        mailbox: Bookings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    good = mailbox.create(minutes_from_now=24 * 60)
-    bad = mailbox.create(minutes_from_now=25 * 60)
+def refuse_rows_of(appointment_id: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Table storage refuses every transaction holding this appointment's rows (400 InvalidInput); returns the
+    real commit, to put back."""
     commit = reconcile_state.commit
 
     async def refusing(mailbox_: str, operations: list, etag: str, sync: Any) -> str:
-        if any(op[1].get("AppointmentId") == bad["id"] for op in operations):
+        if any(op[1].get("AppointmentId") == appointment_id for op in operations):
             raise Refused(400, "InvalidInput")
         return await commit(mailbox_, operations, etag, sync)
 
     monkeypatch.setattr(reconcile_state, "commit", refusing)
+    return commit
+
+
+async def test_an_appointment_storage_refuses_does_not_block_the_others(
+        mailbox: Bookings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    good = mailbox.create(minutes_from_now=24 * 60)
+    bad = mailbox.create(minutes_from_now=25 * 60)
+    commit = refuse_rows_of(bad["id"], monkeypatch)
     assert await reconcile(hint(full_resync=True)) == "reconciled"
     assert [e["AppointmentId"] for e in await outbox()] == [good["id"]]
     assert "refused the rows of appointment" in caplog.text
