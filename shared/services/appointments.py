@@ -111,7 +111,8 @@ class Appointments:
             try:
                 return await self.graph.get_appointment(self.mailbox, appointment_id)
             except GraphError as error:
-                if error.status == 404:
+                # Graph answers 400 (ErrorInvalidIdMalformed) for an id it cannot parse: no such appointment either.
+                if error.status in (400, 404):
                     return None
                 raise _graph_error(error, self.mailbox, appointment=True) from None
 

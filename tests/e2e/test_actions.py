@@ -66,6 +66,10 @@ def test_get_an_appointment_is_the_triggers_payload(app_host, sandbox) -> None:
     assert data["StaffMembers"][0]["DisplayName"]  # names resolved from the staff list
     missing = call(app_host, sandbox, "GET", "appointments/AAMkNoSuchAppointment=")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "AppointmentNotFound"
+    # Graph answers 400 for an id it cannot parse: still no such appointment, never a 5xx.
+    sandbox.add_fault(method="GET", path="*/appointments/not-an-id", status=400, code="ErrorInvalidIdMalformed")
+    malformed = call(app_host, sandbox, "GET", "appointments/not-an-id")
+    assert malformed.status_code == 404 and malformed.json()["error"]["code"] == "AppointmentNotFound"
 
 
 def test_list_appointments_pages_with_next_links(app_host, sandbox) -> None:
