@@ -432,7 +432,8 @@ def faults(window: Callable[[], float]) -> list[Fault]:
               "mid-fan-out, after a delivery's 2xx)",
               start=lambda run: run.arm_kill_points(
                   "before_commit:0.15,after_commit:0.3,after_enqueue:0.04,after_post:0.04"),
-              tick=_at_moments((0.25, 0.6, 0.9), window, lambda run: run.kill_host()),
+              tick=_at_moments(tuple(sorted(random.uniform(0.05, 0.95) for _ in range(3))), window,
+                               lambda run: run.kill_host()),
               note="queue lease 10 s (10 min on Azure); outbox sweep every 10 s, stale after 15 s (5 min, 1 min)"),
         Fault("flows-5xx", "one Created flow per mailbox answers 503, one Updated flow 429 Retry-After: 3",
               start=lambda run: (flows_failing("flows-5xx", 503, 0, lambda f: f.name.endswith("-0"))(run),
