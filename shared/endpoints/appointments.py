@@ -16,7 +16,6 @@ directory on every request. Cancelling is ``shared.endpoints.cancellation``. Gra
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +27,7 @@ from shared.adapters.settings import get_settings
 from shared.contracts.appointment_data import parse_graph_datetime
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import READ, WRITE, staff_mailbox
-from shared.endpoints.http import by_method, endpoint, json_response
+from shared.endpoints.http import by_method, endpoint, json_object, json_response
 from shared.services.appointments import Appointments, NewAppointment
 
 log = logging.getLogger(__name__)
@@ -83,14 +82,7 @@ def _ids(value: Any, name: str) -> list[str]:
 
 
 def parse_new_appointment(body: bytes) -> NewAppointment:
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError("PayloadTooLarge", limit=MAX_BODY_BYTES)
-    try:
-        document = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("InvalidRequest", reason="the body is not JSON") from None
-    if not isinstance(document, dict):
-        raise ApiError("InvalidRequest", reason="the body must be a JSON object")
+    document = json_object(body, MAX_BODY_BYTES)
     service = document.get("serviceId")
     if not isinstance(service, str) or not service.strip():
         raise ApiError("InvalidRequest", reason="serviceId is required (pick the service from the list)")

@@ -38,7 +38,6 @@ the first flow of a mailbox creates its Graph subscription and the last one dele
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from shared.adapters.logs import redact_url
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import administered_mailbox, parse_mailbox, require_administrator
-from shared.endpoints.http import by_method, empty_response, endpoint, json_response
+from shared.endpoints.http import by_method, empty_response, endpoint, json_object, json_response
 from shared.records.flows import TRIGGERS, FlowRegistry
 from shared.records.mailbox import iso
 from shared.services import bookings_directory, subscriptions
@@ -123,14 +122,7 @@ def _field(obj: dict[str, Any], *names: str) -> Any:
 def parse_registration_body(body: bytes, trigger: str) -> RegistrationRequest:
     """Both spellings: flat ``notificationURL/resource/changeType`` and nested
     ``{"webhook": {"notification_url", "resource", "change_type"}}``."""
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError("PayloadTooLarge", limit=MAX_BODY_BYTES)
-    try:
-        document = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("InvalidRequest", reason="the body is not JSON") from None
-    if not isinstance(document, dict):
-        raise ApiError("InvalidRequest", reason="the body must be a JSON object")
+    document = json_object(body, MAX_BODY_BYTES)
     nested = document.get("webhook")
     fields = nested if isinstance(nested, dict) else document
     url = _field(fields, "notificationURL", "notification_url")

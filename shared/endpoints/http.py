@@ -54,6 +54,20 @@ def error_response(error: ApiError, accept_language: str | None) -> func.HttpRes
     return json_response(body, error.status, error.headers)
 
 
+def json_object(body: bytes, limit: int) -> dict[str, Any]:
+    """A request body that must be one JSON object of at most ``limit`` bytes: ``PayloadTooLarge`` or
+    ``InvalidRequest`` (saying which) otherwise."""
+    if len(body) > limit:
+        raise ApiError("PayloadTooLarge", limit=limit)
+    try:
+        document = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("InvalidRequest", reason="the body is not JSON") from None
+    if not isinstance(document, dict):
+        raise ApiError("InvalidRequest", reason="the body must be a JSON object")
+    return document
+
+
 async def by_method(req: func.HttpRequest, handlers: dict[str, Handler]) -> func.HttpResponse:
     """One route template, several methods: the handler of the request's method, else 405 ``MethodNotAllowed``
     naming the allowed ones (so no router has to choose between two templates of the same shape)."""
