@@ -79,6 +79,9 @@ param zoneRedundant bool = false
 @allowed(['Standard_GRS', 'Standard_GZRS', 'Standard_ZRS', 'Standard_LRS'])
 param storageSkuName string = 'Standard_GRS'
 
+@description('Put the storage account behind private endpoints in a virtual network the Function App is integrated with (Flex Consumption). Off by default: it adds a VNet, three private endpoints and DNS zones; the app stays reachable from the internet, as Graph and Power Automate need.')
+param networkIsolation bool = false
+
 @description('Make the admin grants during deployment: Graph application permissions for the managed identity and tenant-wide consent to the connector sign-in scopes. Needs Privileged Role Administrator; without it, deploy with false and have an admin run scripts/grant-graph-permissions.sh.')
 param assignGraphAppRoles bool = true
 
@@ -150,6 +153,18 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     skuName: storageSkuName
+    privateOnly: networkIsolation
+  }
+}
+
+module network 'modules/network.bicep' = if (networkIsolation) {
+  name: 'network'
+  scope: rg
+  params: {
+    namePrefix: 'bookings-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountId: storage.outputs.id
   }
 }
 
@@ -207,6 +222,7 @@ module functionApp 'modules/function.bicep' = {
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
     zoneRedundant: zoneRedundant
+    virtualNetworkSubnetId: networkIsolation ? network.outputs.appSubnetId : ''
     // v2 access tokens carry the API app's client id as `aud`.
     apiAudience: entra.outputs.apiAppId
     // Tokens must carry the API's own scope and come through the connector's registration (azp).
@@ -221,9 +237,10 @@ module functionApp 'modules/function.bicep' = {
     resyncSchedule: resyncSchedule
     logLevel: logLevel
   }
-  // The app must not start before it may read its package and reach storage.
+  // The app must not start before it may read its package and reach storage (privately, with networkIsolation).
   dependsOn: [
     rbac
+    network
   ]
 }
 
@@ -275,3 +292,4 @@ output MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED bool = !empty(entra.outputs.graphAp
 output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output NETWORK_ISOLATION bool = networkIsolation

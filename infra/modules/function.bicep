@@ -36,6 +36,8 @@ param httpPerInstanceConcurrency int
 param alwaysReadyHttpInstances int
 @description('Spread the plan over availability zones (only in regions that offer it for Flex Consumption).')
 param zoneRedundant bool
+@description('Subnet (delegated to Microsoft.App/environments) the app sends its outbound traffic through; empty: none.')
+param virtualNetworkSubnetId string = ''
 
 // Application settings (see shared/adapters/settings.py for what each one does).
 param apiAudience string
@@ -138,7 +140,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17:Graph and Power Automate cannot present client certificates; callers are authenticated by Entra bearer tokens (registration API) and clientState (Graph)
-  // checkov:skip=CKV_AZURE_222:Graph and Power Automate call the app over the public internet; there is no private caller to restrict access to
+  // checkov:skip=CKV_AZURE_222:Graph and Power Automate call the app over the public internet; there is no private caller to restrict access to (networkIsolation makes storage private, not the app's inbound side)
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales out on demand (maximumInstanceCount) and keeps warm instances with alwaysReadyHttpInstances, not with a fixed instance count
   // checkov:skip=CKV_AZURE_213:App Service health check is not offered on Flex Consumption; GET /api/health reports each dependency for external probes
   name: name
@@ -155,6 +157,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
   properties: {
     serverFarmId: plan.id
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     httpsOnly: true
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'

@@ -12,6 +12,8 @@ param deploymentContainerName string
 @description('Replication. Geo-redundant by default (available in every region): the flow registrations live only here.')
 @allowed(['Standard_GRS', 'Standard_GZRS', 'Standard_ZRS', 'Standard_LRS'])
 param skuName string = 'Standard_GRS'
+@description('Reachable only through private endpoints (modules/network.bicep): public network access off.')
+param privateOnly bool = false
 
 var tableNames = [
   'mailboxes'
@@ -30,9 +32,9 @@ var queueNames = [
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35:the Function App (no VNet integration) reaches storage over its public endpoint; keys are off, so every request needs an Entra token of an identity holding a data role on this account
+  // checkov:skip=CKV_AZURE_35:by default (networkIsolation off) the Function App reaches storage over its public endpoint; keys are off, so every request needs an Entra token of an identity holding a data role on this account. With networkIsolation on, public access is disabled (privateOnly), which checkov cannot resolve
   // checkov:skip=CKV_AZURE_206:replication is the skuName parameter (default Standard_GRS, geo-redundant; GZRS, ZRS or LRS by choice), which checkov cannot resolve
-  // checkov:skip=CKV_AZURE_59:as CKV_AZURE_35: public endpoint, Entra-only access (allowSharedKeyAccess false, no anonymous blob access)
+  // checkov:skip=CKV_AZURE_59:as CKV_AZURE_35: public endpoint by default, Entra-only access (allowSharedKeyAccess false, no anonymous blob access); off with networkIsolation
   name: name
   location: location
   tags: tags
@@ -48,9 +50,13 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     dnsEndpointType: 'Standard'
     minimumTlsVersion: 'TLS1_2'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
     supportsHttpsTrafficOnly: true
-    networkAcls: {
+    // As Microsoft's Flex Consumption templates do with their vnetEnabled switch.
+    networkAcls: privateOnly ? {
+      bypass: 'None'
+      defaultAction: 'Deny'
+    } : {
       bypass: 'AzureServices'
       defaultAction: 'Allow'
     }

@@ -311,3 +311,49 @@ def test_every_module_is_declared_in_this_repository(main_bicep: dict[str, Any])
         assert module["type"] == "local", f"module {name} comes from a registry: checkov cannot see into it"
         assert (INFRA / module["detail"]["path"]).exists()
     assert body(main_bicep["resources"]["rg"])["name"] == "rg-${environmentName}"
+
+
+# --- network isolation (off by default) ----------------------------------------------------------------------
+
+
+def test_network_isolation_is_a_parameter_off_by_default(main_bicep: dict[str, Any]) -> None:
+    assert main_bicep["parameters"]["networkIsolation"]["default"] is False
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["networkIsolation"]["value"] == "${NETWORK_ISOLATION=false}"
+    network = main_bicep["modules"]["network"]
+    assert network["config"]["condition"] == "networkIsolation"
+    assert network["detail"]["path"] == "modules/network.bicep"
+    subnet = main_bicep["modules"]["functionApp"]["config"]["params"]["virtualNetworkSubnetId"]["operator"]
+    assert subnet["operands"]["condition"] == "networkIsolation" and subnet["operands"]["false_value"] == ""
+    assert "appSubnetId" in str(subnet["operands"]["true_value"])
+    assert main_bicep["modules"]["storage"]["config"]["params"]["privateOnly"] == "networkIsolation"
+
+
+def test_isolated_storage_refuses_public_traffic() -> None:
+    storage = parse("modules/storage.bicep")
+    props = body(storage["resources"]["account"])["properties"]
+    access = props["publicNetworkAccess"]["operator"]["operands"]
+    assert (access["condition"], access["true_value"], access["false_value"]) == ("privateOnly", "Disabled", "Enabled")
+    acls = props["networkAcls"]["operator"]["operands"]
+    assert acls["true_value"] == {"bypass": "None", "defaultAction": "Deny"}
+    assert storage["parameters"]["privateOnly"]["default"] is False
+
+
+def test_the_app_subnet_is_delegated_to_flex_consumption_and_storage_has_private_endpoints() -> None:
+    network = parse("modules/network.bicep")
+    app, endpoints_subnet = body(network["resources"]["vnet"])["properties"]["subnets"]
+    assert app["name"] == "app"
+    assert [d["properties"]["serviceName"] for d in app["properties"]["delegations"]] == ["Microsoft.App/environments"]
+    assert endpoints_subnet["properties"]["privateEndpointNetworkPolicies"] == "Disabled"
+    assert all("nsg" in str(s["properties"]["networkSecurityGroup"]) for s in (app, endpoints_subnet))
+    # Every storage service the app and the Functions runtime use: a private endpoint and its DNS zone.
+    services = network["variables"]["storageServices"]["value"]
+    assert services == ["blob", "queue", "table"]
+    for name in ("endpoints", "dnsZones", "dnsLinks", "dnsGroups"):
+        assert network["resources"][name]["config"]["loop_type"]["detail"]["array_name"] == "storageServices", name
+    (connection,) = body(network["resources"]["endpoints"])["properties"]["privateLinkServiceConnections"]
+    assert connection["properties"] == {"privateLinkServiceId": "storageAccountId", "groupIds": ["service"]}
+    assert body(network["resources"]["dnsZones"])["name"] == "privatelink.${service}.${environment().suffixes.storage}"
+    function = parse("modules/function.bicep")
+    site = body(function["resources"]["site"])["properties"]
+    assert "virtualNetworkSubnetId" in str(site["virtualNetworkSubnetId"])
