@@ -167,6 +167,7 @@ class RequestRecord:
     name: str
     status: int = 0
     duration_ms: float = 0.0
+    correlation_id: str = ""  # the answer's x-correlation-id: customDimensions.correlationId of the row
 
 
 @contextmanager
@@ -190,6 +191,8 @@ def request_span(method: str, route: str, url: str) -> Iterator[RequestRecord]:
         finally:
             record.duration_ms = (time.perf_counter() - started) * 1000
             span.set_attribute("http.response.status_code", record.status)
+            if record.correlation_id:
+                span.set_attribute(events.CORRELATION_ID, record.correlation_id)
             if record.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
 

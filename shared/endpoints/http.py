@@ -93,6 +93,7 @@ def endpoint(handler: Handler) -> Handler:
         accept_language = req.headers.get("accept-language")
         with request_span(req.method, route_template(req), redact_url(req.url)) as answer, \
                 telemetry_context(correlationId=new_correlation_id()):
+            answer.correlation_id = correlation_id()
             try:
                 response = await handler(req)
             except ApiError as error:

@@ -58,6 +58,11 @@ async def test_notifications_answered_5xx_while_storage_is_down_fire_the_alert(c
     assert fires("notification-5xx", [row])
     assert (row["name"], row["resultCode"]) == ("POST /api/graph/notifications", "503")
     assert row["url"] == "http://127.0.0.1:7071/api/graph/notifications" and row["duration"] > 0
+    # The correlation id of the error body Graph got is on the row too.
+    error = json.loads(answer.get_body())["error"]
+    (request,) = outage.rows()["requests"]
+    assert request["operation_Id"] == row["operation_Id"]
+    assert dimensions(request)["correlationId"] == error["correlationId"] == answer.headers["x-correlation-id"]
     # The error log of that answer carries the request's operation_Id: from the alert to the one invocation.
     traces = outage.rows()["traces"]
     assert any("answering 503" in t["message"] and t["operation_Id"] == row["operation_Id"] for t in traces)
