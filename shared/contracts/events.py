@@ -146,7 +146,8 @@ METRICS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
 # Every HTTP answer of the app is a request span: a requests row named "<METHOD> /api/<route template>" with
 # resultCode (the status answered), duration (ms), success (status < 400), url (scheme, host and path only:
 # never a query string, which can hold a validation token or a function key) and customDimensions.correlationId
-# (the answer's x-correlation-id). Events and log lines emitted while it is answered carry its operation_Id. The notification-5xx alert and the answer-time tile read them.
+# (the answer's x-correlation-id). Events and log lines emitted while it is answered carry its operation_Id.
+# The notification-5xx alert and the answer-time tile read them.
 REQUEST_ROUTE = "http.route"
 
 #: Dimensions that must never be emitted, whatever an event declares.
