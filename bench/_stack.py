@@ -217,7 +217,9 @@ class SandboxProcess:
 
     def start(self) -> SandboxProcess:
         log = self.log_file.open("w")
-        self.process = python_module("graph_sandbox", "--port", str(self.port), "--log-level", "warning",
+        # Its own HTTPS port and CA file: the default 7075 may be another sandbox's (``make run``, a test).
+        self.process = python_module("graph_sandbox", "--port", str(self.port), "--tls-port", "0",
+                                     "--tls-dir", str(self.log_file.parent / "tls"), "--log-level", "warning",
                                      stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=30, process=self.process)
         return self
@@ -242,8 +244,10 @@ class SandboxProcess:
 
     def settings(self) -> dict[str, str]:
         """App settings pointing every outside endpoint at this sandbox."""
-        tenant = self.tenant_id
-        return {"GRAPH_BASE_URL": self.graph_url, "ENTRA_TOKEN_URL": f"{self.base_url}/{tenant}/oauth2/v2.0/token",
+        health = self.control("GET", "health")
+        tenant = str(health["tenantId"])
+        return {"ENTRA_AUTHORITY": health["entraUrl"], "ENTRA_CA_FILE": health["caFile"],
+                "GRAPH_BASE_URL": self.graph_url, "ENTRA_TOKEN_URL": f"{self.base_url}/{tenant}/oauth2/v2.0/token",
                 "ENTRA_TENANT_ID": tenant, "AUTH_ISSUER": f"{self.base_url}/{tenant}/v2.0",
                 "AUTH_JWKS_URL": f"{self.base_url}/{tenant}/discovery/v2.0/keys"}
 

@@ -48,7 +48,8 @@ def _bad(message: str, status: int = 400) -> JSONResponse:
 
 async def health(request: Request) -> Response:
     sb = _sb(request)
-    return JSONResponse({"status": "ok", "baseUrl": sb.base_url, "tenantId": sb.config.tenant_id})
+    return JSONResponse({"status": "ok", "baseUrl": sb.base_url, "tenantId": sb.config.tenant_id,
+                         "entraUrl": sb.entra_url, "caFile": sb.ca_file})
 
 
 async def reset(request: Request) -> Response:

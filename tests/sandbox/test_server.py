@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def _free_port() -> int:
 
 def _run_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
     port = _free_port()
+    tls_dir = tempfile.mkdtemp(prefix="sandbox-tls-")  # and a free HTTPS port: 7075 may be another sandbox's
     proc = subprocess.Popen(
-        [sys.executable, "-m", "graph_sandbox", "--port", str(port), *args],
+        [sys.executable, "-m", "graph_sandbox", "--port", str(port), "--tls-port", "0", "--tls-dir", tls_dir, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
