@@ -10,7 +10,9 @@ is kept while this row exists), the flow, why it gave up (``Reason``: ``rejected
 | ``addressNotAllowed`` | ``redirected`` | ``poison``), the last answer (redacted, never a callback URL) and
 the attempts; ``docs/architecture.md`` lists its properties.
 
-Writing is an upsert: the same (event, flow) giving up twice keeps one row, the latest.
+Writing is an upsert: the same (event, flow) giving up twice keeps one row, the latest. Before it, the
+mailbox is made due in the ``~index:deadletter`` due index (``shared.records.mailbox``, index rows), which
+is how the outbox sweep finds dead letters past their retention without scanning every partition.
 The admin API (list, replay) is ``shared.endpoints.dead_letters``; this module is storage only.
 """
 
@@ -26,9 +28,21 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
 from shared.adapters.logs import redact
-from shared.records.mailbox import PREFIX_FILTER, iso, mailbox_table, prefix_bounds, row, rows_with_prefix, utc
+from shared.records.mailbox import (
+    PREFIX_FILTER,
+    due_rows,
+    iso,
+    mailbox_table,
+    prefix_bounds,
+    reschedule,
+    row,
+    rows_with_prefix,
+    touch_due,
+    utc,
+)
 
 DEADLETTER_PREFIX = "deadletter:"
+INDEX = "deadletter"
 ERROR_TEXT_CHARS = 1000
 # The id the API shows: "<eventId>.<flowId>" (a dot is safe in a URL path segment; ':' is not everywhere).
 _ID = re.compile(r"^([A-Za-z0-9-]{1,64})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -128,6 +142,7 @@ class DeadLetters:
             # Redacted again here: whatever the caller passed, no URL query string or token is stored.
             LastError=redact(error_text)[:ERROR_TEXT_CHARS], Attempts=attempts, FirstAttemptAt=first_attempt_at,
             LastAttemptAt=datetime.now(UTC), CorrelationId=correlation_id)
+        await touch_due(INDEX, mailbox)  # before the row: the sweep's index is a superset
         await self.table.upsert_entity(entity)
         return DeadLetter.from_entity(_WithMetadata(entity))
 
@@ -147,11 +162,24 @@ class DeadLetters:
         return {row["EventId"] for row in
                 await rows_with_prefix(mailbox, DEADLETTER_PREFIX, select=["EventId"], table=self.table)}
 
-    async def last_attempted_before(self, before: datetime) -> list[DeadLetter]:
-        """Dead letters of every mailbox that gave up before ``before`` (a query across partitions)."""
-        rows = self.table.query_entities(f"{PREFIX_FILTER} and LastAttemptAt lt @before",
-                                         parameters={**prefix_bounds(DEADLETTER_PREFIX), "before": before})
-        return [DeadLetter.from_entity(row) async for row in rows]
+    @staticmethod
+    async def due(now: datetime) -> list[Any]:
+        """Index rows of the mailboxes whose dead letters may be past their retention by ``now``."""
+        return await due_rows(INDEX, now)
+
+    @staticmethod
+    async def reschedule(index_entity: Any, next_due: datetime | None, now: datetime) -> None:
+        """The mailbox is due again at ``next_due``; None: it has no dead letters left."""
+        await reschedule(index_entity, next_due, now)
+
+    async def backfill_index(self) -> int:
+        """Make every mailbox with dead letters due (a scan of the whole table: once, for rows written before
+        the index existed). Returns how many mailboxes."""
+        found = {e["PartitionKey"] async for e in self.table.query_entities(
+            PREFIX_FILTER, parameters=prefix_bounds(DEADLETTER_PREFIX), select=["PartitionKey"])}
+        for mailbox in found:
+            await touch_due(INDEX, mailbox)
+        return len(found)
 
     async def delete(self, letter: DeadLetter) -> bool:
         """Delete this version of the row. False when it is gone or was rewritten meanwhile (then it stays)."""

@@ -18,6 +18,13 @@ an optimisation (50 callers on one instance then cost about 50 storage round tri
 colliding ones); correctness across instances comes from the ETags alone, and the tests check the ETag
 path with the lock switched off (``serialize_locally=False``), as if every caller were another instance.
 
+Which mailboxes have flows (the resync and the renewal sweep ask) is the ``~index:flows`` partition
+(``shared.records.mailbox``, index rows): one row per mailbox, written before a registration commits and
+again after it, deleted after the last flow's removal only if the quota row still says 0 once it is gone
+(and written back if a registration slipped in), and dropped by ``drop_index_if_unused`` when a sweep
+finds a mailbox without flows. ``backfill_index`` builds it from the quota rows (once, for deployments
+older than it).
+
 The callback URL is a secret (its query string is the flow's signature). It is stored because
 delivery needs it, and leaves this module only through ``Flow.callback_url``; listings, logs and
 ``repr`` show ``redact_url`` of it (host and path).
@@ -44,7 +51,18 @@ from azure.data.tables.aio import TableClient
 from shared.adapters.logs import redact_url
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
-from shared.records.mailbox import iso, mailbox_table, row, rows_with_prefix, utc
+from shared.records.mailbox import (
+    delete_index_unchanged,
+    get_index,
+    index_mailbox,
+    index_rows,
+    iso,
+    mailbox_table,
+    put_index,
+    row,
+    rows_with_prefix,
+    utc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +80,7 @@ TRIGGER_TITLES = {"AppointmentCreated": "When an appointment is created",
 
 QUOTA_ROW = "quota"
 FLOW_PREFIX = "flow:"
+INDEX = "flows"
 
 # Keep retrying optimistic-concurrency conflicts this long. Power Automate waits far longer for a
 # registration; the bound only stops a pathological storm from holding an invocation forever.
@@ -236,7 +255,13 @@ class FlowRegistry:
                     created_by_oid=created_by_oid, created_by_upn=created_by_upn,
                     created=datetime.now(UTC), service_ids=service_ids, staff_member_ids=staff_member_ids)
         async with self._queue(mailbox):
-            return await self._register(flow)
+            await self._index(mailbox)  # before the flow row: the index is a superset
+            registered = await self._register(flow)
+            await self._index(mailbox)  # again: a last flow's removal racing with this may have deleted it
+            return registered
+
+    async def _index(self, mailbox: str) -> None:
+        await put_index(INDEX, mailbox, {"Kind": "flows"}, table=self.table)
 
     async def _register(self, flow: Flow) -> Flow:
         mailbox, trigger = flow.mailbox, flow.trigger
@@ -305,6 +330,8 @@ class FlowRegistry:
             remaining = max(count - 1, 0) if quota is not None else len(await self.list_flows(mailbox))
             log.info("flow %s removed from %s (%d left)", webhook_id, mailbox, remaining,
                      extra={"mailbox": mailbox, "flowId": webhook_id})
+            if remaining == 0:
+                await self.drop_index_if_unused(mailbox)
             return Unregistered(removed=True, remaining=remaining)
 
     async def get_flow(self, mailbox: str, webhook_id: str) -> Flow | None:
@@ -319,11 +346,40 @@ class FlowRegistry:
         quota = await self._get(mailbox, QUOTA_ROW)
         return int(quota["FlowCount"]) if quota is not None else 0
 
+    async def drop_index_if_unused(self, mailbox: str) -> bool:
+        """Delete the mailbox's index row if it has no flows. The quota is read again after the delete, and
+        a registration that committed meanwhile gets its index row back (it also writes it itself after its
+        commit). True when the row went."""
+        entity = await get_index(INDEX, mailbox, table=self.table)
+        if entity is None or await self.flow_count(mailbox) > 0:
+            return False
+        if not await delete_index_unchanged(entity, table=self.table):
+            return False  # a registration touched it meanwhile
+        if await self.flow_count(mailbox) > 0:
+            await self._index(mailbox)
+            return False
+        return True
+
 
 async def mailboxes_with_flows() -> list[str]:
-    """Every mailbox with at least one flow (a query across partitions on the quota rows)."""
+    """Every mailbox that may have flows: the ``~index:flows`` partition (a superset: a sweep that finds one
+    without flows drops it with ``drop_index_if_unused``)."""
+    return [index_mailbox(e) for e in await index_rows(INDEX, select=["RowKey"])]
+
+
+async def drop_index_if_unused(mailbox: str) -> bool:
+    """``FlowRegistry.drop_index_if_unused`` over the running loop's store."""
+    return await FlowRegistry.default().drop_index_if_unused(mailbox)
+
+
+async def backfill_index() -> int:
+    """Index every mailbox whose quota row counts flows (a scan of the whole table: once, for mailboxes
+    registered before the index existed). Returns how many."""
     query = f"RowKey eq '{QUOTA_ROW}' and FlowCount gt 0"
-    return [e["PartitionKey"] async for e in mailbox_table().query_entities(query, select=["PartitionKey"])]
+    mailboxes = [e["PartitionKey"] async for e in mailbox_table().query_entities(query, select=["PartitionKey"])]
+    for mailbox in mailboxes:
+        await put_index(INDEX, mailbox, {"Kind": "flows"})
+    return len(mailboxes)
 
 
 async def flow_count(mailbox: str) -> int:

@@ -6,6 +6,12 @@ moved. Fan-out then turns each row into one delivery message per matching flow a
 a crash in between leaves it ``pending`` for the outbox sweep. The row's properties are listed in
 ``docs/architecture.md``.
 
+The outbox sweep finds its work through the due index ``~index:outbox`` (``shared.records.mailbox``,
+index rows), not by scanning every partition: whoever writes an outbox row makes its mailbox due first
+(``before_writing``), and the sweep reads only the due mailboxes' ``outbox:`` rows (``rows``) and tells
+the index when each mailbox is due again (``reschedule``: a pending row keeps it due, a fanned-out row
+makes it due when its retention ends).
+
 Payload size. The payload (``AppointmentData`` JSON) is chunked into ``Payload0..N`` at
 ``PAYLOAD_CHUNK_UNITS`` UTF-16 code units — what Table storage counts, 32 K per string property; Python's
 ``len`` counts code points, and an emoji is two units — never splitting a character, with lone surrogates
@@ -24,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -34,11 +39,21 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from shared.adapters.storage import ENTITY_MAX_BYTES, ENTITY_MAX_PROPERTIES, entity_size, utf16_units
-from shared.records.mailbox import PREFIX_FILTER, mailbox_table, prefix_bounds, row
+from shared.records.mailbox import (
+    PREFIX_FILTER,
+    due_rows,
+    mailbox_table,
+    prefix_bounds,
+    reschedule,
+    row,
+    rows_with_prefix,
+    touch_due,
+)
 
 log = logging.getLogger(__name__)
 
 OUTBOX_PREFIX = "outbox:"
+INDEX = "outbox"
 PENDING, FANNED_OUT = "pending", "fannedOut"
 
 # Change type of an event -> the trigger (registration route name) whose flows receive it.
@@ -221,6 +236,7 @@ async def put_test_event(mailbox: str, event: str, change_type: str, payload: Ma
     entity = row(mailbox, outbox_row_key(event), EventId=event, Trigger=TRIGGER_OF_CHANGE[change_type],
                  ChangeType=change_type, AppointmentId=str(payload.get("AppointmentId") or ""), DetectedAt=at,
                  State=FANNED_OUT, FannedOutAt=at, LastEnqueuedAt=at, FlowCount=1, IsTest=True)
+    await before_writing(mailbox)
     await mailbox_table().upsert_entity({**entity, **payload_properties(payload, entity)}, mode=UpdateMode.REPLACE)
 
 
@@ -254,26 +270,36 @@ async def mark_enqueued(mailbox: str, event: str, at: datetime) -> bool:
     return True
 
 
-async def _by_mailbox(state: str, time_property: str, before: datetime, select: list[str]) -> dict[str, list[Any]]:
-    """Rows in ``state`` whose ``time_property`` is before ``before``, per mailbox (across partitions)."""
-    found: dict[str, list[Any]] = defaultdict(list)
-    rows = mailbox_table().query_entities(
-        f"{PREFIX_FILTER} and State eq @state and {time_property} lt @before", select=["PartitionKey", *select],
-        parameters={**prefix_bounds(OUTBOX_PREFIX), "state": state, "before": before})
-    async for entity in rows:
-        found[entity["PartitionKey"]].append(entity)
-    return found
+async def before_writing(mailbox: str) -> None:
+    """Make the mailbox due in the sweep's index: call it before committing outbox rows."""
+    await touch_due(INDEX, mailbox)
 
 
-async def pending_before(before: datetime) -> dict[str, list[str]]:
-    """Event ids per mailbox of ``pending`` rows last written before ``before``."""
-    found = await _by_mailbox(PENDING, "Timestamp", before, ["EventId"])
-    return {mailbox: [e["EventId"] for e in entities] for mailbox, entities in found.items()}
+async def due(now: datetime) -> list[Any]:
+    """Index rows of the mailboxes whose outbox rows may need the sweep by ``now`` (``index_mailbox``
+    names the mailbox; pass the row back to ``reschedule``)."""
+    return await due_rows(INDEX, now)
 
 
-async def fanned_out_before(before: datetime) -> dict[str, list[Any]]:
-    """Rows per mailbox that were fanned out and last enqueued before ``before``."""
-    return await _by_mailbox(FANNED_OUT, "LastEnqueuedAt", before, ["RowKey", "EventId"])
+async def rows(mailbox: str) -> list[Any]:
+    """The mailbox's outbox rows, without their payloads: what the sweep decides on."""
+    return await rows_with_prefix(mailbox, OUTBOX_PREFIX,
+                                  select=["PartitionKey", "RowKey", "EventId", "State", "LastEnqueuedAt", "Timestamp"])
+
+
+async def reschedule_mailbox(index_entity: Any, next_due: datetime | None, now: datetime) -> None:
+    """The mailbox is due again at ``next_due``; None: it has no outbox rows left."""
+    await reschedule(index_entity, next_due, now)
+
+
+async def backfill_index() -> int:
+    """Make every mailbox with outbox rows due (a scan of the whole table: once, for rows written before the
+    index existed). Returns how many mailboxes."""
+    found = {e["PartitionKey"] async for e in mailbox_table().query_entities(
+        PREFIX_FILTER, parameters=prefix_bounds(OUTBOX_PREFIX), select=["PartitionKey"])}
+    for mailbox in found:
+        await before_writing(mailbox)
+    return len(found)
 
 
 async def delete_unchanged(entity: Any) -> bool:

@@ -260,6 +260,8 @@ class Reconciler:
         storage refuse an appointment's rows anyway, the others are stored and that one is left out (error
         log, ``AppointmentNotStored``) for the next reconcile to try again: its snapshot did not move."""
         batches = reconcile_state.transactions(plan.operations)
+        if plan.events:
+            await outbox.before_writing(self.mailbox)  # the outbox sweep's index first: it is a superset
         for index, batch in enumerate(batches):
             # Each batch but the last also extends the lease: a large plan must not outlive it.
             more = {"LeaseUntil": datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)}

@@ -53,8 +53,9 @@ from shared.adapters.settings import get_settings
 from shared.contracts import events
 from shared.messages import mailbox_changes
 from shared.messages.subscription_tasks import SubscriptionTask, enqueue_task, enqueue_tasks, parse_message, task
-from shared.records import subscription_index, subscription_rows
+from shared.records import flows, subscription_index, subscription_rows
 from shared.records.flows import flow_count, mailboxes_with_flows
+from shared.records.mailbox import ensure_index
 from shared.records.subscription_rows import SubscriptionRecord
 from shared.services.subscriptions import Subscriptions, notification_urls
 
@@ -84,6 +85,8 @@ async def plan_sweep(now: datetime | None = None) -> SweepReport:
     """What the sweep would enqueue, without enqueueing it."""
     now = now or datetime.now(UTC)
     horizon = now + timedelta(minutes=get_settings().renewal_window_minutes)
+    await ensure_index(flows.INDEX, flows.backfill_index)
+    await ensure_index(subscription_rows.INDEX, subscription_rows.backfill_index)
     with_flow_list, rows = await asyncio.gather(mailboxes_with_flows(), subscription_rows.all_rows())
     with_flows = set(with_flow_list)
     report = SweepReport()
@@ -261,8 +264,12 @@ async def _run_task(item: SubscriptionTask) -> str:
             if record is not None:
                 await subs.release(mailbox)  # also a stuck 'creating'/'deleting' row whose owner died
                 return "released"
+            # The sweep saw this mailbox in an index it no longer belongs in: drop what is left of it there.
+            await flows.drop_index_if_unused(mailbox)
+            await subscription_rows.refresh_index(mailbox, None)
             return "nothing to do"
         if record is not None and record.state == "active":
+            await subscription_rows.refresh_index(mailbox, record)  # the sweep's copy said otherwise
             return "already active"
         await _pace_write()  # a sweep can carry thousands of repairs (after a disaster): same limit as renewals
         await _recreate(subs, mailbox, None, "repair")
@@ -272,6 +279,7 @@ async def _run_task(item: SubscriptionTask) -> str:
         await _recreate(subs, mailbox, None if stale else record, item["reason"] or "subscriptionRemoved")
         return "recreated"
     if stale or record is None or record.state != "active":
+        await subscription_rows.refresh_index(mailbox, record)  # the sweep planned on an outdated copy
         return "stale task"  # the subscription it names was replaced or removed meanwhile
 
     await _pace_write()

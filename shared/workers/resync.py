@@ -11,7 +11,8 @@ import logging
 
 from shared.adapters.monitoring import correlated
 from shared.messages import mailbox_changes
-from shared.records.flows import mailboxes_with_flows
+from shared.records import flows
+from shared.records.mailbox import ensure_index
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 async def resync_all() -> int:
     """Queue the hints; returns how many mailboxes."""
     with correlated():
-        mailboxes = await mailboxes_with_flows()
+        await ensure_index(flows.INDEX, flows.backfill_index)
+        mailboxes = await flows.mailboxes_with_flows()
         await asyncio.gather(*(mailbox_changes.enqueue(mailbox_changes.full_resync(m, "timer")) for m in mailboxes))
         log.info("periodic resync: %d mailboxes", len(mailboxes))
         return len(mailboxes)

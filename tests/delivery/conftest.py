@@ -20,6 +20,7 @@ from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
 from shared.messages import deliveries
 from shared.messages.deliveries import DeliveryMessage
 from shared.records.flows import Flow, FlowRegistry
+from shared.records import outbox
 from shared.records.outbox import TRIGGER_OF_CHANGE, event_id, outbox_row_key, payload_properties
 from shared.workers import delivery
 from shared.workers.fan_out import fan_out as fan_out_worker
@@ -83,6 +84,7 @@ async def add_event(change_type: str = "Created", number: int = 1, mailbox: str 
     """An outbox row as the reconcile commits it (state pending)."""
     data = payload if payload is not None else appointment(number)
     eid = event_id(mailbox, f"appt-{number}", change_type, f"v-{number}-{time.time_ns()}")
+    await outbox.before_writing(mailbox)
     await get_store().table(MAILBOX_TABLE).upsert_entity({
         "PartitionKey": mailbox, "RowKey": outbox_row_key(eid), "EventId": eid,
         "Trigger": TRIGGER_OF_CHANGE[change_type], "ChangeType": change_type, "AppointmentId": f"appt-{number}",

@@ -14,7 +14,7 @@ from azure.storage.queue import QueueClient
 from shared.adapters.monitoring import telemetry_context
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.messages.subscription_tasks import task
-from shared.records.subscription_rows import SUBSCRIPTION_ROW
+from shared.records import mailbox, subscription_rows
 from shared.services.subscriptions import Subscriptions
 from shared.workers import renewal
 from shared.workers.renewal import plan_sweep, run_task, sweep
@@ -30,9 +30,11 @@ async def give_flows(mailbox: str, count: int = 1) -> None:
 
 
 async def expire_soon(mailbox: str, minutes: int = 60) -> None:
-    await get_store().table(MAILBOX_TABLE).update_entity(
-        {"PartitionKey": mailbox, "RowKey": SUBSCRIPTION_ROW,
-         "ExpirationDateTime": datetime.now(UTC) + timedelta(minutes=minutes)})
+    """As if Graph had given the subscription this expiration (through the row's owner, which keeps the
+    renewal sweep's index in step)."""
+    record = await subscription_rows.get(mailbox)
+    assert record is not None
+    await subscription_rows.record_expiration(record, datetime.now(UTC) + timedelta(minutes=minutes))
 
 
 def queued(azurite, name: str) -> list[dict]:
@@ -57,6 +59,32 @@ async def test_sweep_plans_renewals_due_and_repairs(app_host, sandbox) -> None:
     assert report.tasks[0]["subscriptionId"] == clinic.subscription_id
     await expire_soon(CLINIC, minutes=3 * 24 * 60)  # not due within the 24 h window
     assert [t["action"] for t in (await plan_sweep()).tasks] == ["repair"]
+
+
+async def test_the_sweep_plans_from_its_index_and_drops_the_rows_of_deleted_subscriptions(app_host, sandbox) -> None:
+    """The sweep reads the index partition (the subscription rows' copy), not the mailbox partitions: a row
+    changed behind its owner's back is planned as the copy says, until a task reads the real row and writes
+    the copy again. A deleted subscription's index row goes once the sweep has seen the real row gone."""
+    await give_flows(CLINIC)
+    record = await Subscriptions().ensure(CLINIC)
+    assert (await plan_sweep()).tasks == []  # builds the indexes; the new subscription is not due
+    copy = await mailbox.get_index(subscription_rows.INDEX, CLINIC)
+    assert (copy["State"], copy["SubscriptionId"]) == ("active", record.subscription_id)
+    # A crash between the real write and the copy: the real row says 'deleting' (owner gone), the copy not.
+    await get_store().table(MAILBOX_TABLE).update_entity(
+        {"PartitionKey": CLINIC, "RowKey": subscription_rows.SUBSCRIPTION_ROW, "State": "deleting",
+         "LeaseUntil": datetime.now(UTC) - timedelta(seconds=1)})
+    assert (await plan_sweep()).tasks == []
+    assert await run_task(task("renew", CLINIC, record.subscription_id, "expiring")) == "stale task"
+    assert [(t["action"], t["reason"]) for t in (await plan_sweep()).tasks] == [("repair", "stuck deleting")]
+    await give_flows(CLINIC, 0)
+    assert await run_task(task("repair", CLINIC, record.subscription_id, "stuck deleting")) == "released"
+    assert (await mailbox.get_index(subscription_rows.INDEX, CLINIC))["State"] == subscription_rows.DELETED
+    report = await plan_sweep()  # the real row is gone: the index row goes, and the flows' one by its task
+    assert [(t["action"], t["mailbox"]) for t in report.tasks] == [("repair", CLINIC)]
+    assert await mailbox.get_index(subscription_rows.INDEX, CLINIC) is None
+    assert await run_task(report.tasks[0]) == "nothing to do"
+    assert await plan_sweep() == renewal.SweepReport()
 
 
 async def test_sweep_paces_tasks_under_graphs_write_limit(clean_env, azurite, monkeypatch) -> None:
