@@ -40,8 +40,8 @@ it finds without real rows. Two shapes:
   one of them will need it (``reschedule``), or deletes the index row when the mailbox has none left.
 
 Existing deployments: an index is built once by a scan of the whole table (``index_built``,
-``mark_index_built``: a marker row per index in the ``~indexes`` partition); deleting a marker rebuilds
-that index on the next sweep (the repair path, in the README).
+``mark_index_built``: a marker row ``built:<kind>`` per index in the ``~indexes`` partition); deleting a
+marker rebuilds that index on the next sweep (the repair path, in the README).
 """
 
 from __future__ import annotations
@@ -200,10 +200,16 @@ async def reschedule(entity: Any, next_due: datetime | None, now: datetime) -> N
         await delete_index_unchanged(entity)
 
 
+def _built_key(kind: str) -> str:
+    # Not the kind's name alone: a version without indexes, still running during an upgrade, would take a
+    # RowKey "subscription" for a subscription row in its scan.
+    return f"built:{kind}"
+
+
 async def index_built(kind: str) -> bool:
     """Whether the index ``kind`` was built from the whole table (after that, writers keep it)."""
     try:
-        await mailbox_table().get_entity(INDEXES_BUILT, kind)
+        await mailbox_table().get_entity(INDEXES_BUILT, _built_key(kind))
     except ResourceNotFoundError:
         return False
     return True
@@ -211,7 +217,7 @@ async def index_built(kind: str) -> bool:
 
 async def mark_index_built(kind: str) -> None:
     try:
-        await mailbox_table().create_entity({"PartitionKey": INDEXES_BUILT, "RowKey": kind,
+        await mailbox_table().create_entity({"PartitionKey": INDEXES_BUILT, "RowKey": _built_key(kind),
                                              "BuiltAt": datetime.now(UTC)})
     except ResourceExistsError:
         pass

@@ -19,8 +19,8 @@ from shared.adapters.settings import reset_settings_cache
 from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
 from shared.messages import deliveries
 from shared.messages.deliveries import DeliveryMessage
-from shared.records.flows import Flow, FlowRegistry
 from shared.records import outbox
+from shared.records.flows import Flow, FlowRegistry
 from shared.records.outbox import TRIGGER_OF_CHANGE, event_id, outbox_row_key, payload_properties
 from shared.workers import delivery
 from shared.workers.fan_out import fan_out as fan_out_worker

@@ -36,7 +36,7 @@ async def test_an_outbox_row_written_without_its_index_is_found_only_by_a_rebuil
                                  "Trigger": "AppointmentCreated", "ChangeType": "Created", "AppointmentId": "a",
                                  "DetectedAt": datetime.now(UTC), "State": "pending", "Payload0": "{}"})
     assert (await outbox_sweep.sweep_outbox(older_than=timedelta(0))).fanned_out == 0
-    await table().delete_entity(mailbox.INDEXES_BUILT, outbox.INDEX)
+    await table().delete_entity(mailbox.INDEXES_BUILT, f"built:{outbox.INDEX}")
     report = await outbox_sweep.sweep_outbox(older_than=timedelta(0))
     assert report.fanned_out == 1 and [m["eventId"] for m in await queued()] == [eid]
 

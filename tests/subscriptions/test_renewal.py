@@ -14,7 +14,8 @@ from azure.storage.queue import QueueClient
 from shared.adapters.monitoring import telemetry_context
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.messages.subscription_tasks import task
-from shared.records import mailbox, subscription_rows
+from shared.records import mailbox as mailbox_rows
+from shared.records import subscription_rows
 from shared.services.subscriptions import Subscriptions
 from shared.workers import renewal
 from shared.workers.renewal import plan_sweep, run_task, sweep
@@ -68,7 +69,7 @@ async def test_the_sweep_plans_from_its_index_and_drops_the_rows_of_deleted_subs
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
     assert (await plan_sweep()).tasks == []  # builds the indexes; the new subscription is not due
-    copy = await mailbox.get_index(subscription_rows.INDEX, CLINIC)
+    copy = await mailbox_rows.get_index(subscription_rows.INDEX, CLINIC)
     assert (copy["State"], copy["SubscriptionId"]) == ("active", record.subscription_id)
     # A crash between the real write and the copy: the real row says 'deleting' (owner gone), the copy not.
     await get_store().table(MAILBOX_TABLE).update_entity(
@@ -79,10 +80,10 @@ async def test_the_sweep_plans_from_its_index_and_drops_the_rows_of_deleted_subs
     assert [(t["action"], t["reason"]) for t in (await plan_sweep()).tasks] == [("repair", "stuck deleting")]
     await give_flows(CLINIC, 0)
     assert await run_task(task("repair", CLINIC, record.subscription_id, "stuck deleting")) == "released"
-    assert (await mailbox.get_index(subscription_rows.INDEX, CLINIC))["State"] == subscription_rows.DELETED
+    assert (await mailbox_rows.get_index(subscription_rows.INDEX, CLINIC))["State"] == subscription_rows.DELETED
     report = await plan_sweep()  # the real row is gone: the index row goes, and the flows' one by its task
     assert [(t["action"], t["mailbox"]) for t in report.tasks] == [("repair", CLINIC)]
-    assert await mailbox.get_index(subscription_rows.INDEX, CLINIC) is None
+    assert await mailbox_rows.get_index(subscription_rows.INDEX, CLINIC) is None
     assert await run_task(report.tasks[0]) == "nothing to do"
     assert await plan_sweep() == renewal.SweepReport()
 
