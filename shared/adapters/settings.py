@@ -240,6 +240,9 @@ SPECS: tuple[SettingSpec, ...] = (
           "subscription_writes_per_second"),
     _spec("RESYNC_SCHEDULE", "0 0 * * * *", "NCRONTAB schedule of the periodic full resync of every mailbox.",
           _ncrontab, "resync_schedule"),
+    _spec("RESYNC_SPREAD_MINUTES", "50", "The periodic resync spreads its mailboxes' full resyncs evenly over "
+          "this many minutes (queue visibility delays) instead of starting them all at once; keep it shorter "
+          "than the RESYNC_SCHEDULE period.", _positive_int, "resync_spread_minutes"),
     _spec("RESYNC_HORIZON_DAYS", "180", "How many days ahead a full resync compares appointments "
           "(and catches changes Graph never notified).",
           _positive_int, "resync_horizon_days"),
@@ -318,6 +321,7 @@ class Settings:
     outbox_sweep_schedule: str
     queue_metrics_schedule: str
     health_timeout_seconds: int
+    resync_spread_minutes: int
     resync_horizon_days: int
     resync_past_days: int
     log_level: str

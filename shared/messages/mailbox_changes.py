@@ -83,6 +83,21 @@ async def enqueue(message: MailboxChangeMessage | HintBundle, delay_seconds: int
                                                                 visibility_timeout=delay_seconds or None)
 
 
+def packed(messages: list[MailboxChangeMessage]) -> list[MailboxChangeMessage | HintBundle]:
+    """``messages`` in as few queue messages as fit: bundles of at most ``MAX_MESSAGE_JSON_BYTES`` of JSON, a
+    message alone as itself."""
+    groups: list[list[MailboxChangeMessage]] = []
+    size = 0
+    for message in messages:
+        length = len(json.dumps(message)) + 2
+        if not groups or size + length > MAX_MESSAGE_JSON_BYTES:
+            groups.append([])
+            size = len('{"version": 1, "bundle": []}')
+        groups[-1].append(message)
+        size += length
+    return [group[0] if len(group) == 1 else {"version": 1, "bundle": group} for group in groups]
+
+
 def is_bundle(message: object) -> bool:
     return isinstance(message, dict) and isinstance(message.get("bundle"), list)
 

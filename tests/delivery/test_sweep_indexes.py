@@ -111,3 +111,31 @@ async def test_the_flows_index_is_built_from_the_quota_rows_once(env) -> None:
     assert await resync.resync_all() == 1
     await table().upsert_entity({"PartitionKey": SALON, "RowKey": flows.QUOTA_ROW, "FlowCount": 1})
     assert await resync.resync_all() == 1  # built: no scan any more
+
+
+async def test_the_resync_spreads_its_mailboxes_over_its_period(env, monkeypatch) -> None:
+    """25 mailboxes over 100 s: 10 slots 10 s apart, so only the first slot's hints are visible at once."""
+    from shared.adapters.settings import reset_settings_cache
+    from shared.adapters.storage import MAILBOX_CHANGES_QUEUE
+    from shared.messages import mailbox_changes
+
+    monkeypatch.setenv("RESYNC_SPREAD_MINUTES", "1")
+    reset_settings_cache()
+    mailboxes = [f"m{i:02d}@contoso.test" for i in range(25)]
+    for m in mailboxes:
+        await mailbox.put_index(flows.INDEX, m, {"Kind": "flows"})
+    assert await resync.resync_all() == 25
+    queue = get_store().queue(MAILBOX_CHANGES_QUEUE)
+    assert (await queue.get_queue_properties()).approximate_message_count == 6  # 60 s / SLOT_SECONDS
+    (visible,) = [mailbox_changes.parse(m.content.encode()) for m in await queue.peek_messages(max_messages=32)]
+    assert [m["mailbox"] for m in visible["bundle"]] == mailboxes[:5]
+    assert all(m["fullResync"] and m["reason"] == "timer" for m in visible["bundle"])
+
+
+def test_a_resync_schedule_gives_every_mailbox_one_slot_in_order() -> None:
+    mailboxes = [f"m{i}" for i in range(7)]
+    planned = resync.schedule(mailboxes, 3000)
+    assert [delay for delay, _ in planned] == [round(i * 3000 / 7) for i in range(7)]
+    assert [m for _, slot in planned for m in slot] == mailboxes
+    assert resync.schedule(mailboxes, 25) == [(0, mailboxes[:4]), (12, mailboxes[4:])]
+    assert resync.schedule([], 3000) == []
