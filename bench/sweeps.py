@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from bench._stack import print_table, stack
 
-SEED_CONCURRENCY = 16
+SEED_CONCURRENCY = 8
 BASELINE_PARTITION = "~bench:baseline"
 
 
@@ -127,7 +127,7 @@ async def seed_mailboxes(table: Any, count: int) -> list[str]:
                                    "EventId": f"e{n}", "State": outbox.FANNED_OUT, "LastEnqueuedAt": enqueued,
                                    "Payload0": "{}"}))
         async with limit:
-            await table.submit_transaction([(kind, entity, {"mode": UpdateMode.REPLACE}) for kind, entity in ops])
+            await _submit(table, [(kind, entity, {"mode": UpdateMode.REPLACE}) for kind, entity in ops])
 
     await asyncio.gather(*(one(m) for m in mailboxes))
     # The index partitions, 100 rows a transaction (one partition each), as the writers leave them.
@@ -145,6 +145,20 @@ async def seed_mailboxes(table: Any, count: int) -> list[str]:
     return mailboxes
 
 
+async def _submit(table: Any, operations: list[Any]) -> None:
+    """One transaction of upserts, again if the connection drops (Azurite under load resets some)."""
+    from azure.core.exceptions import ServiceRequestError
+
+    for attempt in range(5):
+        try:
+            await table.submit_transaction(operations)
+            return
+        except ServiceRequestError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+
 async def _in_batches(table: Any, entities: list[dict[str, Any]]) -> None:
     from azure.data.tables import UpdateMode
 
@@ -156,7 +170,7 @@ async def _in_batches(table: Any, entities: list[dict[str, Any]]) -> None:
 
     async def one(batch: list[dict[str, Any]]) -> None:
         async with limit:
-            await table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+            await _submit(table, [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
     await asyncio.gather(*(one(b) for b in batches))
 
