@@ -8,8 +8,9 @@ letter each, and their index rows) straight into Azurite in batched transactions
 sweep twice: with no appointments, and after adding ``--appointments`` snapshot rows per mailbox.
 
 Per sweep: storage requests (query pages and point reads), entities returned, entities the service
-*examines* and the wall time. Examined: a query naming a PartitionKey reads that partition (its rows are
-counted out of band), a query without one is a table scan, which reads every row of the table (what
+*examines* and the wall time. Examined: a point read reads one row, a query naming a PartitionKey reads that
+partition once over all its pages (its rows are counted out of band), a query without one is a table scan,
+which reads every row of the table (what
 Microsoft's table design guide calls a table scan: https://learn.microsoft.com/en-us/azure/storage/tables/table-storage-design-for-query);
 Azurite answers a scan in one page, so its request count hides that, and the examined count shows it.
 
@@ -93,7 +94,10 @@ async def measure(meter: Meter, body: Callable[[], Awaitable[Any]], sizes: dict[
         reads.returned += returned
         partition = _partition_of(url)
         point = "(PartitionKey='" in unquote(urlsplit(url).path) and "RowKey='" in unquote(urlsplit(url).path)
-        reads.examined += 1 if point else (sizes.get(partition, 0) if partition is not None else total)
+        if point:
+            reads.examined += 1
+        elif "NextRowKey" not in url and "NextPartitionKey" not in url:  # a query's first page: what it reads
+            reads.examined += sizes.get(partition, 0) if partition is not None else total
     return reads
 
 

@@ -66,6 +66,16 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _whole_number(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a whole number, got {raw!r}.") from None
+    if value < 0:
+        raise SettingsError(f"Setting {name} must not be negative, got {value}.")
+    return value
+
+
 def _positive_number(name: str, raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -242,7 +252,7 @@ SPECS: tuple[SettingSpec, ...] = (
           _ncrontab, "resync_schedule"),
     _spec("RESYNC_SPREAD_MINUTES", "50", "The periodic resync spreads its mailboxes' full resyncs evenly over "
           "this many minutes (queue visibility delays) instead of starting them all at once; keep it shorter "
-          "than the RESYNC_SCHEDULE period.", _positive_int, "resync_spread_minutes"),
+          "than the RESYNC_SCHEDULE period (0: all at once).", _whole_number, "resync_spread_minutes"),
     _spec("RESYNC_HORIZON_DAYS", "180", "How many days ahead a full resync compares appointments "
           "(and catches changes Graph never notified).",
           _positive_int, "resync_horizon_days"),

@@ -143,36 +143,34 @@ async def get_index(kind: str, mailbox: str, table: TableClient | None = None) -
         return None
 
 
+async def if_unchanged(write: Awaitable[Any]) -> bool:
+    """Await an ETag-guarded write or delete: False when the row changed (412) or went (404) meanwhile."""
+    try:
+        await write
+    except ResourceNotFoundError:
+        return False
+    except HttpResponseError as error:
+        if error.status_code != 412:
+            raise
+        return False
+    return True
+
+
 def _unchanged(entity: Any) -> dict[str, Any]:
     return {"etag": entity.metadata["etag"], "match_condition": MatchConditions.IfNotModified}
 
 
 async def update_index_unchanged(entity: Any, **properties: Any) -> bool:
     """Merge ``properties`` into the index row as read (ETag). False when it changed or went meanwhile."""
-    try:
-        await mailbox_table().update_entity(
-            {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], **properties},
-            mode=UpdateMode.MERGE, **_unchanged(entity))
-    except ResourceNotFoundError:
-        return False
-    except HttpResponseError as error:
-        if error.status_code != 412:
-            raise
-        return False
-    return True
+    return await if_unchanged(mailbox_table().update_entity(
+        {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], **properties},
+        mode=UpdateMode.MERGE, **_unchanged(entity)))
 
 
 async def delete_index_unchanged(entity: Any, table: TableClient | None = None) -> bool:
     """Delete the index row as read (ETag): one a writer touched meanwhile stays. True when deleted."""
-    try:
-        await (table or mailbox_table()).delete_entity(entity["PartitionKey"], entity["RowKey"], **_unchanged(entity))
-    except ResourceNotFoundError:
-        return False
-    except HttpResponseError as error:
-        if error.status_code != 412:
-            raise
-        return False
-    return True
+    return await if_unchanged((table or mailbox_table()).delete_entity(entity["PartitionKey"], entity["RowKey"],
+                                                                       **_unchanged(entity)))
 
 
 async def touch_due(kind: str, mailbox: str) -> None:

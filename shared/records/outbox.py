@@ -35,13 +35,14 @@ from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from shared.adapters.storage import ENTITY_MAX_BYTES, ENTITY_MAX_PROPERTIES, entity_size, utf16_units
 from shared.records.mailbox import (
     PREFIX_FILTER,
     due_rows,
+    if_unchanged,
     mailbox_table,
     prefix_bounds,
     reschedule,
@@ -304,13 +305,6 @@ async def backfill_index() -> int:
 
 async def delete_unchanged(entity: Any) -> bool:
     """Delete the row as read (ETag match: one re-enqueued meanwhile stays). True when deleted."""
-    try:
-        await mailbox_table().delete_entity(entity["PartitionKey"], entity["RowKey"], etag=entity.metadata["etag"],
-                                            match_condition=MatchConditions.IfNotModified)
-    except ResourceNotFoundError:
-        return False
-    except HttpResponseError as error:
-        if error.status_code != 412:
-            raise
-        return False
-    return True
+    return await if_unchanged(mailbox_table().delete_entity(
+        entity["PartitionKey"], entity["RowKey"], etag=entity.metadata["etag"],
+        match_condition=MatchConditions.IfNotModified))
