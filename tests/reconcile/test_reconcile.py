@@ -309,20 +309,20 @@ async def test_a_throttled_hint_gives_way_to_the_resync_after_its_last_attempt(b
 
 
 async def test_the_lease_is_renewed_while_a_slow_listing_runs(baselined, sandbox, monkeypatch) -> None:
-    """Scaled down: a 3 s lease and a 6 s listing. Without renewal, the other workers would take the mailbox
-    over half-way and only the last one would commit. (A 1.5 s lease renewed every 0.5 s was lost on a loaded
-    machine, where one storage write can take a second.)"""
+    """Scaled down: a 5 s lease and a 10 s listing. Without renewal, the other workers would take the mailbox
+    over half-way and only the last one would commit. (Shorter leases were lost on a loaded machine, where one
+    storage write can take seconds.)"""
     from shared.workers import reconcile as worker
 
-    monkeypatch.setattr(worker, "LEASE_SECONDS", 3)
+    monkeypatch.setattr(worker, "LEASE_SECONDS", 5)
     created = baselined.create()
-    sandbox.add_fault(method="GET", path="/v1.0/solutions/bookingBusinesses/*/calendarView*", latencyMs=6000,
+    sandbox.add_fault(method="GET", path="/v1.0/solutions/bookingBusinesses/*/calendarView*", latencyMs=10000,
                       count=1)
 
     async def later(seconds: float) -> str:
         await asyncio.sleep(seconds)
         return await reconcile(hint(full_resync=True))
 
-    outcomes = await asyncio.gather(later(0), later(2.0), later(4.0), later(5.6))
+    outcomes = await asyncio.gather(later(0), later(3.0), later(6.0), later(9.0))
     assert outcomes[0] == "reconciled" and set(outcomes[1:]) <= {"deferred", "covered"}, outcomes
     assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", created["id"])]
