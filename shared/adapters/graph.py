@@ -192,13 +192,16 @@ class Graph:
             raise GraphError(0, "Unreachable", f"{type(error).__name__}: {error}") from None
         return json.loads(raw) if raw else None
 
-    async def pages(self, info: RequestInformation, *, prefer: str | None = None) -> AsyncIterator[dict]:
-        """Every item of a collection, following ``@odata.nextLink``."""
+    async def pages(self, info: RequestInformation, *, prefer: str | None = None,
+                    counter: list[int] | None = None) -> AsyncIterator[dict]:
+        """Every item of a collection, following ``@odata.nextLink`` (``counter`` gets an entry per page)."""
         from kiota_abstractions.method import Method
         from kiota_abstractions.request_information import RequestInformation
 
         while True:
             page = await self.send(info, retry=True, prefer=prefer) or {}
+            if counter is not None:
+                counter.append(1)
             for item in page.get("value", []):
                 yield item
             next_link = page.get("@odata.nextLink")
@@ -233,6 +236,10 @@ class Graph:
         return [q async for q in self.pages(self._business(mailbox).custom_questions.to_get_request_information())]
 
     async def calendar_view(self, mailbox: str, start: datetime, end: datetime) -> list[dict]:
+        return (await self.calendar_view_pages(mailbox, start, end))[0]
+
+    async def calendar_view_pages(self, mailbox: str, start: datetime, end: datetime) -> tuple[list[dict], int]:
+        """The business's appointments between ``start`` and ``end``, and how many pages (requests) they took."""
         from msgraph.generated.solutions.booking_businesses.item.calendar_view.calendar_view_request_builder import (
             CalendarViewRequestBuilder,
         )
@@ -241,7 +248,9 @@ class Graph:
             start=start.isoformat().replace("+00:00", "Z"), end=end.isoformat().replace("+00:00", "Z"))
         config = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetRequestConfiguration(query_parameters=query)
         info = self._business(mailbox).calendar_view.to_get_request_information(config)
-        return [a async for a in self.pages(info)]
+        counter: list[int] = []
+        items = [a async for a in self.pages(info, counter=counter)]
+        return items, len(counter)
 
     async def get_event(self, mailbox: str, event_id: str) -> dict:
         """A calendar event of the mailbox (notifications name events, not appointments)."""

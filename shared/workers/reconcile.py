@@ -17,9 +17,18 @@ transaction fails on the ETag and it starts over from the snapshot the first one
 
 The rows it keeps are owned by ``shared.records.reconcile_state`` (and ``shared.records.outbox``).
 
-Cost: a hint for one event reads a narrow window around it. Hints received while a reconcile of the same
-mailbox runs are deferred and come back as one full reconcile, which covers them all, so a burst of
-notifications costs a couple of Graph listings, not one per hint.
+Cost (Graph calls per change). A hint for one event of a mailbox whose horizon lists in one page
+(``WHOLE_LISTING_MAX_PAGES``; the sync row's ``HorizonPages`` says how many pages its last whole listing
+took) is reconciled over the whole horizon: one listing, then a GET by id of what is new or changed (the
+listing omits customers and notes). Listing the whole horizon costs that one request, where reading the
+event first to narrow the window costs one more (``GET /users/{id}/events/{id}``: a notification without
+resource data names the event, not its time), and it covers every hint received before it. A larger
+mailbox reads the event and lists a narrow window around it instead. Hints received while a reconcile of
+the same mailbox runs are deferred and come back as one full reconcile, which covers them all, so a burst
+of notifications costs a couple of Graph listings, not one per hint. The business's services, staff and
+custom questions, which payloads name, are kept ``LOOKUP_CACHE_SECONDS`` and read again sooner only when an
+appointment names an id they lack (a new service, staff member or question). The floor per change: the
+listing and the GET by id, 2 requests, plus 3 lookups per business per ``LOOKUP_CACHE_SECONDS``.
 A first reconcile after a subscription is created is a *baseline*: it records what exists without
 emitting events, except for appointments created or changed after the subscription was made.
 """
@@ -70,8 +79,14 @@ THROTTLE_DEFAULT_SECONDS = 10
 MAX_THROTTLED_RETRIES = 60
 
 
-LOOKUP_CACHE_SECONDS = 60
-_lookup_cache: dict[str, tuple[dict[str, Any], float]] = {}
+# A hint about one event lists the whole horizon when the mailbox's last whole listing took at most this
+# many pages (else: the event's time, then a narrow window).
+WHOLE_LISTING_MAX_PAGES = 1
+# Services, staff and custom questions change rarely; an appointment naming an id they lack reads them again.
+# A rename shows in payloads within this time.
+LOOKUP_CACHE_SECONDS = 600
+# Business -> (lookups, until when they are fresh, ids found missing after reading them: no second read).
+_lookup_cache: dict[str, tuple[dict[str, Any], float, set[str]]] = {}
 
 
 @dataclass
@@ -82,6 +97,28 @@ class Plan:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, change type, appointment id)
     graph_calls: int = 0
     whole: bool = False  # compared the whole horizon (not a narrow window around the hinted events)
+    listing_pages: int = 0  # requests the listing took
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ids_named(appointment: dict[str, Any]) -> set[str]:
+    """The service, staff and question ids an appointment names (what the lookups must resolve)."""
+    ids = {str(appointment.get("serviceId") or "")}
+    ids.update(str(s) for s in appointment.get("staffMemberIds") or [] if s)
+    for customer in appointment.get("customers") or []:
+        if isinstance(customer, dict):
+            ids.update(str(a.get("questionId") or "") for a in customer.get("customQuestionAnswers") or []
+                       if isinstance(a, dict))
+    ids.discard("")
+    return ids
+
+
+def _ids_in(lookups: dict[str, Any]) -> set[str]:
+    return {str(item.get("id")) for kind in ("services", "staff", "questions") for item in lookups[kind]
+            if isinstance(item, dict) and item.get("id")}
 
 
 def _list_fingerprint(item: dict[str, Any]) -> str:
@@ -96,20 +133,25 @@ class Reconciler:
         self.graph = graph or get_graph()
         self.settings = get_settings()
         self._lookups: dict[str, Any] | None = None
+        self._lookups_read = False  # read from Graph in this reconcile (not again, whatever is missing)
         self._concurrency = asyncio.Semaphore(MAILBOX_CONCURRENCY)
         self.etag: str | None = None  # of the sync row, after our last committed batch
         self.graph_calls = 0
 
     # ---- Graph reads -------------------------------------------------------------------------------
 
-    async def _window(self, message: MailboxChangeMessage, full: bool) -> tuple[datetime, datetime, bool]:
-        """The time window to compare, and whether it is the full horizon."""
+    async def _window(self, message: MailboxChangeMessage, full: bool,
+                      horizon_pages: int | None) -> tuple[datetime, datetime, bool]:
+        """The time window to compare, and whether it is the full horizon (``horizon_pages``: how many pages
+        the mailbox's last whole listing took, None if unknown)."""
         now = datetime.now(UTC)
         horizon = (now - timedelta(days=self.settings.resync_past_days),
                    now + timedelta(days=self.settings.resync_horizon_days))
         changes = message.get("changes") or []
         if full or not changes or any(c.get("changeType") == "deleted" for c in changes):
             return horizon[0], horizon[1], True  # a deleted event cannot tell us where it was
+        if horizon_pages is not None and horizon_pages <= WHOLE_LISTING_MAX_PAGES:
+            return horizon[0], horizon[1], True  # as cheap as reading the event, and it covers more
         starts, ends = [], []
         for change in changes:
             try:
@@ -126,21 +168,28 @@ class Reconciler:
             ends.append(end)
         return min(starts) - timedelta(minutes=1), max(ends) + timedelta(minutes=1), False
 
-    async def _lookups_for_mapping(self) -> dict[str, Any]:
+    async def _lookups_for_mapping(self, appointment: dict[str, Any]) -> dict[str, Any]:
         """Services, staff and custom questions of the business, which payloads name. They change rarely,
-        so a worker keeps them for ``LOOKUP_CACHE_SECONDS``: a busy mailbox costs 3 Graph listings a minute
-        for them, not 3 per change."""
-        if self._lookups is None:
-            cached = _lookup_cache.get(self.mailbox)
-            if cached is not None and cached[1] > time.monotonic():
-                self._lookups = cached[0]
-            else:
-                self.graph_calls += 3
-                services, staff, questions = await asyncio.gather(
-                    self.graph.list_services(self.mailbox), self.graph.list_staff(self.mailbox),
-                    self.graph.list_custom_questions(self.mailbox))
-                self._lookups = {"services": services, "staff": staff, "questions": questions}
-                _lookup_cache[self.mailbox] = (self._lookups, time.monotonic() + LOOKUP_CACHE_SECONDS)
+        so a worker keeps them for ``LOOKUP_CACHE_SECONDS`` (3 Graph listings per business in that time, not
+        3 per change), and reads them again sooner when ``appointment`` names an id they do not have (at
+        most once per reconcile; ids still missing then are not read for again)."""
+        named = _ids_named(appointment)
+        cached = _lookup_cache.get(self.mailbox)
+        if self._lookups is None and cached is not None and cached[1] > time.monotonic():
+            self._lookups = cached[0]
+        known_missing = cached[2] if cached is not None else set()
+        if self._lookups is None or (not self._lookups_read and named - _ids_in(self._lookups) - known_missing):
+            self.graph_calls += 3
+            services, staff, questions = await asyncio.gather(
+                self.graph.list_services(self.mailbox), self.graph.list_staff(self.mailbox),
+                self.graph.list_custom_questions(self.mailbox))
+            self._lookups = {"services": services, "staff": staff, "questions": questions}
+            self._lookups_read = True
+            _lookup_cache[self.mailbox] = (self._lookups, time.monotonic() + LOOKUP_CACHE_SECONDS, set())
+        missing = named - _ids_in(self._lookups)
+        entry = _lookup_cache.get(self.mailbox)
+        if missing and entry is not None:  # removed since (or never there): no later reconcile reads for them
+            entry[2].update(missing)
         return self._lookups
 
     async def _get_appointment(self, appointment_id: str) -> dict[str, Any] | None:
@@ -155,7 +204,7 @@ class Reconciler:
                 raise
 
     async def _payload(self, appointment: dict[str, Any], cancel_reason: str = "") -> dict[str, Any]:
-        lookups = await self._lookups_for_mapping()
+        lookups = await self._lookups_for_mapping(appointment)
         return dict(to_appointment_data(appointment, services=lookups["services"], staff=lookups["staff"],
                                         questions=lookups["questions"], cancel_reason=cancel_reason))
 
@@ -170,13 +219,14 @@ class Reconciler:
                                                       detected_at))
         plan.events.append((eid, change_type, appointment_id))
 
-    async def diff(self, message: MailboxChangeMessage, baseline_at: datetime | None) -> Plan:
+    async def diff(self, message: MailboxChangeMessage, baseline_at: datetime | None,
+                   horizon_pages: int | None = None) -> Plan:
         """Read Graph, compare with the snapshot, and return what to write. No writes here."""
         full = bool(message.get("fullResync")) or baseline_at is not None
-        start, end, whole = await self._window(message, full)
+        start, end, whole = await self._window(message, full, horizon_pages)
         snapshots = await reconcile_state.snapshots(self.mailbox)
-        self.graph_calls += 1
-        listing = await self.graph.calendar_view(self.mailbox, start, end)
+        listing, pages = await self.graph.calendar_view_pages(self.mailbox, start, end)
+        self.graph_calls += pages
         plan = Plan()
         now = datetime.now(UTC)
         seen: set[str] = set()
@@ -250,6 +300,7 @@ class Reconciler:
             self._event_ops(plan, "Cancelled", appointment_id, payload, f"{old.fingerprint}@{old.last_updated}", now)
         plan.graph_calls = self.graph_calls
         plan.whole = whole
+        plan.listing_pages = pages
         return plan
 
     # ---- commit -----------------------------------------------------------------------------------
@@ -384,12 +435,13 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
     worker.etag = etag
     try:
         async with _lease_kept(worker):  # a long listing must not lose the mailbox to another worker
-            plan = await worker.diff(message, baseline_at)
+            plan = await worker.diff(message, baseline_at, _int_or_none(row.get("HorizonPages")))
         etag = worker.etag
         final: dict[str, Any] = {"LeaseUntil": NO_LEASE, "BaselineDone": True}
         if plan.whole:
             # Only a look at the whole horizon covers hints about other events; a narrow one covers its own.
             final["CoveredUpTo"] = now
+            final["HorizonPages"] = plan.listing_pages
         await worker.commit(plan, etag, final)
     except LeaseLost:
         log.warning("reconcile of %s lost its lease; the other worker's result stands", mailbox,

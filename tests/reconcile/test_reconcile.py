@@ -15,6 +15,7 @@ from shared.messages.mailbox_changes import change_message
 from shared.records.mailbox import prefix_bounds
 from shared.records.outbox import OUTBOX_PREFIX, payload_properties, read_payload
 from shared.records.reconcile_state import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX
+from shared.workers import reconcile as reconcile_worker
 from shared.workers.reconcile import reconcile
 
 CLINIC = "clinic@contoso.test"
@@ -191,7 +192,14 @@ async def test_cancel_reason_recorded_by_our_api_reaches_the_event(baselined: Bo
     assert read_payload(cancelled[0])["CancelReason"] == "double booked"
 
 
-async def test_narrow_window_for_a_single_created_event(baselined: Bookings, sandbox) -> None:
+@pytest.fixture
+def large_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the mailbox's horizon listed in more pages than a whole listing is worth for one event: a hint
+    about one event then reads the event and lists a narrow window around it."""
+    monkeypatch.setattr(reconcile_worker, "WHOLE_LISTING_MAX_PAGES", 0)
+
+
+async def test_narrow_window_for_a_single_created_event(baselined: Bookings, sandbox, large_mailbox) -> None:
     created = baselined.create(minutes_from_now=3 * 24 * 60)
     events = httpx.get(f"{sandbox.graph_url}/users/{CLINIC}/events", headers=sandbox.graph_headers()).json()["value"]
     newest = max(events, key=lambda e: e.get("createdDateTime", ""))
@@ -205,6 +213,54 @@ async def test_narrow_window_for_a_single_created_event(baselined: Bookings, san
     # A narrow window around the event (30 minutes and a margin), not the whole horizon.
     assert end - start < timedelta(hours=1)
     assert start > datetime.now(UTC) + timedelta(days=2)
+
+
+async def test_a_hint_in_a_mailbox_listed_in_one_page_lists_the_whole_horizon_without_the_event(
+        baselined: Bookings, sandbox) -> None:
+    """The baseline listed the clinic's horizon in one page: a hint about one event costs one listing of the
+    whole horizon and the GET of the new appointment (no GET of the event, no lookups: they are cached), and
+    it covers every hint received before it."""
+    sync = await get_store().table(MAILBOX_TABLE).get_entity(CLINIC, "sync")
+    assert sync["HorizonPages"] == 1
+    created = baselined.create(minutes_from_now=3 * 24 * 60)
+    events = httpx.get(f"{sandbox.graph_url}/users/{CLINIC}/events", headers=sandbox.graph_headers()).json()["value"]
+    newest = max(events, key=lambda e: e.get("createdDateTime", ""))
+    earlier = hint(changes=[{"changeType": "updated", "eventId": "another"}])
+    await asyncio.sleep(2.5)  # beyond the coverage margin
+    sandbox.control("DELETE", "requests")
+    await reconcile(hint(changes=[{"changeType": "created", "eventId": newest["id"]}]))
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", created["id"])]
+    calls = [r["path"] for r in sandbox.requests() if "oauth2" not in r["path"]]
+    assert len(calls) == 2 and calls[0].endswith("/calendarView")
+    assert calls[1].endswith(f"/appointments/{created['id']}")
+    query = dict(parse_qsl(next(r for r in sandbox.requests() if r["path"].endswith("/calendarView"))["query"]))
+    end = datetime.fromisoformat(query["end"].replace("Z", "+00:00"))
+    assert end > datetime.now(UTC) + timedelta(days=170)  # the horizon (RESYNC_HORIZON_DAYS), not a window
+    assert await reconcile(earlier) == "covered"
+
+
+async def test_lookups_are_read_again_when_an_appointment_names_an_id_they_lack(baselined: Bookings,
+                                                                                  sandbox) -> None:
+    """Services, staff and questions stay cached; an appointment naming a staff member the cache lacks (one
+    added since) makes the reconcile read them again, and its payload names the staff member."""
+    def lookup_reads() -> int:
+        return len([r for r in sandbox.requests() if r["path"].endswith(("/services", "/staffMembers",
+                                                                         "/customQuestions"))])
+
+    staff = httpx.get(f"{sandbox.graph_url}/solutions/bookingBusinesses/{CLINIC}/staffMembers",
+                      headers=sandbox.graph_headers()).json()["value"]
+    sandbox.control("DELETE", "requests")
+    baselined.create(minutes_from_now=2 * 24 * 60, staffMemberIds=[staff[0]["id"]])
+    await reconcile(hint(full_resync=True))
+    assert lookup_reads() == 0  # cached by the baseline
+    lookups, until, missing = reconcile_worker._lookup_cache[CLINIC]
+    reconcile_worker._lookup_cache[CLINIC] = ({**lookups, "staff": []}, until, missing)  # as before it was added
+    second = baselined.create(minutes_from_now=3 * 24 * 60, staffMemberIds=[staff[0]["id"]])
+    await reconcile(hint(full_resync=True))
+    assert lookup_reads() == 3
+    (event,) = [e for e in await outbox() if e["AppointmentId"] == second["id"]]
+    assert [m["Id"] for m in read_payload(event)["StaffMembers"]] == [staff[0]["id"]]
+    assert read_payload(event)["StaffMembers"][0]["DisplayName"] == staff[0]["displayName"]
 
 
 async def test_concurrent_reconciles_emit_each_event_once(baselined: Bookings) -> None:
@@ -233,7 +289,8 @@ async def test_more_changes_than_one_transaction_holds(baselined: Bookings) -> N
     assert len(await outbox()) == 60
 
 
-async def test_a_narrow_reconcile_does_not_cover_hints_about_other_events(baselined: Bookings, sandbox) -> None:
+async def test_a_narrow_reconcile_does_not_cover_hints_about_other_events(baselined: Bookings, sandbox,
+                                                                        large_mailbox) -> None:
     """Regression: a hint about event B, received before a narrow reconcile of event A started, was
     taken as covered by it — and B's appointment was never read (found by bench/end_to_end.py)."""
     first = baselined.create(minutes_from_now=2 * 24 * 60)
