@@ -2,12 +2,18 @@
 
 Message (base64 JSON)::
 
-    {"version": 1, "mailbox": "clinic@contoso.test", "eventId": "…", "flowId": "<webhook id>",
-     "attempt": 0, "firstAttemptAt": "2026-11-25T08:00:00+00:00", "correlationId": "…"}
+    {"version": 2, "mailbox": "clinic@contoso.test", "eventId": "…", "flowId": "<webhook id>",
+     "attempt": 0, "firstAttemptAt": "2026-11-25T08:00:00+00:00", "correlationId": "…",
+     "event": {"trigger": "AppointmentCreated", "changeType": "Created", "appointmentId": "…",
+               "detectedAt": "…", "isTest": false, "payload": {…AppointmentData…}}}
 
-The delivery worker reads the payload from the event's outbox row and the callback URL from the flow row:
-the message never carries either (queues are not where secrets or large bodies live). A retry is a new
-message with ``attempt + 1`` and the same ``firstAttemptAt``; a replay starts again at attempt 0.
+``event`` is the event as its outbox row holds it, so that a delivery reads nothing but the flow: fan-out
+puts it in when the whole message stays under ``EVENT_INLINE_MAX_BYTES`` (a queue message holds 64 KiB
+after base64, i.e. 48 KiB of JSON); a larger event (long notes, big group bookings), a replay and a test
+event leave it out, and the worker reads the outbox row instead. The message holds what the outbox row
+holds, in the same storage account: customers' data, never the callback URL (the secret stays in the flow
+row). A retry is a new message with ``attempt + 1``, the same ``firstAttemptAt`` and the same ``event``; a
+replay starts again at attempt 0. Version 1 messages (no ``event``) are still read.
 """
 
 from __future__ import annotations
@@ -16,12 +22,23 @@ import hashlib
 import json
 import math
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from shared.adapters.monitoring import correlation_id
 from shared.adapters.storage import DELIVERIES_QUEUE, get_store
 
-MESSAGE_VERSION = 1
+MESSAGE_VERSION = 2
+# The queue's 64 KiB counts the base64 text (4 characters per 3 bytes): 48 KiB of JSON, less a margin.
+EVENT_INLINE_MAX_BYTES = 45_000
+
+
+class DeliveryEvent(TypedDict):
+    trigger: str
+    changeType: str
+    appointmentId: str
+    detectedAt: str | None
+    isTest: bool
+    payload: dict[str, Any]
 
 
 class DeliveryMessage(TypedDict):
@@ -32,6 +49,7 @@ class DeliveryMessage(TypedDict):
     attempt: int
     firstAttemptAt: str
     correlationId: str
+    event: NotRequired[DeliveryEvent]
 
 
 def idempotency_key(event: str, flow: str) -> str:
@@ -39,12 +57,32 @@ def idempotency_key(event: str, flow: str) -> str:
     return hashlib.sha256(f"{event}\n{flow}".encode()).hexdigest()[:40]
 
 
-def new_message(mailbox: str, event_id: str, flow_id: str, first_attempt_at: datetime | None = None
-                ) -> DeliveryMessage:
-    """A first attempt, in the current correlation id."""
-    return {"version": MESSAGE_VERSION, "mailbox": mailbox, "eventId": event_id, "flowId": flow_id, "attempt": 0,
-            "firstAttemptAt": (first_attempt_at or datetime.now(UTC)).isoformat(),
-            "correlationId": correlation_id()}
+def new_message(mailbox: str, event_id: str, flow_id: str, first_attempt_at: datetime | None = None,
+                event: DeliveryEvent | None = None) -> DeliveryMessage:
+    """A first attempt, in the current correlation id, carrying ``event`` when it fits (see the module)."""
+    message: DeliveryMessage = {
+        "version": MESSAGE_VERSION, "mailbox": mailbox, "eventId": event_id, "flowId": flow_id, "attempt": 0,
+        "firstAttemptAt": (first_attempt_at or datetime.now(UTC)).isoformat(), "correlationId": correlation_id()}
+    if event is not None and event_fits(event):
+        message["event"] = event
+    return message
+
+
+def event_fits(event: DeliveryEvent) -> bool:
+    """Whether a message carrying ``event`` stays under the queue's limit (the rest of it is ~400 bytes)."""
+    return len(json.dumps(event, ensure_ascii=False).encode()) + 1_000 <= EVENT_INLINE_MAX_BYTES
+
+
+def _event(data: Any) -> DeliveryEvent | None:
+    """The message's ``event`` when it is well formed; otherwise None, and the worker reads the outbox row."""
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
+        return None
+    if not all(isinstance(data.get(name), str) for name in ("trigger", "changeType", "appointmentId")):
+        return None
+    detected = data.get("detectedAt")
+    return {"trigger": data["trigger"], "changeType": data["changeType"], "appointmentId": data["appointmentId"],
+            "detectedAt": detected if isinstance(detected, str) else None, "isTest": data.get("isTest") is True,
+            "payload": data["payload"]}
 
 
 def parse_time(text: str) -> datetime:
@@ -67,11 +105,22 @@ def parse_message(body: bytes) -> DeliveryMessage:
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
         raise ValueError("attempt is not a whole number")
     parse_time(data["firstAttemptAt"])
-    return {"version": int(data.get("version", MESSAGE_VERSION)), "mailbox": data["mailbox"].lower(),
-            "eventId": data["eventId"], "flowId": data["flowId"], "attempt": attempt,
-            "firstAttemptAt": data["firstAttemptAt"], "correlationId": str(data.get("correlationId") or "")}
+    message: DeliveryMessage = {
+        "version": int(data.get("version", MESSAGE_VERSION)), "mailbox": data["mailbox"].lower(),
+        "eventId": data["eventId"], "flowId": data["flowId"], "attempt": attempt,
+        "firstAttemptAt": data["firstAttemptAt"], "correlationId": str(data.get("correlationId") or "")}
+    event = _event(data.get("event"))
+    if event is not None:
+        message["event"] = event
+    return message
 
 
-async def enqueue(message: DeliveryMessage, delay_seconds: float = 0) -> None:
+async def enqueue(message: DeliveryMessage, delay_seconds: float = 0) -> Any:
+    """Queue ``message``, invisible for ``delay_seconds``. Returns the queued message (id and pop receipt)."""
     delay = math.ceil(delay_seconds)
-    await get_store().queue(DELIVERIES_QUEUE).send_message(json.dumps(message), visibility_timeout=delay or None)
+    return await get_store().queue(DELIVERIES_QUEUE).send_message(json.dumps(message), visibility_timeout=delay or None)
+
+
+async def delete(queued: Any) -> None:
+    """Delete a message ``enqueue`` returned (its pop receipt stays valid until the message is received)."""
+    await get_store().queue(DELIVERIES_QUEUE).delete_message(queued.id, queued.pop_receipt)

@@ -312,6 +312,7 @@ class FlowRegistry:
             quota = await self._get(mailbox, QUOTA_ROW)
             count = int(quota["FlowCount"]) if quota is not None else 0
             if entity is None:
+                forget_flow(mailbox, webhook_id)
                 return Unregistered(removed=False, remaining=count)
             ops: list[tuple[Any, ...]] = [
                 ("delete", row(mailbox, entity["RowKey"]),
@@ -327,6 +328,7 @@ class FlowRegistry:
             if not await self._commit(mailbox, ops, deadline, attempt):
                 attempt += 1
                 continue
+            forget_flow(mailbox, webhook_id)
             remaining = max(count - 1, 0) if quota is not None else len(await self.list_flows(mailbox))
             log.info("flow %s removed from %s (%d left)", webhook_id, mailbox, remaining,
                      extra={"mailbox": mailbox, "flowId": webhook_id})
@@ -387,58 +389,136 @@ async def flow_count(mailbox: str) -> int:
 
 
 # --- delivery health ----------------------------------------------------------------------------------------
-# Written by the delivery worker after each attempt. Same-flow updates queue on an in-process lock first (a
-# burst of events reaches one flow by up to a batch of concurrent deliveries); across instances the ETag
-# retries keep the counts exact.
-_health_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+# ---- What the delivery worker reads and writes: the flow as recently read, and its health ----
+
+# A delivery needs the flow's callback URL. Reading the row for each of a burst of events to one flow is most
+# of a delivery's storage work, so rows are kept this long per process. A flow removed on another instance
+# can then still be called for this long (the race between a removal and a delivery already in flight,
+# widened from milliseconds to seconds); a removal on this instance forgets the row at once, and the worker
+# reads the row again before it acts on a failed attempt (``fresh=True``), so a removed flow is never
+# retried or dead-lettered.
+FLOW_CACHE_SECONDS = 15.0
+FLOW_CACHE_SIZE = 10_000
+_flow_cache: dict[tuple[str, str], tuple[float, Flow]] = {}
+
+
+async def flow_for_delivery(mailbox: str, webhook_id: str, *, fresh: bool = False) -> Flow | None:
+    """The flow as read at most ``FLOW_CACHE_SECONDS`` ago (now, with ``fresh``), or None when it was removed."""
+    key = (mailbox, webhook_id)
+    hit = _flow_cache.get(key)
+    if hit is not None and not fresh and time.monotonic() - hit[0] < FLOW_CACHE_SECONDS:
+        return hit[1]
+    try:
+        entity = await mailbox_table().get_entity(mailbox, flow_row_key(webhook_id))
+    except ResourceNotFoundError:
+        _flow_cache.pop(key, None)
+        return None
+    flow = Flow.from_entity(entity)
+    _flow_cache.pop(key, None)  # re-inserted last: the dict's order is the eviction order
+    _flow_cache[key] = (time.monotonic(), flow)
+    while len(_flow_cache) > FLOW_CACHE_SIZE:
+        del _flow_cache[next(iter(_flow_cache))]
+    return flow
+
+
+def forget_flow(mailbox: str, webhook_id: str) -> None:
+    _flow_cache.pop((mailbox, webhook_id), None)
+
+
+# Delivery health is written behind the deliveries: each flow's outcomes of the last ``HEALTH_FLUSH_SECONDS``
+# go out in one ETag-guarded read + merge (a burst of 100 events to a flow costs a few writes, not 200
+# storage calls), retried on 412 so that concurrent instances keep the counts exact. What a process holds
+# when it is killed (at most that long of outcomes) is lost: the counters are for administrators, and the
+# deliveries themselves are in telemetry (DeliverySucceeded / DeliveryFailed).
+HEALTH_FLUSH_SECONDS = 1.0
 HEALTH_WRITE_ATTEMPTS = 8
 
 
-def _health_lock(flow: Flow) -> asyncio.Lock:
-    key = (id(asyncio.get_running_loop()), f"{flow.mailbox}/{flow.webhook_id}")
-    lock = _health_locks.get(key)
-    if lock is None:
-        lock = _health_locks[key] = asyncio.Lock()
-    return lock
+@dataclass
+class _Outcomes:
+    """Outcomes of attempts to one flow not yet written, in order."""
+
+    delivered: int = 0
+    failed: int = 0
+    failures_since_success: int = 0
+    any_success: bool = False
+    status: str = ""
+    at: datetime | None = None
+
+    def add(self, delivered: bool, status: str, at: datetime) -> None:
+        if delivered:
+            self.delivered += 1
+            self.any_success, self.failures_since_success = True, 0
+        else:
+            self.failed += 1
+            self.failures_since_success += 1
+        self.status, self.at = status, at
+
+    def changes(self, entity: Any) -> dict[str, Any]:
+        stored_failures = 0 if self.any_success else int(entity.get("ConsecutiveFailures", 0))
+        return {"DeliveredCount": int(entity.get("DeliveredCount", 0)) + self.delivered,
+                "FailedCount": int(entity.get("FailedCount", 0)) + self.failed,
+                "ConsecutiveFailures": stored_failures + self.failures_since_success,
+                "LastDeliveryStatus": self.status, "LastDeliveryDateTime": self.at}
 
 
-async def get_flow_entity(mailbox: str, webhook_id: str) -> Any | None:
-    """The flow's row as stored (with its ETag, for ``record_delivery``), or None when it was removed."""
+_HealthKey = tuple[int, str, str]  # (event loop, mailbox, webhook id): tasks and storage clients are per loop
+_outcomes: dict[_HealthKey, _Outcomes] = {}
+_writers: dict[_HealthKey, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+
+def record_delivery(flow: Flow, *, delivered: bool, status: str) -> None:
+    """Note one attempt's outcome in the flow's health; written within ``HEALTH_FLUSH_SECONDS``. Never fails
+    the delivery: redelivering because a counter could not be written would be worse."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), flow.mailbox, flow.webhook_id)
+    _outcomes.setdefault(key, _Outcomes()).add(delivered, status, datetime.now(UTC))
+    writer = _writers.get(key)
+    # A writer of a closed loop whose id() was reused (tests run a loop each) is no writer.
+    if writer is None or writer[0].done() or writer[0].get_loop() is not loop:
+        now = asyncio.Event()
+        _writers[key] = (loop.create_task(_write_behind(key, flow.mailbox, flow.row_key, now)), now)
+
+
+async def flush_health() -> None:
+    """Write every outcome noted so far on this event loop (tests, benchmarks and a host stopping)."""
+    loop_id = id(asyncio.get_running_loop())
+    writers = [writer for key, writer in list(_writers.items()) if key[0] == loop_id]
+    for _, now in writers:
+        now.set()
+    await asyncio.gather(*(task for task, _ in writers), return_exceptions=True)
+
+
+async def _write_behind(key: _HealthKey, mailbox: str, row_key: str, now: asyncio.Event) -> None:
     try:
-        return await mailbox_table().get_entity(mailbox, flow_row_key(webhook_id))
-    except ResourceNotFoundError:
-        return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), HEALTH_FLUSH_SECONDS)
+        # Outcomes noted while a write is in flight go out right after it. Between the last pop and the
+        # ``finally`` nothing else runs (no await), so a new outcome always finds a writer or starts one.
+        while (outcomes := _outcomes.pop(key, None)) is not None:
+            await _write_health(mailbox, row_key, outcomes)
+    except Exception:  # a task's exception would otherwise only reach asyncio's "never retrieved" log
+        log.exception("flow health of %s not updated", row_key)
+    finally:
+        _writers.pop(key, None)
 
 
-async def record_delivery(flow: Flow, entity: Any, *, delivered: bool, status: str) -> None:
-    """Update the flow's delivery health (ETag-guarded read-modify-write, starting from ``entity`` as read
-    before the POST). Never fails the delivery: the counters are for administrators, and redelivering
-    because they could not be written would be worse."""
-    flows = mailbox_table()
-    async with _health_lock(flow):
-        for attempt in range(HEALTH_WRITE_ATTEMPTS):
-            if attempt:
-                try:
-                    entity = await flows.get_entity(flow.mailbox, flow.row_key)
-                except ResourceNotFoundError:
-                    return
-            changes = row(flow.mailbox, flow.row_key, LastDeliveryStatus=status,
-                          LastDeliveryDateTime=datetime.now(UTC))
-            if delivered:
-                changes["DeliveredCount"] = int(entity.get("DeliveredCount", 0)) + 1
-                changes["ConsecutiveFailures"] = 0
-            else:
-                changes["FailedCount"] = int(entity.get("FailedCount", 0)) + 1
-                changes["ConsecutiveFailures"] = int(entity.get("ConsecutiveFailures", 0)) + 1
-            try:
-                await flows.update_entity(changes, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
+async def _write_health(mailbox: str, row_key: str, outcomes: _Outcomes) -> None:
+    table = mailbox_table()
+    for attempt in range(HEALTH_WRITE_ATTEMPTS):
+        try:
+            entity = await table.get_entity(mailbox, row_key)
+        except ResourceNotFoundError:
+            return  # the flow was removed meanwhile
+        try:
+            await table.update_entity(row(mailbox, row_key, **outcomes.changes(entity)), mode=UpdateMode.MERGE,
+                                      etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            return
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as error:
+            if error.status_code != 412:
+                log.warning("flow health of %s not updated: %s", row_key, error.status_code)
                 return
-            except ResourceNotFoundError:
-                return
-            except HttpResponseError as error:
-                if error.status_code != 412:
-                    log.warning("flow health of %s not updated: %s", flow.webhook_id, error.status_code)
-                    return
-                await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # noqa: S311 - jitter only
-    log.warning("flow health of %s not updated: too many concurrent deliveries", flow.webhook_id)
+            await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # noqa: S311 - jitter only
+    log.warning("flow health of %s not updated: too many concurrent writers", row_key)

@@ -1,9 +1,11 @@
 """The delivery worker (queue ``deliveries``): one attempt of one event to one flow, and what follows it.
 
-It reads the payload from the event's outbox row and the callback URL from the flow row (neither travels
-in the queue), then POSTs the payload as JSON through the guarded client (``shared.adapters.callback_client``)
-with ``Idempotency-Key: idempotency_key(eventId, flowId)`` (the same on every retry), ``X-Bookings-Trigger``
-and ``X-Bookings-Event-Id`` (and ``X-Bookings-Test: true`` on a test event). Outcomes:
+It takes the event from the message (or, when the message does not carry it, from the event's outbox row)
+and the callback URL from the flow row (``flows.flow_for_delivery``: read at most a few seconds ago; the
+secret never travels in the queue), then POSTs the payload as JSON through the guarded client
+(``shared.adapters.callback_client``) with ``Idempotency-Key: idempotency_key(eventId, flowId)`` (the same on
+every retry), ``X-Bookings-Trigger`` and ``X-Bookings-Event-Id`` (and
+``X-Bookings-Test: true`` on a test event). Outcomes:
 
 ===============================  ==================================================================
 2xx                              done; flow health: delivered count, last status, failures reset
@@ -42,7 +44,7 @@ from shared.adapters.storage import DELIVERIES_QUEUE, poison_queue
 from shared.contracts import events
 from shared.contracts.appointment_data import upgrade_stored_payload
 from shared.messages import deliveries
-from shared.messages.deliveries import DeliveryMessage, idempotency_key, parse_message, parse_time
+from shared.messages.deliveries import DeliveryEvent, DeliveryMessage, idempotency_key, parse_message, parse_time
 from shared.records import flows, outbox
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import Flow, FlowRegistry
@@ -75,6 +77,12 @@ def _parsed(message: func.QueueMessage, queue: str) -> DeliveryMessage | None:
         return None
 
 
+# A first attempt made straight from fan-out (``attempt_now``) has its message queued first, invisible this
+# long: longer than an attempt can take (the POST's 30 s timeout plus storage), so the queue offers it only
+# when the attempt never finished (the instance died, or storage failed while recording the outcome).
+SAFETY_NET_SECONDS = 90
+
+
 def _context(item: DeliveryMessage) -> Any:
     return telemetry_context(mailbox=item["mailbox"], flowId=item["flowId"], correlationId=item["correlationId"])
 
@@ -87,43 +95,82 @@ async def deliver(message: func.QueueMessage) -> None:
             await _deliver(item)
 
 
+def event_from_row(row: Any, *, with_payload: bool = True) -> DeliveryEvent:
+    """The event an outbox row holds, as a delivery message carries it (without its payload: ``{}``)."""
+    detected = row.get("DetectedAt")
+    return {"trigger": str(row.get("Trigger", "")), "changeType": str(row.get("ChangeType", "")),
+            "appointmentId": str(row.get("AppointmentId", "")),
+            "detectedAt": detected.isoformat() if isinstance(detected, datetime) else None,
+            "isTest": bool(row.get("IsTest")), "payload": outbox.read_payload(row) if with_payload else {}}
+
+
+async def _event(item: DeliveryMessage) -> DeliveryEvent | None:
+    """The message's event, or its outbox row's when the message does not carry it."""
+    if "event" in item:
+        return item["event"]
+    row = await outbox.get(item["mailbox"], item["eventId"])
+    return event_from_row(row) if row is not None else None
+
+
+async def attempt_now(item: DeliveryMessage, queued: Any) -> None:
+    """A first attempt straight from fan-out, sparing the delivery the queue's polling delay. ``queued`` is
+    ``item`` as enqueued for ``SAFETY_NET_SECONDS``; it is deleted once the attempt has run to an outcome
+    (delivered, retry queued, dead letter). When the attempt fails, the queue delivers the message later."""
+    with _context(item):
+        try:
+            await _deliver(item)
+        except Exception:
+            log.exception("first attempt of event %s to flow %s failed; the queue offers it again in %d s",
+                          item["eventId"], item["flowId"], SAFETY_NET_SECONDS)
+            return
+        try:
+            await deliveries.delete(queued)
+        except Exception as error:  # the queue then redelivers it: a duplicate, with the same idempotency key
+            log.warning("first attempt of event %s to flow %s ran, but its queued copy could not be deleted (%s)",
+                        item["eventId"], item["flowId"], type(error).__name__)
+
+
 async def _deliver(item: DeliveryMessage) -> None:
-    mailbox, event, flow_id, attempt = item["mailbox"], item["eventId"], item["flowId"], item["attempt"]
-    row = await outbox.get(mailbox, event)
-    if row is None:
-        log.error("delivery of event %s to flow %s abandoned: the event is no longer in the outbox", event, flow_id)
+    mailbox, event_id, flow_id, attempt = item["mailbox"], item["eventId"], item["flowId"], item["attempt"]
+    event = await _event(item)
+    if event is None:
+        log.error("delivery of event %s to flow %s abandoned: the event is no longer in the outbox", event_id,
+                  flow_id)
         return
-    flow_entity = await flows.get_flow_entity(mailbox, flow_id)
-    if flow_entity is None:
-        log.info("delivery of event %s skipped: flow %s was removed", event, flow_id)
+    flow = await flows.flow_for_delivery(mailbox, flow_id)
+    if flow is None:
+        log.info("delivery of event %s skipped: flow %s was removed", event_id, flow_id)
         return
-    flow = Flow.from_entity(flow_entity)
-    trigger = str(row.get("Trigger", ""))
+    trigger = event["trigger"]
     with telemetry_context(trigger=trigger):
         # An event stored by an earlier version goes out in today's contract (AppointmentId, Graph's ids).
-        payload = upgrade_stored_payload(outbox.read_payload(row), str(row.get("AppointmentId", "")))
+        payload = upgrade_stored_payload(event["payload"], event["appointmentId"])
         body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
-                   "Idempotency-Key": idempotency_key(event, flow_id), "X-Bookings-Trigger": trigger,
-                   "X-Bookings-Event-Id": event}
-        if row.get("IsTest"):  # a sample the flow maker asked for (shared.endpoints.test_events)
+                   "Idempotency-Key": idempotency_key(event_id, flow_id), "X-Bookings-Trigger": trigger,
+                   "X-Bookings-Event-Id": event_id}
+        if event["isTest"]:  # a sample the flow maker asked for (shared.endpoints.test_events)
             headers["X-Bookings-Test"] = "true"
         result = await post(flow.callback_url, body, headers)
-        common = {"eventId": event, "attempt": attempt + 1, "status": result.status}
+        common = {"eventId": event_id, "attempt": attempt + 1, "status": result.status}
         if result.outcome == "delivered":
-            await flows.record_delivery(flow, flow_entity, delivered=True, status=result.status_text)
-            detected = row.get("DetectedAt")
-            end_to_end = (round((datetime.now(UTC) - detected).total_seconds() * 1000)
-                          if isinstance(detected, datetime) else None)
+            flows.record_delivery(flow, delivered=True, status=result.status_text)
+            detected = parse_time(event["detectedAt"]) if event["detectedAt"] else None
+            end_to_end = round((datetime.now(UTC) - detected).total_seconds() * 1000) if detected else None
             track_event(events.DELIVERY_SUCCEEDED, durationMs=result.duration_ms, endToEndMs=end_to_end, **common)
-            log.info("event %s delivered to flow %s at %s (attempt %d, HTTP %d)", event, flow_id,
+            log.info("event %s delivered to flow %s at %s (attempt %d, HTTP %d)", event_id, flow_id,
                      redact_url(flow.callback_url), attempt + 1, result.status)
             return
         if result.outcome == "gone":
             track_event(events.DELIVERY_FAILED, errorCode=result.error_code, willRetry=False, **common)
             await _flow_gone(flow, result.status)
             return
-        await flows.record_delivery(flow, flow_entity, delivered=False, status=result.status_text)
+        # The flow may have been read a few seconds ago (``flows.flow_for_delivery``): a flow removed since
+        # is neither retried nor dead-lettered.
+        if await flows.flow_for_delivery(mailbox, flow_id, fresh=True) is None:
+            log.info("delivery of event %s ended: flow %s was removed meanwhile", event_id, flow_id)
+            return
+        flows.record_delivery(flow, delivered=False, status=result.status_text)
         if result.outcome == "retry":
             deadline = parse_time(item["firstAttemptAt"]) + timedelta(hours=get_settings().delivery_retry_hours)
             remaining = (deadline - datetime.now(UTC)).total_seconds()
@@ -133,7 +180,7 @@ async def _deliver(item: DeliveryMessage) -> None:
                 await deliveries.enqueue({**item, "attempt": attempt + 1}, delay)
                 track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=True,
                             **common)
-                log.warning("delivery of event %s to flow %s at %s failed (%s); attempt %d in %.0f s", event,
+                log.warning("delivery of event %s to flow %s at %s failed (%s); attempt %d in %.0f s", event_id,
                             flow_id, redact_url(flow.callback_url), result.status_text,
                             attempt + 2, delay)
                 return
@@ -142,21 +189,22 @@ async def _deliver(item: DeliveryMessage) -> None:
             reason = {"AddressNotAllowed": "addressNotAllowed", "Redirected": "redirected"}.get(result.error_code,
                                                                                                "rejected")
         track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=False, **common)
-        await dead_letter(item, row, reason=reason, status=result.status, error_code=result.error_code,
+        await dead_letter(item, event, reason=reason, status=result.status, error_code=result.error_code,
                           error_text=result.error_text)
 
 
-async def dead_letter(item: DeliveryMessage, row: Any | None, *, reason: str, status: int, error_code: str,
-                      error_text: str) -> None:
+async def dead_letter(item: DeliveryMessage, event: DeliveryEvent | None, *, reason: str, status: int,
+                      error_code: str, error_text: str) -> None:
     """Write the (event, flow) dead-letter row and say so in telemetry and the log."""
-    row = row or {}
+    trigger, change_type, appointment_id = (event["trigger"], event["changeType"], event["appointmentId"]
+                                            ) if event else ("", "", "")
     await DeadLetters().record(
-        item["mailbox"], item["eventId"], item["flowId"], trigger=str(row.get("Trigger", "")),
-        change_type=str(row.get("ChangeType", "")), appointment_id=str(row.get("AppointmentId", "")), reason=reason,
+        item["mailbox"], item["eventId"], item["flowId"], trigger=trigger,
+        change_type=change_type, appointment_id=appointment_id, reason=reason,
         status=status, error_code=error_code, error_text=error_text, attempts=item["attempt"] + 1,
         first_attempt_at=parse_time(item["firstAttemptAt"]), correlation_id=item["correlationId"])
     track_event(events.DELIVERY_DEAD_LETTERED, logging.ERROR, eventId=item["eventId"], attempt=item["attempt"] + 1,
-                status=status, errorCode=error_code, trigger=row.get("Trigger") or None)
+                status=status, errorCode=error_code, trigger=trigger or None)
     log.error("delivery of event %s to flow %s dead-lettered (%s, %s): %s", item["eventId"], item["flowId"], reason,
               error_code, redact(error_text)[:300])
 
@@ -186,7 +234,10 @@ async def handle_poison(message: func.QueueMessage) -> None:
     with _context(item):
         track_event(events.QUEUE_MESSAGE_POISONED, logging.ERROR, queue=poison_queue(DELIVERIES_QUEUE),
                     attempt=item["attempt"] + 1, willRetry=False, reason="deadLetter")
-        row = await outbox.get(item["mailbox"], item["eventId"])
-        await dead_letter(item, row, reason="poison", status=0, error_code="PoisonMessage",
+        # Not the payload: it may be what made the worker fail.
+        row = None if "event" in item else await outbox.get(item["mailbox"], item["eventId"],
+                                                            select=["Trigger", "ChangeType", "AppointmentId"])
+        event = item.get("event") or (event_from_row(row, with_payload=False) if row else None)
+        await dead_letter(item, event, reason="poison", status=0, error_code="PoisonMessage",
                           error_text="the delivery worker failed on this message every time the queue offered it; "
                                      f"see the logs of correlation id {item['correlationId'] or '(none)'}")

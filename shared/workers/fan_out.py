@@ -1,10 +1,19 @@
 """Fan-out: an event's ``pending`` outbox row becomes one delivery message per flow registered for its trigger
 (and, for a flow with service or staff filters, matching them: ``Flow.matches``).
 
-Right after the reconcile commits outbox rows it calls ``fan_out``; the outbox sweep calls it again for
-rows a crash left ``pending``. Each row is marked ``fannedOut`` only after its messages are queued, so a
-crash in between makes duplicate messages at worst, which receivers recognise by the idempotency key:
-delivery is at-least-once, never at-most-once.
+Right after the reconcile commits outbox rows it calls ``fan_out(..., attempt_now=True)``; the outbox sweep
+calls it again (queue only) for rows a crash left ``pending``. Each row is marked ``fannedOut`` only after
+its messages are queued, so a crash in between makes duplicate messages at worst, which receivers recognise
+by the idempotency key: delivery is at-least-once, never at-most-once.
+
+Each message carries its event (``shared.messages.deliveries``) when it fits, so the delivery reads no
+outbox row. With ``attempt_now`` the first attempts are made here, at once, rather than after the
+deliveries queue's polling delay (up to ``maxPollingInterval`` when the queue was idle, once more per hop):
+each message is queued first, invisible for ``delivery.SAFETY_NET_SECONDS``, and deleted once its attempt
+has run (``delivery.attempt_now``), so an instance that dies mid-attempt leaves it to the queue. That costs
+the queue a put and a delete per delivery instead of a put, a get and a delete. Fan-out waits for the
+attempts up to ``ATTEMPT_WAIT_SECONDS``; slower ones (a flow taking its time to answer) go on in the
+background on the same event loop, so the reconcile's invocation is not held by one slow flow.
 """
 
 from __future__ import annotations
@@ -13,30 +22,39 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.messages import deliveries
 from shared.records import outbox
 from shared.records.flows import Flow, FlowRegistry
+from shared.workers import delivery
 
 log = logging.getLogger(__name__)
 
 ENQUEUE_CONCURRENCY = 16
+ATTEMPT_WAIT_SECONDS = 5.0
+_background: set[asyncio.Task[None]] = set()  # attempts still running after fan-out returned (kept referenced)
 
 
-async def fan_out(mailbox: str, event_ids: Iterable[str]) -> int:
-    """Enqueue one delivery per (event, matching flow) and mark each row ``fannedOut``. Returns messages sent.
+async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: bool = False) -> int:
+    """Enqueue one delivery per (event, matching flow) and mark each row ``fannedOut``; with ``attempt_now``,
+    make the first attempts too (see the module). Returns messages sent.
 
     Rows already ``fannedOut`` are skipped, so calling this twice for the same events is harmless."""
     flows: list[Flow] | None = None
     sent = 0
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+    attempts: list[tuple[deliveries.DeliveryMessage, Any]] = []
 
     async def send(message: deliveries.DeliveryMessage) -> None:
         async with limit:
-            await deliveries.enqueue(message)
+            if attempt_now:
+                attempts.append((message, await deliveries.enqueue(message, delivery.SAFETY_NET_SECONDS)))
+            else:
+                await deliveries.enqueue(message)
 
     for event in event_ids:
-        row = await outbox.get(mailbox, event, select=["Trigger", "State", "ServiceIds", "StaffMemberIds"])
+        row = await outbox.get(mailbox, event)
         if row is None:
             log.warning("fan-out: event %s of %s is not in the outbox", event, mailbox, extra={"mailbox": mailbox})
             continue
@@ -49,10 +67,36 @@ async def fan_out(mailbox: str, event_ids: Iterable[str]) -> int:
         if any(flow.filtered for flow in targets):  # a flow filtered out gets no delivery at all
             services, staff = await outbox.filter_keys(mailbox, event, row)
             targets = [flow for flow in targets if flow.matches(services, staff)]
-        await asyncio.gather(*(send(deliveries.new_message(mailbox, event, flow.webhook_id, now)) for flow in targets))
+        carried = _carried(row) if targets else None
+        await asyncio.gather(*(send(deliveries.new_message(mailbox, event, flow.webhook_id, now, carried))
+                               for flow in targets))
         sent += len(targets)
         if not await outbox.mark_fanned_out(mailbox, event, now, len(targets)):
             log.warning("fan-out: event %s of %s vanished while being fanned out", event, mailbox)
         log.info("event %s of %s (%s) fanned out to %d flow(s)", event, mailbox, row.get("Trigger"), len(targets),
                  extra={"mailbox": mailbox, "eventId": event})
+    if attempts:
+        await _attempt(attempts, limit)
     return sent
+
+
+def _carried(row: Any) -> deliveries.DeliveryEvent | None:
+    """The event for the messages to carry; None when its payload cannot be read (the worker then reads the
+    row, fails as it would have, and the message ends as a dead letter an administrator can replay)."""
+    try:
+        return delivery.event_from_row(row)
+    except ValueError:
+        log.error("fan-out: the payload of event %s is unreadable", row.get("RowKey"))
+        return None
+
+
+async def _attempt(attempts: list[tuple[deliveries.DeliveryMessage, Any]], limit: asyncio.Semaphore) -> None:
+    async def one(message: deliveries.DeliveryMessage, queued: Any) -> None:
+        async with limit:
+            await delivery.attempt_now(message, queued)
+
+    tasks = {asyncio.ensure_future(one(message, queued)) for message, queued in attempts}
+    _, pending = await asyncio.wait(tasks, timeout=ATTEMPT_WAIT_SECONDS)
+    for task in pending:
+        _background.add(task)
+        task.add_done_callback(_background.discard)

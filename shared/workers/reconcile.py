@@ -463,7 +463,7 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
                 updatedCount=counts["Updated"], cancelledCount=counts["Cancelled"], graphCalls=plan.graph_calls,
                 durationMs=round((time.perf_counter() - started_clock) * 1000), fullResync=full)
     if plan.events:  # one delivery message per matching flow
-        await fan_out(mailbox, [eid for eid, _, _ in plan.events])
+        await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=True)
     return "reconciled"
 
 

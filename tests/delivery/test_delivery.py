@@ -17,9 +17,10 @@ from shared.adapters import callback_client
 from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.contracts import events
 from shared.messages.deliveries import idempotency_key
+from shared.records import flows
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import FlowRegistry
-from shared.records.outbox import outbox_row_key
+from shared.records.outbox import outbox_row_key, read_payload
 from shared.workers import delivery
 from tests.delivery.conftest import (
     CLINIC,
@@ -46,6 +47,8 @@ async def dead_letters() -> list:
 
 
 async def flow_row(webhook_id: str):
+    """The flow's row once the health noted so far is written (``flows.record_delivery`` writes behind)."""
+    await flows.flush_health()
     return await FlowRegistry(get_store().table(MAILBOX_TABLE), 5).get_flow(CLINIC, webhook_id)
 
 
@@ -77,10 +80,14 @@ async def test_fan_out_sends_one_message_per_flow_of_the_trigger_and_only_once(e
     assert sorted(m["flowId"] for m in messages) == sorted([created_a.webhook_id, created_b.webhook_id])
     for message in messages:
         assert message["eventId"] == event and message["mailbox"] == CLINIC and message["attempt"] == 0
-        assert message["correlationId"] == "cid-1" and message["version"] == 1
+        assert message["correlationId"] == "cid-1" and message["version"] == 2
         assert datetime.fromisoformat(message["firstAttemptAt"]) > datetime.now(UTC) - timedelta(minutes=1)
         assert "callback" not in json.dumps(message).lower() and SECRET not in json.dumps(message)
     row = await get_store().table(MAILBOX_TABLE).get_entity(CLINIC, outbox_row_key(event))
+    # The event travels in the message, as its row holds it: the delivery reads no outbox row.
+    assert messages[0]["event"] == {"trigger": "AppointmentCreated", "changeType": "Created",
+                                    "appointmentId": row["AppointmentId"], "detectedAt": row["DetectedAt"].isoformat(),
+                                    "isTest": False, "payload": read_payload(row)}
     assert row["State"] == "fannedOut" and row["FlowCount"] == 2
     # A second fan-out of the same event (reconcile retried, sweep raced) sends nothing more.
     assert await fan_out(CLINIC, [event], "cid-2") == 0
