@@ -203,3 +203,19 @@ async def test_a_slow_flow_does_not_hold_fan_out(env, receiver, monkeypatch) -> 
         await asyncio.sleep(0.1)
     assert len(receiver.requests("slow")) == 1 and await queue_length() == 0
     assert SECRET not in json.dumps(await queued())
+
+
+async def test_a_write_after_another_instances_starts_from_the_row_again(env, receiver) -> None:
+    """This process remembers the ETag it wrote; another instance's write since makes that a 412, and the
+    write reads the row again instead of overwriting the other's counts."""
+    flow = await add_flow(receiver.url("remembered"))
+    ours = _Outcomes()
+    ours.add(True, "200", datetime.now(UTC))
+    await flows._write_health(CLINIC, flow.row_key, ours)
+    table = get_store().table(MAILBOX_TABLE)
+    stored = await table.get_entity(CLINIC, flow.row_key)
+    await table.update_entity({"PartitionKey": CLINIC, "RowKey": flow.row_key, "FailedCount": 4,
+                               "DeliveredCount": stored["DeliveredCount"] + 2}, mode="merge")  # another instance
+    await flows._write_health(CLINIC, flow.row_key, ours)
+    health = await health_of(flow.webhook_id)
+    assert (health.delivered_count, health.failed_count) == (4, 4)
