@@ -369,6 +369,13 @@ async def mailboxes_with_flows() -> list[str]:
     return [index_mailbox(e) for e in await index_rows(INDEX, select=["RowKey"])]
 
 
+async def restore_index(mailbox: str) -> None:
+    """Put the mailbox's ``~index:flows`` row back: a repair found flows the index does not list (a
+    registration that died between its commit and its second index write, while the last flow's removal
+    deleted the row), which the renewal sweep would otherwise never renew."""
+    await put_index(INDEX, mailbox, {"Kind": "flows"})
+
+
 async def drop_index_if_unused(mailbox: str) -> bool:
     """``FlowRegistry.drop_index_if_unused`` over the running loop's store."""
     return await FlowRegistry.default().drop_index_if_unused(mailbox)

@@ -268,6 +268,8 @@ async def _run_task(item: SubscriptionTask) -> str:
             await flows.drop_index_if_unused(mailbox)
             await subscription_rows.refresh_index(mailbox, None)
             return "nothing to do"
+        if item["reason"] == "no flows left":  # but there are: the flows index lost the mailbox's row
+            await flows.restore_index(mailbox)
         if record is not None and record.state == "active":
             await subscription_rows.refresh_index(mailbox, record)  # the sweep's copy said otherwise
             return "already active"

@@ -215,6 +215,22 @@ async def test_repair_creates_the_missing_subscription_and_releases_orphaned_row
     assert sandbox_subscriptions(sandbox) == []
 
 
+async def test_flows_the_index_lost_are_indexed_again_and_then_renewed(app_host, sandbox) -> None:
+    """A registration that died between its commit and its second index write, while the last flow's removal
+    deleted the index row: the sweep sees a subscription without flows; the repair finds the flows and puts
+    the index row back, so the next sweep renews the subscription instead of skipping it for ever."""
+    await give_flows(CLINIC)
+    await Subscriptions().ensure(CLINIC)
+    await plan_sweep()  # builds the indexes once (from the quota rows), as on an upgraded deployment
+    await get_store().table(MAILBOX_TABLE).delete_entity(mailbox_rows.index_partition("flows"), CLINIC)
+    await expire_soon(CLINIC)
+    later = datetime.now(UTC) + timedelta(minutes=2)  # the creation's lease has ended
+    (repair,) = (await plan_sweep(later)).tasks
+    assert (repair["action"], repair["reason"]) == ("repair", "no flows left")
+    assert await run_task(repair) == "already active"
+    assert [t["action"] for t in (await plan_sweep(later)).tasks] == ["renew"]
+
+
 async def test_lifecycle_recreate_task(app_host, sandbox) -> None:
     await give_flows(CLINIC)
     record = await Subscriptions().ensure(CLINIC)
