@@ -122,5 +122,7 @@ async def enqueue(message: DeliveryMessage, delay_seconds: float = 0) -> Any:
 
 
 async def delete(queued: Any) -> None:
-    """Delete a message ``enqueue`` returned (its pop receipt stays valid until the message is received)."""
+    """Delete a message ``enqueue`` returned. Put Message's pop receipt deletes it until someone else
+    receives it (https://learn.microsoft.com/dotnet/api/azure.storage.queues.models.sendreceipt.popreceipt);
+    after that, this fails and the receiver's copy runs: a duplicate with the same idempotency key."""
     await get_store().queue(DELIVERIES_QUEUE).delete_message(queued.id, queued.pop_receipt)

@@ -13,7 +13,9 @@ each message is queued first, invisible for ``delivery.SAFETY_NET_SECONDS``, and
 has run (``delivery.attempt_now``), so an instance that dies mid-attempt leaves it to the queue. That costs
 the queue a put and a delete per delivery instead of a put, a get and a delete. Fan-out waits for the
 attempts up to ``ATTEMPT_WAIT_SECONDS``; slower ones (a flow taking its time to answer) go on in the
-background on the same event loop, so the reconcile's invocation is not held by one slow flow.
+background, so the reconcile's invocation is not held by one slow flow. The Python worker runs every async
+function on its one event loop, so such a task goes on after the invocation ends; an instance recycled
+meanwhile leaves its message to the queue, as a crash does.
 """
 
 from __future__ import annotations
