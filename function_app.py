@@ -1,7 +1,9 @@
 """Wiring only: one small function per trigger, each delegating to a module of the ``shared`` package.
 
 A standard Python v2 programming-model app: ``func start`` and Azure run it unchanged, and so does the
-project's local host (``python -m devhost``). Importing it must stay cheap (no Graph SDK here).
+project's local host (``python -m devhost``). Importing it must stay cheap: no Graph SDK, and the storage
+queue SDK, httpx and PyJWT only in a background thread once the functions are declared
+(``shared.adapters.lazy_imports``).
 HTTP functions live in ``shared.endpoints``, queue and timer functions in ``shared.workers``
 (``docs/architecture.md`` has the map).
 """
@@ -10,6 +12,7 @@ import gc
 
 import azure.functions as func
 
+from shared.adapters.lazy_imports import warm_up
 from shared.adapters.logs import configure_logging
 from shared.adapters.monitoring import configure_monitoring
 from shared.adapters.settings import get_settings
@@ -173,3 +176,5 @@ async def measure_queues(timer: func.TimerRequest) -> None:
 # long as the process. Frozen, it is left out of full garbage collections, which otherwise took ~40-50 ms
 # each and paused every request in flight (measured: every other notification burst was 50 ms slower).
 gc.freeze()
+# The SDKs the first requests need, imported while the host finishes starting; what they create is frozen too.
+warm_up(then=gc.freeze)

@@ -45,14 +45,20 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import jwt
-from jwt import PyJWK
-
+from shared.adapters.lazy_imports import lazy
 from shared.adapters.settings import Settings, get_settings
 from shared.contracts.errors import ApiError
+
+if TYPE_CHECKING:
+    import httpx
+    import jwt
+    from jwt import PyJWK
+else:
+    # Imported by the first token checked (or the warm-up, shared.adapters.lazy_imports), not with the app.
+    httpx = lazy("httpx")
+    jwt = lazy("jwt")
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +242,7 @@ def _parse_jwks(document: Any) -> dict[str, PyJWK]:
         if not isinstance(kid, str) or not kid:
             continue
         try:
-            keys[kid] = PyJWK({**entry, "alg": ALGORITHM})
+            keys[kid] = jwt.PyJWK({**entry, "alg": ALGORITHM})
         except jwt.PyJWTError:
             log.warning("JWKS key %s skipped: not a usable RSA key", kid)
     return keys

@@ -24,11 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpcore
-import httpx
 
 from shared.adapters.callback_urls import (
     LOOPBACK_HOSTS,
@@ -37,9 +34,18 @@ from shared.adapters.callback_urls import (
     host_on_allowlist,
     resolve_host,
 )
+from shared.adapters.lazy_imports import lazy
 from shared.adapters.logs import RedactingFilter, redact, redact_url
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
+
+if TYPE_CHECKING:
+    import httpcore
+    import httpx
+else:
+    # Imported by the first delivery (or the warm-up, shared.adapters.lazy_imports), not with the app.
+    httpcore = lazy("httpcore")
+    httpx = lazy("httpx")
 
 # httpx logs every request's full URL at INFO ("HTTP Request: POST https://…?sig=…"). configure_logging
 # raises its level, but a callback's signature must not depend on who configured logging: scrub at the source.
@@ -48,7 +54,7 @@ for _name in ("httpx", "httpcore.connection", "httpcore.http11"):
     if not any(isinstance(f, RedactingFilter) for f in _logger.filters):
         _logger.addFilter(RedactingFilter())
 
-REQUEST_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+REQUEST_TIMEOUT = (10.0, 30.0, 30.0, 30.0)  # httpx's (connect, read, write, pool) seconds
 RESPONSE_EXCERPT_BYTES = 300  # of a failed answer's body, for the dead letter (redacted)
 USER_AGENT = "bookings-triggers-delivery/1"
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -76,9 +82,12 @@ async def _allowed_addresses(host: str, port: int) -> list[str]:
     return addresses
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
+class _GuardedBackend:
     """Resolves the host itself, checks every address, and connects to a checked one (TLS still verifies
-    the host name: httpcore passes the origin's host as SNI, not the address)."""
+    the host name: httpcore passes the origin's host as SNI, not the address).
+
+    httpcore's ``AsyncNetworkBackend`` interface (``connect_tcp``, ``connect_unix_socket``, ``sleep``: all its
+    connection pool calls), not a subclass: subclassing would import httpcore with the app."""
 
     def __init__(self) -> None:
         self._inner = httpcore.AnyIOBackend()

@@ -27,12 +27,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
+from shared.adapters.lazy_imports import lazy, settled
 from shared.adapters.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the SDK is imported on first use only
+    import httpx
     from kiota_abstractions.request_information import RequestInformation
+else:
+    httpx = lazy("httpx")  # shared.adapters.lazy_imports
 
 PREFER_UNKNOWN_ENUMS = "include-unknown-enum-members"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -89,6 +91,7 @@ class TokenSource:
         s = self._settings
         if s.graph_credential == "managedidentity":
             if self._credential is None:
+                settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
                 from azure.identity.aio import ManagedIdentityCredential
 
                 self._credential = ManagedIdentityCredential(client_id=s.graph_client_id or None)
@@ -150,6 +153,7 @@ class Graph:
 
     def _get_sdk(self) -> _Sdk:
         if self._sdk is None:
+            settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
             from kiota_abstractions.authentication import BaseBearerTokenAuthenticationProvider
             from msgraph import GraphRequestAdapter, GraphServiceClient
             from msgraph_core import GraphClientFactory

@@ -24,13 +24,18 @@ import asyncio
 import hashlib
 import time
 import weakref
-from typing import Any
-
-import httpx
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.graph import Graph, GraphError
+from shared.adapters.lazy_imports import lazy, settled
 from shared.adapters.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import httpx
+    import jwt
+else:
+    httpx = lazy("httpx")  # both imported on first use (shared.adapters.lazy_imports)
+    jwt = lazy("jwt")
 
 CACHE_SIZE = 1000
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope: audience of client assertions
@@ -40,6 +45,7 @@ class UserTokens:
     """Delegated Graph tokens for one caller, from their bearer token (``TokenSource``'s interface)."""
 
     def __init__(self, settings: Settings, caller_token: str) -> None:
+        settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
         from azure.identity.aio import OnBehalfOfCredential  # only when a call is made as the user
 
         credential: dict[str, Any]
@@ -71,6 +77,7 @@ def _first_line(text: str | None) -> str:
 
 
 def _managed_identity_assertion(client_id: str) -> Any:
+    settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
     from azure.identity import ManagedIdentityCredential
 
     identity = ManagedIdentityCredential(client_id=client_id or None)

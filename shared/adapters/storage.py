@@ -21,13 +21,23 @@ import json
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.data.tables.aio import TableClient, TableServiceClient
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from azure.data.tables.aio import TableServiceClient
 
+from shared.adapters.lazy_imports import lazy, settled
 from shared.adapters.settings import StorageSettings, get_settings
+
+if TYPE_CHECKING:
+    import azure.storage.queue as queue_sdk
+    import azure.storage.queue.aio as queue_aio
+    from azure.data.tables.aio import TableClient
+    from azure.storage.queue.aio import QueueClient, QueueServiceClient
+else:
+    # The queue SDK is ~0.2 s of import (its sync clients and azure-core's requests transport come with it):
+    # loaded by the first queue client, or by the warm-up (shared.adapters.lazy_imports).
+    queue_sdk = lazy("azure.storage.queue")
+    queue_aio = lazy("azure.storage.queue.aio")
 
 # All state of a mailbox lives in one partition (PartitionKey = lower-cased SMTP) of this table.
 MAILBOX_TABLE = "mailboxes"
@@ -96,7 +106,8 @@ class Store:
     def queue(self, name: str) -> QueueClient:
         if name not in self._queue_clients:
             self._queue_clients[name] = self.queues.get_queue_client(
-                name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+                name, message_encode_policy=queue_sdk.TextBase64EncodePolicy(),
+                message_decode_policy=queue_sdk.TextBase64DecodePolicy())
         return self._queue_clients[name]
 
     async def approximate_length(self, name: str) -> int:
@@ -134,14 +145,15 @@ def open_store(storage: StorageSettings) -> Store:
     if storage.connection_string:
         return Store(
             TableServiceClient.from_connection_string(storage.connection_string),
-            QueueServiceClient.from_connection_string(storage.connection_string, **QUEUE_RETRY),
+            queue_aio.QueueServiceClient.from_connection_string(storage.connection_string, **QUEUE_RETRY),
         )
+    settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
     from azure.identity.aio import DefaultAzureCredential  # only on Azure; keeps local imports light
 
     credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
     return Store(
         TableServiceClient(endpoint=storage.table_service_uri, credential=credential),
-        QueueServiceClient(account_url=storage.queue_service_uri, credential=credential, **QUEUE_RETRY),
+        queue_aio.QueueServiceClient(account_url=storage.queue_service_uri, credential=credential, **QUEUE_RETRY),
         credential,
     )
 

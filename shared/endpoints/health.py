@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import azure.functions as func
-import httpx
 
+from shared.adapters.lazy_imports import lazy
 from shared.adapters.logs import redact
 from shared.adapters.monitoring import correlation_id
 from shared.adapters.settings import get_settings
@@ -35,6 +35,11 @@ from shared.adapters.single_flight import SingleFlight
 from shared.adapters.storage import MAILBOX_TABLE, QUEUES, get_store
 from shared.contracts.errors import error_body
 from shared.endpoints.http import endpoint, json_response
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy("httpx")  # only the Graph check needs it (shared.adapters.lazy_imports)
 
 
 class DependencyStatus(TypedDict):
