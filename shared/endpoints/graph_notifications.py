@@ -15,7 +15,6 @@ change; its mailbox gets a full resync instead.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import azure.functions as func
@@ -29,6 +28,7 @@ from shared.messages.mailbox_changes import Change, change_message
 
 MAX_EVENT_ID_CHARS = 1024  # Graph's are ~150; anything longer is not kept (the hint becomes a full resync)
 MAX_CHANGE_TYPE_CHARS = 32
+GRAPH_CHANGE_TYPES = frozenset({"created", "updated", "deleted"})  # keepable as they are
 
 
 def _keepable(text: str, limit: int) -> bool:
@@ -37,6 +37,8 @@ def _keepable(text: str, limit: int) -> bool:
     Anything else could not be sent to Graph by the reconcile worker: it becomes a full resync instead."""
     if len(text) > limit or not text.isprintable():
         return False
+    if text.isascii():  # Graph's ids are: nothing left to check
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -54,16 +56,21 @@ def _event_id(item: dict[str, Any]) -> str:
 
 def _hints(accepted: Accepted) -> dict[tuple[str, str], tuple[list[Change], bool]]:
     """Changes per (mailbox, subscription), and whether some were too odd to keep (then: a full resync)."""
-    by_mailbox: dict[tuple[str, str], list[Change]] = defaultdict(list)
+    by_mailbox: dict[tuple[str, str], list[Change]] = {}
     oversized: set[tuple[str, str]] = set()
     for entry, item in accepted:
-        change_type = item.get("changeType") if isinstance(item.get("changeType"), str) else "updated"
+        change_type = item.get("changeType")
+        if not isinstance(change_type, str):
+            change_type = "updated"
         event, key = _event_id(item), (entry.mailbox, entry.subscription_id)
-        if not _keepable(event, MAX_EVENT_ID_CHARS) or not _keepable(change_type, MAX_CHANGE_TYPE_CHARS):
+        changes = by_mailbox.get(key)
+        if changes is None:
+            changes = by_mailbox[key] = []
+        if not _keepable(event, MAX_EVENT_ID_CHARS) or (
+                change_type not in GRAPH_CHANGE_TYPES and not _keepable(change_type, MAX_CHANGE_TYPE_CHARS)):
             oversized.add(key)  # not kept as a hint, but not lost: the mailbox gets a full resync
-            by_mailbox.setdefault(key, [])
             continue
-        by_mailbox[key].append({"changeType": change_type, "eventId": event})
+        changes.append({"changeType": change_type, "eventId": event})
     return {key: (changes, key in oversized) for key, changes in by_mailbox.items()}
 
 
@@ -75,7 +82,10 @@ async def handle(req: func.HttpRequest) -> func.HttpResponse:
         return batch.handshake
     if batch.dropped:
         track_event(events.NOTIFICATIONS_RECEIVED, itemCount=0, requestCount=1, droppedCount=batch.dropped)
-    return await persisted((enqueue_hint(change_message(mailbox, subscription_id=sid, changes=changes,
-                                                        reason="notification", full_resync=oversized))
-                            for (mailbox, sid), (changes, oversized) in _hints(batch.accepted).items()),
-                           "notifications")
+    writes = [enqueue_hint(change_message(mailbox, subscription_id=sid, changes=changes, reason="notification",
+                                          full_resync=oversized))
+              for (mailbox, sid), (changes, oversized) in _hints(batch.accepted).items()]
+    # The parsed batch is not needed while the hints are stored: freed now, a burst's hundreds of waiting
+    # requests do not keep thousands of dicts alive for every garbage collection to scan.
+    del batch
+    return await persisted(writes, "notifications")

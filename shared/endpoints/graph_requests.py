@@ -98,16 +98,35 @@ def _matches(given: object, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
-def _subscription_id(item: dict[str, Any]) -> str | None:
-    sid = item.get("subscriptionId")
-    return sid if isinstance(sid, str) and sid else None
+def _subscription_ids(items: list[dict[str, Any]]) -> list[str | None]:
+    """Each item's subscription id, None where it is not a non-empty string."""
+    return [sid if isinstance(sid := item.get("subscriptionId"), str) and sid else None for item in items]
 
 
-async def _entries(items: list[dict[str, Any]]) -> tuple[dict[str, IndexEntry | None], set[str]]:
+class _ClientStates:
+    """The clientState checks of one POST. Graph repeats the same clientState on every item of a
+    subscription, so each distinct (subscription, value) pair is compared once; the comparison itself stays
+    ``_matches`` (constant time), and the cache only ever holds values from this POST, never the secret."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    def match(self, given: object, entry: IndexEntry) -> bool:
+        if not isinstance(given, str):
+            return False
+        key = (entry.subscription_id, given)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = _matches(given, entry.client_state)
+        return verdict
+
+
+async def _entries(items: list[dict[str, Any]], sids: list[str | None],
+                   states: _ClientStates) -> tuple[dict[str, IndexEntry | None], set[str]]:
     """Index entries of the ids the items name (None: unknown), and the ids left unread by the cap."""
     entries: dict[str, IndexEntry | None] = {}
     unread: list[str] = []
-    for sid in dict.fromkeys(i for i in map(_subscription_id, items) if i is not None):  # first-seen order
+    for sid in dict.fromkeys(s for s in sids if s is not None):  # first-seen order
         entry = subscription_index.cached(sid)
         if entry is not None or subscription_index.known_unknown(sid):
             entries[sid] = entry
@@ -115,8 +134,8 @@ async def _entries(items: list[dict[str, Any]]) -> tuple[dict[str, IndexEntry | 
             unread.append(sid)
 
     def authentic_seen() -> bool:
-        return any(_matches(i.get("clientState"), entry.client_state)
-                   for i in items if (entry := entries.get(_subscription_id(i) or "")) is not None)
+        return any(states.match(item.get("clientState"), entry) for item, sid in zip(items, sids, strict=True)
+                   if sid is not None and (entry := entries.get(sid)) is not None)
 
     proven = False  # an authentic item seen: this is Graph's POST, read every id it names
     while unread:  # a task per read only when storage is needed: a burst of cached ids stays on the fast path
@@ -131,20 +150,21 @@ async def _entries(items: list[dict[str, Any]]) -> tuple[dict[str, IndexEntry | 
 
 async def authentic_items(items: list[dict[str, Any]]) -> tuple[Accepted, dict[str, int]]:
     """Items whose subscription we know and whose clientState matches; and counts of the dropped."""
+    sids = _subscription_ids(items)
+    states = _ClientStates()
     try:
-        entries, unread = await _entries(items)
+        entries, unread = await _entries(items, sids, states)
     except Exception as error:
         log.error("notification lookup failed (%s); answering 503 so Graph retries", type(error).__name__)
         raise ApiError("NotificationNotPersisted") from None
     accepted: Accepted = []
     dropped = {"unknownSubscription": 0, "clientStateMismatch": 0, "unreadOverLookupCap": 0}
-    for item in items:
-        sid = _subscription_id(item)
+    for item, sid in zip(items, sids, strict=True):
         entry = entries.get(sid) if sid is not None else None
         if entry is None:
             dropped["unreadOverLookupCap" if sid in unread else "unknownSubscription"] += 1
             continue
-        if not _matches(item.get("clientState"), entry.client_state):
+        if not states.match(item.get("clientState"), entry):
             dropped["clientStateMismatch"] += 1
             continue
         accepted.append((entry, item))
@@ -172,8 +192,12 @@ async def read_batch(req: func.HttpRequest, kind: str) -> Batch:
 
 async def persisted(writes: Iterable[Awaitable[Any]], kind: str) -> func.HttpResponse:
     """202 once every write is stored; ``NotificationNotPersisted`` (503) if any failed."""
+    pending = list(writes)
     try:
-        await asyncio.gather(*writes)
+        if len(pending) == 1:
+            await pending[0]  # the usual case (one mailbox): no gather around it, one wake-up less
+        else:
+            await asyncio.gather(*pending)
     except Exception as error:
         log.error("could not store %s (%s); answering 503 so Graph retries", kind, type(error).__name__)
         raise ApiError("NotificationNotPersisted") from None

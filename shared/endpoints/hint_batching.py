@@ -2,9 +2,10 @@
 
 Writing one queue message per POST and mailbox makes a burst cost one
 storage write per request, and the last request of the burst waits for all of them. Instead the hints
-of concurrent requests are written in waves: while one wave is being written, new hints wait, and the
-next wave carries all of them. Every request still answers only once its hint is stored (or 503), so
-nothing is acknowledged before it is persisted.
+of concurrent requests are written in waves: a wave gathers the hints that arrive while it lingers (see
+``_HintBatcher._collect``), and at most ``WAVES_IN_FLIGHT`` waves are being written at once; while that
+many are, the next wave goes on gathering. Every request still answers only once its hint is stored (or
+503), so nothing is acknowledged before it is persisted.
 
 A wave merges hints per mailbox. When it spans few mailboxes it writes one message per mailbox; when
 it spans many (a burst), it writes *bundles* — several mailboxes' messages in one queue message — and
@@ -26,6 +27,10 @@ from shared.messages.mailbox_changes import MAX_MESSAGE_JSON_BYTES, Change, Mail
 
 BUNDLE_ABOVE_MAILBOXES = 4  # up to this many mailboxes in a wave: direct messages, no extra queue hop
 LINGER_SECONDS = 0.02  # the longest a wave waits for more hints of a burst (see _HintBatcher._linger)
+# Two, not one: the first wave of a burst often leaves after a couple of requests (they came before the
+# rest were parsed), and with one at a time the whole burst would wait behind that small write. Not more:
+# under sustained load, hints gather into bigger waves instead of making more writes.
+WAVES_IN_FLIGHT = 2
 
 
 def _json_size(value: object) -> int:
@@ -81,30 +86,41 @@ def _pack(batch: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]) -> lis
 class _HintBatcher:
     def __init__(self) -> None:
         self.waiting: list[tuple[MailboxChangeMessage, asyncio.Future[None]]] = []
-        self.writer: asyncio.Task[None] | None = None  # referenced, so the loop cannot drop a running wave
+        self.collector: asyncio.Task[None] | None = None  # the wave gathering ``waiting``, if any
+        self.writes: set[asyncio.Task[None]] = set()  # waves being written; referenced, so the loop keeps them
 
     def submit(self, message: MailboxChangeMessage) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting.append((message, done))
-        if self.writer is None:
-            self.writer = asyncio.create_task(self._write_waves())
+        if self.collector is None:
+            self.collector = asyncio.create_task(self._collect())
         return done
 
-    async def _write_waves(self) -> None:
+    async def _collect(self) -> None:
+        """Gather a wave (linger, then wait for a free write slot) and start writing it."""
         try:
-            while self.waiting:
-                await self._linger()
-                wave, self.waiting = self.waiting, []
-                try:
-                    await asyncio.gather(*(self._write(m) for m in _pack(wave)))
-                except BaseException as error:  # a bug in packing must not leave requests waiting forever
-                    _settle([f for _, f in wave], error)
-                    raise
-        finally:
-            self.writer = None
-            if self.waiting:  # only after an unexpected error; never strand a request
-                wave, self.waiting = self.waiting, []
-                _settle([f for _, f in wave], RuntimeError("hint writer stopped"))
+            await self._linger()
+            while len(self.writes) >= WAVES_IN_FLIGHT:
+                await asyncio.wait(self.writes, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (the loop is closing): never strand a request
+            self.collector = None
+            wave, self.waiting = self.waiting, []
+            _settle([f for _, f in wave], RuntimeError("hint writer stopped"))
+            raise
+        # No await from here on: a hint submitted after this point starts the next wave.
+        self.collector = None
+        wave, self.waiting = self.waiting, []
+        write = asyncio.create_task(self._write_wave(wave))
+        self.writes.add(write)
+        write.add_done_callback(self.writes.discard)
+
+    @classmethod
+    async def _write_wave(cls, wave: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]) -> None:
+        try:
+            await asyncio.gather(*(cls._write(m) for m in _pack(wave)))
+        except BaseException as error:  # a bug in packing must not leave requests waiting forever
+            _settle([f for _, f in wave], error)
+            raise
 
     async def _linger(self) -> None:
         """Let the requests of a burst join the wave before it is written.

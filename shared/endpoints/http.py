@@ -82,6 +82,8 @@ def route_template(req: func.HttpRequest) -> str:
     """The request's path with its route parameters' values replaced by their names: what the app serves."""
     path = urlsplit(req.url).path or "/"
     names = {value: name for name, value in (req.route_params or {}).items() if value}
+    if not names:  # a route without parameters (the Graph endpoints): the path is the template
+        return path
     return "/".join(f"{{{names[unquote(part)]}}}" if unquote(part) in names else part for part in path.split("/"))
 
 

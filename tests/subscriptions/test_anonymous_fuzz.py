@@ -144,6 +144,24 @@ async def test_an_event_id_that_graph_could_not_be_asked_about_becomes_a_full_re
     assert body["fullResync"] is True and body["changes"] == [{"changeType": "updated", "eventId": "fine"}]
 
 
+async def test_each_item_of_a_subscription_is_checked_against_its_own_client_state(known, azurite) -> None:
+    # One POST, one subscription, the right and a wrong clientState alternating (the checks of one POST are
+    # shared per value: a wrong one seen after the right one must stay wrong), and a changeType Graph does not
+    # send today, which is kept as it is.
+    items = [genuine(known, "good-1"), {**genuine(known, "bad-1"), "clientState": "forged"},
+             {**genuine(known, "good-2"), "changeType": "renamed"},
+             {**genuine(known, "bad-2"), "clientState": "forged"},
+             {**genuine(known, "bad-3"), "clientState": CLIENT_STATE[:-1]}]
+    hinted_events(azurite)
+    response = await graph_notifications.handle(request(json.dumps({"value": items}).encode()))
+    assert response.status_code == 202
+    client = QueueClient.from_connection_string(azurite.connection_string, MAILBOX_CHANGES_QUEUE)
+    [body] = [json.loads(base64.b64decode(m.content)) for m in client.receive_messages(max_messages=32)]
+    client.clear_messages()
+    assert body["changes"] == [{"changeType": "updated", "eventId": "good-1"},
+                               {"changeType": "renamed", "eventId": "good-2"}]
+
+
 @pytest.mark.parametrize("token", ["\ud800", "ok\udfffok", "x" * 2000])
 async def test_an_unsendable_validation_token_is_a_400(clean_env, token: str) -> None:
     for handle in ROUTES.values():
