@@ -128,3 +128,39 @@ async def test_hints_arriving_over_several_loop_turns_join_one_wave(clean_env, m
         await asyncio.sleep(0)
     await asyncio.gather(*futures)
     assert len(writes) == 1 and len(writes[0]["bundle"]) == 10
+
+
+async def test_a_wave_is_written_while_an_earlier_one_is_still_in_flight_but_no_more_than_two(
+        clean_env, monkeypatch) -> None:
+    # A slow first write (a small early wave of a burst) must not hold back the hints that came after it;
+    # but while WAVES_IN_FLIGHT waves are being written, later hints wait and gather into one wave.
+    release = {name: asyncio.Event() for name in ("first", "second")}
+    writes: list[list[str]] = []
+
+    async def held(message: dict) -> None:
+        events = [c["eventId"] for m in message.get("bundle", [message]) for c in m["changes"]]
+        writes.append(events)
+        if events[0] in release:
+            await release[events[0]].wait()
+
+    async def until(condition) -> None:
+        async with asyncio.timeout(5):
+            while not condition():
+                await asyncio.sleep(0)
+
+    monkeypatch.setattr(hint_batching, "enqueue", held)
+    assert hint_batching.WAVES_IN_FLIGHT == 2
+    first = enqueue_hint(hint("first"))
+    await until(lambda: writes)
+    second = enqueue_hint(hint("second"))
+    await until(lambda: len(writes) == 2)  # written although the first wave is still in flight
+    later = [enqueue_hint(hint(f"later-{i}")) for i in range(3)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert writes == [["first"], ["second"]] and not any(f.done() for f in (first, second, *later))
+    release["second"].set()
+    await asyncio.wait_for(second, timeout=5)
+    await asyncio.wait_for(asyncio.gather(*later), timeout=5)  # one slot free: the later hints, as one wave
+    assert writes[2:] == [["later-0", "later-1", "later-2"]] and not first.done()
+    release["first"].set()
+    await asyncio.wait_for(first, timeout=5)
