@@ -14,7 +14,7 @@ import azure.functions as func
 
 from shared.adapters.lazy_imports import warm_up
 from shared.adapters.logs import configure_logging
-from shared.adapters.monitoring import configure_monitoring
+from shared.adapters.monitoring import configure_monitoring_safely
 from shared.adapters.settings import get_settings
 from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE, poison_queue
 from shared.endpoints import appointments as appointment_api
@@ -28,7 +28,6 @@ from shared.workers import delivery, outbox_sweep, poison, queue_metrics, reconc
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
 configure_logging(settings.log_level)
-configure_monitoring(settings)  # no-op unless APPLICATIONINSIGHTS_CONNECTION_STRING is set
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -176,5 +175,6 @@ async def measure_queues(timer: func.TimerRequest) -> None:
 # long as the process. Frozen, it is left out of full garbage collections, which otherwise took ~40-50 ms
 # each and paused every request in flight (measured: every other notification burst was 50 ms slower).
 gc.freeze()
-# The SDKs the first requests need, imported while the host finishes starting; what they create is frozen too.
-warm_up(then=gc.freeze)
+# The SDKs the first requests need, imported while the host finishes starting, then the Application Insights
+# exporter (a no-op unless APPLICATIONINSIGHTS_CONNECTION_STRING is set); what they create is frozen too.
+warm_up(then=lambda: (configure_monitoring_safely(settings), gc.freeze()))

@@ -28,10 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 0.5
 WARMED = "import function_app\nfrom shared.adapters.lazy_imports import settled\nsettled()\n"
 
+APP_INSIGHTS = ("import os\nos.environ['APPLICATIONINSIGHTS_CONNECTION_STRING'] = "
+                "'InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/'\n")
 VARIANTS = {
     "bare interpreter": "pass",
     "import function_app": "import function_app",
     "function_app, warm-up finished": WARMED,
+    # As on Azure, where the exporter is on: its set-up (~0.4 s) runs in the warm-up thread too.
+    "import function_app, App Insights on": APP_INSIGHTS + "import function_app",
+    "App Insights on, warm-up finished": APP_INSIGHTS + WARMED,
     "function_app + msgraph eagerly": (
         WARMED +  # no Graph SDK import beside the warm-up's (shared.adapters.lazy_imports)
         "from msgraph import GraphServiceClient\n"
@@ -104,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ratio eager/lazy import time: {eager['seconds'] / app['seconds']:.2f}x; "
           f"peak RSS: {eager['peak_rss_mb'] / app['peak_rss_mb']:.2f}x "
           f"(+{eager['peak_rss_mb'] - app['peak_rss_mb']:.0f} MB)")
-    print(f"import cost of function_app: {app_cost:.3f} s (target <= {TARGET_SECONDS} s: "
-          f"{'met' if app_cost <= TARGET_SECONDS else 'NOT met'})")
+    insights_cost = results["import function_app, App Insights on"]["seconds"] - base["seconds"]
+    worst = max(app_cost, insights_cost)
+    print(f"import cost of function_app: {app_cost:.3f} s, with App Insights on {insights_cost:.3f} s "
+          f"(target <= {TARGET_SECONDS} s: {'met' if worst <= TARGET_SECONDS else 'NOT met'})")
     if app["msgraph_loaded"] or results["function_app, warm-up finished"]["msgraph_loaded"]:
         print("FAIL: importing function_app loads the Graph SDK")
         sys.exit(1)

@@ -1,10 +1,11 @@
 """Application Insights export (azure-monitor-opentelemetry) and the one way to emit a telemetry event.
 
 ``configure_monitoring(settings)`` turns export on only when APPLICATIONINSIGHTS_CONNECTION_STRING is
-set, and imports the exporter only then: locally and in tests nothing is loaded, and importing
-``function_app`` stays cheap. On Azure, local (key) authentication of Application Insights is disabled,
-so the exporter authenticates with the app's user-assigned managed identity (Entra token; the identity
-holds Monitoring Metrics Publisher).
+set, and imports the exporter only then: locally and in tests nothing is loaded. ``function_app`` runs it
+in the warm-up thread (``configure_monitoring_safely``), so its ~0.4 s of imports are not part of the
+app's import; everything that needs the exporter waits for that thread first. On Azure, local (key)
+authentication of Application Insights is disabled, so the exporter authenticates with the app's
+user-assigned managed identity (Entra token; the identity holds Monitoring Metrics Publisher).
 
 ``track_event(name, **dimensions)`` logs one event of ``shared.contracts.events``. With export on, the exporter
 turns it into a ``customEvents`` row (name, and dimensions as ``customDimensions``); without, it is an
@@ -43,6 +44,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.lazy_imports import settled
 from shared.adapters.logs import RedactingFilter, redact
 from shared.contracts import events
 
@@ -152,6 +154,19 @@ def configure_monitoring(settings: Settings) -> bool:
     return True
 
 
+def configure_monitoring_safely(settings: Settings) -> None:
+    """``configure_monitoring`` for the warm-up thread (``shared.adapters.lazy_imports.warm_up``): the exporter
+    costs ~0.4 s of imports, which the import of the app then does not wait for. What needs the exporter
+    waits for the warm-up instead (``track_event``, ``request_span``, ``record_gauge`` call ``settled``), so
+    no custom event or request row is emitted before it exists; log records of that moment reach
+    Application Insights through the Functions host, as traces. A failure is logged, not raised: a thread
+    cannot stop the app, and a missing exporter must not stop deliveries."""
+    try:
+        configure_monitoring(settings)
+    except Exception:
+        logging.getLogger(__name__).exception("Application Insights export could not be set up")
+
+
 def use_providers(tracer_provider: Any, meter_provider: Any) -> None:
     """Export request spans and metrics through these OpenTelemetry providers (None: stop)."""
     global _tracer, _meter
@@ -173,6 +188,7 @@ class RequestRecord:
 @contextmanager
 def request_span(method: str, route: str, url: str) -> Iterator[RequestRecord]:
     """The record of one HTTP answer (``url`` already without its query): a server span when export is on."""
+    settled()  # the exporter may still be being set up (configure_monitoring_safely)
     record = RequestRecord(f"{method} {route}")
     started = time.perf_counter()
     if _tracer is None:
@@ -203,6 +219,7 @@ def record_gauge(name: str, value: float, **dimensions: Any) -> None:
     if allowed is None:
         raise ValueError(f"Unknown metric {name!r}: declare it in shared/contracts/events.py first.")
     attributes = {k: redact(str(v)) for k, v in dimensions.items() if k in allowed and v is not None}
+    settled()
     _event_logger.debug("%s %s value=%s", name, attributes, value)
     if _meter is None:
         return
@@ -233,5 +250,6 @@ def event_dimensions(name: str, dimensions: dict[str, Any]) -> dict[str, str | i
 def track_event(name: str, level: int = logging.INFO, **dimensions: Any) -> None:
     """Emit telemetry event ``name`` (a constant of ``shared.contracts.events``) with its declared dimensions."""
     kept = event_dimensions(name, {**_context.get(), **dimensions})
+    settled()  # a custom event needs the exporter: see configure_monitoring_safely
     summary = " ".join(f"{k}={v}" for k, v in sorted(kept.items()))
     _event_logger.log(level, "%s %s", name, summary, extra={_CUSTOM_EVENT_ATTRIBUTE: name, **kept})

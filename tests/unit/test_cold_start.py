@@ -44,6 +44,17 @@ def test_function_app_import_leaves_the_heavy_sdks_to_the_warm_up() -> None:
     assert _loaded_after(code, HEAVY) == []
 
 
+def test_the_exporter_is_set_up_by_the_warm_up_not_by_the_import() -> None:
+    on = ("import os\nos.environ['APPLICATIONINSIGHTS_CONNECTION_STRING'] = "
+          "'InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/'\n")
+    held_back = "import shared.adapters.lazy_imports as lazy_imports\nlazy_imports.warm_up = lambda then=None: None\n"
+    assert _loaded_after(on + held_back + "import function_app", ("azure.monitor",)) == []
+    # Once the warm-up is done the exporter is on, before any event could be emitted (track_event waits).
+    code = (on + "import function_app\nfrom shared.adapters import monitoring\n"
+            "monitoring.track_event('MailboxReconciled')\nassert monitoring._configured and monitoring._tracer")
+    assert "azure.monitor.opentelemetry" in _loaded_after(code, ("azure.monitor",))
+
+
 def test_the_warm_up_loads_every_lazy_module() -> None:
     code = "import function_app\nfrom shared.adapters.lazy_imports import settled\nsettled()"
     loaded = _loaded_after(code, LAZY_MODULES)
