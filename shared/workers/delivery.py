@@ -79,8 +79,10 @@ def _parsed(message: func.QueueMessage, queue: str) -> DeliveryMessage | None:
 
 # A first attempt made straight from fan-out (``attempt_now``) has its message queued first, invisible this
 # long: longer than an attempt can take (the POST's 30 s timeout plus storage), so the queue offers it only
-# when the attempt never finished (the instance died, or storage failed while recording the outcome).
-SAFETY_NET_SECONDS = 90
+# when the attempt never finished (the instance died, or storage failed while recording the outcome). That
+# is also how late such a delivery comes: sooner than a message whose worker died, which waits out the
+# queue's 10-minute lease on Azure.
+SAFETY_NET_SECONDS = 60
 
 
 def _context(item: DeliveryMessage) -> Any:
