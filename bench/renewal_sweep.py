@@ -8,8 +8,9 @@ worker handled (re-enqueued with Retry-After) and how many were not handled (tar
 Set-up, not measured: N mailbox users and N subscriptions are put straight into the Graph sandbox
 (``POST /_sandbox/users``, ``POST /_sandbox/subscriptions``: no handshake, no write limit), and the rows a
 registration leaves behind are written to Azurite: per mailbox the ``subscription`` row (active,
-expiring within the renewal window) and the ``quota`` row (FlowCount 1), plus the ``subscriptions`` index
-row. Then the sandbox's write limit is switched on and the sweep runs.
+expiring within the renewal window) and the ``quota`` row (FlowCount 1), the ``subscriptions`` index row,
+and the sweep's index rows (``~index:flows``, ``~index:subscription``). Then the sandbox's write limit is
+switched on and the sweep runs.
 
 What runs: ``shared.workers.renewal.sweep`` — the renewal timer's body — is called in this process (the local host
 cannot fire a timer on demand); it enqueues a ``renew`` task per subscription on ``subscription-tasks``,
@@ -46,7 +47,9 @@ def seed(s: Stack, sandbox: SandboxProcess, host_url: str, prefix: str, count: i
     from azure.data.tables import TableClient
 
     from shared.adapters.storage import MAILBOX_TABLE, SUBSCRIPTION_TABLE
+    from shared.records import flows, subscription_rows
     from shared.records.flows import QUOTA_ROW
+    from shared.records.mailbox import index_row
     from shared.records.subscription_rows import SUBSCRIPTION_ROW
 
     expires = datetime.now(UTC) + timedelta(hours=12)
@@ -71,6 +74,10 @@ def seed(s: Stack, sandbox: SandboxProcess, host_url: str, prefix: str, count: i
                         "Failures": 0, "LastError": ""}),
             ("upsert", {"PartitionKey": row["mailbox"], "RowKey": QUOTA_ROW, "Kind": "quota", "FlowCount": 1}),
         ])
+        # The sweep's indexes, as the registration and the subscription's owner keep them.
+        mailbox_table.upsert_entity(index_row(flows.INDEX, row["mailbox"], Kind="flows"))
+        mailbox_table.upsert_entity(index_row(subscription_rows.INDEX, row["mailbox"], State="active",
+                                              SubscriptionId=row["id"], ExpirationDateTime=expires))
         index_table.upsert_entity({"PartitionKey": row["id"], "RowKey": "", "Mailbox": row["mailbox"],
                                    "ClientState": row["clientState"], "ExpirationDateTime": expires})
 
