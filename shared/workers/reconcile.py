@@ -22,13 +22,15 @@ Cost (Graph calls per change). A hint for one event of a mailbox whose horizon l
 took) is reconciled over the whole horizon: one listing, then a GET by id of what is new or changed (the
 listing omits customers and notes). Listing the whole horizon costs that one request, where reading the
 event first to narrow the window costs one more (``GET /users/{id}/events/{id}``: a notification without
-resource data names the event, not its time), and it covers every hint received before it. A larger
-mailbox reads the event and lists a narrow window around it instead. Hints received while a reconcile of
-the same mailbox runs are deferred and come back as one full reconcile, which covers them all, so a burst
-of notifications costs a couple of Graph listings, not one per hint. The business's services, staff and
-custom questions, which payloads name, are kept ``LOOKUP_CACHE_SECONDS`` and read again sooner only when an
-appointment names an id they lack (a new service, staff member or question). The floor per change: the
-listing and the GET by id, 2 requests, plus 3 lookups per business per ``LOOKUP_CACHE_SECONDS``.
+resource data names the event, not its time), and it covers every hint received before it. When that listing
+finds nothing new, the hinted event may be beyond the horizon (booked years ahead): the reconcile then reads
+it after all and compares a window around it. A larger mailbox reads the event and lists a narrow window
+around it from the start. Hints received while a reconcile of the same mailbox runs are deferred and come
+back as one full reconcile, which covers them all, so a burst of notifications costs a couple of Graph
+listings, not one per hint. The business's services, staff and custom questions, which payloads name, are
+kept ``LOOKUP_CACHE_SECONDS`` and read again sooner only when an appointment names an id they lack (a new
+service, staff member or question). The floor per change: the listing and the GET by id, 2 requests, plus 3
+lookups per business per ``LOOKUP_CACHE_SECONDS``.
 A first reconcile after a subscription is created is a *baseline*: it records what exists without
 emitting events, except for appointments created or changed after the subscription was made.
 """
@@ -141,17 +143,18 @@ class Reconciler:
     # ---- Graph reads -------------------------------------------------------------------------------
 
     async def _window(self, message: MailboxChangeMessage, full: bool,
-                      horizon_pages: int | None) -> tuple[datetime, datetime, bool]:
-        """The time window to compare, and whether it is the full horizon (``horizon_pages``: how many pages
-        the mailbox's last whole listing took, None if unknown)."""
+                      horizon_pages: int | None) -> tuple[datetime, datetime, bool, bool]:
+        """The time window to compare, whether it is the full horizon, and whether that was chosen only
+        because it is cheap (``horizon_pages``: how many pages the mailbox's last whole listing took, None if
+        unknown), not because the hint needs it."""
         now = datetime.now(UTC)
         horizon = (now - timedelta(days=self.settings.resync_past_days),
                    now + timedelta(days=self.settings.resync_horizon_days))
         changes = message.get("changes") or []
         if full or not changes or any(c.get("changeType") == "deleted" for c in changes):
-            return horizon[0], horizon[1], True  # a deleted event cannot tell us where it was
+            return horizon[0], horizon[1], True, False  # a deleted event cannot tell us where it was
         if horizon_pages is not None and horizon_pages <= WHOLE_LISTING_MAX_PAGES:
-            return horizon[0], horizon[1], True  # as cheap as reading the event, and it covers more
+            return horizon[0], horizon[1], True, True  # as cheap as reading the event, and it covers more
         starts, ends = [], []
         for change in changes:
             try:
@@ -159,14 +162,14 @@ class Reconciler:
                 calendar_event = await self.graph.get_event(self.mailbox, change.get("eventId", ""))
             except GraphError as error:
                 if error.status == 404:
-                    return horizon[0], horizon[1], True  # gone already: look everywhere
+                    return horizon[0], horizon[1], True, False  # gone already: look everywhere
                 raise
             start, end = graph_time(calendar_event.get("start")), graph_time(calendar_event.get("end"))
             if start is None or end is None:
-                return horizon[0], horizon[1], True
+                return horizon[0], horizon[1], True, False
             starts.append(start)
             ends.append(end)
-        return min(starts) - timedelta(minutes=1), max(ends) + timedelta(minutes=1), False
+        return min(starts) - timedelta(minutes=1), max(ends) + timedelta(minutes=1), False, False
 
     async def _lookups_for_mapping(self, appointment: dict[str, Any]) -> dict[str, Any]:
         """Services, staff and custom questions of the business, which payloads name. They change rarely,
@@ -223,7 +226,20 @@ class Reconciler:
                    horizon_pages: int | None = None) -> Plan:
         """Read Graph, compare with the snapshot, and return what to write. No writes here."""
         full = bool(message.get("fullResync")) or baseline_at is not None
-        start, end, whole = await self._window(message, full, horizon_pages)
+        start, end, whole, shortcut = await self._window(message, full, horizon_pages)
+        plan = await self._compare(start, end, whole, baseline_at)
+        if shortcut and not plan.events:
+            # The hinted event may lie beyond the horizon (booked years ahead), where no whole listing looks:
+            # read it and compare a window around it, as a larger mailbox would. Costs a GET when a hint
+            # brings nothing new (a repeated notification); never loses a far-off booking.
+            narrow = await self.diff(message, baseline_at, None)
+            if narrow.events:
+                return narrow
+            plan.graph_calls = self.graph_calls
+        return plan
+
+    async def _compare(self, start: datetime, end: datetime, whole: bool, baseline_at: datetime | None) -> Plan:
+        """List ``start``..``end``, read what is new or changed, and diff it against the snapshots."""
         snapshots = await reconcile_state.snapshots(self.mailbox)
         listing, pages = await self.graph.calendar_view_pages(self.mailbox, start, end)
         self.graph_calls += pages

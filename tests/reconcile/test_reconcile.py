@@ -239,6 +239,18 @@ async def test_a_hint_in_a_mailbox_listed_in_one_page_lists_the_whole_horizon_wi
     assert await reconcile(earlier) == "covered"
 
 
+async def test_a_booking_beyond_the_horizon_is_found_by_the_hinted_event(baselined: Bookings, sandbox) -> None:
+    """A mailbox whose horizon lists in one page takes the whole-horizon listing for a hint, but a booking
+    made years ahead lies beyond it: finding nothing new, the reconcile reads the hinted event and compares a
+    window around it, so the booking is not lost."""
+    created = baselined.create(minutes_from_now=3 * 365 * 24 * 60)
+    events = httpx.get(f"{sandbox.graph_url}/users/{CLINIC}/events", headers=sandbox.graph_headers()).json()["value"]
+    newest = max(events, key=lambda e: e.get("createdDateTime", ""))
+    await asyncio.sleep(2.5)  # beyond the coverage margin of the baseline
+    await reconcile(hint(changes=[{"changeType": "created", "eventId": newest["id"]}]))
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", created["id"])]
+
+
 async def test_lookups_are_read_again_when_an_appointment_names_an_id_they_lack(baselined: Bookings,
                                                                                   sandbox) -> None:
     """Services, staff and questions stay cached; an appointment naming a staff member the cache lacks (one
