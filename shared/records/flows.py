@@ -395,8 +395,7 @@ async def flow_count(mailbox: str) -> int:
     return await FlowRegistry.default().flow_count(mailbox)
 
 
-# --- delivery health ----------------------------------------------------------------------------------------
-# ---- What the delivery worker reads and writes: the flow as recently read, and its health ----
+# --- what the delivery worker reads and writes: the flow as recently read, and its health ------------------
 
 # A delivery needs the flow's callback URL. Reading the row for each of a burst of events to one flow is most
 # of a delivery's storage work, so rows are kept this long per process. A flow removed on another instance
@@ -433,8 +432,8 @@ def forget_flow(mailbox: str, webhook_id: str) -> None:
 
 
 # Delivery health is written behind the deliveries: each flow's outcomes of the last ``HEALTH_FLUSH_SECONDS``
-# go out in one ETag-guarded read + merge (a burst of 100 events to a flow costs a few writes, not 200
-# storage calls), retried on 412 so that concurrent instances keep the counts exact. What a process holds
+# go out in one ETag-guarded merge (a burst of 100 events to a flow costs a few writes, not 200 storage
+# calls), retried on 412 so that concurrent instances keep the counts exact. What a process holds
 # when it is killed (at most that long of outcomes) is lost: the counters are for administrators, and the
 # deliveries themselves are in telemetry (DeliverySucceeded / DeliveryFailed).
 HEALTH_FLUSH_SECONDS = 1.0

@@ -4,8 +4,8 @@ It takes the event from the message (or, when the message does not carry it, fro
 and the callback URL from the flow row (``flows.flow_for_delivery``: read at most a few seconds ago; the
 secret never travels in the queue), then POSTs the payload as JSON through the guarded client
 (``shared.adapters.callback_client``) with ``Idempotency-Key: idempotency_key(eventId, flowId)`` (the same on
-every retry), ``X-Bookings-Trigger`` and ``X-Bookings-Event-Id`` (and
-``X-Bookings-Test: true`` on a test event). Outcomes:
+every retry), ``X-Bookings-Trigger`` and ``X-Bookings-Event-Id`` (and ``X-Bookings-Test: true`` on a test
+event). Outcomes:
 
 ===============================  ==================================================================
 2xx                              done; flow health: delivered count, last status, failures reset
