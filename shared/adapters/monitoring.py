@@ -163,8 +163,9 @@ def configure_monitoring_safely(settings: Settings) -> None:
     cannot stop the app, and a missing exporter must not stop deliveries."""
     try:
         configure_monitoring(settings)
-    except Exception:
-        logging.getLogger(__name__).exception("Application Insights export could not be set up")
+    except Exception as error:  # its text may quote the connection string: the type only
+        logging.getLogger(__name__).error("Application Insights export could not be set up (%s)",
+                                          type(error).__name__)
 
 
 def use_providers(tracer_provider: Any, meter_provider: Any) -> None:
