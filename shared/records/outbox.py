@@ -288,6 +288,12 @@ async def rows(mailbox: str) -> list[Any]:
                                   select=["PartitionKey", "RowKey", "EventId", "State", "LastEnqueuedAt", "Timestamp"])
 
 
+async def pending_events(mailbox: str) -> list[str]:
+    """The ids of the mailbox's events committed but not yet fanned out."""
+    return [e["EventId"] for e in await rows_with_prefix(mailbox, OUTBOX_PREFIX, select=["EventId", "State"])
+            if e.get("State") == PENDING]
+
+
 async def reschedule_mailbox(index_entity: Any, next_due: datetime | None, now: datetime) -> None:
     """The mailbox is due again at ``next_due``; None: it has no outbox rows left."""
     await reschedule(index_entity, next_due, now)

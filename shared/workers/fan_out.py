@@ -1,8 +1,9 @@
 """Fan-out: an event's ``pending`` outbox row becomes one delivery message per flow registered for its trigger
 (and, for a flow with service or staff filters, matching them: ``Flow.matches``).
 
-Right after the reconcile commits outbox rows it calls ``fan_out(..., attempt_now=True)``; the outbox sweep
-calls it again (queue only) for rows a crash left ``pending``. Each row is marked ``fannedOut`` only after
+Right after the reconcile commits outbox rows it calls ``fan_out(..., attempt_now=True)``; for rows a
+failure left ``pending``, the retry of the same hint calls it again, and the outbox sweep (queue only)
+whatever a retry did not reach. Each row is marked ``fannedOut`` only after
 its messages are queued, so a crash in between makes duplicate messages at worst, which receivers recognise
 by the idempotency key: delivery is at-least-once, never at-most-once.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,8 +44,6 @@ async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: bool =
     make the first attempts too (see the module). Returns messages sent.
 
     Rows already ``fannedOut`` are skipped, so calling this twice for the same events is harmless."""
-    flows: list[Flow] | None = None
-    sent = 0
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
     attempts: list[tuple[deliveries.DeliveryMessage, Any]] = []
 
@@ -55,6 +54,21 @@ async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: bool =
             else:
                 await deliveries.enqueue(message)
 
+    try:
+        sent = await _queue_all(mailbox, event_ids, send)
+    except Exception:
+        # Messages already queued are invisible for the safety net's minute: make their attempts anyway (a
+        # storage blip while marking a row must not hold deliveries back that long), then fail as before.
+        await _attempt(attempts, limit)
+        raise
+    await _attempt(attempts, limit)
+    return sent
+
+
+async def _queue_all(mailbox: str, event_ids: Iterable[str],
+                     send: Callable[[deliveries.DeliveryMessage], Awaitable[None]]) -> int:
+    flows: list[Flow] | None = None
+    sent = 0
     for event in event_ids:
         row = await outbox.get(mailbox, event)
         if row is None:
@@ -77,8 +91,6 @@ async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: bool =
             log.warning("fan-out: event %s of %s vanished while being fanned out", event, mailbox)
         log.info("event %s of %s (%s) fanned out to %d flow(s)", event, mailbox, row.get("Trigger"), len(targets),
                  extra={"mailbox": mailbox, "eventId": event})
-    if attempts:
-        await _attempt(attempts, limit)
     return sent
 
 
@@ -97,6 +109,8 @@ async def _attempt(attempts: list[tuple[deliveries.DeliveryMessage, Any]], limit
         async with limit:
             await delivery.attempt_now(message, queued)
 
+    if not attempts:
+        return
     tasks = {asyncio.ensure_future(one(message, queued)) for message, queued in attempts}
     _, pending = await asyncio.wait(tasks, timeout=ATTEMPT_WAIT_SECONDS)
     for task in pending:

@@ -414,11 +414,26 @@ class _lease_kept:  # used as ``async with _lease_kept(worker)``
         return False
 
 
-async def reconcile(message: MailboxChangeMessage) -> str:
+async def reconcile(message: MailboxChangeMessage, *, retried: bool = False) -> str:
     """Handle one hint. Returns what happened: covered | deferred | reconciled | unwatched | throttled | lease
-    lost (for logs and tests)."""
+    lost (for logs and tests). ``retried``: the queue offers the message again after a failed run."""
     with telemetry_context(mailbox=message["mailbox"].lower(), correlationId=message.get("correlationId") or None):
+        if retried:
+            await _fan_out_left_pending(message["mailbox"].lower())
         return await _reconcile(message)
+
+
+async def _fan_out_left_pending(mailbox: str) -> None:
+    """A failed run may have committed events and then failed to fan them out (storage gone between the
+    two). The retry finds the snapshot already moved, so it derives nothing; fan those rows out now rather
+    than when the outbox sweep finds them minutes later. One read of the mailbox's outbox rows, on retries
+    only. A row another instance is fanning out at this moment gets its messages twice, under the same
+    idempotency keys."""
+    left = await outbox.pending_events(mailbox)
+    if left:
+        log.warning("reconcile of %s: %d event(s) committed by an earlier run were never fanned out", mailbox,
+                    len(left), extra={"mailbox": mailbox})
+        await fan_out(mailbox, left, attempt_now=True)
 
 
 async def _reconcile(message: MailboxChangeMessage) -> str:
@@ -494,6 +509,6 @@ async def handle_message(msg: Any) -> None:
         count = await mailbox_changes.split_bundle(message)  # type: ignore[arg-type]
         log.info("split a bundle of change hints into %d mailbox messages", count)
         return
-    outcome = await reconcile(message)  # type: ignore[arg-type]
+    outcome = await reconcile(message, retried=(msg.dequeue_count or 1) > 1)  # type: ignore[arg-type]
     log.info("reconcile %s: %s", message["mailbox"], outcome,
              extra={"mailbox": message["mailbox"], "correlationId": message.get("correlationId", "")})

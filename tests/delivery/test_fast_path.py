@@ -188,6 +188,24 @@ async def test_a_first_attempt_that_dies_is_delivered_by_the_queue(env, receiver
     assert receiver.requests("died")[0].headers["idempotency-key"] == idempotency_key(event, flow.webhook_id)
 
 
+async def test_a_storage_error_after_queueing_still_makes_the_first_attempt(env, receiver, monkeypatch) -> None:
+    """Fault injection: storage fails while marking the row, after the message was queued invisible for the
+    safety net. The attempt is made at once anyway (not a minute later), and fan-out still fails, so its
+    caller's retry and the outbox sweep see the row ``pending`` as before."""
+    flow = await add_flow(receiver.url("blip"))
+    event = await add_event()
+
+    async def storage_blip(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(fan_out_module.outbox, "mark_fanned_out", storage_blip)
+    with pytest.raises(ConnectionResetError):
+        await fan_out_module.fan_out(CLINIC, [event], attempt_now=True)
+    (request,) = receiver.requests("blip")
+    assert request.headers["idempotency-key"] == idempotency_key(event, flow.webhook_id)
+    assert await queue_length() == 0
+
+
 @pytest.mark.slow
 async def test_a_slow_flow_does_not_hold_fan_out(env, receiver, monkeypatch) -> None:
     monkeypatch.setattr(fan_out_module, "ATTEMPT_WAIT_SECONDS", 0.5)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
+import azure.functions as func
 import httpx
 import pytest
 
@@ -281,6 +283,27 @@ async def test_concurrent_reconciles_emit_each_event_once(baselined: Bookings) -
     outcomes = await asyncio.gather(*(reconcile(hint(full_resync=True)) for _ in range(8)))
     assert outcomes.count("reconciled") >= 1
     assert len(await outbox()) == 3
+
+
+async def test_a_retried_hint_fans_out_what_its_failed_run_committed(baselined: Bookings, monkeypatch) -> None:
+    """Fault injection: storage fails after the commit, before fan-out. The retry derives nothing (the
+    snapshot moved), so it fans out the rows left ``pending`` itself; a first run does not look for them."""
+    created = baselined.create()
+    real = reconcile_worker.fan_out
+
+    async def storage_gone(*args: Any, **kwargs: Any) -> int:
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(reconcile_worker, "fan_out", storage_gone)
+    with pytest.raises(ConnectionResetError):
+        await reconcile(hint(full_resync=True))
+    monkeypatch.setattr(reconcile_worker, "fan_out", real)
+    assert [(e["AppointmentId"], e["State"]) for e in await outbox()] == [(created["id"], "pending")]
+    await reconcile(hint(full_resync=True))
+    assert [e["State"] for e in await outbox()] == ["pending"]
+    again = func.queue.QueueMessage(id="again", body=json.dumps(hint(full_resync=True)).encode(), dequeue_count=2)
+    await reconcile_worker.handle_message(again)
+    assert [e["State"] for e in await outbox()] == ["fannedOut"]
 
 
 async def test_a_burst_of_hints_costs_a_few_listings(baselined: Bookings, sandbox) -> None:
