@@ -290,8 +290,7 @@ async def rows(mailbox: str) -> list[Any]:
 
 async def pending_events(mailbox: str) -> list[str]:
     """The ids of the mailbox's events committed but not yet fanned out."""
-    return [e["EventId"] for e in await rows_with_prefix(mailbox, OUTBOX_PREFIX, select=["EventId", "State"])
-            if e.get("State") == PENDING]
+    return [e["EventId"] for e in await rows(mailbox) if e.get("State") == PENDING]
 
 
 async def reschedule_mailbox(index_entity: Any, next_due: datetime | None, now: datetime) -> None:

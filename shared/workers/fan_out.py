@@ -3,9 +3,9 @@
 
 Right after the reconcile commits outbox rows it calls ``fan_out(..., attempt_now=True)``; for rows a
 failure left ``pending``, the retry of the same hint calls it again, and the outbox sweep (queue only)
-whatever a retry did not reach. Each row is marked ``fannedOut`` only after
-its messages are queued, so a crash in between makes duplicate messages at worst, which receivers recognise
-by the idempotency key: delivery is at-least-once, never at-most-once.
+whatever a retry did not reach. Each row is marked ``fannedOut`` only after its messages are queued, so a
+crash in between makes duplicate messages at worst, which receivers recognise by the idempotency key:
+delivery is at-least-once, never at-most-once.
 
 Each message carries its event (``shared.messages.deliveries``) when it fits, so the delivery reads no
 outbox row. With ``attempt_now`` the first attempts are made here, at once, rather than after the
