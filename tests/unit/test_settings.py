@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.adapters.settings import SPECS, SettingsError, load_settings
-from tests.conftest import sample_settings
+from testing.settings import sample_settings
 
 
 def env(**overrides: str | None) -> dict[str, str]:
