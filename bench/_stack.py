@@ -4,7 +4,7 @@ Not a bench itself (the leading underscore keeps ``python -m bench`` from runnin
 
 The Graph sandbox runs as its own process (``python -m graph_sandbox``), not in a thread of the bench:
 the bench's client measures latencies, and a sandbox sharing its interpreter (and GIL) would add its
-own work to every measured request. The local host is ``python -m devhost`` (``tests.hosting``), as in
+own work to every measured request. The local host is ``python -m devhost`` (``testing.hosting``), as in
 the end-to-end tests; Azurite runs in memory on free ports.
 """
 
@@ -295,7 +295,7 @@ class Stack:
         return self.azurite.connection_string
 
     def app_settings(self, **overrides: str) -> dict[str, str]:
-        from tests.conftest import sample_settings
+        from testing.settings import sample_settings
 
         values = {**sample_settings(), "AzureWebJobsStorage": self.connection_string}
         if self.sandbox is not None:
@@ -305,7 +305,7 @@ class Stack:
     def start_host(self, module: str = "devhost", **overrides: str) -> Any:
         """The project's function_app under ``python -m devhost`` (or a launcher taking its arguments),
         settings = the sample + the stack + overrides."""
-        from tests.hosting import HostProcess
+        from testing.hosting import HostProcess
 
         port = free_port()
         env = self.app_settings(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
@@ -327,7 +327,7 @@ def stack(with_sandbox: bool = True, persistent: bool = False) -> Iterator[Stack
     """Azurite (+ the sandbox, seeded with the demo tenant) with the app's tables and queues created.
 
     ``persistent``: Azurite keeps its data on disk, so that ``stack.azurite.restart()`` is an outage, not a wipe."""
-    from tests.conftest import create_app_storage
+    from testing.storage import create_app_storage
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     azurite = Azurite.on_free_ports(persistent=persistent).start()

@@ -34,7 +34,7 @@ async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, fl
     from shared.records import flows as flow_records
     from shared.records import outbox
     from shared.workers import delivery
-    from tests.delivery.conftest import add_event, add_flow, appointment
+    from testing.rows import add_event, add_flow, appointment
 
     await get_store().create_all()
     mailboxes = [f"bench{i}@contoso.test" for i in range(10)]
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
 
-    from tests.conftest import sample_settings
-    from tests.delivery.receiver import Receiver
+    from testing.receiver import Receiver
+    from testing.settings import sample_settings
 
     azurite = Azurite.on_free_ports().start()
     try:

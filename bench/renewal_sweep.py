@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.renewal_sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--subscriptions", type=int, default=1000)
     parser.add_argument("--rates", default="20,24",
-                        help="SUBSCRIPTION_WRITES_PER_SECOND values to compare (comma-separated; app default 20)")
+                        help="SUBSCRIPTION_WRITES_PER_SECOND values to compare (comma-separated; app default 24)")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
 

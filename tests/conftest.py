@@ -6,7 +6,6 @@ settings into the environment with storage pointed at that Azurite, as the local
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,9 @@ import pytest
 
 from devhost.processes import ROOT, Azurite, free_port
 from shared.adapters.settings import reset_settings_cache
-from tests.hosting import HostProcess
-
-
-def sample_settings() -> dict[str, str]:
-    return dict(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
+from testing.hosting import HostProcess
+from testing.settings import sample_settings
+from testing.storage import clean_app_storage, create_app_storage
 
 
 @pytest.fixture(scope="session")
@@ -43,26 +40,6 @@ def app_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
-
-
-def create_app_storage(connection_string: str) -> None:
-    """Create the app's tables and queues, as `make run` does locally and Bicep does on Azure."""
-    from azure.core.exceptions import ResourceExistsError
-    from azure.data.tables import TableServiceClient
-    from azure.storage.queue import QueueServiceClient
-
-    from shared.adapters.storage import QUEUES, TABLES, poison_queue
-
-    tables = TableServiceClient.from_connection_string(connection_string)
-    for name in TABLES:
-        tables.create_table_if_not_exists(name)
-    queues = QueueServiceClient.from_connection_string(connection_string)
-    for name in QUEUES:
-        for queue in (name, poison_queue(name)):
-            try:
-                queues.create_queue(queue)
-            except ResourceExistsError:
-                pass
 
 
 @pytest.fixture
@@ -115,25 +92,6 @@ def graph_env(app_env: dict[str, str], sandbox: Any, monkeypatch: pytest.MonkeyP
         app_env[name] = value
     reset_settings_cache()
     return app_env
-
-
-def clean_app_storage(connection_string: str) -> None:
-    """Empty every app table and queue: tests that share the session's Azurite start from nothing."""
-    from azure.data.tables import TableServiceClient
-    from azure.storage.queue import QueueServiceClient
-
-    from shared.adapters.storage import QUEUES, TABLES, poison_queue
-
-    create_app_storage(connection_string)
-    tables = TableServiceClient.from_connection_string(connection_string)
-    for name in TABLES:
-        table = tables.get_table_client(name)
-        for entity in table.list_entities(select=["PartitionKey", "RowKey"]):
-            table.delete_entity(entity["PartitionKey"], entity["RowKey"])
-    queues = QueueServiceClient.from_connection_string(connection_string)
-    for name in QUEUES:
-        for queue in (name, poison_queue(name)):
-            queues.get_queue_client(queue).clear_messages()
 
 
 # Tests that look at queue contents switch off the functions that would consume them (as on Azure).

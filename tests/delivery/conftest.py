@@ -1,5 +1,5 @@
 """Fixtures of the delivery tests: empty storage on the session's Azurite, a local receiver, and helpers
-that play the reconcile (outbox rows) and the queue runtime (drive ``deliver`` on queued messages)."""
+that play the queue runtime (drive ``deliver`` on queued messages). Flow and outbox rows: ``testing.rows``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import azure.functions as func
@@ -16,18 +16,13 @@ import pytest
 from shared.adapters import callback_client
 from shared.adapters.monitoring import telemetry_context
 from shared.adapters.settings import reset_settings_cache
-from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
+from shared.adapters.storage import DELIVERIES_QUEUE, get_store
 from shared.messages import deliveries
 from shared.messages.deliveries import DeliveryMessage
-from shared.records import outbox
-from shared.records.flows import Flow, FlowRegistry
-from shared.records.outbox import TRIGGER_OF_CHANGE, event_id, outbox_row_key, payload_properties
 from shared.workers import delivery
 from shared.workers.fan_out import fan_out as fan_out_worker
-from tests.conftest import clean_app_storage, create_app_storage
-from tests.delivery.receiver import Receiver
-
-CLINIC = "clinic@contoso.test"
+from testing.receiver import Receiver
+from testing.storage import clean_app_storage, create_app_storage
 
 
 @pytest.fixture(scope="session")
@@ -59,37 +54,6 @@ def set_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     reset_settings_cache()
-
-
-async def add_flow(url: str, trigger: str = "AppointmentCreated", mailbox: str = CLINIC) -> Flow:
-    registry = FlowRegistry(get_store().table(MAILBOX_TABLE), 5)
-    return await registry.register(mailbox, trigger, url, created_by_oid="oid-admin",
-                                   created_by_upn="admin@contoso.test")
-
-
-ZERO_GUID = "00000000-0000-0000-0000-000000000000"
-
-
-def appointment(number: int = 1) -> dict[str, Any]:
-    """A payload as the reconcile stores it today (a staff-made appointment: the zero GUID as its ids)."""
-    return {"Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": f"appt-{number}",
-            "CustomerName": "Aiko 山田", "ServiceName": "Consultation", "Duration": 30, "StaffMembers": [],
-            "Customers": [], "ChangedFields": [], "IsTest": False,
-            "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [],
-                         "StartTime": ""}}
-
-
-async def add_event(change_type: str = "Created", number: int = 1, mailbox: str = CLINIC,
-                    payload: dict[str, Any] | None = None, **extra: Any) -> str:
-    """An outbox row as the reconcile commits it (state pending)."""
-    data = payload if payload is not None else appointment(number)
-    eid = event_id(mailbox, f"appt-{number}", change_type, f"v-{number}-{time.time_ns()}")
-    await outbox.before_writing(mailbox)
-    await get_store().table(MAILBOX_TABLE).upsert_entity({
-        "PartitionKey": mailbox, "RowKey": outbox_row_key(eid), "EventId": eid,
-        "Trigger": TRIGGER_OF_CHANGE[change_type], "ChangeType": change_type, "AppointmentId": f"appt-{number}",
-        "DetectedAt": datetime.now(UTC), "State": "pending", **payload_properties(data), **extra})
-    return eid
 
 
 def queue_message(item: DeliveryMessage | dict[str, Any] | bytes, dequeue_count: int = 1) -> func.queue.QueueMessage:

@@ -4,9 +4,10 @@ rows Application Insights would store of what the app emitted (tests/app_insight
 
 from __future__ import annotations
 
+from testing.receiver import Reply
+from testing.rows import CLINIC, add_event, add_flow
 from tests.app_insights import alert_rows, capture, fires
-from tests.delivery.conftest import CLINIC, add_event, add_flow, fan_out, run_worker
-from tests.delivery.receiver import Reply
+from tests.delivery.conftest import fan_out, run_worker
 
 
 async def test_a_flow_failing_more_often_than_the_threshold_fires_the_alert(env, receiver) -> None:

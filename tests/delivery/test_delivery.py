@@ -22,20 +22,9 @@ from shared.records.dead_letters import DeadLetters
 from shared.records.flows import FlowRegistry
 from shared.records.outbox import outbox_row_key, read_payload
 from shared.workers import delivery
-from tests.delivery.conftest import (
-    CLINIC,
-    ZERO_GUID,
-    add_event,
-    add_flow,
-    appointment,
-    fan_out,
-    new_message,
-    queue_message,
-    queued,
-    run_worker,
-    set_env,
-)
-from tests.delivery.receiver import SECRET, Reply
+from testing.receiver import SECRET, Reply
+from testing.rows import CLINIC, ZERO_GUID, add_event, add_flow, appointment
+from tests.delivery.conftest import fan_out, new_message, queue_message, queued, run_worker, set_env
 
 
 def events_named(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:

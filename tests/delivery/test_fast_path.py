@@ -19,17 +19,9 @@ from shared.records.flows import FlowRegistry, _Outcomes, flow_row_key
 from shared.records.outbox import outbox_row_key
 from shared.workers import delivery
 from shared.workers import fan_out as fan_out_module
-from tests.delivery.conftest import (
-    CLINIC,
-    add_event,
-    add_flow,
-    appointment,
-    fan_out,
-    queue_message,
-    queued,
-    run_worker,
-)
-from tests.delivery.receiver import SECRET, Reply
+from testing.receiver import SECRET, Reply
+from testing.rows import CLINIC, add_event, add_flow, appointment
+from tests.delivery.conftest import fan_out, queue_message, queued, run_worker
 
 
 async def queue_length() -> int:

@@ -19,10 +19,12 @@ from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.messages.deliveries import idempotency_key
 from shared.records.dead_letters import DeadLetters
 from shared.records.outbox import outbox_row_key, payload_properties
-from tests.conftest import sample_settings, sandbox_settings
-from tests.delivery.conftest import CLINIC, add_event, add_flow, appointment, fan_out
-from tests.delivery.receiver import SECRET
-from tests.hosting import HostProcess
+from testing.hosting import HostProcess
+from testing.receiver import SECRET
+from testing.rows import CLINIC, add_event, add_flow, appointment
+from testing.settings import sample_settings
+from tests.conftest import sandbox_settings
+from tests.delivery.conftest import fan_out
 
 HOST_JSON_OVERRIDES = {
     "AzureFunctionsJobHost__functionTimeout": "00:01:00",

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devhost.processes import Azurite, free_port
-from tests.hosting import HostProcess
+from testing.hosting import HostProcess
 
 SAMPLE_APP = Path(__file__).parent / "sample_app"
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testing.receiver import SECRET, Receiver, Reply
 from tests.appointment_data.conftest import assert_valid
-from tests.delivery.receiver import SECRET, Receiver, Reply
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,8 @@ def test_a_gone_flow_is_unregistered(stack: Stack) -> None:
 @pytest.fixture
 def resyncing_stack(app_host_factory, sandbox, graph_env, azurite) -> Iterator[Stack]:
     """As ``stack``, but the periodic resync runs every 5 seconds instead of hourly."""
-    from tests.conftest import clean_app_storage, sandbox_settings
+    from testing.storage import clean_app_storage
+    from tests.conftest import sandbox_settings
 
     clean_app_storage(azurite.connection_string)
     host = app_host_factory(**sandbox_settings(sandbox), RESYNC_SCHEDULE="*/5 * * * * *").start()

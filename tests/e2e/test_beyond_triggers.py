@@ -17,8 +17,8 @@ import httpx
 import pytest
 from azure.data.tables import TableClient
 
+from testing.receiver import Receiver
 from tests.appointment_data.conftest import assert_valid
-from tests.delivery.receiver import Receiver
 from tests.e2e.test_appointment_flow import HOP_TIMEOUT, Stack, customer
 
 pytestmark = pytest.mark.slow

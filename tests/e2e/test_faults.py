@@ -16,8 +16,9 @@ from devhost.processes import Azurite, stop_process
 from shared.records.mailbox import prefix_bounds
 from shared.records.outbox import OUTBOX_PREFIX
 from shared.workers import delivery
-from tests.conftest import clean_app_storage, create_app_storage, sandbox_settings
-from tests.delivery.receiver import Receiver, Reply
+from testing.receiver import Receiver, Reply
+from testing.storage import clean_app_storage, create_app_storage
+from tests.conftest import sandbox_settings
 from tests.e2e.test_appointment_flow import CLINIC, Stack, customer
 
 pytestmark = pytest.mark.slow

@@ -126,7 +126,7 @@ def test_503_names_graph_when_it_does_not_answer(app_host_factory) -> None:
 def test_503_when_storage_is_down_and_200_when_it_returns(app_host_factory, graph_stub_url) -> None:
     own = Azurite.on_free_ports().start()  # not the session's: this test stops it
     try:
-        from tests.conftest import create_app_storage
+        from testing.storage import create_app_storage
 
         create_app_storage(own.connection_string)
         host = app_host_factory(GRAPH_BASE_URL=graph_stub_url, AzureWebJobsStorage=own.connection_string,

@@ -13,7 +13,7 @@ from graph_sandbox.config import APP_CANCEL_ROLES, APP_READ_ROLES, DEFAULT_CLIEN
 from graph_sandbox.testing import NotificationReceiver, SandboxServer
 from shared.adapters.graph import Graph, GraphError
 from shared.adapters.settings import Settings, load_settings
-from tests.conftest import sample_settings
+from testing.settings import sample_settings
 
 CLINIC = "clinic@contoso.test"
 

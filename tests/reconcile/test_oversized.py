@@ -22,8 +22,9 @@ from shared.records import reconcile_state
 from shared.records.outbox import TRUNCATION_MARKER, payload_properties, read_payload
 from shared.records.reconcile_state import SNAPSHOT_PREFIX, Refused
 from shared.workers.reconcile import reconcile
-from tests.delivery.conftest import add_flow, run_worker
-from tests.delivery.receiver import Receiver
+from testing.receiver import Receiver
+from testing.rows import add_flow
+from tests.delivery.conftest import run_worker
 from tests.reconcile.test_reconcile import CLINIC, Bookings, hint, outbox, rows
 
 LONG_NOTE = "Allergies and history. " * 1739 + "end"  # 40,000 characters

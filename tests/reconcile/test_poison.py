@@ -20,8 +20,9 @@ from shared.messages import subscription_tasks
 from shared.messages.mailbox_changes import change_message
 from shared.workers import poison
 from shared.workers.reconcile import reconcile
-from tests.conftest import sample_settings, sandbox_settings
-from tests.hosting import HostProcess
+from testing.hosting import HostProcess
+from testing.settings import sample_settings
+from tests.conftest import sandbox_settings
 from tests.reconcile.test_reconcile import CLINIC, Bookings, hint, outbox
 
 OTHER = "salon@contoso.test"

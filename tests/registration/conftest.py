@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from tests.conftest import sample_settings
+from testing.settings import sample_settings
 
 TENANT = sample_settings()["ENTRA_TENANT_ID"]
 AUDIENCE = sample_settings()["AUTH_AUDIENCE"]

@@ -32,7 +32,7 @@ def notification(body: bytes, params: dict[str, str] | None = None) -> func.Http
 
 async def test_notifications_answered_5xx_while_storage_is_down_fire_the_alert(clean_env, monkeypatch) -> None:
     from devhost.processes import Azurite
-    from tests.conftest import create_app_storage
+    from testing.storage import create_app_storage
 
     own = Azurite.on_free_ports().start()
     try:

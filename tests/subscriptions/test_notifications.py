@@ -100,7 +100,8 @@ async def test_storage_down_gives_503_and_nothing_is_lost_after_it_returns(app_h
     """Graph retries a 5xx: while storage is down we must not answer 202 (the notification would be lost)."""
     from devhost.processes import Azurite
     from shared.adapters.settings import reset_settings_cache
-    from tests.conftest import create_app_storage, sandbox_settings
+    from testing.storage import create_app_storage
+    from tests.conftest import sandbox_settings
 
     own = Azurite.on_free_ports().start()
     try:

@@ -9,7 +9,7 @@ import sys
 
 from devhost.processes import ROOT
 from shared.adapters.lazy_imports import LAZY_MODULES
-from tests.conftest import sample_settings
+from testing.settings import sample_settings
 
 GRAPH_SDK = ("msgraph", "kiota_abstractions", "msgraph_core")
 # LAZY_MODULES, and what only they bring along: the queue SDK's sync half, azure-core's requests transport,

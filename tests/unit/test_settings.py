@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.adapters.settings import SPECS, SettingsError, load_settings
-from tests.conftest import sample_settings
+from testing.settings import sample_settings
 
 
 def env(**overrides: str | None) -> dict[str, str]:
@@ -105,7 +105,7 @@ def test_secrets_are_not_in_repr() -> None:
 
 def test_every_setting_is_documented_in_sample_and_readme(repo_root) -> None:
     sample = sample_settings()
-    readme = (repo_root / "README.md").read_text()
+    readme = (repo_root / "docs" / "configuration.md").read_text()
     for spec in SPECS:
-        assert spec.name in readme, f"{spec.name} is not documented in README.md"
+        assert spec.name in readme, f"{spec.name} is not documented in docs/configuration.md"
         assert spec.name in sample, f"{spec.name} has no value in local.settings.sample.json"

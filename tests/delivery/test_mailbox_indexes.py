@@ -12,7 +12,8 @@ from shared.records.dead_letters import DeadLetters
 from shared.records.flows import FlowRegistry
 from shared.records.outbox import outbox_row_key
 from shared.workers import outbox_sweep, resync
-from tests.delivery.conftest import CLINIC, add_event, add_flow, fan_out, queued
+from testing.rows import CLINIC, add_event, add_flow
+from tests.delivery.conftest import fan_out, queued
 
 SALON = "salon@contoso.test"
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.records import outbox
 from shared.records.flows import FlowRegistry
-from tests.delivery.conftest import CLINIC, add_event, appointment, fan_out, queued
+from testing.rows import CLINIC, add_event, appointment
+from tests.delivery.conftest import fan_out, queued
 
 
 async def flow(url: str, services: tuple[str, ...] = (), staff: tuple[str, ...] = ()) -> str:

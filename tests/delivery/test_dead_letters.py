@@ -26,18 +26,9 @@ from shared.records.flows import FlowRegistry
 from shared.records.outbox import outbox_row_key
 from shared.services.subscriptions import Subscriptions
 from shared.workers import delivery, outbox_sweep
-from tests.delivery.conftest import (
-    CLINIC,
-    add_event,
-    add_flow,
-    fan_out,
-    new_message,
-    queue_message,
-    queued,
-    run_worker,
-    set_env,
-)
-from tests.delivery.receiver import SECRET, Reply
+from testing.receiver import SECRET, Reply
+from testing.rows import CLINIC, add_event, add_flow
+from tests.delivery.conftest import fan_out, new_message, queue_message, queued, run_worker, set_env
 from tests.delivery.test_delivery import events_named
 
 

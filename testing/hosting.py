@@ -1,4 +1,4 @@
-"""A local host (``python -m devhost``) running as a real process, for tests."""
+"""A local host (``python -m devhost``) running as a real process, for tests and benchmarks."""
 
 from __future__ import annotations
 
