@@ -180,7 +180,7 @@ async def test_unknown_trigger_is_a_programming_error(table: TableClient, busine
         await register(registry(table), business, "AppointmentExploded")
 
 
-def test_the_registrys_refusals_keep_their_answers() -> None:
+def test_the_registry_refusals_keep_their_answers() -> None:
     """The endpoint's answers to the registry's refusals: the catalogue's codes, statuses and details."""
     limit = answer_for(FlowLimitReached("clinic@contoso.test", 5, 5))
     assert (limit.code, limit.status) == ("FlowLimitReached", 429)
