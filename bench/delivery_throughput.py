@@ -31,8 +31,7 @@ async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, fl
     from shared.adapters.storage import get_store
     from shared.messages import deliveries as delivery_messages
     from shared.messages.deliveries import idempotency_key
-    from shared.records import flows as flow_records
-    from shared.records import outbox
+    from shared.records import flow_health, outbox
     from shared.workers import delivery
     from testing.rows import add_event, add_flow, appointment
 
@@ -55,10 +54,10 @@ async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, fl
 
     # Warm both paths (connections, first storage calls) before timing.
     await worker(messages[0])
-    await flow_records.flush_health()
+    await flow_health.flush_health()
     started = time.perf_counter()
     await asyncio.gather(*(worker(m) for m in messages))
-    await flow_records.flush_health()
+    await flow_health.flush_health()
     worker_seconds = time.perf_counter() - started
 
     body = json.dumps(appointment(1), ensure_ascii=False).encode()

@@ -237,11 +237,10 @@ async def run(args: argparse.Namespace) -> None:
     meter = Meter()
     with stack(with_sandbox=False) as s:
         s.use_in_process(GRAPH_BASE_URL="http://127.0.0.1:9")  # nothing measured here calls Graph
-        loop = asyncio.get_running_loop()
         queues = storage.open_store(storage.get_settings().storage).queues
         store = storage.Store(TableServiceClient.from_connection_string(s.connection_string,
                                                                         raw_response_hook=meter.hook), queues)
-        storage._stores[loop] = store  # the app code's store in this loop: counted
+        storage._stores.set(store)  # the app code's store in this loop: counted
         table = store.table(storage.MAILBOX_TABLE)
         began = time.perf_counter()
         mailboxes = await seed_mailboxes(table, args.mailboxes)

@@ -43,11 +43,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.lazy_imports import lazy
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import Settings, get_settings
 from shared.contracts.errors import ApiError
 
@@ -249,16 +249,12 @@ def _parse_jwks(document: Any) -> dict[str, PyJWK]:
 
 
 # The validator holds an asyncio.Lock, which belongs to one event loop: the Functions worker has one,
-# tests have many. Keyed by loop, like the storage clients in shared.adapters.storage.
-_validators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TokenValidator] = weakref.WeakKeyDictionary()
+# tests have many: one validator (and one key set) per loop.
+_validators: PerLoop[TokenValidator] = PerLoop(lambda: TokenValidator.from_settings(get_settings()))
 
 
 def get_validator() -> TokenValidator:
-    loop = asyncio.get_running_loop()
-    validator = _validators.get(loop)
-    if validator is None:
-        validator = _validators[loop] = TokenValidator.from_settings(get_settings())
-    return validator
+    return _validators.get()
 
 
 async def authenticate(authorization: str | None) -> Caller:

@@ -14,12 +14,10 @@ scrubbed of the callback URL before they leave this module.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import ipaddress
 import logging
 import time
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +34,8 @@ from shared.adapters.callback_urls import (
 )
 from shared.adapters.lazy_imports import lazy
 from shared.adapters.logs import RedactingFilter, redact, redact_url
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import get_settings
-from shared.contracts.errors import ApiError
 
 if TYPE_CHECKING:
     import httpcore
@@ -75,10 +73,9 @@ async def _allowed_addresses(host: str, port: int) -> list[str]:
         if not all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses):
             raise CallbackAddressRefused(f"host {host!r} does not resolve to a loopback address")
         return addresses
-    try:
-        check_addresses(host, addresses)
-    except ApiError as error:
-        raise CallbackAddressRefused(str(error.details.get("reason", "address not allowed"))) from None
+    refused = check_addresses(host, addresses)
+    if refused:
+        raise CallbackAddressRefused(refused)
     return addresses
 
 
@@ -127,20 +124,16 @@ def _new_client() -> httpx.AsyncClient:
         headers={"User-Agent": USER_AGENT})
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+_clients: PerLoop[httpx.AsyncClient] = PerLoop(_new_client)
 
 
 def get_client() -> httpx.AsyncClient:
     """The event loop's delivery client (connections are pooled per loop, as async clients require)."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = _new_client()
-    return client
+    return _clients.get()
 
 
 async def close_client() -> None:
-    client = _clients.pop(asyncio.get_running_loop(), None)
+    client = _clients.pop()
     if client is not None:
         await client.aclose()
 

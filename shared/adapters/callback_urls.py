@@ -29,6 +29,10 @@ service, to a private network, to localhost. So a callback URL must be:
 A check at registration does not stop DNS rebinding (a host that resolves differently later). The
 delivery code must call ``check_addresses`` again on the addresses it connects to. Errors and logs show
 the host only (``redact_url``); the query string carries the flow's signature and is a secret.
+
+This module judges; it does not answer HTTP. A refused URL is ``CallbackUrlRefused`` (its ``reason`` in
+plain words), which the registration endpoint turns into 403 ``NotificationUrlNotAllowed``; a refused
+address is the reason ``check_addresses`` returns.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from shared.adapters.settings import Settings
-from shared.contracts.errors import ApiError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -68,8 +71,12 @@ class CallbackPolicy:
         return cls(settings.callback_host_allowlist, settings.allow_loopback_callbacks)
 
 
-def _refuse(reason: str) -> ApiError:
-    return ApiError("NotificationUrlNotAllowed", reason=reason)
+class CallbackUrlRefused(ValueError):
+    """A flow may not register this notification URL; ``reason`` says why (never the URL's query string)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
@@ -131,44 +138,46 @@ def forbidden_reason(address: IPAddress) -> str | None:
     return None
 
 
-def check_addresses(host: str, addresses: Iterable[str]) -> None:
-    """Refuse unless every address is public unicast. Delivery calls this again at connect time."""
+def check_addresses(host: str, addresses: Iterable[str]) -> str | None:
+    """Why ``host`` may not be called at these addresses, or None when every one is public unicast.
+    Delivery calls this again at connect time."""
     seen = False
     for raw in addresses:
         seen = True
         try:
             address = ipaddress.ip_address(raw.split("%", 1)[0])  # drop an IPv6 zone id
         except ValueError:
-            raise _refuse(f"host {host!r} resolved to something that is not an IP address") from None
+            return f"host {host!r} resolved to something that is not an IP address"
         reason = forbidden_reason(address)
         if reason:
-            raise _refuse(f"host {host!r} resolves to {reason}")
+            return f"host {host!r} resolves to {reason}"
     if not seen:
-        raise _refuse(f"host {host!r} does not resolve")
+        return f"host {host!r} does not resolve"
+    return None
 
 
 def _parse(url: object) -> tuple[SplitResult, str]:
     """The split URL and its normalised host; refuses what cannot be judged unambiguously."""
     if not isinstance(url, str) or not url:
-        raise _refuse("the notification URL is missing")
+        raise CallbackUrlRefused("the notification URL is missing")
     if len(url) > MAX_URL_LENGTH:
-        raise _refuse(f"the notification URL is longer than {MAX_URL_LENGTH} characters")
+        raise CallbackUrlRefused(f"the notification URL is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url) or "\\" in url:
-        raise _refuse("the notification URL contains spaces, control characters or backslashes")
+        raise CallbackUrlRefused("the notification URL contains spaces, control characters or backslashes")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise _refuse("the notification URL cannot be parsed") from None
+        raise CallbackUrlRefused("the notification URL cannot be parsed") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise _refuse("the notification URL is not an absolute https URL")
+        raise CallbackUrlRefused("the notification URL is not an absolute https URL")
     if "@" in parts.netloc:
-        raise _refuse("the notification URL contains user information ('@' before the host)")
+        raise CallbackUrlRefused("the notification URL contains user information ('@' before the host)")
     host = (parts.hostname or "").rstrip(".")
     if not host:
-        raise _refuse("the notification URL has no host")
+        raise CallbackUrlRefused("the notification URL has no host")
     if not host.isascii():
-        raise _refuse("the notification URL's host is not plain ASCII (use its xn-- form)")
+        raise CallbackUrlRefused("the notification URL's host is not plain ASCII (use its xn-- form)")
     del port  # validated above (a bad port raises); the caller re-reads it
     return parts, host
 
@@ -183,7 +192,7 @@ def _is_ip_literal(host: str) -> bool:
 
 async def check_notification_url(url: object, policy: CallbackPolicy,
                                  resolver: Resolver | None = None) -> str:
-    """Return ``url`` unchanged if a flow may register it; ``ApiError("NotificationUrlNotAllowed")`` if not.
+    """Return ``url`` unchanged if a flow may register it; ``CallbackUrlRefused`` if not.
 
     The URL is stored as given (its signature covers its exact spelling). ``resolver`` is for tests;
     by default the host is resolved with the system resolver.
@@ -195,19 +204,21 @@ async def check_notification_url(url: object, policy: CallbackPolicy,
             # Must really be this machine: a hosts-file entry could point "localhost" elsewhere.
             addresses = await (resolver or resolve_host)(host, parts.port or 80)
             if not addresses or not all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses):
-                raise _refuse("'localhost' does not resolve to a loopback address")
+                raise CallbackUrlRefused("'localhost' does not resolve to a loopback address")
         return str(url)
     if scheme != "https":
-        raise _refuse("the notification URL must use https")
+        raise CallbackUrlRefused("the notification URL must use https")
     if parts.port not in (None, 443):
-        raise _refuse("the notification URL must use the default https port")
+        raise CallbackUrlRefused("the notification URL must use the default https port")
     if _is_ip_literal(host) or not all(_LABEL.match(label) for label in host.split(".")):
-        raise _refuse(f"host {host!r} is not a host name on the allowlist")
+        raise CallbackUrlRefused(f"host {host!r} is not a host name on the allowlist")
     if not host_on_allowlist(host, policy.allowlist):
-        raise _refuse(f"host {host!r} is not on the allowlist")
+        raise CallbackUrlRefused(f"host {host!r} is not on the allowlist")
     try:
         addresses = await (resolver or resolve_host)(host, 443)
     except (OSError, TimeoutError):
-        raise _refuse(f"host {host!r} does not resolve") from None
-    check_addresses(host, addresses)
+        raise CallbackUrlRefused(f"host {host!r} does not resolve") from None
+    refused = check_addresses(host, addresses)
+    if refused:
+        raise CallbackUrlRefused(refused)
     return str(url)

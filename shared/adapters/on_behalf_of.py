@@ -14,8 +14,10 @@ the registration trusts the Function App's user-assigned managed identity, whose
 Locally a client secret against the sandbox's HTTPS listener (``ENTRA_AUTHORITY``, trusting
 ``ENTRA_CA_FILE``).
 
-Each caller's ``Graph`` is kept while its token lives (bounded), so the credential's own token cache spares
-an exchange per request. The caller's token is never logged and never stored beyond that cache.
+Each caller's ``Graph`` is kept while its token lives (at most ``CACHE_SECONDS``; the ``CACHE_SIZE`` most
+recently used per event loop), so the credential's own token cache spares an exchange per request. Every
+``Graph`` that leaves the cache (expired, evicted, or replaced) has its credential closed. The caller's token
+is never logged and never stored beyond that cache.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
+
+from cachetools import TTLCache
 
 from shared.adapters.graph import Graph, GraphError
 from shared.adapters.lazy_imports import lazy, settled
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -38,6 +42,9 @@ else:
     jwt = lazy("jwt")
 
 CACHE_SIZE = 1000
+# Entra's access tokens live 60 to 90 minutes: a caller's Graph is used until its token's own expiry, which
+# ``graph_as`` checks; this only bounds how long an idle one holds its credential.
+CACHE_SECONDS = 90 * 60
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope: audience of client assertions
 
 
@@ -90,11 +97,6 @@ def _managed_identity_assertion(client_id: str) -> Any:
     return assertion
 
 
-_graphs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[Graph, float]]] = (
-    weakref.WeakKeyDictionary())
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
-
-
 def _expiry(caller_token: str) -> float:
     try:
         return float(jwt.decode(caller_token, options={"verify_signature": False}).get("exp", 0))
@@ -102,7 +104,7 @@ def _expiry(caller_token: str) -> float:
         return 0.0
 
 
-_closing: set[asyncio.Task[None]] = set()
+_closing: set[asyncio.Task[None]] = set()  # credentials being closed (kept referenced until done)
 
 
 def _close_later(graph: Graph) -> None:
@@ -112,24 +114,38 @@ def _close_later(graph: Graph) -> None:
         task.add_done_callback(_closing.discard)
 
 
+class _CallerGraphs(TTLCache[str, tuple[Graph, float]]):
+    """One loop's Graphs by caller (sha256 of the token) with the token's expiry (epoch seconds); LRU when full.
+
+    A ``Graph`` leaves through ``expire`` (its ``CACHE_SECONDS`` are over) or ``popitem`` (evicted when
+    full); both close its credential. ``graph_as`` closes the one it replaces."""
+
+    def expire(self, time: float | None = None) -> list[tuple[str, tuple[Graph, float]]]:
+        expired = list(super().expire(time))
+        for _, (graph, _until) in expired:
+            _close_later(graph)
+        return expired
+
+    def popitem(self) -> tuple[str, tuple[Graph, float]]:
+        key, (graph, until) = super().popitem()
+        _close_later(graph)
+        return key, (graph, until)
+
+
+_graphs: PerLoop[_CallerGraphs] = PerLoop(lambda: _CallerGraphs(CACHE_SIZE, CACHE_SECONDS))
+_clients: PerLoop[httpx.AsyncClient] = PerLoop(lambda: httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10)))
+
+
 def graph_as(caller_token: str) -> Graph:
     """A Graph client acting as the caller of ``caller_token`` (already validated by ``shared.adapters.auth``)."""
-    loop = asyncio.get_running_loop()
-    cache = _graphs.setdefault(loop, {})
+    graphs = _graphs.get()
     key = hashlib.sha256(caller_token.encode()).hexdigest()
-    now = time.time()
-    found = cache.get(key)
-    if found is not None and found[1] > now:
+    found = graphs.get(key)
+    if found is not None and found[1] > time.time():
         return found[0]
-    if found is not None:
-        _close_later(cache.pop(key)[0])
-    if len(cache) >= CACHE_SIZE:
-        for stale in [k for k, (_, until) in cache.items() if until <= now] or list(cache):
-            _close_later(cache.pop(stale)[0])
     settings = get_settings()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10))
-    graph = Graph(settings, http_client=client, tokens=UserTokens(settings, caller_token))
-    cache[key] = (graph, _expiry(caller_token))
+    graph = Graph(settings, http_client=_clients.get(), tokens=UserTokens(settings, caller_token))
+    graphs[key] = (graph, _expiry(caller_token))
+    if found is not None:  # its token expired: replaced above, so no hook of the cache saw it go
+        _close_later(found[0])
     return graph

@@ -31,6 +31,10 @@ class PerLoop(Generic[T]):
             value = self._values[loop] = self._factory()
         return value
 
+    def set(self, value: T) -> None:
+        """Make ``value`` the running loop's (a benchmark hands the app an instrumented client)."""
+        self._values[asyncio.get_running_loop()] = value
+
     def pop(self) -> T | None:
         """Forget the running loop's value (the caller closes it); ``None`` when it had none."""
         return self._values.pop(asyncio.get_running_loop(), None)

@@ -8,21 +8,21 @@ probe. Runs are kept per event loop, since a future belongs to the loop that mad
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from shared.adapters.per_loop import PerLoop
 
 T = TypeVar("T")
 
 
 class SingleFlight(Generic[T]):
     def __init__(self) -> None:
-        self._runs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[T]]] = (
-            weakref.WeakKeyDictionary())
+        self._runs: PerLoop[dict[Hashable, asyncio.Future[T]]] = PerLoop(dict)
 
     async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
         """``work()``'s result; a caller arriving while a run for ``key`` is in flight gets that run's."""
-        runs = self._runs.setdefault(asyncio.get_running_loop(), {})
+        runs = self._runs.get()
         current = runs.get(key)
         if current is None:
             current = runs[key] = asyncio.ensure_future(work())

@@ -16,9 +16,7 @@ both counts, so what passes it passes Azure and Azurite, and a transaction's ent
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters.lazy_imports import lazy, settled
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import StorageSettings, get_settings
 
 if TYPE_CHECKING:
@@ -159,12 +158,8 @@ def open_store(storage: StorageSettings) -> Store:
 
 
 # Async clients belong to the loop they were first used on; the Functions worker has one loop, tests many.
-_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Store] = weakref.WeakKeyDictionary()
+_stores: PerLoop[Store] = PerLoop(lambda: open_store(get_settings().storage))
 
 
 def get_store() -> Store:
-    loop = asyncio.get_running_loop()
-    store = _stores.get(loop)
-    if store is None:
-        store = _stores[loop] = open_store(get_settings().storage)
-    return store
+    return _stores.get()

@@ -20,10 +20,13 @@ Rules of a registration, in the order they are checked (each with its catalogue 
    request, never cached here: a stale "yes" after a demotion is not acceptable.
 4. 400 ``InvalidRequest`` / 413 ``PayloadTooLarge`` — a body we cannot read (no JSON object, no callback
    URL, wrong ``resource`` or ``changeType``). It has to be read before rule 5 can look at its URL.
-5. 403 ``NotificationUrlNotAllowed`` — ``shared.adapters.callback_urls``.
+5. 403 ``NotificationUrlNotAllowed`` — ``shared.adapters.callback_urls`` (its ``CallbackUrlRefused``).
 6. 400 ``InvalidRequest`` — an optional filter (``serviceId``, ``staffMemberId``: one id, several separated by
    commas, or a list) naming a service or staff member the business does not have (asked of Graph).
-7. 429 ``FlowLimitReached`` — ``shared.records.flows``, atomically.
+7. 429 ``FlowLimitReached`` — ``shared.records.flows``, atomically (503 ``TooManyConcurrentChanges`` when the
+   mailbox's flows kept changing under it; also for a deletion).
+
+The modules below judge and raise their own refusals; ``answer_for`` is where they become these answers.
 
 The filters are stored with the flow; fan-out gives a filtered flow only the events of those services and
 staff members (``shared.records.flows.Flow.matches``): an event filtered out is no delivery at all.
@@ -38,8 +41,10 @@ the first flow of a mailbox creates its Graph subscription and the last one dele
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -47,13 +52,13 @@ from urllib.parse import quote
 import azure.functions as func
 
 from shared.adapters.auth import authenticate
-from shared.adapters.callback_urls import CallbackPolicy, check_notification_url
+from shared.adapters.callback_urls import CallbackPolicy, CallbackUrlRefused, check_notification_url
 from shared.adapters.logs import redact_url
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import administered_mailbox, parse_mailbox, require_administrator
 from shared.endpoints.http import by_method, empty_response, endpoint, json_object, json_response
-from shared.records.flows import TRIGGERS, FlowRegistry
+from shared.records.flows import TRIGGERS, FlowLimitReached, FlowRegistry, TooManyConcurrentChanges
 from shared.records.mailbox import iso
 from shared.services import bookings_directory, subscriptions
 from shared.services.appointments import Appointments
@@ -165,6 +170,28 @@ def delete_url(mailbox: str, webhook_id: str) -> str:
     return f"{base}/{ROUTE_PREFIX}/v1/bookingBusinesses/{quote(mailbox, safe='@')}/webhooks/{webhook_id}"
 
 
+# --- refusals from below, as answers -----------------------------------------------------------------------
+
+Refusal = CallbackUrlRefused | FlowLimitReached | TooManyConcurrentChanges
+
+
+def answer_for(refusal: Refusal) -> ApiError:
+    """The catalogued answer to a refusal of the URL policy or the flow registry."""
+    if isinstance(refusal, CallbackUrlRefused):
+        return ApiError("NotificationUrlNotAllowed", reason=refusal.reason)
+    if isinstance(refusal, FlowLimitReached):
+        return ApiError("FlowLimitReached", business=refusal.mailbox, count=refusal.count, limit=refusal.limit)
+    return ApiError("TooManyConcurrentChanges", business=refusal.mailbox)
+
+
+@contextlib.contextmanager
+def _answering_refusals() -> Iterator[None]:
+    try:
+        yield
+    except (CallbackUrlRefused, FlowLimitReached, TooManyConcurrentChanges) as refusal:
+        raise answer_for(refusal) from None
+
+
 # --- handlers ----------------------------------------------------------------------------------------------
 
 async def _register(req: func.HttpRequest) -> func.HttpResponse:
@@ -173,11 +200,13 @@ async def _register(req: func.HttpRequest) -> func.HttpResponse:
     trigger = parse_trigger(req.route_params.get("name"))
     await require_administrator(mailbox, caller)
     body = parse_registration_body(req.get_body(), trigger)
-    url = await check_notification_url(body.notification_url, CallbackPolicy.from_settings(get_settings()))
+    with _answering_refusals():
+        url = await check_notification_url(body.notification_url, CallbackPolicy.from_settings(get_settings()))
     await check_filters(mailbox, body)
     registry = FlowRegistry.default()
-    flow = await registry.register(mailbox, trigger, url, created_by_oid=caller.oid, created_by_upn=caller.upn,
-                                   service_ids=body.service_ids, staff_member_ids=body.staff_member_ids)
+    with _answering_refusals():
+        flow = await registry.register(mailbox, trigger, url, created_by_oid=caller.oid, created_by_upn=caller.upn,
+                                       service_ids=body.service_ids, staff_member_ids=body.staff_member_ids)
     try:
         await subscriptions.ensure(mailbox)
     except Exception:
@@ -203,7 +232,8 @@ async def _unregister(req: func.HttpRequest) -> func.HttpResponse:
     if flow is not None:
         if flow.created_by_oid != caller.oid:
             await require_administrator(mailbox, caller)
-        result = await registry.unregister(mailbox, webhook_id)
+        with _answering_refusals():
+            result = await registry.unregister(mailbox, webhook_id)
         if result.removed and result.mailbox_now_empty:
             await subscriptions.release_if_no_flows(mailbox)
     return empty_response(204)

@@ -1,7 +1,9 @@
 """The ``quota`` and ``flow:<webhookId>`` rows of the mailbox partition: the flows registered on each
-mailbox, the per-mailbox flow limit, and each flow's delivery health.
+mailbox, the per-mailbox flow limit, and the flows as the delivery worker last read them. Each flow's
+delivery health (columns of its row, written behind the deliveries) is ``shared.records.flow_health``.
 
-The HTTP rules (who may register, which URLs) live in ``shared.endpoints.flow_webhooks``. The quota row
+The HTTP rules (who may register, which URLs) live in ``shared.endpoints.flow_webhooks``, which also turns
+this module's refusals (``FlowLimitReached``, ``TooManyConcurrentChanges``) into answers. The quota row
 holds ``FlowCount``; every registration and deletion changes it in the *same* transaction as the flow
 row, guarded by its ETag.
 
@@ -44,13 +46,14 @@ from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
+from cachetools import TTLCache
 
 from shared.adapters.logs import redact_url
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import get_settings
-from shared.contracts.errors import ApiError
 from shared.records.mailbox import (
     delete_index_unchanged,
     get_index,
@@ -193,6 +196,23 @@ class Unregistered:
         return self.remaining == 0
 
 
+class FlowLimitReached(Exception):
+    """The mailbox already has ``limit`` flows: a registration is refused (nothing was written)."""
+
+    def __init__(self, mailbox: str, count: int, limit: int) -> None:
+        super().__init__(f"{mailbox} has {count} flows, the most allowed ({limit})")
+        self.mailbox, self.count, self.limit = mailbox, count, limit
+
+
+class TooManyConcurrentChanges(Exception):
+    """The mailbox's flows kept changing under a registration or removal for ``conflict_retry_seconds``:
+    it gave up (nothing was written) and may be tried again."""
+
+    def __init__(self, mailbox: str) -> None:
+        super().__init__(f"the flows of {mailbox} are changing too often to commit")
+        self.mailbox = mailbox
+
+
 def flow_row_key(webhook_id: str) -> str:
     return f"{FLOW_PREFIX}{webhook_id}"
 
@@ -203,15 +223,16 @@ def _conflict(error: TableTransactionError) -> bool:
     return error.status_code in (404, 409, 412)
 
 
-# In-process queue per (event loop, mailbox); entries vanish when no caller holds the lock.
-_local_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+# In-process queue per mailbox, per event loop (a lock belongs to one); entries vanish when no caller holds
+# the lock.
+_local_locks: PerLoop[weakref.WeakValueDictionary[str, asyncio.Lock]] = PerLoop(weakref.WeakValueDictionary)
 
 
 def _local_lock(mailbox: str) -> asyncio.Lock:
-    key = (id(asyncio.get_running_loop()), mailbox)
-    lock = _local_locks.get(key)
+    locks = _local_locks.get()
+    lock = locks.get(mailbox)
     if lock is None:
-        lock = _local_locks[key] = asyncio.Lock()
+        lock = locks[mailbox] = asyncio.Lock()
     return lock
 
 
@@ -248,7 +269,7 @@ class FlowRegistry:
     async def register(self, mailbox: str, trigger: str, callback_url: str, *, created_by_oid: str,
                        created_by_upn: str, service_ids: tuple[str, ...] = (),
                        staff_member_ids: tuple[str, ...] = ()) -> Flow:
-        """Add a flow, atomically with the mailbox's count. ``ApiError("FlowLimitReached")`` at the limit."""
+        """Add a flow, atomically with the mailbox's count. ``FlowLimitReached`` at the limit."""
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}")
         flow = Flow(mailbox=mailbox, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
@@ -271,7 +292,7 @@ class FlowRegistry:
             quota = await self._get(mailbox, QUOTA_ROW)
             count = int(quota["FlowCount"]) if quota is not None else 0
             if count >= self.max_flows:
-                raise ApiError("FlowLimitReached", business=mailbox, count=count, limit=self.max_flows)
+                raise FlowLimitReached(mailbox, count, self.max_flows)
             quota_row = row(mailbox, QUOTA_ROW, Kind="quota", FlowCount=count + 1)
             quota_op: tuple[Any, ...] = (
                 ("create", quota_row) if quota is None else
@@ -293,7 +314,7 @@ class FlowRegistry:
             if not _conflict(error):
                 raise
             if time.monotonic() > deadline:
-                raise ApiError("TooManyConcurrentChanges", business=mailbox) from None
+                raise TooManyConcurrentChanges(mailbox) from None
             self.conflicts += 1
             await _backoff(attempt)
             return False
@@ -395,155 +416,33 @@ async def flow_count(mailbox: str) -> int:
     return await FlowRegistry.default().flow_count(mailbox)
 
 
-# --- what the delivery worker reads and writes: the flow as recently read, and its health ------------------
+# --- what the delivery worker reads: the flow as recently read (its health: shared.records.flow_health) ------
 
 # A delivery needs the flow's callback URL. Reading the row for each of a burst of events to one flow is most
 # of a delivery's storage work, so rows are kept this long per process. A flow removed on another instance
 # can then still be called for this long (the race between a removal and a delivery already in flight,
 # widened from milliseconds to seconds); a removal on this instance forgets the row at once, and the worker
 # reads the row again before it acts on a failed attempt (``fresh=True``), so a removed flow is never
-# retried or dead-lettered.
+# retried or dead-lettered. Bounded: the least recently used rows make room.
 FLOW_CACHE_SECONDS = 15.0
 FLOW_CACHE_SIZE = 10_000
-_flow_cache: dict[tuple[str, str], tuple[float, Flow]] = {}
+_flow_cache: TTLCache[tuple[str, str], Flow] = TTLCache(FLOW_CACHE_SIZE, FLOW_CACHE_SECONDS)
 
 
 async def flow_for_delivery(mailbox: str, webhook_id: str, *, fresh: bool = False) -> Flow | None:
     """The flow as read at most ``FLOW_CACHE_SECONDS`` ago (now, with ``fresh``), or None when it was removed."""
     key = (mailbox, webhook_id)
-    hit = _flow_cache.get(key)
-    if hit is not None and not fresh and time.monotonic() - hit[0] < FLOW_CACHE_SECONDS:
-        return hit[1]
+    hit = None if fresh else _flow_cache.get(key)
+    if hit is not None:
+        return hit
     try:
         entity = await mailbox_table().get_entity(mailbox, flow_row_key(webhook_id))
     except ResourceNotFoundError:
         _flow_cache.pop(key, None)
         return None
-    flow = Flow.from_entity(entity)
-    _flow_cache.pop(key, None)  # re-inserted last: the dict's order is the eviction order
-    _flow_cache[key] = (time.monotonic(), flow)
-    while len(_flow_cache) > FLOW_CACHE_SIZE:
-        del _flow_cache[next(iter(_flow_cache))]
+    flow = _flow_cache[key] = Flow.from_entity(entity)
     return flow
 
 
 def forget_flow(mailbox: str, webhook_id: str) -> None:
     _flow_cache.pop((mailbox, webhook_id), None)
-
-
-# Delivery health is written behind the deliveries: each flow's outcomes of the last ``HEALTH_FLUSH_SECONDS``
-# go out in one ETag-guarded merge (a burst of 100 events to a flow costs a few writes, not 200 storage
-# calls), retried on 412 so that concurrent instances keep the counts exact. What a process holds
-# when it is killed (at most that long of outcomes) is lost: the counters are for administrators, and the
-# deliveries themselves are in telemetry (DeliverySucceeded / DeliveryFailed).
-HEALTH_FLUSH_SECONDS = 1.0
-HEALTH_WRITE_ATTEMPTS = 8
-
-
-@dataclass
-class _Outcomes:
-    """Outcomes of attempts to one flow not yet written, in order."""
-
-    delivered: int = 0
-    failed: int = 0
-    failures_since_success: int = 0
-    any_success: bool = False
-    status: str = ""
-    at: datetime | None = None
-
-    def add(self, delivered: bool, status: str, at: datetime) -> None:
-        if delivered:
-            self.delivered += 1
-            self.any_success, self.failures_since_success = True, 0
-        else:
-            self.failed += 1
-            self.failures_since_success += 1
-        self.status, self.at = status, at
-
-    def changes(self, entity: Any) -> dict[str, Any]:
-        stored_failures = 0 if self.any_success else int(entity.get("ConsecutiveFailures", 0))
-        return {"DeliveredCount": int(entity.get("DeliveredCount", 0)) + self.delivered,
-                "FailedCount": int(entity.get("FailedCount", 0)) + self.failed,
-                "ConsecutiveFailures": stored_failures + self.failures_since_success,
-                "LastDeliveryStatus": self.status, "LastDeliveryDateTime": self.at}
-
-
-_HealthKey = tuple[int, str, str]  # (event loop, mailbox, webhook id): tasks and storage clients are per loop
-_outcomes: dict[_HealthKey, _Outcomes] = {}
-_writers: dict[_HealthKey, tuple[asyncio.Task[None], asyncio.Event]] = {}
-
-
-def record_delivery(flow: Flow, *, delivered: bool, status: str) -> None:
-    """Note one attempt's outcome in the flow's health; written within ``HEALTH_FLUSH_SECONDS``. Never fails
-    the delivery: redelivering because a counter could not be written would be worse."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), flow.mailbox, flow.webhook_id)
-    _outcomes.setdefault(key, _Outcomes()).add(delivered, status, datetime.now(UTC))
-    writer = _writers.get(key)
-    # A writer of a closed loop whose id() was reused (tests run a loop each) is no writer.
-    if writer is None or writer[0].done() or writer[0].get_loop() is not loop:
-        now = asyncio.Event()
-        _writers[key] = (loop.create_task(_write_behind(key, flow.mailbox, flow.row_key, now)), now)
-
-
-async def flush_health() -> None:
-    """Write every outcome noted so far on this event loop (tests, benchmarks and a host stopping)."""
-    loop_id = id(asyncio.get_running_loop())
-    writers = [writer for key, writer in list(_writers.items()) if key[0] == loop_id]
-    for _, now in writers:
-        now.set()
-    await asyncio.gather(*(task for task, _ in writers), return_exceptions=True)
-
-
-async def _write_behind(key: _HealthKey, mailbox: str, row_key: str, now: asyncio.Event) -> None:
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(now.wait(), HEALTH_FLUSH_SECONDS)
-        # Outcomes noted while a write is in flight go out right after it. Between the last pop and the
-        # ``finally`` nothing else runs (no await), so a new outcome always finds a writer or starts one.
-        while (outcomes := _outcomes.pop(key, None)) is not None:
-            await _write_health(mailbox, row_key, outcomes)
-    except Exception:  # a task's exception would otherwise only reach asyncio's "never retrieved" log
-        log.exception("flow health of %s not updated", row_key)
-    finally:
-        _writers.pop(key, None)
-
-
-# The health columns and ETag this process last wrote per flow row: the next write starts from them instead
-# of reading the row (one merge per write, not a read and a merge); a 412 says someone else wrote since.
-_written: dict[tuple[str, str], dict[str, Any]] = {}
-_WRITTEN_SIZE = 10_000
-
-
-async def _write_health(mailbox: str, row_key: str, outcomes: _Outcomes) -> None:
-    table = mailbox_table()
-    key = (mailbox, row_key)
-    for attempt in range(HEALTH_WRITE_ATTEMPTS):
-        known = _written.pop(key, None)
-        if known is not None:
-            etag, entity = known["etag"], known
-        else:
-            try:
-                stored = await table.get_entity(mailbox, row_key)
-            except ResourceNotFoundError:
-                return  # the flow was removed meanwhile
-            etag, entity = stored.metadata["etag"], stored
-        changes = outcomes.changes(entity)
-        try:
-            answer = await table.update_entity(row(mailbox, row_key, **changes), mode=UpdateMode.MERGE, etag=etag,
-                                               match_condition=MatchConditions.IfNotModified)
-        except ResourceNotFoundError:
-            return
-        except HttpResponseError as error:
-            if error.status_code != 412:
-                log.warning("flow health of %s not updated: %s", row_key, error.status_code)
-                return
-            if known is None:  # a fresh read lost a race: back off before the next
-                await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # noqa: S311 - jitter only
-            continue
-        if answer.get("etag"):
-            _written[key] = {**changes, "etag": answer["etag"]}
-            while len(_written) > _WRITTEN_SIZE:
-                del _written[next(iter(_written))]
-        return
-    log.warning("flow health of %s not updated: too many concurrent writers", row_key)

@@ -10,7 +10,8 @@ builds its key and entity and runs the queries on it:
 RowKey                      row                                      owner
 ==========================  ======================================  ==========================================
 ``quota``                   how many flows the mailbox has          ``shared.records.flows``
-``flow:<webhookId>``        one registered flow                      ``shared.records.flows``
+``flow:<webhookId>``        one registered flow                      ``shared.records.flows`` (its health
+                                                                    columns: ``shared.records.flow_health``)
 ``subscription``            the mailbox's Graph subscription        ``shared.records.subscription_rows``
 ``sync``                    reconcile lease, coverage, baseline     ``shared.records.reconcile_state``
 ``snap:<appointmentId>``    last seen state of an appointment       ``shared.records.reconcile_state``

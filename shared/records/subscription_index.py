@@ -4,9 +4,10 @@ Notifications name the subscription, never the SMTP address (their ``resource`` 
 id), so the notification endpoint finds the mailbox and the expected clientState with one point read of
 this index (PartitionKey = subscription id, RowKey ``""``; properties ``Mailbox``, ``ClientState``,
 ``ExpirationDateTime``). Found entries are kept in memory for ``CACHE_SECONDS`` (5 min): a subscription's
-mailbox and clientState never change, and bursts name the same few subscriptions over and over.
+mailbox and clientState never change, and bursts name the same few subscriptions over and over. Both
+caches are ``cachetools.TTLCache``: when full, the least recently used entry makes room.
 
-Absences are kept too, but only for ``UNKNOWN_SECONDS`` (10 s; at most ``UNKNOWN_CACHE_SIZE`` ids): a
+Absences are kept too, but only for ``UNKNOWN_SECONDS`` (10 s; the ``UNKNOWN_CACHE_SIZE`` most recent ids): a
 flood naming the same made-up (or deleted) subscription ids costs one read per id and 10 s, not one per
 notification. The window is short because a new subscription's first notification may race its index
 row; and ``put()`` forgets any absence of its id (also one recorded by a read that overlapped the write),
@@ -21,13 +22,13 @@ This module imports nothing that talks to Graph: it is on the notification path.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
+from cachetools import TTLCache
 
 from shared.adapters.single_flight import SingleFlight
 from shared.adapters.storage import SUBSCRIPTION_TABLE, get_store
@@ -48,8 +49,8 @@ class IndexEntry:
     client_state: str
 
 
-_cache: dict[str, tuple[IndexEntry, float]] = {}
-_unknown: dict[str, float] = {}  # subscription id -> until when it is known to be absent
+_cache: TTLCache[str, IndexEntry] = TTLCache(CACHE_SIZE, CACHE_SECONDS)
+_unknown: TTLCache[str, bool] = TTLCache(UNKNOWN_CACHE_SIZE, UNKNOWN_SECONDS)  # ids read as absent
 _puts = 0  # index writes so far: a read that overlapped one must not record an absence
 # A burst right after start-up names the same few subscriptions in every request, and all of them would
 # miss the cache at once: concurrent lookups of one id share one read.
@@ -75,17 +76,13 @@ def storable_id(subscription_id: object) -> bool:
 
 def cached(subscription_id: str) -> IndexEntry | None:
     """The entry if it is in memory and fresh, without touching storage."""
-    entry = _cache.get(subscription_id)
-    return entry[0] if entry is not None and entry[1] > time.monotonic() else None
+    return _cache.get(subscription_id)
 
 
 def known_unknown(subscription_id: str) -> bool:
     """True when ``subscription_id`` names no subscription as far as this process knows without a read:
     not storable, or read as absent less than ``UNKNOWN_SECONDS`` ago."""
-    if not storable_id(subscription_id):
-        return True
-    until = _unknown.get(subscription_id)
-    return until is not None and until > time.monotonic()
+    return not storable_id(subscription_id) or subscription_id in _unknown
 
 
 async def lookup(subscription_id: str) -> IndexEntry | None:
@@ -98,28 +95,15 @@ async def lookup(subscription_id: str) -> IndexEntry | None:
     return await _reads.run(subscription_id, lambda: _read(subscription_id))
 
 
-def _remember_absent(subscription_id: str) -> None:
-    now = time.monotonic()
-    if len(_unknown) >= UNKNOWN_CACHE_SIZE:
-        for key in [k for k, until in _unknown.items() if until <= now]:
-            del _unknown[key]
-        if len(_unknown) >= UNKNOWN_CACHE_SIZE:
-            _unknown.clear()  # a flood of distinct ids: crude, but bounded
-    _unknown[subscription_id] = now + UNKNOWN_SECONDS
-
-
 async def _read(subscription_id: str) -> IndexEntry | None:
     puts_before = _puts
     try:
         entity = await _table().get_entity(subscription_id, "")
     except ResourceNotFoundError:
         if _puts == puts_before:  # no index write overlapped this read: the absence is real
-            _remember_absent(subscription_id)
+            _unknown[subscription_id] = True
         return None
-    entry = IndexEntry(subscription_id, entity["Mailbox"], entity["ClientState"])
-    if len(_cache) >= CACHE_SIZE:
-        _cache.clear()  # crude, but bounded; refilled by the next reads
-    _cache[subscription_id] = (entry, time.monotonic() + CACHE_SECONDS)
+    entry = _cache[subscription_id] = IndexEntry(subscription_id, entity["Mailbox"], entity["ClientState"])
     return entry
 
 

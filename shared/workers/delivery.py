@@ -45,7 +45,7 @@ from shared.contracts import events
 from shared.contracts.appointment_data import upgrade_stored_payload
 from shared.messages import deliveries
 from shared.messages.deliveries import DeliveryEvent, DeliveryMessage, idempotency_key, parse_message, parse_time
-from shared.records import flows, outbox
+from shared.records import flow_health, flows, outbox
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import Flow, FlowRegistry
 from shared.services import subscriptions
@@ -156,7 +156,7 @@ async def _deliver(item: DeliveryMessage) -> None:
         result = await post(flow.callback_url, body, headers)
         common = {"eventId": event_id, "attempt": attempt + 1, "status": result.status}
         if result.outcome == "delivered":
-            flows.record_delivery(flow, delivered=True, status=result.status_text)
+            flow_health.record_delivery(flow, delivered=True, status=result.status_text)
             detected = parse_time(event["detectedAt"]) if event["detectedAt"] else None
             end_to_end = round((datetime.now(UTC) - detected).total_seconds() * 1000) if detected else None
             track_event(events.DELIVERY_SUCCEEDED, durationMs=result.duration_ms, endToEndMs=end_to_end, **common)
@@ -172,7 +172,7 @@ async def _deliver(item: DeliveryMessage) -> None:
         if await flows.flow_for_delivery(mailbox, flow_id, fresh=True) is None:
             log.info("delivery of event %s ended: flow %s was removed meanwhile", event_id, flow_id)
             return
-        flows.record_delivery(flow, delivered=False, status=result.status_text)
+        flow_health.record_delivery(flow, delivered=False, status=result.status_text)
         if result.outcome == "retry":
             deadline = parse_time(item["firstAttemptAt"]) + timedelta(hours=get_settings().delivery_retry_hours)
             remaining = (deadline - datetime.now(UTC)).total_seconds()

@@ -17,7 +17,7 @@ from shared.adapters import callback_client
 from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.contracts import events
 from shared.messages.deliveries import idempotency_key
-from shared.records import flows
+from shared.records import flow_health
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import FlowRegistry
 from shared.records.outbox import outbox_row_key, read_payload
@@ -36,8 +36,8 @@ async def dead_letters() -> list:
 
 
 async def flow_row(webhook_id: str):
-    """The flow's row once the health noted so far is written (``flows.record_delivery`` writes behind)."""
-    await flows.flush_health()
+    """The flow's row once the health noted so far is written (``flow_health.record_delivery`` writes behind)."""
+    await flow_health.flush_health()
     return await FlowRegistry(get_store().table(MAILBOX_TABLE), 5).get_flow(CLINIC, webhook_id)
 
 

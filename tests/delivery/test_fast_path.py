@@ -13,9 +13,10 @@ import pytest
 from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_TABLE, get_store
 from shared.messages import deliveries
 from shared.messages.deliveries import idempotency_key
-from shared.records import flows
+from shared.records import flow_health, flows
 from shared.records.dead_letters import DeadLetters
-from shared.records.flows import FlowRegistry, _Outcomes, flow_row_key
+from shared.records.flow_health import _Outcomes
+from shared.records.flows import FlowRegistry, flow_row_key
 from shared.records.outbox import outbox_row_key
 from shared.workers import delivery
 from shared.workers import fan_out as fan_out_module
@@ -30,7 +31,7 @@ async def queue_length() -> int:
 
 
 async def health_of(webhook_id: str) -> flows.Flow:
-    await flows.flush_health()
+    await flow_health.flush_health()
     flow = await FlowRegistry(get_store().table(MAILBOX_TABLE), 5).get_flow(CLINIC, webhook_id)
     assert flow is not None
     return flow
@@ -112,13 +113,13 @@ async def test_a_burst_to_one_flow_costs_a_few_health_writes(env, receiver, monk
     flow = await add_flow(receiver.url("burst"))
     events = [await add_event(number=n) for n in range(30)]
     writes = []
-    real = flows._write_health
+    real = flow_health._write_health
 
     async def counted(*args, **kwargs):
         writes.append(args[1])
         await real(*args, **kwargs)
 
-    monkeypatch.setattr(flows, "_write_health", counted)
+    monkeypatch.setattr(flow_health, "_write_health", counted)
     await asyncio.gather(*(delivery.deliver(queue_message(deliveries.new_message(CLINIC, e, flow.webhook_id)))
                            for e in events))
     health = await health_of(flow.webhook_id)
@@ -133,8 +134,8 @@ async def test_health_from_two_instances_adds_up(env, receiver) -> None:
     for _ in range(3):
         mine.add(True, "200", datetime.now(UTC))
     theirs.add(False, "500", datetime.now(UTC))
-    await asyncio.gather(flows._write_health(CLINIC, flow.row_key, mine),
-                         flows._write_health(CLINIC, flow.row_key, theirs))
+    await asyncio.gather(flow_health._write_health(CLINIC, flow.row_key, mine),
+                         flow_health._write_health(CLINIC, flow.row_key, theirs))
     health = await health_of(flow.webhook_id)
     assert (health.delivered_count, health.failed_count) == (3, 1)
 
@@ -221,11 +222,11 @@ async def test_a_write_after_another_instances_starts_from_the_row_again(env, re
     flow = await add_flow(receiver.url("remembered"))
     ours = _Outcomes()
     ours.add(True, "200", datetime.now(UTC))
-    await flows._write_health(CLINIC, flow.row_key, ours)
+    await flow_health._write_health(CLINIC, flow.row_key, ours)
     table = get_store().table(MAILBOX_TABLE)
     stored = await table.get_entity(CLINIC, flow.row_key)
     await table.update_entity({"PartitionKey": CLINIC, "RowKey": flow.row_key, "FailedCount": 4,
                                "DeliveredCount": stored["DeliveredCount"] + 2}, mode="merge")  # another instance
-    await flows._write_health(CLINIC, flow.row_key, ours)
+    await flow_health._write_health(CLINIC, flow.row_key, ours)
     health = await health_of(flow.webhook_id)
     assert (health.delivered_count, health.failed_count) == (4, 4)

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.adapters.callback_urls import CallbackPolicy, check_addresses, check_notification_url, forbidden_reason
-from shared.contracts.errors import ApiError
+from shared.adapters.callback_urls import (
+    CallbackPolicy,
+    CallbackUrlRefused,
+    check_addresses,
+    check_notification_url,
+    forbidden_reason,
+)
+from shared.endpoints.flow_webhooks import answer_for
 
 ALLOW = ("*.logic.azure.com", "*.flow.microsoft.com", "prod.example.net")
 PROD = CallbackPolicy(ALLOW, allow_loopback=False)
@@ -35,10 +41,12 @@ def resolver(mapping: dict[str, list[str]] | None = None, default: list[str] | N
 
 
 async def refused(url: object, policy: CallbackPolicy = PROD, resolve=None) -> str:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(CallbackUrlRefused) as info:
         await check_notification_url(url, policy, resolve or resolver(default=[PUBLIC_IP]))
-    assert info.value.code == "NotificationUrlNotAllowed" and info.value.status == 403
-    reason = info.value.details["reason"]
+    answer = answer_for(info.value)  # what the registration endpoint answers
+    assert answer.code == "NotificationUrlNotAllowed" and answer.status == 403
+    reason = info.value.reason
+    assert answer.details["reason"] == reason
     assert "SECRET" not in reason and "sig=" not in reason  # the query string is never echoed
     return reason
 
@@ -144,7 +152,17 @@ async def test_hostname_resolution_uses_the_normalised_host() -> None:
 @pytest.mark.parametrize("address", ["20.190.128.10", "2603:1030::1", "::ffff:20.190.128.10", "2002:1414:1414::1",
                                      "168.63.129.15", "168.63.129.17"])  # the platform address only, not its range
 def test_public_addresses_pass(address: str) -> None:
-    check_addresses("h", [address])
+    assert check_addresses("h", [address]) is None
+
+
+@pytest.mark.parametrize(("addresses", "reason"), [
+    ([PUBLIC_IP, "10.0.0.1"], "host 'h' resolves to a private address"),  # one bad address is enough
+    (["fe80::1%eth0"], "host 'h' resolves to a link-local address"),
+    (["not-an-address"], "host 'h' resolved to something that is not an IP address"),
+    ([], "host 'h' does not resolve"),
+])
+def test_forbidden_addresses_give_the_reason(addresses: list[str], reason: str) -> None:
+    assert check_addresses("h", addresses) == reason
 
 
 @given(st.ip_addresses())

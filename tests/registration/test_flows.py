@@ -10,8 +10,8 @@ import pytest
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters.storage import MAILBOX_TABLE
-from shared.contracts.errors import ApiError
-from shared.records.flows import QUOTA_ROW, FlowRegistry, Unregistered
+from shared.endpoints.flow_webhooks import answer_for
+from shared.records.flows import QUOTA_ROW, FlowLimitReached, FlowRegistry, TooManyConcurrentChanges, Unregistered
 
 SECRET_URL = "https://prod-1.westeurope.logic.azure.com/workflows/w1/triggers/manual/paths/invoke?sig=TOP-SECRET"
 
@@ -72,8 +72,11 @@ async def test_fifty_parallel_registrations_yield_exactly_the_limit(table: Table
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(created) == 5
     assert len(refused) == 45
-    assert all(isinstance(r, ApiError) and r.code == "FlowLimitReached" and r.status == 429 for r in refused)
-    assert all(r.details["count"] == 5 and r.details["limit"] == 5 for r in refused)
+    assert all(isinstance(r, FlowLimitReached) for r in refused)
+    answers = [answer_for(r) for r in refused]  # what the registration endpoint answers
+    assert all(a.code == "FlowLimitReached" and a.status == 429 for a in answers)
+    assert all(r.count == 5 and r.limit == 5 and a.details["count"] == 5 and a.details["limit"] == 5
+               for r, a in zip(refused, answers, strict=True))
     rows = await flow_rows(table, business)
     assert sorted(r["WebhookId"] for r in rows) == sorted(f.webhook_id for f in created)
     assert await quota(table, business) == 5
@@ -84,7 +87,7 @@ async def test_in_process_queue_avoids_conflicts_and_keeps_the_limit(table: Tabl
     reg = registry(table, limit=5, serialize_locally=True)
     results = await asyncio.gather(*(register(reg, business, n=i) for i in range(50)), return_exceptions=True)
     assert sum(not isinstance(r, BaseException) for r in results) == 5
-    assert all(r.code == "FlowLimitReached" for r in results if isinstance(r, BaseException))
+    assert all(isinstance(r, FlowLimitReached) for r in results if isinstance(r, BaseException))
     assert reg.conflicts == 0 and len(await flow_rows(table, business)) == 5
 
 
@@ -100,7 +103,7 @@ async def test_the_limit_is_per_mailbox(table: TableClient, business: str) -> No
     reg = registry(table, limit=2)
     other = f"other-{business}"
     await asyncio.gather(*(register(reg, business, n=i) for i in range(2)))
-    with pytest.raises(ApiError, match="FlowLimitReached"):
+    with pytest.raises(FlowLimitReached):
         await register(reg, business)
     await register(reg, other)
     assert len(await reg.list_flows(other)) == 1
@@ -138,12 +141,12 @@ async def test_parallel_deletes(table: TableClient, business: str) -> None:
 async def test_register_again_after_delete(table: TableClient, business: str) -> None:
     reg = registry(table)
     flows = await asyncio.gather(*(register(reg, business, n=i) for i in range(5)))
-    with pytest.raises(ApiError, match="FlowLimitReached"):
+    with pytest.raises(FlowLimitReached):
         await register(reg, business)
     await reg.unregister(business, flows[0].webhook_id)
     again = await register(reg, business, n=9)
     assert again.webhook_id not in {f.webhook_id for f in flows}
-    with pytest.raises(ApiError, match="FlowLimitReached"):
+    with pytest.raises(FlowLimitReached):
         await register(reg, business)
     assert len(await flow_rows(table, business)) == 5 and await quota(table, business) == 5
 
@@ -157,7 +160,7 @@ async def test_registrations_and_deletions_racing_keep_the_count_exact(table: Ta
         return_exceptions=True,
     )
     unexpected = [r for r in results if isinstance(r, BaseException)
-                  and not (isinstance(r, ApiError) and r.code == "FlowLimitReached")]
+                  and not isinstance(r, FlowLimitReached)]
     assert unexpected == []
     rows = await flow_rows(table, business)
     assert len(rows) == await quota(table, business) <= 5
@@ -175,3 +178,13 @@ async def test_other_rows_in_the_partition_are_not_flows(table: TableClient, bus
 async def test_unknown_trigger_is_a_programming_error(table: TableClient, business: str) -> None:
     with pytest.raises(ValueError, match="trigger"):
         await register(registry(table), business, "AppointmentExploded")
+
+
+def test_the_registry_refusals_keep_their_answers() -> None:
+    """The endpoint's answers to the registry's refusals: the catalogue's codes, statuses and details."""
+    limit = answer_for(FlowLimitReached("clinic@contoso.test", 5, 5))
+    assert (limit.code, limit.status) == ("FlowLimitReached", 429)
+    assert limit.details == {"business": "clinic@contoso.test", "count": 5, "limit": 5}
+    busy = answer_for(TooManyConcurrentChanges("clinic@contoso.test"))
+    assert (busy.code, busy.status, busy.details) == ("TooManyConcurrentChanges", 503,
+                                                       {"business": "clinic@contoso.test"})

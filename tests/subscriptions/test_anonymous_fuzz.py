@@ -20,6 +20,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient
+from cachetools import TTLCache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,10 +238,13 @@ async def test_a_read_overlapping_the_index_write_records_no_absence(clean_env, 
 
 
 async def test_unknown_entries_expire(clean_env, monkeypatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(subscription_index, "_unknown", TTLCache(10, subscription_index.UNKNOWN_SECONDS,
+                                                                 timer=lambda: now[0]))
     sid = str(uuid.uuid4())
     await subscription_index.lookup(sid)
     assert subscription_index.known_unknown(sid)
-    monkeypatch.setitem(subscription_index._unknown, sid, 0.0)  # its UNKNOWN_SECONDS are over
+    now[0] += subscription_index.UNKNOWN_SECONDS  # its UNKNOWN_SECONDS are over
     assert not subscription_index.known_unknown(sid)
 
 
