@@ -4,17 +4,20 @@ stands in two of README.md and docs/ (each fact has one home, the others link to
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from devhost.processes import ROOT
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
-SKIPPED = ("node_modules", ".venv", ".stack", ".git", ".pytest_cache")
 
 
 def markdown_files() -> list[Path]:
-    return sorted(p for p in ROOT.rglob("*.md") if not any(part in SKIPPED for part in p.relative_to(ROOT).parts))
+    """The repository's own Markdown (what git tracks, or would: not venvs, node_modules or logs)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    return sorted(ROOT / name for name in listed if (ROOT / name).exists())
 
 
 def anchor(heading: str) -> str:
