@@ -14,7 +14,7 @@ from shared.adapters.settings import get_settings
 from shared.messages import deliveries
 from shared.records import outbox
 from shared.workers import delivery
-from tests.delivery.conftest import CLINIC, new_message
+from tests.delivery.conftest import new_message
 
 
 def test_retry_after_in_seconds_and_as_http_date() -> None:
@@ -74,11 +74,12 @@ def _failed(retry_after: float | None = None, outcome: str = "retry", error_code
 
 def test_a_retry_waits_its_back_off_but_never_past_the_retry_window(app_env) -> None:
     window = timedelta(hours=get_settings().delivery_retry_hours)
-    fresh = new_message(CLINIC, "e1", "f1", "c1")
+    clinic = "clinic@contoso.test"
+    fresh = new_message(clinic, "e1", "f1", "c1")
     assert delivery._retry_delay(fresh, _failed(retry_after=120)) == 120
-    nearly_over = new_message(CLINIC, "e1", "f1", "c1", datetime.now(UTC) - window + timedelta(seconds=30))
+    nearly_over = new_message(clinic, "e1", "f1", "c1", datetime.now(UTC) - window + timedelta(seconds=30))
     assert 0 < delivery._retry_delay(nearly_over, _failed(retry_after=600)) <= 30  # one last attempt at the end
-    over = new_message(CLINIC, "e1", "f1", "c1", datetime.now(UTC) - window - timedelta(seconds=1))
+    over = new_message(clinic, "e1", "f1", "c1", datetime.now(UTC) - window - timedelta(seconds=1))
     assert delivery._retry_delay(over, _failed(retry_after=1)) is None
 
 
