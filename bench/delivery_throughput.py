@@ -43,7 +43,7 @@ async def _run(deliveries: int, concurrency: int, receiver: Any) -> dict[str, fl
     for mailbox in mailboxes:
         for number in range(per_flow_events):
             event = await add_event(number=number, mailbox=mailbox)
-            carried = delivery.event_from_row(await outbox.get(mailbox, event))
+            carried = delivery_messages.event_from_row(await outbox.get(mailbox, event))
             messages += [delivery_messages.new_message(mailbox, event, f.webhook_id, event=carried)
                          for f in flows[mailbox]]
     limit = asyncio.Semaphore(concurrency)

@@ -10,20 +10,28 @@ many are, the next wave goes on gathering. Every request still answers only once
 A wave merges hints per mailbox. When it spans few mailboxes it writes one message per mailbox; when
 it spans many (a burst), it writes *bundles* — several mailboxes' messages in one queue message — and
 the reconcile worker splits each bundle into per-mailbox messages (``split_bundle``) before any
-reconcile. A burst of 200 POSTs over 50 mailboxes thus costs a handful of writes instead of ~100.
+reconcile. A burst of 200 POSTs over 50 mailboxes thus costs a handful of writes instead of ~100. The
+bundles are packed by ``shared.messages.mailbox_changes``, which owns the format.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import weakref
 from collections import defaultdict
 from typing import Any
 
 from shared.adapters.monitoring import track_event
+from shared.adapters.per_loop import PerLoop
 from shared.contracts import events
-from shared.messages.mailbox_changes import MAX_MESSAGE_JSON_BYTES, Change, MailboxChangeMessage, enqueue
+from shared.messages.mailbox_changes import (
+    MAX_MESSAGE_JSON_BYTES,
+    MailboxChangeMessage,
+    bundle,
+    bundle_groups,
+    change_json_bytes,
+    enqueue,
+    json_bytes,
+)
 
 BUNDLE_ABOVE_MAILBOXES = 4  # up to this many mailboxes in a wave: direct messages, no extra queue hop
 LINGER_SECONDS = 0.02  # the longest a wave waits for more hints of a burst (see _HintBatcher._linger)
@@ -33,23 +41,11 @@ LINGER_SECONDS = 0.02  # the longest a wave waits for more hints of a burst (see
 WAVES_IN_FLIGHT = 2
 
 
-def _json_size(value: object) -> int:
-    return len(json.dumps(value))
-
-
-def _change_size(change: Change) -> int:
-    """Bytes the change adds to a message's JSON, without serialising it (this runs for every item)."""
-    text = change["changeType"] + change["eventId"]
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return len(text) + 34  # {"changeType": "…", "eventId": "…"} and the ", " before it
-    return _json_size(change) + 2
-
-
 class _Pending:
     """One queue message being assembled, and the requests waiting for it."""
 
     def __init__(self, body: dict[str, Any], size: int, futures: list[asyncio.Future[None]]) -> None:
-        self.body, self.size, self.futures = body, size, futures
+        self.body, self.size, self.futures = body, size, futures  # size: a mailbox message's JSON bytes so far
         self.members: list[_Pending] = []  # for a bundle: the mailbox messages in it
 
 
@@ -57,7 +53,7 @@ def _pack(batch: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]) -> lis
     """A wave's queue messages: hints merged per mailbox (each under the size limit), bundled if many."""
     per_mailbox: dict[str, list[_Pending]] = defaultdict(list)
     for message, future in batch:
-        size = sum(_change_size(c) for c in message["changes"])
+        size = sum(change_json_bytes(c) for c in message["changes"])
         groups = per_mailbox[message["mailbox"]]
         last = groups[-1] if groups else None
         if last is not None and last.size + size <= MAX_MESSAGE_JSON_BYTES:
@@ -67,20 +63,18 @@ def _pack(batch: list[tuple[MailboxChangeMessage, asyncio.Future[None]]]) -> lis
             last.futures.append(future)
         else:
             body = {**message, "changes": list(message["changes"])}
-            groups.append(_Pending(body, _json_size({**body, "changes": []}) + size, [future]))
+            groups.append(_Pending(body, json_bytes({**body, "changes": []}) + size, [future]))
     messages = [m for groups in per_mailbox.values() for m in groups]
     if len(per_mailbox) <= BUNDLE_ABOVE_MAILBOXES:
         return messages
-    bundles: list[_Pending] = []
-    for m in messages:
-        if not bundles or bundles[-1].size + m.size + 2 > MAX_MESSAGE_JSON_BYTES:
-            bundles.append(_Pending({"version": 1, "bundle": []}, len('{"version": 1, "bundle": []}'), []))
-        bundle = bundles[-1]
-        bundle.body["bundle"].append(m.body)
-        bundle.size += m.size + 2
-        bundle.futures.extend(m.futures)
-        bundle.members.append(m)
-    return bundles
+    return [_bundled(group) for group in bundle_groups(messages, lambda m: m.size)]
+
+
+def _bundled(members: list[_Pending]) -> _Pending:
+    """One bundle of the mailbox messages ``members``, and the requests waiting for any of them."""
+    pending = _Pending(dict(bundle([m.body for m in members])), 0, [f for m in members for f in m.futures])
+    pending.members = members
+    return pending
 
 
 class _HintBatcher:
@@ -161,15 +155,11 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
                 future.set_exception(error)
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HintBatcher] = weakref.WeakKeyDictionary()
+_batchers: PerLoop[_HintBatcher] = PerLoop(_HintBatcher)
 
 
 def enqueue_hint(message: MailboxChangeMessage) -> asyncio.Future[None]:
     """Store a change hint for the reconcile worker, sharing the write with concurrent hints (see above).
 
     Returns a future that completes once the hint is stored, or fails with the storage error."""
-    loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
-    if batcher is None:
-        batcher = _batchers[loop] = _HintBatcher()
-    return batcher.submit(message)
+    return _batchers.get().submit(message)

@@ -14,6 +14,8 @@ event leave it out, and the worker reads the outbox row instead. The message hol
 holds, in the same storage account: customers' data, never the callback URL (the secret stays in the flow
 row). A retry is a new message with ``attempt + 1``, the same ``firstAttemptAt`` and the same ``event``; a
 replay starts again at attempt 0. Version 1 messages (no ``event``) are still read.
+
+``event_from_row`` is the one conversion of an outbox row into the ``event`` a message carries.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
-from shared.adapters.monitoring import correlation_id
+from shared.adapters.monitoring import correlation_id, telemetry_context
 from shared.adapters.storage import DELIVERIES_QUEUE, get_store
+from shared.records import outbox
 
 MESSAGE_VERSION = 2
 # The queue's 64 KiB counts the base64 text (4 characters per 3 bytes): 48 KiB of JSON, less a margin.
@@ -50,6 +54,21 @@ class DeliveryMessage(TypedDict):
     firstAttemptAt: str
     correlationId: str
     event: NotRequired[DeliveryEvent]
+
+
+def event_from_row(row: Any, *, with_payload: bool = True) -> DeliveryEvent:
+    """The event an outbox row holds, as a delivery message carries it (without its payload: ``{}``)."""
+    detected = row.get("DetectedAt")
+    return {"trigger": str(row.get("Trigger", "")), "changeType": str(row.get("ChangeType", "")),
+            "appointmentId": str(row.get("AppointmentId", "")),
+            "detectedAt": detected.isoformat() if isinstance(detected, datetime) else None,
+            "isTest": bool(row.get("IsTest")), "payload": outbox.read_payload(row) if with_payload else {}}
+
+
+def telemetry(message: DeliveryMessage) -> AbstractContextManager[None]:
+    """The telemetry context of work on ``message``: its mailbox, flow and correlation id."""
+    return telemetry_context(mailbox=message["mailbox"], flowId=message["flowId"],
+                             correlationId=message["correlationId"])
 
 
 def idempotency_key(event: str, flow: str) -> str:

@@ -21,24 +21,31 @@ Message (base64 JSON)::
 The reconcile worker treats it as a hint: it re-reads Graph and diffs against its snapshot, so
 duplicates, re-orderings and lost messages cannot produce wrong events.
 
-Under a burst the notification endpoint also writes *bundles* (``shared.endpoints.hint_batching``):
-several mailboxes' messages in one queue message, which the reconcile worker first splits into the
-messages above, one queue message each (``split_bundle``)::
+Under a burst the notification endpoint (``shared.endpoints.hint_batching``) and the resync timer also
+write *bundles*: several mailboxes' messages in one queue message, which the reconcile worker first splits
+into the messages above, one queue message each (``split_bundle``)::
 
     {"version": 1, "bundle": [<message as above>, …]}      # never more than MAX_MESSAGE_JSON_BYTES of JSON
+
+This module is the one packer of bundles (``bundle_groups``, ``bundle``, ``packed``) and the one reader of
+their members (``bundle_messages``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import NotRequired, TypedDict
+from typing import NotRequired, TypedDict, TypeGuard, TypeVar
 
 from shared.adapters.monitoring import correlation_id
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, get_store
 
 MAX_MESSAGE_JSON_BYTES = 46 * 1024  # a queue message holds 64 KiB of base64 = 48 KiB of JSON, less a margin
+_EMPTY_BUNDLE_JSON_BYTES = len('{"version": 1, "bundle": []}')
+
+T = TypeVar("T")
 
 
 class Change(TypedDict):
@@ -83,23 +90,53 @@ async def enqueue(message: MailboxChangeMessage | HintBundle, delay_seconds: int
                                                                 visibility_timeout=delay_seconds or None)
 
 
+def json_bytes(value: object) -> int:
+    """The length of ``value``'s JSON as ``enqueue`` writes it."""
+    return len(json.dumps(value))
+
+
+def change_json_bytes(change: Change) -> int:
+    """Bytes ``change`` adds to a message's JSON (with the ", " before it), without serialising it when it
+    needs no escaping: a burst counts every change of every hint."""
+    text = change["changeType"] + change["eventId"]
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return len(text) + 34  # {"changeType": "…", "eventId": "…"} and the ", " before it
+    return json_bytes(change) + 2
+
+
+def bundle_groups(items: Iterable[T], message_bytes: Callable[[T], int]) -> list[list[T]]:
+    """``items`` (messages, or what stands for them) in order, in groups whose bundle holds at most
+    ``MAX_MESSAGE_JSON_BYTES`` of JSON; ``message_bytes(item)`` is the length of the item's message JSON."""
+    groups: list[list[T]] = []
+    size = 0
+    for item in items:
+        length = message_bytes(item) + 2  # and the ", " before it
+        if not groups or size + length > MAX_MESSAGE_JSON_BYTES:
+            groups.append([])
+            size = _EMPTY_BUNDLE_JSON_BYTES
+        groups[-1].append(item)
+        size += length
+    return groups
+
+
+def bundle(messages: list[MailboxChangeMessage]) -> HintBundle:
+    """One queue message holding ``messages`` (a group of ``bundle_groups``)."""
+    return {"version": 1, "bundle": messages}
+
+
 def packed(messages: list[MailboxChangeMessage]) -> list[MailboxChangeMessage | HintBundle]:
     """``messages`` in as few queue messages as fit: bundles of at most ``MAX_MESSAGE_JSON_BYTES`` of JSON, a
     message alone as itself."""
-    groups: list[list[MailboxChangeMessage]] = []
-    size = 0
-    for message in messages:
-        length = len(json.dumps(message)) + 2
-        if not groups or size + length > MAX_MESSAGE_JSON_BYTES:
-            groups.append([])
-            size = len('{"version": 1, "bundle": []}')
-        groups[-1].append(message)
-        size += length
-    return [group[0] if len(group) == 1 else {"version": 1, "bundle": group} for group in groups]
+    return [group[0] if len(group) == 1 else bundle(group) for group in bundle_groups(messages, json_bytes)]
 
 
-def is_bundle(message: object) -> bool:
+def is_bundle(message: object) -> TypeGuard[HintBundle]:
     return isinstance(message, dict) and isinstance(message.get("bundle"), list)
+
+
+def bundle_messages(bundle: HintBundle) -> list[MailboxChangeMessage]:
+    """The bundle's members that are messages (with a mailbox); anything else in it is skipped."""
+    return [m for m in bundle["bundle"] if isinstance(m, dict) and isinstance(m.get("mailbox"), str)]
 
 
 def parse(body: bytes) -> MailboxChangeMessage | HintBundle:
@@ -125,6 +162,6 @@ async def split_bundle(bundle: HintBundle) -> int:
 
     If a write fails the bundle is retried whole; the messages already written come again, which is
     harmless (hints are idempotent)."""
-    messages = [m for m in bundle["bundle"] if isinstance(m, dict) and isinstance(m.get("mailbox"), str)]
+    messages = bundle_messages(bundle)
     await asyncio.gather(*(enqueue(m) for m in messages))
     return len(messages)

@@ -19,6 +19,10 @@ connection error                 visibility delay (``Retry-After`` when given, e
 address not allowed
 ===============================  ==================================================================
 
+An attempt runs in named steps: ``_prepare`` (the event and the flow), ``_call`` (the POST), then
+``_handle_success`` or ``_handle_failure`` (the flow gone, a retry within its window, or a dead letter).
+``attempt`` is also what fan-out calls for its first attempts (``fan_out(..., attempt_now=attempt)``).
+
 Retries are our own messages, not the runtime's dequeue count: the runtime's retry (visibility timeout
 10 s, 5 dequeues) is far too short for a flow that is down for an hour, and is left for failures of this
 worker itself. Those end in ``deliveries-poison``, which ``handle_poison`` turns into a dead letter.
@@ -31,12 +35,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 
-from shared.adapters.callback_client import post
+from shared.adapters.callback_client import Attempt, post
 from shared.adapters.logs import redact, redact_url
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
@@ -44,7 +49,14 @@ from shared.adapters.storage import DELIVERIES_QUEUE, poison_queue
 from shared.contracts import events
 from shared.contracts.appointment_data import upgrade_stored_payload
 from shared.messages import deliveries
-from shared.messages.deliveries import DeliveryEvent, DeliveryMessage, idempotency_key, parse_message, parse_time
+from shared.messages.deliveries import (
+    DeliveryEvent,
+    DeliveryMessage,
+    event_from_row,
+    idempotency_key,
+    parse_message,
+    parse_time,
+)
 from shared.records import flow_health, flows, outbox
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import Flow, FlowRegistry
@@ -77,33 +89,49 @@ def _parsed(message: func.QueueMessage, queue: str) -> DeliveryMessage | None:
         return None
 
 
-# A first attempt made straight from fan-out (``attempt_now``) has its message queued first, invisible this
-# long: longer than an attempt can take (the POST's 30 s timeout plus storage), so the queue offers it only
-# when the attempt never finished (the instance died, or storage failed while recording the outcome). That
-# is also how late such a delivery comes: sooner than a message whose worker died, which waits out the
-# queue's 10-minute lease on Azure.
-SAFETY_NET_SECONDS = 60
-
-
-def _context(item: DeliveryMessage) -> Any:
-    return telemetry_context(mailbox=item["mailbox"], flowId=item["flowId"], correlationId=item["correlationId"])
-
-
 async def deliver(message: func.QueueMessage) -> None:
     """Queue trigger on ``deliveries``: one attempt of one event to one flow."""
     item = _parsed(message, "delivery")
     if item is not None:
-        with _context(item):
-            await _deliver(item)
+        with deliveries.telemetry(item):
+            await attempt(item)
 
 
-def event_from_row(row: Any, *, with_payload: bool = True) -> DeliveryEvent:
-    """The event an outbox row holds, as a delivery message carries it (without its payload: ``{}``)."""
-    detected = row.get("DetectedAt")
-    return {"trigger": str(row.get("Trigger", "")), "changeType": str(row.get("ChangeType", "")),
-            "appointmentId": str(row.get("AppointmentId", "")),
-            "detectedAt": detected.isoformat() if isinstance(detected, datetime) else None,
-            "isTest": bool(row.get("IsTest")), "payload": outbox.read_payload(row) if with_payload else {}}
+@dataclass(frozen=True)
+class _Prepared:
+    """An attempt ready to be made: the message, its event and the flow it goes to."""
+
+    item: DeliveryMessage
+    event: DeliveryEvent
+    flow: Flow
+
+
+async def attempt(item: DeliveryMessage) -> None:
+    """One attempt of ``item`` to its outcome (delivered, retry queued, dead letter, flow removed); raises
+    when it reached none (storage failed), and the queue offers the message again."""
+    prepared = await _prepare(item)
+    if prepared is None:
+        return
+    with telemetry_context(trigger=prepared.event["trigger"]):
+        result = await _call(prepared)
+        if result.outcome == "delivered":
+            _handle_success(prepared, result)
+        else:
+            await _handle_failure(prepared, result)
+
+
+async def _prepare(item: DeliveryMessage) -> _Prepared | None:
+    """The event and the flow of ``item``; None (logged) when either is gone, and there is nothing to do."""
+    event = await _event(item)
+    if event is None:
+        log.error("delivery of event %s to flow %s abandoned: the event is no longer in the outbox",
+                  item["eventId"], item["flowId"])
+        return None
+    flow = await flows.flow_for_delivery(item["mailbox"], item["flowId"])
+    if flow is None:
+        log.info("delivery of event %s skipped: flow %s was removed", item["eventId"], item["flowId"])
+        return None
+    return _Prepared(item, event, flow)
 
 
 async def _event(item: DeliveryMessage) -> DeliveryEvent | None:
@@ -114,85 +142,90 @@ async def _event(item: DeliveryMessage) -> DeliveryEvent | None:
     return event_from_row(row) if row is not None else None
 
 
-async def attempt_now(item: DeliveryMessage, queued: Any) -> None:
-    """A first attempt straight from fan-out, sparing the delivery the queue's polling delay. ``queued`` is
-    ``item`` as enqueued for ``SAFETY_NET_SECONDS``; it is deleted once the attempt has run to an outcome
-    (delivered, retry queued, dead letter). When the attempt fails, the queue delivers the message later."""
-    with _context(item):
-        try:
-            await _deliver(item)
-        except Exception:
-            log.exception("first attempt of event %s to flow %s failed; the queue offers it again in %d s",
-                          item["eventId"], item["flowId"], SAFETY_NET_SECONDS)
-            return
-        try:
-            await deliveries.delete(queued)
-        except Exception as error:  # the queue then redelivers it: a duplicate, with the same idempotency key
-            log.warning("first attempt of event %s to flow %s ran, but its queued copy could not be deleted (%s)",
-                        item["eventId"], item["flowId"], type(error).__name__)
+async def _call(prepared: _Prepared) -> Attempt:
+    """POST the event's payload to the flow, with the headers that are the same on every retry."""
+    event, event_id = prepared.event, prepared.item["eventId"]
+    # An event stored by an earlier version goes out in today's contract (AppointmentId, Graph's ids).
+    payload = upgrade_stored_payload(event["payload"], event["appointmentId"])
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    headers = {"Content-Type": "application/json; charset=utf-8",
+               "Idempotency-Key": idempotency_key(event_id, prepared.item["flowId"]),
+               "X-Bookings-Trigger": event["trigger"], "X-Bookings-Event-Id": event_id}
+    if event["isTest"]:  # a sample the flow maker asked for (shared.endpoints.test_events)
+        headers["X-Bookings-Test"] = "true"
+    return await post(prepared.flow.callback_url, body, headers)
 
 
-async def _deliver(item: DeliveryMessage) -> None:
-    mailbox, event_id, flow_id, attempt = item["mailbox"], item["eventId"], item["flowId"], item["attempt"]
-    event = await _event(item)
-    if event is None:
-        log.error("delivery of event %s to flow %s abandoned: the event is no longer in the outbox", event_id,
-                  flow_id)
+def _dimensions(prepared: _Prepared, result: Attempt) -> dict[str, Any]:
+    """What every delivery event of this attempt carries."""
+    return {"eventId": prepared.item["eventId"], "attempt": prepared.item["attempt"] + 1, "status": result.status}
+
+
+def _handle_success(prepared: _Prepared, result: Attempt) -> None:
+    """Delivered: the flow's health, the latency since the change was detected, and the log."""
+    flow_health.record_delivery(prepared.flow, delivered=True, status=result.status_text)
+    detected_at = prepared.event["detectedAt"]
+    detected = parse_time(detected_at) if detected_at else None
+    end_to_end = round((datetime.now(UTC) - detected).total_seconds() * 1000) if detected else None
+    track_event(events.DELIVERY_SUCCEEDED, durationMs=result.duration_ms, endToEndMs=end_to_end,
+                **_dimensions(prepared, result))
+    log.info("event %s delivered to flow %s at %s (attempt %d, HTTP %d)", prepared.item["eventId"],
+             prepared.item["flowId"], redact_url(prepared.flow.callback_url), prepared.item["attempt"] + 1,
+             result.status)
+
+
+async def _handle_failure(prepared: _Prepared, result: Attempt) -> None:
+    """Not delivered: a flow that is gone is unregistered; a flow removed meanwhile ends the delivery;
+    otherwise the failure counts in the flow's health and the message is retried or dead-lettered."""
+    item, flow = prepared.item, prepared.flow
+    if result.outcome == "gone":
+        track_event(events.DELIVERY_FAILED, errorCode=result.error_code, willRetry=False,
+                    **_dimensions(prepared, result))
+        await _flow_gone(flow, result.status)
         return
-    flow = await flows.flow_for_delivery(mailbox, flow_id)
-    if flow is None:
-        log.info("delivery of event %s skipped: flow %s was removed", event_id, flow_id)
+    # The flow may have been read a few seconds ago (``flows.flow_for_delivery``): a flow removed since
+    # is neither retried nor dead-lettered.
+    if await flows.flow_for_delivery(item["mailbox"], item["flowId"], fresh=True) is None:
+        log.info("delivery of event %s ended: flow %s was removed meanwhile", item["eventId"], item["flowId"])
         return
-    trigger = event["trigger"]
-    with telemetry_context(trigger=trigger):
-        # An event stored by an earlier version goes out in today's contract (AppointmentId, Graph's ids).
-        payload = upgrade_stored_payload(event["payload"], event["appointmentId"])
-        body = json.dumps(payload, ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8",
-                   "Idempotency-Key": idempotency_key(event_id, flow_id), "X-Bookings-Trigger": trigger,
-                   "X-Bookings-Event-Id": event_id}
-        if event["isTest"]:  # a sample the flow maker asked for (shared.endpoints.test_events)
-            headers["X-Bookings-Test"] = "true"
-        result = await post(flow.callback_url, body, headers)
-        common = {"eventId": event_id, "attempt": attempt + 1, "status": result.status}
-        if result.outcome == "delivered":
-            flow_health.record_delivery(flow, delivered=True, status=result.status_text)
-            detected = parse_time(event["detectedAt"]) if event["detectedAt"] else None
-            end_to_end = round((datetime.now(UTC) - detected).total_seconds() * 1000) if detected else None
-            track_event(events.DELIVERY_SUCCEEDED, durationMs=result.duration_ms, endToEndMs=end_to_end, **common)
-            log.info("event %s delivered to flow %s at %s (attempt %d, HTTP %d)", event_id, flow_id,
-                     redact_url(flow.callback_url), attempt + 1, result.status)
-            return
-        if result.outcome == "gone":
-            track_event(events.DELIVERY_FAILED, errorCode=result.error_code, willRetry=False, **common)
-            await _flow_gone(flow, result.status)
-            return
-        # The flow may have been read a few seconds ago (``flows.flow_for_delivery``): a flow removed since
-        # is neither retried nor dead-lettered.
-        if await flows.flow_for_delivery(mailbox, flow_id, fresh=True) is None:
-            log.info("delivery of event %s ended: flow %s was removed meanwhile", event_id, flow_id)
-            return
-        flow_health.record_delivery(flow, delivered=False, status=result.status_text)
-        if result.outcome == "retry":
-            deadline = parse_time(item["firstAttemptAt"]) + timedelta(hours=get_settings().delivery_retry_hours)
-            remaining = (deadline - datetime.now(UTC)).total_seconds()
-            if remaining > 0:
-                # One last attempt at the deadline rather than giving up early.
-                delay = min(backoff_seconds(attempt, result.retry_after), remaining)
-                await deliveries.enqueue({**item, "attempt": attempt + 1}, delay)
-                track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=True,
-                            **common)
-                log.warning("delivery of event %s to flow %s at %s failed (%s); attempt %d in %.0f s", event_id,
-                            flow_id, redact_url(flow.callback_url), result.status_text,
-                            attempt + 2, delay)
-                return
-            reason = "retryWindowExhausted"
-        else:
-            reason = {"AddressNotAllowed": "addressNotAllowed", "Redirected": "redirected"}.get(result.error_code,
-                                                                                               "rejected")
-        track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=False, **common)
-        await dead_letter(item, event, reason=reason, status=result.status, error_code=result.error_code,
-                          error_text=result.error_text)
+    flow_health.record_delivery(flow, delivered=False, status=result.status_text)
+    delay = _retry_delay(item, result) if result.outcome == "retry" else None
+    if delay is not None:
+        await _retry(prepared, result, delay)
+        return
+    track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=False,
+                **_dimensions(prepared, result))
+    await dead_letter(item, prepared.event, reason=_dead_letter_reason(result), status=result.status,
+                      error_code=result.error_code, error_text=result.error_text)
+
+
+def _retry_delay(item: DeliveryMessage, result: Attempt) -> float | None:
+    """Seconds until the next attempt; None when the retry window (``DELIVERY_RETRY_HOURS`` after the first
+    attempt) is over."""
+    deadline = parse_time(item["firstAttemptAt"]) + timedelta(hours=get_settings().delivery_retry_hours)
+    remaining = (deadline - datetime.now(UTC)).total_seconds()
+    if remaining <= 0:
+        return None
+    # One last attempt at the deadline rather than giving up early.
+    return min(backoff_seconds(item["attempt"], result.retry_after), remaining)
+
+
+async def _retry(prepared: _Prepared, result: Attempt, delay: float) -> None:
+    """Queue the next attempt, invisible for ``delay`` seconds."""
+    item = prepared.item
+    await deliveries.enqueue({**item, "attempt": item["attempt"] + 1}, delay)
+    track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=True,
+                **_dimensions(prepared, result))
+    log.warning("delivery of event %s to flow %s at %s failed (%s); attempt %d in %.0f s", item["eventId"],
+                item["flowId"], redact_url(prepared.flow.callback_url), result.status_text, item["attempt"] + 2,
+                delay)
+
+
+def _dead_letter_reason(result: Attempt) -> str:
+    if result.outcome == "retry":  # retryable, but its window is over
+        return "retryWindowExhausted"
+    return {"AddressNotAllowed": "addressNotAllowed", "Redirected": "redirected"}.get(result.error_code,
+                                                                                      "rejected")
 
 
 async def dead_letter(item: DeliveryMessage, event: DeliveryEvent | None, *, reason: str, status: int,
@@ -233,7 +266,7 @@ async def handle_poison(message: func.QueueMessage) -> None:
     item = _parsed(message, "poison delivery")
     if item is None:
         return
-    with _context(item):
+    with deliveries.telemetry(item):
         track_event(events.QUEUE_MESSAGE_POISONED, logging.ERROR, queue=poison_queue(DELIVERIES_QUEUE),
                     attempt=item["attempt"] + 1, willRetry=False, reason="deadLetter")
         # Not the payload: it may be what made the worker fail.

@@ -88,7 +88,7 @@ async def handle_mailbox_changes_poison(msg: Any) -> None:
         _malformed(MAILBOX_CHANGES_QUEUE, error)
         return
     if mailbox_changes.is_bundle(message):
-        items = [m for m in message["bundle"] if isinstance(m, dict) and isinstance(m.get("mailbox"), str)]  # type: ignore[typeddict-item]
+        items = mailbox_changes.bundle_messages(message)
         if not items:
             _malformed(MAILBOX_CHANGES_QUEUE, ValueError("a bundle without messages"))
         # One resync per mailbox is enough, however many of its hints the bundle held.

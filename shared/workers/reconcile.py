@@ -63,6 +63,7 @@ from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
 from shared.records import outbox, reconcile_state
 from shared.records.reconcile_state import NO_LEASE, LeaseLost, Snapshot
+from shared.workers import delivery
 from shared.workers.fan_out import fan_out
 
 log = logging.getLogger(__name__)
@@ -433,7 +434,7 @@ async def _fan_out_left_pending(mailbox: str) -> None:
     if left:
         log.warning("reconcile of %s: %d event(s) committed by an earlier run were never fanned out", mailbox,
                     len(left), extra={"mailbox": mailbox})
-        await fan_out(mailbox, left, attempt_now=True)
+        await fan_out(mailbox, left, attempt_now=delivery.attempt)
 
 
 async def _reconcile(message: MailboxChangeMessage) -> str:
@@ -494,7 +495,7 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
                 updatedCount=counts["Updated"], cancelledCount=counts["Cancelled"], graphCalls=plan.graph_calls,
                 durationMs=round((time.perf_counter() - started_clock) * 1000), fullResync=full)
     if plan.events:  # one delivery message per matching flow
-        await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=True)
+        await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=delivery.attempt)
     return "reconciled"
 
 

@@ -1,4 +1,4 @@
-"""Pure parts of delivery: Retry-After, back-off, message parsing."""
+"""Pure parts of delivery: Retry-After, back-off, the retry window, message parsing, the carried event."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from email.utils import format_datetime
 import pytest
 
 from shared.adapters import callback_client
+from shared.adapters.settings import get_settings
 from shared.messages import deliveries
+from shared.records import outbox
 from shared.workers import delivery
 from tests.delivery.conftest import new_message
 
@@ -49,3 +51,40 @@ def test_message_round_trip_and_rejects() -> None:
                 json.dumps({**message, "firstAttemptAt": "yesterday"}).encode()):
         with pytest.raises(ValueError):
             deliveries.parse_message(bad)
+
+
+def test_an_outbox_row_becomes_the_event_a_message_carries() -> None:
+    detected = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
+    payload = {"AppointmentId": "appt-1", "CustomerName": "Aiko 山田"}
+    row = {"Trigger": "AppointmentCreated", "ChangeType": "Created", "AppointmentId": "appt-1",
+           "DetectedAt": detected, "IsTest": True, **outbox.payload_properties(payload)}
+    assert deliveries.event_from_row(row) == {
+        "trigger": "AppointmentCreated", "changeType": "Created", "appointmentId": "appt-1",
+        "detectedAt": "2026-11-25T08:00:00+00:00", "isTest": True, "payload": payload}
+    assert deliveries.event_from_row(row, with_payload=False)["payload"] == {}
+    bare = deliveries.event_from_row({"Trigger": "AppointmentCancelled"}, with_payload=False)
+    assert bare["detectedAt"] is None and bare["isTest"] is False and bare["changeType"] == ""
+
+
+def _failed(retry_after: float | None = None, outcome: str = "retry", error_code: str = "HttpError"
+            ) -> callback_client.Attempt:
+    return callback_client.Attempt(outcome=outcome, status=503, error_code=error_code, error_text="",
+                                   duration_ms=1, retry_after=retry_after)
+
+
+def test_a_retry_waits_its_back_off_but_never_past_the_retry_window(app_env) -> None:
+    window = timedelta(hours=get_settings().delivery_retry_hours)
+    clinic = "clinic@contoso.test"
+    fresh = new_message(clinic, "e1", "f1", "c1")
+    assert delivery._retry_delay(fresh, _failed(retry_after=120)) == 120
+    nearly_over = new_message(clinic, "e1", "f1", "c1", datetime.now(UTC) - window + timedelta(seconds=30))
+    assert 0 < delivery._retry_delay(nearly_over, _failed(retry_after=600)) <= 30  # one last attempt at the end
+    over = new_message(clinic, "e1", "f1", "c1", datetime.now(UTC) - window - timedelta(seconds=1))
+    assert delivery._retry_delay(over, _failed(retry_after=1)) is None
+
+
+def test_the_dead_letter_reason_says_why_it_was_not_retried() -> None:
+    assert delivery._dead_letter_reason(_failed()) == "retryWindowExhausted"
+    rejected = {"AddressNotAllowed": "addressNotAllowed", "Redirected": "redirected", "HttpError": "rejected"}
+    for code, reason in rejected.items():
+        assert delivery._dead_letter_reason(_failed(outcome="deadLetter", error_code=code)) == reason

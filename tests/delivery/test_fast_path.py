@@ -145,7 +145,7 @@ async def test_health_from_two_instances_adds_up(env, receiver) -> None:
 async def test_fan_out_attempts_at_once_and_deletes_the_safety_net(env, receiver) -> None:
     flow = await add_flow(receiver.url("now"))
     event = await add_event(number=8)
-    assert await fan_out_module.fan_out(CLINIC, [event], attempt_now=True) == 1
+    assert await fan_out_module.fan_out(CLINIC, [event], attempt_now=delivery.attempt) == 1
     (request,) = receiver.requests("now")  # no queue runtime involved
     assert request.headers["idempotency-key"] == idempotency_key(event, flow.webhook_id)
     assert await queue_length() == 0
@@ -155,7 +155,7 @@ async def test_fan_out_attempts_at_once_and_deletes_the_safety_net(env, receiver
 async def test_a_failed_first_attempt_leaves_its_retry_not_its_safety_net(env, receiver) -> None:
     await add_flow(receiver.url("later"))
     receiver.plan("later", 503, 200)
-    await fan_out_module.fan_out(CLINIC, [await add_event()], attempt_now=True)
+    await fan_out_module.fan_out(CLINIC, [await add_event()], attempt_now=delivery.attempt)
     (retry,) = await queued()
     assert retry["attempt"] == 1 and await queue_length() == 1
     await run_worker(lambda: len(receiver.requests("later")) == 2)
@@ -167,14 +167,14 @@ async def test_a_first_attempt_that_dies_is_delivered_by_the_queue(env, receiver
     shows when its safety net ends and the queue delivers it, with the same key."""
     flow = await add_flow(receiver.url("died"))
     event = await add_event()
-    monkeypatch.setattr(delivery, "SAFETY_NET_SECONDS", 2)
+    monkeypatch.setattr(fan_out_module, "SAFETY_NET_SECONDS", 2)
     real = flows.flow_for_delivery
 
     async def storage_down(*args, **kwargs):
         raise ConnectionError("storage unreachable")
 
     monkeypatch.setattr(flows, "flow_for_delivery", storage_down)
-    await fan_out_module.fan_out(CLINIC, [event], attempt_now=True)
+    await fan_out_module.fan_out(CLINIC, [event], attempt_now=delivery.attempt)
     assert receiver.requests("died") == [] and await queue_length() == 1
     monkeypatch.setattr(flows, "flow_for_delivery", real)
     await run_worker(lambda: len(receiver.requests("died")) == 1, timeout=10)
@@ -193,7 +193,7 @@ async def test_a_storage_error_after_queueing_still_makes_the_first_attempt(env,
 
     monkeypatch.setattr(fan_out_module.outbox, "mark_fanned_out", storage_blip)
     with pytest.raises(ConnectionResetError):
-        await fan_out_module.fan_out(CLINIC, [event], attempt_now=True)
+        await fan_out_module.fan_out(CLINIC, [event], attempt_now=delivery.attempt)
     (request,) = receiver.requests("blip")
     assert request.headers["idempotency-key"] == idempotency_key(event, flow.webhook_id)
     assert await queue_length() == 0
@@ -206,7 +206,7 @@ async def test_a_slow_flow_does_not_hold_fan_out(env, receiver, monkeypatch) -> 
     receiver.plan("slow", Reply(200, delay=3.0))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await fan_out_module.fan_out(CLINIC, [await add_event()], attempt_now=True)
+    await fan_out_module.fan_out(CLINIC, [await add_event()], attempt_now=delivery.attempt)
     assert loop.time() - started < 2.5 and await queue_length() == 1
     for _ in range(100):  # it goes on in the background and then deletes its safety net
         if await queue_length() == 0:

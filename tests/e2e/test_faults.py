@@ -15,7 +15,7 @@ from azure.data.tables import TableClient
 from devhost.processes import Azurite, stop_process
 from shared.records.mailbox import prefix_bounds
 from shared.records.outbox import OUTBOX_PREFIX
-from shared.workers import delivery
+from shared.workers import fan_out
 from testing.receiver import Receiver, Reply
 from testing.storage import clean_app_storage, create_app_storage
 from tests.conftest import sandbox_settings
@@ -60,7 +60,7 @@ def test_host_killed_mid_delivery_loses_nothing(short_lease_stack: Stack, azurit
     stack.host.start()
     # The attempt was fan-out's own; its queued copy shows when its safety net ends, and is delivered then.
     wait_until(lambda: len(delivered_keys(stack.receiver, "AppointmentCreated")) >= 1
-               and len(stack.receiver.requests("AppointmentCreated")) >= 2, timeout=delivery.SAFETY_NET_SECONDS + 45,
+               and len(stack.receiver.requests("AppointmentCreated")) >= 2, timeout=fan_out.SAFETY_NET_SECONDS + 45,
                what="redelivery after restart")
     events = emitted(azurite.connection_string, "Created")
     assert len(events) == 1
