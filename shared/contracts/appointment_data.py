@@ -28,7 +28,8 @@ Rules
   ``additionalInformation``; "" when Graph gives none. The service's notes or description never stand
   in: a flow must not report text as written for this appointment that nobody wrote for it.
 * **Times** are ISO 8601 UTC (``2026-11-25T09:00:00Z``), converted from Graph's ``dateTimeTimeZone``
-  (UTC, IANA names, and Windows names such as "Tokyo Standard Time" through ``WINDOWS_TIME_ZONES``).
+  (UTC, IANA names, and Windows names such as "Tokyo Standard Time" through
+  ``graph_times.WINDOWS_TIME_ZONES``).
   ``Duration`` is whole minutes, from start/end, else from Graph's ISO 8601 ``duration``.
 * **Ids.** ``AppointmentId`` is Graph's appointment ``id``: unique, the same on the Created, Updated and
   Cancelled events of one appointment, and the id Graph and our cancel route take. ``SelfServiceAppointmentId``
@@ -44,8 +45,9 @@ Rules
 * **What changed** (ours, beyond Microsoft's contract): an Updated event's ``ChangedFields`` names the payload
   fields whose values differ from the previous state (``CHANGE_TRACKED``; staff and customers compared as sets)
   and ``Previous`` holds the earlier times, staff and service, so a flow can tell a reschedule from a note
-  edit (``with_change_details``). Created and Cancelled events, and the actions' answers, leave them empty.
-  ``IsTest`` is true only in the sample a flow maker asks for (``sample_appointment_data``).
+  edit (``appointment_changes.with_change_details``). Created and Cancelled events, and the actions'
+  answers, leave them empty. ``IsTest`` is true only in the sample a flow maker asks for
+  (``appointment_changes.sample_appointment_data``).
 * **Robustness.** Unknown Graph fields are ignored; missing, null or wrongly typed optional ones become
   ``""`` / ``[]`` / ``0`` / ``False`` — never an exception. (The connector schema declares no nullable
   field, so we never emit ``null``.)
