@@ -83,22 +83,21 @@ class TokenSource:
 
     async def token(self) -> str:
         settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
-        from azure.core.exceptions import ClientAuthenticationError
+        from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 
         async with self._lock:
             if self._credential is None:
                 self._credential = _app_credential(self._settings)
             try:
                 return (await self._credential.get_token(self._settings.graph_scope)).token
-            except ClientAuthenticationError as error:
+            except (ClientAuthenticationError, ServiceRequestError, ServiceResponseError) as error:
                 if self._settings.graph_credential == "managedidentity":
                     raise  # the identity endpoint's own error says what is wrong
-                raise GraphError(401, "TokenRequestFailed",
-                                 f"the token endpoint refused the app: {_entra_error(error)}") from None
-
-    async def close(self) -> None:
-        if self._credential is not None:
-            await self._credential.close()
+                if isinstance(error, ClientAuthenticationError):
+                    raise GraphError(401, "TokenRequestFailed",
+                                     f"the token endpoint refused the app: {_entra_error(error)}") from None
+                # An unreachable token endpoint is an unreachable Graph, as for Graph's own requests (send).
+                raise GraphError(0, "Unreachable", f"{type(error).__name__}: {error}") from None
 
 
 def _app_credential(settings: Settings) -> Any:

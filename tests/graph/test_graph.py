@@ -130,6 +130,17 @@ async def test_wrong_client_secret_is_a_clear_error(settings: Settings, sandbox:
     assert "wrong" not in caught.value.message
 
 
+async def test_unreachable_token_endpoint_is_an_unreachable_graph(settings: Settings) -> None:
+    from dataclasses import replace
+
+    from devhost.processes import free_port
+
+    graph = Graph(replace(settings, entra_authority=f"https://127.0.0.1:{free_port()}"))
+    with pytest.raises(GraphError) as caught:
+        await graph.get_business(CLINIC)
+    assert (caught.value.status, caught.value.code) == (0, "Unreachable")
+
+
 async def test_the_app_token_is_cached(settings: Settings, sandbox: SandboxServer) -> None:
     graph = Graph(settings)
     await graph.get_business(CLINIC)
