@@ -6,9 +6,9 @@ middleware send the requests; answers come back as Graph's own JSON (dicts, came
 the snapshots store and what ``appointment_data`` maps, with no model round trip.
 
 Where Graph is: ``GRAPH_BASE_URL`` (the Graph sandbox locally, any Graph-compatible service in tests).
-Tokens: client credentials against ``ENTRA_TOKEN_URL`` (``GRAPH_CREDENTIAL=clientsecret``) or the
-Function App's managed identity (``managedidentity``). A token is never sent over plain http except
-to a loopback host.
+Tokens: azure-identity, with the Function App's managed identity (``GRAPH_CREDENTIAL=managedidentity``) or
+a client secret against ``ENTRA_AUTHORITY`` (``clientsecret``; locally the sandbox's HTTPS listener, trusted
+through ``ENTRA_CA_FILE``). A token is never sent over plain http except to a loopback host.
 
 Retries: reads (GET) go through the SDK's retry handler, which honours ``Retry-After`` on 429/503/504
 a bounded number of times. Writes are never retried here — the SDK would retry a subscription POST on
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.adapters.lazy_imports import lazy, settled
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the SDK is imported on first use only
@@ -72,44 +71,58 @@ def _retry_after(headers: Any) -> float | None:
 
 
 class TokenSource:
-    """App-only Graph tokens, cached until five minutes before they expire."""
+    """App-only Graph tokens from azure-identity: the Function App's managed identity (``managedidentity``) or
+    the app registration's client secret against ``ENTRA_AUTHORITY`` (``clientsecret``). The credential
+    caches each token and renews it before it expires; the lock makes concurrent first callers share one
+    request."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._token: str | None = None
-        self._expires_at = 0.0
         self._lock = asyncio.Lock()
         self._credential: Any = None
 
     async def token(self) -> str:
+        settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
+        from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+
         async with self._lock:
-            if self._token is None or time.time() > self._expires_at - 300:
-                self._token, self._expires_at = await self._fetch()
-            return self._token
-
-    async def _fetch(self) -> tuple[str, float]:
-        s = self._settings
-        if s.graph_credential == "managedidentity":
             if self._credential is None:
-                settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
-                from azure.identity.aio import ManagedIdentityCredential
-
-                self._credential = ManagedIdentityCredential(client_id=s.graph_client_id or None)
-            access = await self._credential.get_token(s.graph_scope)
-            return access.token, float(access.expires_on)
-        async with httpx.AsyncClient(timeout=15) as client:
-            response = await client.post(s.token_url, data={
-                "grant_type": "client_credentials", "client_id": s.graph_client_id,
-                "client_secret": s.graph_client_secret, "scope": s.graph_scope})
-        if response.status_code != 200:
+                self._credential = _app_credential(self._settings)
             try:
-                body = response.json()
-                detail = f"{body.get('error')}: {str(body.get('error_description', '')).splitlines()[0]}"
-            except (ValueError, AttributeError, IndexError):
-                detail = f"HTTP {response.status_code}"
-            raise GraphError(401, "TokenRequestFailed", f"the token endpoint refused the app: {detail}")
-        body = response.json()
-        return body["access_token"], time.time() + float(body.get("expires_in", 3599))
+                return (await self._credential.get_token(self._settings.graph_scope)).token
+            except (ClientAuthenticationError, ServiceRequestError, ServiceResponseError) as error:
+                if self._settings.graph_credential == "managedidentity":
+                    raise  # the identity endpoint's own error says what is wrong
+                if isinstance(error, ClientAuthenticationError):
+                    raise GraphError(401, "TokenRequestFailed",
+                                     f"the token endpoint refused the app: {_entra_error(error)}") from None
+                # An unreachable token endpoint is an unreachable Graph, as for Graph's own requests (send).
+                raise GraphError(0, "Unreachable", f"{type(error).__name__}: {error}") from None
+
+
+def _app_credential(settings: Settings) -> Any:
+    settled()  # no import beside the warm-up's (shared.adapters.lazy_imports)
+    if settings.graph_credential == "managedidentity":
+        from azure.identity.aio import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.graph_client_id or None)
+    from azure.identity.aio import ClientSecretCredential
+
+    # As the on-behalf-of credential does (shared.adapters.on_behalf_of): locally the sandbox's HTTPS listener.
+    transport: dict[str, Any] = {"connection_verify": settings.entra_ca_file} if settings.entra_ca_file else {}
+    return ClientSecretCredential(settings.tenant_id, settings.graph_client_id, settings.graph_client_secret,
+                                  authority=settings.entra_authority, **transport)
+
+
+def _entra_error(error: Any) -> str:
+    """``error: first line of error_description`` from Entra's answer (never the request, which holds the
+    secret); the status when the answer is not Entra's JSON."""
+    response = getattr(error, "response", None)
+    try:
+        body = json.loads(response.text())
+        return f"{body.get('error')}: {str(body.get('error_description', '')).splitlines()[0]}"
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return f"HTTP {getattr(response, 'status_code', 0)}"
 
 
 def _token_provider(source: TokenSource, graph_url: str) -> Any:
@@ -339,13 +352,10 @@ class Graph:
         return await self.send(info, retry=True)
 
 
-_graphs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Graph] = weakref.WeakKeyDictionary()
+_graphs: PerLoop[Graph] = PerLoop(Graph, stale=lambda graph: graph.settings is not get_settings())
 
 
 def get_graph() -> Graph:
-    """The Graph client of the running event loop (clients hold loop-bound connections)."""
-    loop = asyncio.get_running_loop()
-    graph = _graphs.get(loop)
-    if graph is None or graph.settings is not get_settings():
-        graph = _graphs[loop] = Graph()
-    return graph
+    """The Graph client of the running event loop (clients hold loop-bound connections), made anew when the
+    settings were read again."""
+    return _graphs.get()

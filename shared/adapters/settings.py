@@ -4,12 +4,19 @@ Settings come from the process environment. Locally `local.settings.json` ``Valu
 local host copies them in, and a variable already set in the environment wins, as with ``func start``);
 on Azure they are the Function App's app settings, declared in ``infra/``.
 
-``SPECS`` is the single list of settings. The README's configuration table and the infra tests are
-checked against it, so a setting added here without documentation or without an app setting in Bicep
-fails the tests.
+Each setting is listed once, as a field of ``Settings`` whose ``_setting(...)`` names the environment
+variable, its default, its parser and its description; ``SPECS`` is derived from those fields. The README's
+configuration table and the infra tests are checked against ``SPECS``, so a setting added here without
+documentation or without an app setting in Bicep fails the tests.
 
 ``get_settings()`` reads and validates them once per process. A bad value raises ``SettingsError``
-naming the setting, at start-up rather than on the first request that needs it.
+naming the setting, at start-up rather than on the first request that needs it: NCRONTAB schedules are
+checked as the Functions host reads them (``shared.contracts.ncrontab``), and ``RESYNC_SPREAD_MINUTES``
+against the resync schedule's period.
+
+Why not pydantic-settings: this module is read at every cold start (``function_app`` imports it), and
+importing pydantic-settings costs 0.17-0.19 s there (measured after ``import function_app``), a third of
+the 0.5 s import target that ``python -m bench.cold_start`` already nearly fills; the dataclass costs nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from shared.contracts import ncrontab
 
 
 class SettingsError(ValueError):
@@ -29,14 +39,18 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class SettingSpec:
     name: str
-    default: str | None  # None: required (unless ``required_if`` says otherwise)
+    default: str | None  # None: required
     description: str
     parse: Callable[[str, str], Any]
-    attribute: str
+    attribute: str  # the field of Settings
     secret: bool = False  # never printed, never logged
 
 
 # --- parsers: each takes (name, raw) and returns the value or raises SettingsError -------------------
+
+
+def _stripped(name: str, raw: str) -> str:
+    return raw.strip()
 
 
 def _text(name: str, raw: str) -> str:
@@ -139,6 +153,11 @@ def _ncrontab(name: str, raw: str) -> str:
             f"Setting {name} must be a 6-field NCRONTAB expression "
             f"(second minute hour day month day-of-week), got {value!r}."
         )
+    try:
+        ncrontab.check(value)
+    except ncrontab.NcrontabError as error:
+        raise SettingsError(f"Setting {name} is not an NCRONTAB expression the Functions host runs: {error}; "
+                            f"got {value!r}.") from None
     return value
 
 
@@ -171,9 +190,12 @@ def _https_url(name: str, raw: str) -> str:
     return value
 
 
-def _spec(name: str, default: str | None, description: str, parse: Callable[[str, str], Any],
-          attribute: str, **kw: Any) -> SettingSpec:
-    return SettingSpec(name, default, description, parse, attribute, **kw)
+def _setting(name: str, default: str | None, parse: Callable[[str, str], Any], description: str, *,
+             secret: bool = False, in_repr: bool = True) -> Any:
+    """A field of ``Settings`` read from the environment variable ``name`` (its ``SettingSpec``). Secrets
+    are never in the repr; ``in_repr=False`` keeps out a value that is no secret but need not be in logs either."""
+    spec = SettingSpec(name, default, description, parse, attribute="", secret=secret)
+    return field(repr=in_repr and not secret, metadata={"setting": spec})
 
 
 # Storage is not in SPECS: it has two shapes (connection string or identity URIs) and is read by
@@ -182,106 +204,6 @@ STORAGE_CONNECTION = "AzureWebJobsStorage"
 STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
 STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
 STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"
-
-SPECS: tuple[SettingSpec, ...] = (
-    _spec("ENTRA_TENANT_ID", None, "Directory (tenant) id of the Entra ID tenant the app and its callers live in.",
-          _text, "tenant_id"),
-    _spec("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0",
-          "Microsoft Graph endpoint, version included. Locally the Graph sandbox.", _url, "graph_base_url"),
-    _spec("GRAPH_CREDENTIAL", "managedidentity",
-          "How the app gets Graph tokens: 'managedidentity' (Azure, no secret) or 'clientsecret' "
-          "(client credentials against ENTRA_TOKEN_URL; the sandbox).", _graph_credential, "graph_credential"),
-    _spec("GRAPH_CLIENT_ID", "", "Client id for Graph tokens: the app registration (clientsecret) or the "
-          "user-assigned managed identity (managedidentity; empty means system-assigned).",
-          lambda n, r: r.strip(), "graph_client_id"),
-    _spec("GRAPH_CLIENT_SECRET", "", "Client secret, only with GRAPH_CREDENTIAL=clientsecret. Never set on Azure.",
-          lambda n, r: r.strip(), "graph_client_secret", secret=True),
-    _spec("GRAPH_SCOPE", "https://graph.microsoft.com/.default", "Scope requested for Graph app tokens.",
-          _text, "graph_scope"),
-    _spec("API_CLIENT_ID", "", "Client id of the API app registration (the one whose Application ID URI is "
-          "AUTH_AUDIENCE): it exchanges a caller's token for a Graph token on the caller's behalf (on-behalf-of). "
-          "Empty: GRAPH_CLIENT_ID, when one registration plays both parts (locally).",
-          lambda n, r: r.strip(), "api_client_id"),
-    _spec("API_CREDENTIAL", "federated", "How the API app registration proves itself in the on-behalf-of "
-          "exchange: 'federated' (Azure: the managed identity GRAPH_CLIENT_ID's token for api://AzureADTokenExchange "
-          "is the client assertion, no secret anywhere) or 'clientsecret' (API_CLIENT_SECRET; the sandbox).",
-          _api_credential, "api_credential"),
-    _spec("API_CLIENT_SECRET", "", "The API app registration's client secret, only with API_CREDENTIAL="
-          "clientsecret. Empty: GRAPH_CLIENT_SECRET. Never set on Azure.", lambda n, r: r.strip(),
-          "api_client_secret", secret=True),
-    _spec("ENTRA_AUTHORITY", "https://login.microsoftonline.com", "Entra authority for on-behalf-of token "
-          "requests (https only, as Microsoft's token libraries require). Locally the sandbox's HTTPS listener.",
-          _https_url, "entra_authority"),
-    _spec("ENTRA_CA_FILE", "", "A PEM certificate to trust for ENTRA_AUTHORITY besides the system's: the local "
-          "sandbox's self-signed one. Never set on Azure.", lambda n, r: r.strip(), "entra_ca_file"),
-    _spec("ENTRA_TOKEN_URL", "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
-          "Token endpoint for client credentials; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
-          "token_url_template"),
-    _spec("AUTH_ISSUER", "https://login.microsoftonline.com/{tenant}/v2.0",
-          "Expected 'iss' of callers' bearer tokens; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
-          "issuer_template"),
-    _spec("AUTH_AUDIENCE", None, "Expected 'aud' of callers' bearer tokens: the API app registration's "
-          "application id URI or client id.", _text, "audience"),
-    _spec("AUTH_JWKS_URL", "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys",
-          "Signing keys of the token issuer; '{tenant}' is replaced by ENTRA_TENANT_ID.", _text,
-          "jwks_url_template"),
-    _spec("AUTH_SCOPE", "user_impersonation", "Delegated scope of the API app registration that callers' "
-          "tokens must carry in 'scp' (the scope infra/entra/graph.bicep exposes).", _scope_name, "auth_scope"),
-    _spec("AUTH_ALLOWED_CLIENT_IDS", None, "Application (client) ids, comma-separated, whose user tokens the "
-          "API accepts (the 'azp' claim, 'appid' in v1.0 tokens): the custom connector's app registration. "
-          "On Azure set from the Entra module.", _client_ids, "auth_allowed_client_ids"),
-    _spec("PUBLIC_BASE_URL", "", "Public base URL of this app. Graph posts notifications under it and Location "
-          "headers point at it. Empty: https://$WEBSITE_HOSTNAME, which Azure sets on every Function App.",
-          lambda n, r: _url(n, r) if r.strip() else "", "public_base_url"),
-    _spec("MAX_FLOWS_PER_MAILBOX", "5", "Flows (appointment triggers) allowed per Bookings mailbox, "
-          "as Microsoft's connector allows.", _positive_int, "max_flows_per_mailbox"),
-    _spec("CALLBACK_HOST_ALLOWLIST", "*.logic.azure.com,*.logic.azure.us,*.logic.azure.cn,*.flow.microsoft.com,"
-          "*.powerautomate.com", "Hosts flow callback URLs may point at; '*.domain' allows its subdomains.",
-          _host_list, "callback_host_allowlist"),
-    _spec("ALLOW_LOOPBACK_CALLBACKS", "false", "Local demo only: accept http callbacks on 127.0.0.1. "
-          "Never true on Azure.", _bool, "allow_loopback_callbacks"),
-    _spec("RENEWAL_SCHEDULE", "0 */30 * * * *", "NCRONTAB schedule of the subscription renewal timer.",
-          _ncrontab, "renewal_schedule"),
-    _spec("RENEWAL_WINDOW_MINUTES", "1440", "The renewal timer renews subscriptions expiring within this many "
-          "minutes (Graph allows 4,230 minutes of life).", _positive_int, "renewal_window_minutes"),
-    _spec("SUBSCRIPTION_WRITES_PER_SECOND", "24", "Pace of the renewal sweep's subscription writes, just "
-          "below Graph's 500 writes per 20 s per app (25/s); a sweep is rarely that large, and a new flow "
-          "that meets the limit is told when to retry.", _positive_int,
-          "subscription_writes_per_second"),
-    _spec("RESYNC_SCHEDULE", "0 0 * * * *", "NCRONTAB schedule of the periodic full resync of every mailbox.",
-          _ncrontab, "resync_schedule"),
-    _spec("RESYNC_SPREAD_MINUTES", "50", "The periodic resync spreads its mailboxes' full resyncs evenly over "
-          "this many minutes (queue visibility delays) instead of starting them all at once; keep it shorter "
-          "than the RESYNC_SCHEDULE period (0: all at once).", _whole_number, "resync_spread_minutes"),
-    _spec("RESYNC_HORIZON_DAYS", "180", "How many days ahead a full resync compares appointments "
-          "(and catches changes Graph never notified).",
-          _positive_int, "resync_horizon_days"),
-    _spec("RESYNC_PAST_DAYS", "7", "How many days back a full resync looks; older appointments leave the "
-          "snapshot silently.",
-          _positive_int, "resync_past_days"),
-    _spec("DELIVERY_RETRY_HOURS", "24", "How long a delivery to a flow is retried (429, 5xx, timeouts), counted "
-          "from its first attempt, before it becomes a dead letter. Decimals allowed.", _positive_number,
-          "delivery_retry_hours"),
-    _spec("OUTBOX_RETENTION_HOURS", "168", "How long an appointment event is kept after it was handed to its "
-          "flows (never less than DELIVERY_RETRY_HOURS + 1 h, and never while it has dead letters).",
-          _positive_number, "outbox_retention_hours"),
-    _spec("DEAD_LETTER_RETENTION_DAYS", "30", "How long a dead letter is kept for an administrator to replay "
-          "(also one whose flow was removed since); then it is deleted, said in the log, and its event is pruned "
-          "with it when no other dead letter needs it.", _positive_number, "dead_letter_retention_days"),
-    _spec("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the outbox sweep: hands events "
-          "left pending by a crash to their flows, and prunes delivered ones.", _ncrontab, "outbox_sweep_schedule"),
-    _spec("QUEUE_METRICS_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the poison queues' length "
-          "metric (poison_queue_length), which the poison-queue-length alert watches.", _ncrontab,
-          "queue_metrics_schedule"),
-    _spec("HEALTH_TIMEOUT_SECONDS", "3", "How long /api/health waits for each dependency.", _positive_int,
-          "health_timeout_seconds"),
-    _spec("LOG_LEVEL", "INFO", "Level of the app's own logs: DEBUG, INFO, WARNING or ERROR.", _log_level,
-          "log_level"),
-    _spec("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights connection string; telemetry "
-          "export is on when set. Holds no secret with local auth disabled (Entra auth).",
-          lambda n, r: r.strip(), "appinsights_connection_string"),
-)
-
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -299,43 +221,113 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """The app's settings, in the order they are read and validated. ``token_url``, ``issuer`` and
+    ``jwks_url`` are read as templates; ``{tenant}`` becomes ``tenant_id``."""
+
     storage: StorageSettings
-    tenant_id: str
-    graph_base_url: str
-    graph_credential: str
-    graph_client_id: str
-    graph_client_secret: str = field(repr=False)
-    graph_scope: str
-    api_client_id: str
-    api_credential: str
-    api_client_secret: str = field(repr=False)
-    entra_authority: str
-    entra_ca_file: str
-    token_url: str
-    issuer: str
-    audience: str
-    jwks_url: str
-    auth_scope: str
-    auth_allowed_client_ids: tuple[str, ...]
-    public_base_url: str
-    max_flows_per_mailbox: int
-    callback_host_allowlist: tuple[str, ...]
-    allow_loopback_callbacks: bool
-    renewal_schedule: str
-    renewal_window_minutes: int
-    subscription_writes_per_second: int
-    resync_schedule: str
-    delivery_retry_hours: float
-    outbox_retention_hours: float
-    dead_letter_retention_days: float
-    outbox_sweep_schedule: str
-    queue_metrics_schedule: str
-    health_timeout_seconds: int
-    resync_spread_minutes: int
-    resync_horizon_days: int
-    resync_past_days: int
-    log_level: str
-    appinsights_connection_string: str = field(repr=False)
+    tenant_id: str = _setting("ENTRA_TENANT_ID", None, _text,
+        "Directory (tenant) id of the Entra ID tenant the app and its callers live in.")
+    graph_base_url: str = _setting("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0", _url,
+        "Microsoft Graph endpoint, version included. Locally the Graph sandbox.")
+    graph_credential: str = _setting("GRAPH_CREDENTIAL", "managedidentity", _graph_credential,
+        "How the app gets Graph tokens: 'managedidentity' (Azure, no secret) or 'clientsecret' (client "
+        "credentials against ENTRA_AUTHORITY; the sandbox).")
+    graph_client_id: str = _setting("GRAPH_CLIENT_ID", "", _stripped,
+        "Client id for Graph tokens: the app registration (clientsecret) or the user-assigned managed identity "
+        "(managedidentity; empty means system-assigned).")
+    graph_client_secret: str = _setting("GRAPH_CLIENT_SECRET", "", _stripped,
+        "Client secret, only with GRAPH_CREDENTIAL=clientsecret. Never set on Azure.", secret=True)
+    graph_scope: str = _setting("GRAPH_SCOPE", "https://graph.microsoft.com/.default", _text,
+        "Scope requested for Graph app tokens.")
+    api_client_id: str = _setting("API_CLIENT_ID", "", _stripped,
+        "Client id of the API app registration (the one whose Application ID URI is AUTH_AUDIENCE): it exchanges "
+        "a caller's token for a Graph token on the caller's behalf (on-behalf-of). Empty: GRAPH_CLIENT_ID, when "
+        "one registration plays both parts (locally).")
+    api_credential: str = _setting("API_CREDENTIAL", "federated", _api_credential,
+        "How the API app registration proves itself in the on-behalf-of exchange: 'federated' (Azure: the managed"
+        " identity GRAPH_CLIENT_ID's token for api://AzureADTokenExchange is the client assertion, no secret "
+        "anywhere) or 'clientsecret' (API_CLIENT_SECRET; the sandbox).")
+    api_client_secret: str = _setting("API_CLIENT_SECRET", "", _stripped,
+        "The API app registration's client secret, only with API_CREDENTIAL=clientsecret. Empty: "
+        "GRAPH_CLIENT_SECRET. Never set on Azure.", secret=True)
+    entra_authority: str = _setting("ENTRA_AUTHORITY", "https://login.microsoftonline.com", _https_url,
+        "Entra authority for token requests with a client secret and on behalf of callers (https only, as "
+        "Microsoft's token libraries require). Locally the sandbox's HTTPS listener.")
+    entra_ca_file: str = _setting("ENTRA_CA_FILE", "", _stripped,
+        "A PEM certificate to trust for ENTRA_AUTHORITY besides the system's: the local sandbox's self-signed "
+        "one. Never set on Azure.")
+    token_url: str = _setting("ENTRA_TOKEN_URL", "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token", _text,
+        "Entra's token endpoint; '{tenant}' is replaced by ENTRA_TENANT_ID. Validated only: token requests go "
+        "to ENTRA_AUTHORITY (azure-identity makes this URL from it).")
+    issuer: str = _setting("AUTH_ISSUER", "https://login.microsoftonline.com/{tenant}/v2.0", _text,
+        "Expected 'iss' of callers' bearer tokens; '{tenant}' is replaced by ENTRA_TENANT_ID.")
+    audience: str = _setting("AUTH_AUDIENCE", None, _text,
+        "Expected 'aud' of callers' bearer tokens: the API app registration's application id URI or client id.")
+    jwks_url: str = _setting("AUTH_JWKS_URL", "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys", _text,
+        "Signing keys of the token issuer; '{tenant}' is replaced by ENTRA_TENANT_ID.")
+    auth_scope: str = _setting("AUTH_SCOPE", "user_impersonation", _scope_name,
+        "Delegated scope of the API app registration that callers' tokens must carry in 'scp' (the scope "
+        "infra/entra/graph.bicep exposes).")
+    auth_allowed_client_ids: tuple[str, ...] = _setting("AUTH_ALLOWED_CLIENT_IDS", None, _client_ids,
+        "Application (client) ids, comma-separated, whose user tokens the API accepts (the 'azp' claim, 'appid' "
+        "in v1.0 tokens): the custom connector's app registration. On Azure set from the Entra module.")
+    public_base_url: str = _setting("PUBLIC_BASE_URL", "", lambda n, r: _url(n, r) if r.strip() else "",
+        "Public base URL of this app. Graph posts notifications under it and Location headers point at it. Empty:"
+        " https://$WEBSITE_HOSTNAME, which Azure sets on every Function App.")
+    max_flows_per_mailbox: int = _setting("MAX_FLOWS_PER_MAILBOX", "5", _positive_int,
+        "Flows (appointment triggers) allowed per Bookings mailbox, as Microsoft's connector allows.")
+    callback_host_allowlist: tuple[str, ...] = _setting(
+        "CALLBACK_HOST_ALLOWLIST",
+        "*.logic.azure.com,*.logic.azure.us,*.logic.azure.cn,*.flow.microsoft.com,*.powerautomate.com", _host_list,
+        "Hosts flow callback URLs may point at; '*.domain' allows its subdomains.")
+    allow_loopback_callbacks: bool = _setting("ALLOW_LOOPBACK_CALLBACKS", "false", _bool,
+        "Local demo only: accept http callbacks on 127.0.0.1. Never true on Azure.")
+    renewal_schedule: str = _setting("RENEWAL_SCHEDULE", "0 */30 * * * *", _ncrontab,
+        "NCRONTAB schedule of the subscription renewal timer.")
+    renewal_window_minutes: int = _setting("RENEWAL_WINDOW_MINUTES", "1440", _positive_int,
+        "The renewal timer renews subscriptions expiring within this many minutes (Graph allows 4,230 minutes of "
+        "life).")
+    subscription_writes_per_second: int = _setting("SUBSCRIPTION_WRITES_PER_SECOND", "24", _positive_int,
+        "Pace of the renewal sweep's subscription writes, just below Graph's 500 writes per 20 s per app (25/s); "
+        "a sweep is rarely that large, and a new flow that meets the limit is told when to retry.")
+    resync_schedule: str = _setting("RESYNC_SCHEDULE", "0 0 * * * *", _ncrontab,
+        "NCRONTAB schedule of the periodic full resync of every mailbox.")
+    resync_spread_minutes: int = _setting("RESYNC_SPREAD_MINUTES", "50", _whole_number,
+        "The periodic resync spreads its mailboxes' full resyncs evenly over this many minutes (queue visibility "
+        "delays) instead of starting them all at once; keep it shorter than the RESYNC_SCHEDULE period (0: all at"
+        " once).")
+    resync_horizon_days: int = _setting("RESYNC_HORIZON_DAYS", "180", _positive_int,
+        "How many days ahead a full resync compares appointments (and catches changes Graph never notified).")
+    resync_past_days: int = _setting("RESYNC_PAST_DAYS", "7", _positive_int,
+        "How many days back a full resync looks; older appointments leave the snapshot silently.")
+    delivery_retry_hours: float = _setting("DELIVERY_RETRY_HOURS", "24", _positive_number,
+        "How long a delivery to a flow is retried (429, 5xx, timeouts), counted from its first attempt, before it"
+        " becomes a dead letter. Decimals allowed.")
+    outbox_retention_hours: float = _setting("OUTBOX_RETENTION_HOURS", "168", _positive_number,
+        "How long an appointment event is kept after it was handed to its flows (never less than "
+        "DELIVERY_RETRY_HOURS + 1 h, and never while it has dead letters).")
+    dead_letter_retention_days: float = _setting("DEAD_LETTER_RETENTION_DAYS", "30", _positive_number,
+        "How long a dead letter is kept for an administrator to replay (also one whose flow was removed since); "
+        "then it is deleted, said in the log, and its event is pruned with it when no other dead letter needs it.")
+    outbox_sweep_schedule: str = _setting("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", _ncrontab,
+        "NCRONTAB schedule of the outbox sweep: hands events left pending by a crash to their flows, and prunes "
+        "delivered ones.")
+    queue_metrics_schedule: str = _setting("QUEUE_METRICS_SCHEDULE", "0 */5 * * * *", _ncrontab,
+        "NCRONTAB schedule of the poison queues' length metric (poison_queue_length), which the poison-queue-"
+        "length alert watches.")
+    health_timeout_seconds: int = _setting("HEALTH_TIMEOUT_SECONDS", "3", _positive_int,
+        "How long /api/health waits for each dependency.")
+    log_level: str = _setting("LOG_LEVEL", "INFO", _log_level,
+        "Level of the app's own logs: DEBUG, INFO, WARNING or ERROR.")
+    appinsights_connection_string: str = _setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", _stripped,
+        "Application Insights connection string; telemetry export is on when set. Holds no secret with local auth"
+        " disabled (Entra auth).", in_repr=False)
+
+
+SPECS: tuple[SettingSpec, ...] = tuple(
+    replace(f.metadata["setting"], attribute=f.name) for f in fields(Settings) if "setting" in f.metadata
+)
+_TENANT_TEMPLATES = ("token_url", "issuer", "jwks_url")
 
 
 def _storage(env: Mapping[str, str]) -> StorageSettings:
@@ -366,9 +358,8 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
     )
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting from ``env`` (default: the process environment)."""
-    env = os.environ if env is None else env
+def _read(env: Mapping[str, str]) -> dict[str, Any]:
+    """Every ``SPECS`` setting parsed (its default when unset), in order; the first bad one raises."""
     values: dict[str, Any] = {}
     for spec in SPECS:
         raw = env.get(spec.name)
@@ -377,12 +368,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 raise SettingsError(f"Setting {spec.name} is required and not set: {spec.description}")
             raw = spec.default
         values[spec.attribute] = spec.parse(spec.name, raw) if raw != "" else ""
-    tenant = values.pop("tenant_id")
-    token_url = values.pop("token_url_template").replace("{tenant}", tenant)
-    issuer = values.pop("issuer_template").replace("{tenant}", tenant)
-    jwks_url = values.pop("jwks_url_template").replace("{tenant}", tenant)
-    for name, value in (("ENTRA_TOKEN_URL", token_url), ("AUTH_JWKS_URL", jwks_url)):
+    for attribute in _TENANT_TEMPLATES:
+        values[attribute] = values[attribute].replace("{tenant}", values["tenant_id"])
+    for name, value in (("ENTRA_TOKEN_URL", values["token_url"]), ("AUTH_JWKS_URL", values["jwks_url"])):
         _url(name, value)
+    return values
+
+
+def _credentials(values: dict[str, Any]) -> None:
+    """The secrets the chosen credentials need; the API's client id and secret default to Graph's."""
     needs_secret = values["graph_credential"] == "clientsecret"
     if needs_secret and not (values["graph_client_id"] and values["graph_client_secret"]):
         raise SettingsError(
@@ -395,14 +389,37 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if not values["api_client_secret"]:
             raise SettingsError("Setting API_CLIENT_SECRET (or GRAPH_CLIENT_SECRET) must be set when "
                                 "API_CREDENTIAL=clientsecret.")
+
+
+def _public_base_url(values: dict[str, Any], env: Mapping[str, str]) -> None:
     if not values["public_base_url"]:
         hostname = env.get("WEBSITE_HOSTNAME", "").strip()
         if not hostname:
             raise SettingsError("Setting PUBLIC_BASE_URL is not set, and neither is WEBSITE_HOSTNAME (which Azure "
                                 "sets): give the app's public base URL, e.g. https://<app>.azurewebsites.net.")
         values["public_base_url"] = _url("WEBSITE_HOSTNAME", f"https://{hostname}")
-    return Settings(storage=_storage(env), tenant_id=tenant, token_url=token_url, issuer=issuer,
-                    jwks_url=jwks_url, **values)
+
+
+def _resync_spread(values: dict[str, Any]) -> None:
+    """RESYNC_SPREAD_MINUTES shorter than RESYNC_SCHEDULE's period (its shortest gap between two runs), as its
+    description asks: otherwise one resync's hints are still waiting out their delays when the next comes."""
+    spread = values["resync_spread_minutes"]
+    period = ncrontab.shortest_period(values["resync_schedule"], datetime.now(UTC))
+    if spread and period is not None and spread * 60 >= period.total_seconds():
+        raise SettingsError(
+            f"Setting RESYNC_SPREAD_MINUTES ({spread}) must be shorter than the RESYNC_SCHEDULE period "
+            f"({period.total_seconds() / 60:g} minutes between runs of {values['resync_schedule']!r})."
+        )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    values = _read(env)
+    _credentials(values)
+    _public_base_url(values, env)
+    _resync_spread(values)
+    return Settings(storage=_storage(env), **values)
 
 
 _cached: Settings | None = None

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.contracts.appointment_data import (
+from shared.contracts.appointment_changes import (
     CHANGE_TRACKED,
     sample_appointment_data,
-    to_appointment_data,
     upgrade_stored_payload,
     with_change_details,
 )
+from shared.contracts.appointment_data import to_appointment_data
 from shared.records.flows import Flow
 from shared.records.outbox import filter_properties
 from tests.appointment_data.conftest import assert_valid

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.contracts.appointment_data import FINGERPRINT_VERSION, content_fingerprint
+from shared.contracts.appointment_changes import FINGERPRINT_VERSION, content_fingerprint
 
 from .graph_shapes import Q_LANGUAGE, STAFF_BEN, answer, appointment, customer, dttz, group_appointment, location
 

@@ -10,7 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.contracts.appointment_data import WINDOWS_TIME_ZONES, content_fingerprint, to_appointment_data
+from shared.contracts.appointment_changes import content_fingerprint
+from shared.contracts.appointment_data import to_appointment_data
+from shared.contracts.graph_times import WINDOWS_TIME_ZONES
 
 from .conftest import assert_valid
 from .graph_shapes import QUESTIONS, SERVICES, STAFF

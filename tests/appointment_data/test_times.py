@@ -8,12 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.contracts.appointment_data import (
-    WINDOWS_TIME_ZONES,
-    parse_graph_datetime,
-    parse_iso_duration,
-    to_appointment_data,
-)
+from shared.contracts.appointment_data import to_appointment_data
+from shared.contracts.graph_times import WINDOWS_TIME_ZONES, parse_graph_datetime, parse_iso_duration
 
 from .conftest import assert_valid
 from .graph_shapes import appointment, dttz

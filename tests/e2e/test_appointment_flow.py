@@ -170,7 +170,9 @@ def resyncing_stack(app_host_factory, sandbox, graph_env, azurite) -> Iterator[S
     from tests.conftest import sandbox_settings
 
     clean_app_storage(azurite.connection_string)
-    host = app_host_factory(**sandbox_settings(sandbox), RESYNC_SCHEDULE="*/5 * * * * *").start()
+    # Spread 0: the resync spread must be shorter than its period (5 s here).
+    host = app_host_factory(**sandbox_settings(sandbox), RESYNC_SCHEDULE="*/5 * * * * *",
+                            RESYNC_SPREAD_MINUTES="0").start()
     with Receiver() as receiver:
         yield Stack(host, sandbox, receiver).ready()
 

@@ -31,7 +31,8 @@ def settings(sandbox: SandboxServer) -> Settings:
     sandbox.control("DELETE", "faults")
     sandbox.control("DELETE", "requests")
     return load_settings({**sample_settings(), "GRAPH_BASE_URL": sandbox.graph_url,
-                          "ENTRA_TOKEN_URL": sandbox.token_url, "ENTRA_TENANT_ID": sandbox.tenant_id})
+                          "ENTRA_TOKEN_URL": sandbox.token_url, "ENTRA_TENANT_ID": sandbox.tenant_id,
+                          "ENTRA_AUTHORITY": sandbox.entra_url, "ENTRA_CA_FILE": sandbox.ca_file})
 
 
 def graph_requests(sandbox: SandboxServer, method: str, fragment: str) -> list[dict]:
@@ -129,6 +130,17 @@ async def test_wrong_client_secret_is_a_clear_error(settings: Settings, sandbox:
     assert "wrong" not in caught.value.message
 
 
+async def test_unreachable_token_endpoint_is_an_unreachable_graph(settings: Settings) -> None:
+    from dataclasses import replace
+
+    from devhost.processes import free_port
+
+    graph = Graph(replace(settings, entra_authority=f"https://127.0.0.1:{free_port()}"))
+    with pytest.raises(GraphError) as caught:
+        await graph.get_business(CLINIC)
+    assert (caught.value.status, caught.value.code) == (0, "Unreachable")
+
+
 async def test_the_app_token_is_cached(settings: Settings, sandbox: SandboxServer) -> None:
     graph = Graph(settings)
     await graph.get_business(CLINIC)
@@ -142,8 +154,11 @@ async def test_unreachable_graph_is_a_graph_error(settings: Settings) -> None:
 
     from devhost.processes import free_port
 
-    graph = Graph(replace(settings, graph_base_url=f"http://127.0.0.1:{free_port()}/v1.0"))
-    graph.tokens._token, graph.tokens._expires_at = "t", time.time() + 3600  # the token endpoint is not the point
+    class FixedToken:  # the token endpoint is not the point
+        async def token(self) -> str:
+            return "t"
+
+    graph = Graph(replace(settings, graph_base_url=f"http://127.0.0.1:{free_port()}/v1.0"), tokens=FixedToken())
     with pytest.raises(GraphError) as caught:
         await graph.get_business(CLINIC)
     assert caught.value.status == 0
@@ -244,3 +259,19 @@ async def test_the_granted_read_roles_make_every_read_and_refuse_cancel(settings
 
     sandbox.control("POST", f"apps/{DEFAULT_CLIENT_ID}/roles", {"roles": [*APP_READ_ROLES, *APP_CANCEL_ROLES]})
     await Graph(settings).cancel_appointment(CLINIC, appointment["id"], "yes")
+
+
+async def test_one_graph_per_loop_until_the_settings_are_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.adapters.graph import get_graph
+    from shared.adapters.settings import reset_settings_cache
+
+    for name, value in sample_settings().items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    try:
+        first = get_graph()
+        assert get_graph() is first
+        reset_settings_cache()
+        assert get_graph() is not first
+    finally:
+        reset_settings_cache()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from graph_sandbox import SandboxServer
 
@@ -118,3 +119,15 @@ def test_demo_data_matches_the_issue(sb: SandboxServer, graph: httpx.Client) -> 
     full = [graph.get(f"/solutions/bookingBusinesses/clinic@contoso.test/appointments/{a['id']}").json() for a in appts]
     assert all(c["customQuestionAnswers"] for a in full for c in a["customers"])
     assert any(a["serviceNotes"] for a in full) and any(c["notes"] for a in full for c in a["customers"])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_https_listener_is_trusted_through_its_ca_file_under_both_names(sb: SandboxServer, host: str) -> None:
+    import ssl
+    from urllib.parse import urlsplit
+
+    port = urlsplit(sb.entra_url).port
+    url = f"https://{host}:{port}/{sb.tenant_id}/v2.0/.well-known/openid-configuration"
+    assert httpx.get(url, verify=ssl.create_default_context(cafile=sb.ca_file), trust_env=False).status_code == 200
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(url, trust_env=False)  # the system's roots do not know the sandbox's authority

@@ -33,6 +33,10 @@ def test_sample_settings_load() -> None:
         ("GRAPH_BASE_URL", "graph.microsoft.com", "GRAPH_BASE_URL"),
         ("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0?x=1", "GRAPH_BASE_URL"),
         ("RENEWAL_SCHEDULE", "*/30 * * * *", "RENEWAL_SCHEDULE"),
+        ("RENEWAL_SCHEDULE", "0 */99 * * * *", "RENEWAL_SCHEDULE"),
+        ("OUTBOX_SWEEP_SCHEDULE", "0 61 * * * *", "OUTBOX_SWEEP_SCHEDULE"),
+        ("QUEUE_METRICS_SCHEDULE", "0 0 0 L * *", "QUEUE_METRICS_SCHEDULE"),
+        ("RESYNC_SCHEDULE", "0 0 0 31 2 *", "RESYNC_SCHEDULE"),
         ("ALLOW_LOOPBACK_CALLBACKS", "maybe", "ALLOW_LOOPBACK_CALLBACKS"),
         ("CALLBACK_HOST_ALLOWLIST", "https://evil.example/x", "CALLBACK_HOST_ALLOWLIST"),
         ("GRAPH_CREDENTIAL", "password", "GRAPH_CREDENTIAL"),
@@ -109,3 +113,31 @@ def test_every_setting_is_documented_in_sample_and_readme(repo_root) -> None:
     for spec in SPECS:
         assert spec.name in readme, f"{spec.name} is not documented in docs/configuration.md"
         assert spec.name in sample, f"{spec.name} has no value in local.settings.sample.json"
+
+
+def test_ncrontab_schedules_are_checked_as_the_host_reads_them() -> None:
+    settings = load_settings(env(OUTBOX_SWEEP_SCHEDULE="0 */5 * * * *", RENEWAL_SCHEDULE="0 0 9-17/2 * * Mon-Fri"))
+    assert (settings.outbox_sweep_schedule, settings.renewal_schedule) == ("0 */5 * * * *", "0 0 9-17/2 * * Mon-Fri")
+    with pytest.raises(SettingsError, match=r"RENEWAL_SCHEDULE .*step 99 is outside 1-59.*'0 \*/99 \* \* \* \*'"):
+        load_settings(env(RENEWAL_SCHEDULE="0 */99 * * * *"))
+
+
+def test_resync_spread_is_shorter_than_the_resync_period() -> None:
+    assert load_settings(env(RESYNC_SCHEDULE="0 0 * * * *", RESYNC_SPREAD_MINUTES="59")).resync_spread_minutes == 59
+    assert load_settings(env(RESYNC_SCHEDULE="0 */5 * * * *", RESYNC_SPREAD_MINUTES="0")).resync_spread_minutes == 0
+    with pytest.raises(SettingsError, match=r"RESYNC_SPREAD_MINUTES \(60\) must be shorter .* \(60 minutes"):
+        load_settings(env(RESYNC_SCHEDULE="0 0 * * * *", RESYNC_SPREAD_MINUTES="60"))
+    # The shortest gap counts: at 09:00 and 17:00 the runs are 8 and 16 hours apart.
+    with pytest.raises(SettingsError, match="RESYNC_SPREAD_MINUTES"):
+        load_settings(env(RESYNC_SCHEDULE="0 0 9,17 * * *", RESYNC_SPREAD_MINUTES="600"))
+    twice_a_day = load_settings(env(RESYNC_SCHEDULE="0 0 9,17 * * *", RESYNC_SPREAD_MINUTES="479"))
+    assert twice_a_day.resync_spread_minutes == 479
+
+
+def test_settings_fields_are_the_specs() -> None:
+    from dataclasses import fields
+
+    from shared.adapters.settings import Settings
+
+    assert [spec.attribute for spec in SPECS] == [f.name for f in fields(Settings) if f.name != "storage"]
+    assert [spec.name for spec in SPECS if spec.secret] == ["GRAPH_CLIENT_SECRET", "API_CLIENT_SECRET"]
