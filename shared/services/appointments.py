@@ -1,32 +1,32 @@
-"""A business's appointments, services and staff as the connector's actions show them, read from and written to
-Microsoft Graph (app-only, ``shared.adapters.graph``).
+"""A business's appointments, services and staff as the connector's actions show them, and the cancellation
+with a reason.
 
-An appointment is always read by id before it is shown (``GET …/appointments/{id}``: listings omit customers
-and notes), and mapped by ``shared.contracts.appointment_data`` exactly as the triggers' payloads are, so an
-action's ``AppointmentData`` and a trigger's are the same thing. The business's services, staff and custom
-questions that the mapping names are kept ``LOOKUP_CACHE_SECONDS`` per business.
+Graph is asked through ``shared.services.bookings`` (app-only), which also turns Graph's failures into catalogue
+errors. An appointment is always read by id before it is shown (listings omit customers and notes), and mapped
+by ``shared.contracts.appointment_data`` exactly as the triggers' payloads are, so an action's
+``AppointmentData`` and a trigger's are the same thing.
 
-Graph's answers become catalogue errors here: 404 → ``AppointmentNotFound`` / ``BookingBusinessNotFound``,
-401/403 → ``GraphPermissionMissing`` (the app's own grant, which a flow maker cannot fix but an administrator
-can), 400 on a write → ``AppointmentRejected`` with Graph's reason, throttling or no answer →
-``DependencyUnavailable`` with Graph's ``Retry-After``.
+Cancelling with a reason: Graph has no cancellation-reason property (a cancelled appointment simply disappears),
+so the reason is recorded in the mailbox partition (``shared.records.reconcile_state``) *before* Graph is asked
+to cancel, where the reconcile worker finds it when the appointment vanishes and puts it in the Cancelled event;
+a full-resync hint follows, so that event does not wait for Graph's notification.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-from shared.adapters.graph import Graph, GraphError, get_graph
 from shared.contracts.appointment_data import AppointmentData, parse_iso_duration, to_appointment_data
 from shared.contracts.errors import ApiError
+from shared.messages import mailbox_changes
+from shared.records import reconcile_state
+from shared.services.bookings import Bookings, Lookups
+from shared.services.graph_failures import GraphFailure
 
-LOOKUP_CACHE_SECONDS = 60.0
-# Graph (Outlook) serves at most 4 concurrent requests per app and mailbox.
-MAILBOX_CONCURRENCY = 4
-_lookups: dict[str, tuple[dict[str, list[dict[str, Any]]], float]] = {}
+log = logging.getLogger(__name__)
 
 
 class ServiceItem(TypedDict):
@@ -61,45 +61,16 @@ class NewAppointment(TypedDict, total=False):
     additionalInformation: str
 
 
-def forget_cached() -> None:
-    """Drop the cached services, staff and questions (tests that change the business)."""
-    _lookups.clear()
-
-
-def _graph_error(error: GraphError, mailbox: str, *, appointment: bool = False, write: bool = False) -> ApiError:
-    if error.status == 404:
-        return ApiError("AppointmentNotFound" if appointment else "BookingBusinessNotFound", business=mailbox)
-    if error.status in (401, 403):
-        return ApiError("GraphPermissionMissing", business=mailbox, graph_code=error.code)
-    if write and error.status == 400:
-        return ApiError("AppointmentRejected", business=mailbox, reason=error.message[:500])
-    headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
-    return ApiError("DependencyUnavailable", headers=headers,
-                    dependency=f"Microsoft Graph ({error.status} {error.code})")
-
-
 class Appointments:
     """One business's appointments, services and staff."""
 
-    def __init__(self, mailbox: str, graph: Graph | None = None) -> None:
+    def __init__(self, mailbox: str, bookings: Bookings | None = None) -> None:
         self.mailbox = mailbox
-        self.graph = graph or get_graph()
-        self._limit = asyncio.Semaphore(MAILBOX_CONCURRENCY)
+        self.bookings = bookings or Bookings(mailbox)
 
-    async def lookups(self) -> dict[str, list[dict[str, Any]]]:
+    async def lookups(self) -> Lookups:
         """Services, staff and custom questions of the business (what payloads name)."""
-        cached = _lookups.get(self.mailbox)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        try:
-            services, staff, questions = await asyncio.gather(
-                self.graph.list_services(self.mailbox), self.graph.list_staff(self.mailbox),
-                self.graph.list_custom_questions(self.mailbox))
-        except GraphError as error:
-            raise _graph_error(error, self.mailbox) from None
-        found = {"services": services, "staff": staff, "questions": questions}
-        _lookups[self.mailbox] = (found, time.monotonic() + LOOKUP_CACHE_SECONDS)
-        return found
+        return await self.bookings.lookups()
 
     async def _map(self, appointment: dict[str, Any]) -> AppointmentData:
         lookups = await self.lookups()
@@ -107,14 +78,13 @@ class Appointments:
                                    questions=lookups["questions"])
 
     async def _read(self, appointment_id: str) -> dict[str, Any] | None:
-        async with self._limit:
-            try:
-                return await self.graph.get_appointment(self.mailbox, appointment_id)
-            except GraphError as error:
-                # Graph answers 400 (ErrorInvalidIdMalformed) for an id it cannot parse: no such appointment either.
-                if error.status in (400, 404):
-                    return None
-                raise _graph_error(error, self.mailbox, appointment=True) from None
+        try:
+            return await self.bookings.appointment(appointment_id)
+        except GraphFailure as failure:
+            # Graph answers 400 (ErrorInvalidIdMalformed) for an id it cannot parse: no such appointment either.
+            if failure.graph_status == 400:
+                return None
+            raise
 
     async def get(self, appointment_id: str) -> AppointmentData:
         found = await self._read(appointment_id)
@@ -125,10 +95,7 @@ class Appointments:
     async def page(self, start: datetime, end: datetime, skip: int, top: int) -> tuple[list[AppointmentData], bool]:
         """Appointments overlapping [start, end), ordered by start, from the ``skip``-th, at most ``top``; and
         whether more follow. Each is read by id (the listing lacks customers and notes)."""
-        try:
-            listing = await self.graph.calendar_view(self.mailbox, start, end)
-        except GraphError as error:
-            raise _graph_error(error, self.mailbox) from None
+        listing, _ = await self.bookings.calendar_view(start, end)
         ids = list(dict.fromkeys(str(item.get("id")) for item in listing if item.get("id")))
         chosen = ids[skip:skip + top]
         fulls = await asyncio.gather(*(self._read(appointment_id) for appointment_id in chosen))
@@ -181,12 +148,8 @@ class Appointments:
             body["customerTimeZone"] = new["customerTimeZone"]
         if new.get("customerName") or new.get("customerEmail"):
             body["customers"] = [await self._customer(new, group=int(service.get("maximumAttendeesCount") or 1) > 1)]
-        try:
-            created = await self.graph.create_appointment(self.mailbox, body)
-        except GraphError as error:
-            raise _graph_error(error, self.mailbox, write=True) from None
         # The create answer is the whole appointment; reading it again by id costs a call for nothing.
-        return await self._map(created or {})
+        return await self._map(await self.bookings.create_appointment(body))
 
     async def _customer(self, new: NewAppointment, *, group: bool) -> dict[str, Any]:
         """The appointment's customer. Graph: for a service taking several customers, each must be one of the
@@ -199,10 +162,7 @@ class Appointments:
             info["timeZone"] = new["customerTimeZone"]
         email = new.get("customerEmail", "").strip().lower()
         if email:
-            try:
-                customers = await self.graph.list_customers(self.mailbox)
-            except GraphError as error:
-                raise _graph_error(error, self.mailbox) from None
+            customers = await self.bookings.customers()
             known = next((c for c in customers if str(c.get("emailAddress") or "").strip().lower() == email), None)
             if known is not None:
                 info["customerId"] = known["id"]
@@ -216,12 +176,21 @@ class Appointments:
                                         "displayName": info["name"] or email, "emailAddress": email}
             if info["phone"]:
                 customer["phones"] = [{"number": info["phone"], "type": "mobile"}]
-            try:
-                created = await self.graph.create_customer(self.mailbox, customer)
-            except GraphError as error:
-                raise _graph_error(error, self.mailbox, write=True) from None
+            created = await self.bookings.create_customer(customer)
             info["customerId"], info["name"] = created["id"], info["name"] or created.get("displayName") or ""
         return info
+
+    async def cancel(self, appointment_id: str, reason: str, by: str) -> None:
+        """Cancel with a reason (module docstring), recorded as given by ``by`` (the caller's UPN)."""
+        await reconcile_state.put_cancel_reason(self.mailbox, appointment_id, reason, by)
+        try:
+            await self.bookings.cancel(appointment_id, reason)
+        except GraphFailure:
+            await reconcile_state.delete_cancel_reason(self.mailbox, appointment_id)  # not cancelled: it must not stick
+            raise
+        # The calendar notification will come; this hint makes the Cancelled event independent of it.
+        await mailbox_changes.enqueue(mailbox_changes.full_resync(self.mailbox, "cancelled"))
+        log.info("appointment cancelled with a reason", extra={"mailbox": self.mailbox})
 
 
 def _minutes(duration: Any) -> int:

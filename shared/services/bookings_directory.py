@@ -33,6 +33,8 @@ import time
 from collections import deque
 from typing import Any, Protocol, TypedDict
 
+from cachetools import TTLCache
+
 from shared.adapters.auth import Caller
 from shared.adapters.graph import Graph, GraphError, get_graph
 from shared.adapters.on_behalf_of import graph_as
@@ -78,28 +80,6 @@ class BookingsDirectory(Protocol):
         ...
 
 
-class _Expiring:
-    """A bounded map whose entries expire (the caches above)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._items: dict[str, tuple[Any, float]] = {}
-
-    def get(self, key: str) -> Any | None:
-        found = self._items.get(key)
-        if found is None or found[1] <= time.monotonic():
-            return None
-        return found[0]
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def put(self, key: str, value: Any) -> None:
-        if len(self._items) >= CACHE_SIZE:
-            self._items.clear()  # crude, but bounded
-        self._items[key] = (value, time.monotonic() + self.seconds)
-
-
 class _CallBudget:
     """At most ``limit`` Graph calls per caller in any 60 s (a sliding window per caller)."""
 
@@ -120,9 +100,10 @@ class _CallBudget:
             self._calls = {k: v for k, v in self._calls.items() if v and v[-1] > now - 60}
 
 
-_listings = _Expiring(LISTING_CACHE_SECONDS)
-_staff_lists = _Expiring(STAFF_CACHE_SECONDS)
-_addresses = _Expiring(ADDRESS_CACHE_SECONDS)
+# Bounded, least recently used first out, each entry for its own lifetime.
+_listings: TTLCache[str, list[AdministeredBusiness]] = TTLCache(maxsize=CACHE_SIZE, ttl=LISTING_CACHE_SECONDS)
+_staff_lists: TTLCache[str, list[dict[str, Any]]] = TTLCache(maxsize=CACHE_SIZE, ttl=STAFF_CACHE_SECONDS)
+_addresses: TTLCache[str, set[str]] = TTLCache(maxsize=CACHE_SIZE, ttl=ADDRESS_CACHE_SECONDS)
 _budget = _CallBudget(GRAPH_CALLS_PER_CALLER_PER_MINUTE)
 
 
@@ -175,7 +156,7 @@ class GraphBookingsDirectory:
             raise _as_user_error(error, caller) from None
         found = directory_addresses(user or {}) | {str((user or {}).get("userPrincipalName") or "").lower()}
         found.discard("")
-        _addresses.put(caller.oid, found)
+        _addresses[caller.oid] = found
         return found
 
     async def staff_role(self, mailbox: str, caller: Caller) -> str | None:
@@ -209,7 +190,7 @@ class GraphBookingsDirectory:
                     if error.code == "BookingBusinessNotFound":  # deleted between the two calls
                         return None
                     raise
-            _staff_lists.put(mailbox, staff)
+            _staff_lists[mailbox] = staff
             return staff
 
         mailboxes = {str(b.get("id") or b.get("email") or "").lower(): b for b in businesses}
@@ -222,7 +203,7 @@ class GraphBookingsDirectory:
         found: list[AdministeredBusiness] = [
             {"displayName": str(mailboxes[m].get("displayName") or m), "email": m}
             for m, staff in staff_lists.items() if staff is not None and _role_of(staff, addresses) == ADMINISTRATOR]
-        _listings.put(caller.oid, found)
+        _listings[caller.oid] = found
         return found
 
 

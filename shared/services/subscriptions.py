@@ -18,7 +18,10 @@ in its turn. If the winner dies, its lease runs out and a waiter takes the row o
 crash cannot wedge a mailbox. If the winner finds it lost the row while it was creating (lease run out),
 it deletes what it created in Graph: no orphan.
 
-Renewal, re-creation and repair are driven by the renewal worker (``shared.workers.renewal``).
+The rest of the lifecycle is here too, driven by the renewal worker (``shared.workers.renewal``), which plans
+the sweep and paces the Graph writes: renew (and reauthorize) a subscription, re-create one Graph dropped, repair
+a mailbox whose rows disagree with its flows, and delete the orphans Graph has but no mailbox row knows. Graph's
+refusals reach the worker as ``GraphFailure`` (``shared.services.graph_failures``), which keeps Graph's status.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from shared.adapters.settings import get_settings
 from shared.contracts import events
 from shared.contracts.errors import ApiError
 from shared.messages import mailbox_changes
-from shared.records import reconcile_state, subscription_index, subscription_rows
+from shared.records import flows, reconcile_state, subscription_index, subscription_rows
 from shared.records.flows import flow_count
 from shared.records.subscription_rows import SubscriptionRecord
+from shared.services.graph_failures import GraphFailure
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +72,18 @@ def new_expiration(now: datetime | None = None) -> datetime:
     return now + timedelta(minutes=MAX_EVENT_SUBSCRIPTION_MINUTES - EXPIRATION_MARGIN_MINUTES)
 
 
-def graph_failure(error: GraphError, mailbox: str) -> ApiError:
-    """The registration's answer when Graph would not create the subscription: the remedy says why."""
+def graph_failure(error: GraphError, mailbox: str) -> GraphFailure:
+    """The answer when Graph would not do what the lifecycle asked (a registration's remedy says why)."""
     if error.status == 400 and "valid" in f"{error.code} {error.message}".lower():
-        return ApiError("SubscriptionValidationFailed", business=mailbox)
+        return GraphFailure(error, "SubscriptionValidationFailed", business=mailbox)
     if error.status in (401, 403):
-        return ApiError("GraphPermissionMissing", business=mailbox, graph_code=error.code)
+        return GraphFailure(error, "GraphPermissionMissing", business=mailbox, graph_code=error.code)
     if error.throttled:
         wait = int(error.retry_after or 30)
-        return ApiError("GraphThrottled", headers={"Retry-After": str(wait)}, seconds=wait)
+        return GraphFailure(error, "GraphThrottled", headers={"Retry-After": str(wait)}, seconds=wait)
     if error.status == 404:
-        return ApiError("BookingBusinessNotFound", business=mailbox)
-    return ApiError("DependencyUnavailable", dependency=f"Microsoft Graph ({error.status} {error.code})")
+        return GraphFailure(error, "BookingBusinessNotFound", business=mailbox)
+    return GraphFailure(error, "DependencyUnavailable", dependency=f"Microsoft Graph ({error.status} {error.code})")
 
 
 class Subscriptions:
@@ -214,16 +218,67 @@ class Subscriptions:
         track_event(events.SUBSCRIPTION_DELETED, mailbox=mailbox, subscriptionId=record.subscription_id,
                     reason="lastFlowRemoved")
 
-    # ---- renewal and repair (driven by shared.workers.renewal) -----------------------------------------
+    # ---- renewal, re-creation and repair (driven by shared.workers.renewal) ------------------------------
 
     async def renew(self, record: SubscriptionRecord) -> datetime:
-        """Extend the subscription to the longest allowed life. GraphError propagates (404: it is gone)."""
+        """Extend the subscription to the longest allowed life. ``GraphFailure`` when Graph refuses (its
+        ``graph_status`` 404: the subscription is gone)."""
         expiration = new_expiration()
-        answer = await self.graph.renew_subscription(record.subscription_id, expiration) or {}
+        try:
+            answer = await self.graph.renew_subscription(record.subscription_id, expiration) or {}
+        except GraphError as error:
+            raise graph_failure(error, record.mailbox) from None
         expires = _parse_time(answer.get("expirationDateTime")) or expiration
         await subscription_rows.record_expiration(record, expires)
         await subscription_index.set_expiration(record.subscription_id, expires)
         return expires
+
+    async def reauthorize(self, record: SubscriptionRecord) -> datetime:
+        """Reauthorize the subscription (Graph asked for it), then renew it: reauthorizing keeps the expiration.
+        Any other refusal of the reauthorization than 404 or throttling is left to the renewal to show."""
+        try:
+            await self.graph.reauthorize_subscription(record.subscription_id)
+        except GraphError as error:
+            if error.status == 404 or error.throttled:
+                raise graph_failure(error, record.mailbox) from None
+        return await self.renew(record)
+
+    async def recreate(self, mailbox: str, record: SubscriptionRecord | None, reason: str) -> None:
+        """Forget ``record``'s subscription (gone from Graph, or replaced) and, while the mailbox has flows, create
+        a new one and resync the mailbox in full: changes in between were not notified."""
+        if record is not None:
+            await self.forget(record)
+            try:
+                await self.graph.delete_subscription(record.subscription_id)  # in case Graph still has it
+            except GraphError:
+                pass
+        if await flow_count(mailbox) == 0:
+            return
+        created = await self.ensure(mailbox)
+        await mailbox_changes.enqueue(mailbox_changes.full_resync(mailbox, reason, created.subscription_id))
+
+    async def repair_rows(self, mailbox: str, record: SubscriptionRecord | None, reason: str) -> str | None:
+        """Bring the mailbox's rows in line with its flows where no new subscription is needed, and say what was
+        done; None when the mailbox has flows but no working subscription (``recreate`` it)."""
+        if await flow_count(mailbox) == 0:
+            if record is not None:
+                await self.release(mailbox)  # also a stuck 'creating'/'deleting' row whose owner died
+                return "released"
+            # The sweep saw this mailbox in an index it no longer belongs in: drop what is left of it there.
+            await flows.drop_index_if_unused(mailbox)
+            await subscription_rows.refresh_index(mailbox, None)
+            return "nothing to do"
+        if reason == "no flows left":  # but there are: the flows index lost the mailbox's row
+            await flows.restore_index(mailbox)
+        if record is not None and record.state == "active":
+            await subscription_rows.refresh_index(mailbox, record)  # the sweep's copy said otherwise
+            return "already active"
+        return None
+
+    @staticmethod
+    async def refresh_index(mailbox: str, record: SubscriptionRecord | None) -> None:
+        """Write the renewal sweep's copy of the mailbox's row again (the sweep planned on an outdated one)."""
+        await subscription_rows.refresh_index(mailbox, record)
 
     @staticmethod
     async def record_failure(record: SubscriptionRecord, error: str) -> int:
@@ -236,6 +291,46 @@ class Subscriptions:
         await subscription_index.delete(record.subscription_id)
         await subscription_rows.delete(record)
 
+    async def delete_orphans(self, now: datetime | None = None, known_ids: set[str] | None = None) -> int:
+        """Delete Graph subscriptions that point at this app but that no mailbox row knows; returns how many.
+
+        They appear when an instance dies between Graph creating a subscription and the app recording it.
+        One that is still being created (its mailbox row is 'creating' under a live lease) is left alone.
+        ``known_ids`` (what the sweep's mailbox rows name) spares a storage read per subscription; the
+        others are checked one by one against the index and the mailbox row. ``GraphFailure`` when Graph
+        would not list or delete them.
+        """
+        now = now or datetime.now(UTC)
+        ours = notification_urls()[0]
+        known = known_ids or set()
+        deleted = 0
+        try:
+            listed = await self.graph.list_subscriptions()
+        except GraphError as error:
+            raise graph_failure(error, "") from None
+        for graph_sub in listed:
+            if graph_sub.get("notificationUrl") != ours or graph_sub.get("id") in known:
+                continue
+            mailbox = _mailbox_of(graph_sub.get("resource", ""))
+            if await self._still_wanted(graph_sub.get("id", ""), mailbox, now):
+                continue
+            try:
+                await self.graph.delete_subscription(graph_sub["id"])
+            except GraphError as error:
+                raise graph_failure(error, mailbox) from None
+            deleted += 1
+            log.warning("deleted orphaned Graph subscription %s (%s)", graph_sub["id"], mailbox or "unknown mailbox",
+                        extra={"subscriptionId": graph_sub["id"], "mailbox": mailbox})
+        return deleted
+
+    async def _still_wanted(self, subscription_id: str, mailbox: str, now: datetime) -> bool:
+        """Whether a Graph subscription no sweep row names is known after all, or is being created."""
+        if await subscription_index.lookup(subscription_id) is not None:
+            return True
+        record = await self.get(mailbox) if mailbox else None
+        return record is not None and (record.subscription_id == subscription_id
+                                       or (record.state == "creating" and record.lease_held(now)))
+
 
 async def ensure(mailbox: str) -> SubscriptionRecord:
     """The mailbox's active subscription, created with its first flow."""
@@ -245,6 +340,12 @@ async def ensure(mailbox: str) -> SubscriptionRecord:
 async def release_if_no_flows(mailbox: str) -> None:
     """After a mailbox lost its last flow: delete its subscription (unless a flow came back meanwhile)."""
     await Subscriptions().release(mailbox)
+
+
+def _mailbox_of(resource: str) -> str:
+    """``/users/{smtp}/events`` → smtp (what we subscribe to; Graph may echo it with other casing)."""
+    parts = [p for p in resource.split("/") if p]
+    return parts[1].lower() if len(parts) >= 3 and parts[0].lower() == "users" else ""
 
 
 def _parse_time(value: Any) -> datetime | None:

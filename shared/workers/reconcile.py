@@ -28,9 +28,10 @@ it after all and compares a window around it. A larger mailbox reads the event a
 around it from the start. Hints received while a reconcile of the same mailbox runs are deferred and come
 back as one full reconcile, which covers them all, so a burst of notifications costs a couple of Graph
 listings, not one per hint. The business's services, staff and custom questions, which payloads name, are
-kept ``LOOKUP_CACHE_SECONDS`` and read again sooner only when an appointment names an id they lack (a new
-service, staff member or question). The floor per change: the listing and the GET by id, 2 requests, plus 3
-lookups per business per ``LOOKUP_CACHE_SECONDS``.
+kept ``shared.services.bookings.LOOKUP_CACHE_SECONDS`` and read again sooner only when an appointment names an
+id they lack (a new service, staff member or question). The floor per change: the listing and the GET by id,
+2 requests, plus 3 lookups per business per ``LOOKUP_CACHE_SECONDS``. Every Graph call goes through
+``shared.services.bookings``.
 A first reconcile after a subscription is created is a *baseline*: it records what exists without
 emitting events, except for appointments created or changed after the subscription was made.
 """
@@ -47,7 +48,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.graph import Graph, GraphError, get_graph
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.contracts import events
@@ -63,6 +63,8 @@ from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
 from shared.records import outbox, reconcile_state
 from shared.records.reconcile_state import NO_LEASE, LeaseLost, Snapshot
+from shared.services.bookings import Bookings
+from shared.services.graph_failures import GraphFailure
 from shared.workers import delivery
 from shared.workers.fan_out import fan_out
 
@@ -71,7 +73,6 @@ log = logging.getLogger(__name__)
 # One reconcile per mailbox at a time. Longer than a reconcile normally takes; if one takes longer, another
 # worker may take over and the first one's commit fails on the ETag (no duplicates, just wasted work).
 LEASE_SECONDS = 60
-MAILBOX_CONCURRENCY = 4  # Graph (Outlook) serves at most 4 concurrent requests per app and mailbox
 # Graph may take a moment to show a change it has already notified: hints this close to a reconcile's
 # start are not treated as covered by it.
 COVERAGE_MARGIN_SECONDS = 2.0
@@ -85,11 +86,6 @@ MAX_THROTTLED_RETRIES = 60
 # A hint about one event lists the whole horizon when the mailbox's last whole listing took at most this
 # many pages (else: the event's time, then a narrow window).
 WHOLE_LISTING_MAX_PAGES = 1
-# Services, staff and custom questions change rarely; an appointment naming an id they lack reads them again.
-# A rename shows in payloads within this time.
-LOOKUP_CACHE_SECONDS = 600
-# Business -> (lookups, until when they are fresh, ids found missing after reading them: no second read).
-_lookup_cache: dict[str, tuple[dict[str, Any], float, set[str]]] = {}
 
 
 @dataclass
@@ -107,39 +103,57 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _ids_named(appointment: dict[str, Any]) -> set[str]:
-    """The service, staff and question ids an appointment names (what the lookups must resolve)."""
-    ids = {str(appointment.get("serviceId") or "")}
-    ids.update(str(s) for s in appointment.get("staffMemberIds") or [] if s)
-    for customer in appointment.get("customers") or []:
-        if isinstance(customer, dict):
-            ids.update(str(a.get("questionId") or "") for a in customer.get("customQuestionAnswers") or []
-                       if isinstance(a, dict))
-    ids.discard("")
-    return ids
-
-
-def _ids_in(lookups: dict[str, Any]) -> set[str]:
-    return {str(item.get("id")) for kind in ("services", "staff", "questions") for item in lookups[kind]
-            if isinstance(item, dict) and item.get("id")}
-
-
 def _list_fingerprint(item: dict[str, Any]) -> str:
     """What the listing shows of an appointment, minus volatile fields: changes here mean 'look closer'."""
     kept = {k: v for k, v in item.items() if not k.startswith("@") and k not in ("lastUpdatedDateTime",)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def _changed_in_listing(listing: list[dict[str, Any]], snapshots: dict[str, Snapshot],
+                        ) -> tuple[list[tuple[dict[str, Any], str, Snapshot | None]], set[str]]:
+    """The listed appointments that are new or whose listing changed (each with its listing's fingerprint and
+    its snapshot), to read by id; and every appointment id listed."""
+    seen: set[str] = set()
+    changed: list[tuple[dict[str, Any], str, Snapshot | None]] = []
+    for item in listing:
+        appointment_id = item.get("id")
+        if not appointment_id or appointment_id in seen:
+            continue
+        seen.add(appointment_id)
+        list_fp = _list_fingerprint(item)
+        old = snapshots.get(appointment_id)
+        if old is not None and old.last_updated == str(item.get("lastUpdatedDateTime") or "") \
+                and old.list_fingerprint == list_fp:
+            continue  # unchanged: no GET by id
+        changed.append((item, list_fp, old))
+    return changed, seen
+
+
+def _change_of_new(appointment: dict[str, Any], baseline_at: datetime | None) -> str | None:
+    """The event of an appointment the snapshot lacks: ``Created``, except in a baseline, which announces only
+    what was created (``Created``) or changed (``Updated``) after ``baseline_at``, and records the rest (None)."""
+    if baseline_at is None:
+        return "Created"
+    created = graph_time(appointment.get("createdDateTime"))
+    updated = graph_time(appointment.get("lastUpdatedDateTime"))
+    if created is not None and created > baseline_at:
+        return "Created"
+    if updated is not None and updated > baseline_at:
+        return "Updated"
+    return None
+
+
 class Reconciler:
-    def __init__(self, mailbox: str, graph: Graph | None = None) -> None:
+    def __init__(self, mailbox: str, bookings: Bookings | None = None) -> None:
         self.mailbox = mailbox
-        self.graph = graph or get_graph()
+        self.bookings = bookings or Bookings(mailbox)
         self.settings = get_settings()
-        self._lookups: dict[str, Any] | None = None
-        self._lookups_read = False  # read from Graph in this reconcile (not again, whatever is missing)
-        self._concurrency = asyncio.Semaphore(MAILBOX_CONCURRENCY)
         self.etag: str | None = None  # of the sync row, after our last committed batch
-        self.graph_calls = 0
+
+    @property
+    def graph_calls(self) -> int:
+        """Graph requests this reconcile made."""
+        return self.bookings.calls
 
     # ---- Graph reads -------------------------------------------------------------------------------
 
@@ -158,13 +172,9 @@ class Reconciler:
             return horizon[0], horizon[1], True, True  # as cheap as reading the event, and it covers more
         starts, ends = [], []
         for change in changes:
-            try:
-                self.graph_calls += 1
-                calendar_event = await self.graph.get_event(self.mailbox, change.get("eventId", ""))
-            except GraphError as error:
-                if error.status == 404:
-                    return horizon[0], horizon[1], True, False  # gone already: look everywhere
-                raise
+            calendar_event = await self.bookings.event(change.get("eventId", ""))
+            if calendar_event is None:
+                return horizon[0], horizon[1], True, False  # gone already: look everywhere
             start, end = graph_time(calendar_event.get("start")), graph_time(calendar_event.get("end"))
             if start is None or end is None:
                 return horizon[0], horizon[1], True, False
@@ -172,43 +182,8 @@ class Reconciler:
             ends.append(end)
         return min(starts) - timedelta(minutes=1), max(ends) + timedelta(minutes=1), False, False
 
-    async def _lookups_for_mapping(self, appointment: dict[str, Any]) -> dict[str, Any]:
-        """Services, staff and custom questions of the business, which payloads name. They change rarely,
-        so a worker keeps them for ``LOOKUP_CACHE_SECONDS`` (3 Graph listings per business in that time, not
-        3 per change), and reads them again sooner when ``appointment`` names an id they do not have (at
-        most once per reconcile; ids still missing then are not read for again)."""
-        named = _ids_named(appointment)
-        cached = _lookup_cache.get(self.mailbox)
-        if self._lookups is None and cached is not None and cached[1] > time.monotonic():
-            self._lookups = cached[0]
-        known_missing = cached[2] if cached is not None else set()
-        if self._lookups is None or (not self._lookups_read and named - _ids_in(self._lookups) - known_missing):
-            self.graph_calls += 3
-            services, staff, questions = await asyncio.gather(
-                self.graph.list_services(self.mailbox), self.graph.list_staff(self.mailbox),
-                self.graph.list_custom_questions(self.mailbox))
-            self._lookups = {"services": services, "staff": staff, "questions": questions}
-            self._lookups_read = True
-            _lookup_cache[self.mailbox] = (self._lookups, time.monotonic() + LOOKUP_CACHE_SECONDS, set())
-        missing = named - _ids_in(self._lookups)
-        entry = _lookup_cache.get(self.mailbox)
-        if missing and entry is not None:  # removed since (or never there): no later reconcile reads for them
-            entry[2].update(missing)
-        return self._lookups
-
-    async def _get_appointment(self, appointment_id: str) -> dict[str, Any] | None:
-        """GET by id, at most ``MAILBOX_CONCURRENCY`` at a time (Outlook's limit per app and mailbox)."""
-        async with self._concurrency:
-            self.graph_calls += 1
-            try:
-                return await self.graph.get_appointment(self.mailbox, appointment_id)
-            except GraphError as error:
-                if error.status == 404:
-                    return None
-                raise
-
     async def _payload(self, appointment: dict[str, Any], cancel_reason: str = "") -> dict[str, Any]:
-        lookups = await self._lookups_for_mapping(appointment)
+        lookups = await self.bookings.lookups_for(appointment)
         return dict(to_appointment_data(appointment, services=lookups["services"], staff=lookups["staff"],
                                         questions=lookups["questions"], cancel_reason=cancel_reason))
 
@@ -242,56 +217,51 @@ class Reconciler:
     async def _compare(self, start: datetime, end: datetime, whole: bool, baseline_at: datetime | None) -> Plan:
         """List ``start``..``end``, read what is new or changed, and diff it against the snapshots."""
         snapshots = await reconcile_state.snapshots(self.mailbox)
-        listing, pages = await self.graph.calendar_view_pages(self.mailbox, start, end)
-        self.graph_calls += pages
-        plan = Plan()
+        listing, pages = await self.bookings.calendar_view(start, end)
+        plan = Plan(whole=whole, listing_pages=pages)
         now = datetime.now(UTC)
-        seen: set[str] = set()
-        candidates: list[tuple[dict[str, Any], str, Snapshot | None]] = []
-        for item in listing:
-            appointment_id = item.get("id")
-            if not appointment_id or appointment_id in seen:
-                continue
-            seen.add(appointment_id)
-            list_fp = _list_fingerprint(item)
-            old = snapshots.get(appointment_id)
-            if old is not None and old.last_updated == str(item.get("lastUpdatedDateTime") or "") \
-                    and old.list_fingerprint == list_fp:
-                continue  # unchanged: no GET by id
-            candidates.append((item, list_fp, old))
+        changed, seen = _changed_in_listing(listing, snapshots)
         # The listing omits customers and notes: read new or changed appointments in full.
-        fulls = await asyncio.gather(*(self._get_appointment(item["id"]) for item, _, _ in candidates))
-        for (item, list_fp, old), full_item in zip(candidates, fulls, strict=True):
-            appointment_id = item["id"]
-            if full_item is None:
-                continue  # vanished between the listing and now: the next reconcile sees it gone
-            fingerprint = content_fingerprint(full_item)
-            if old is not None and old.fingerprint == fingerprint:
-                # Touched, but nothing a flow maker would see: no event. A payload stored by an earlier version
-                # is re-mapped from what we just read (so its Cancelled event will be current); the fingerprint
-                # is the same either way, so an upgrade does not make appointments look updated.
-                kept = old.payload if is_current_payload(old.payload) else await self._payload(full_item)
-                plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, full_item, fingerprint, list_fp,
-                                                                          kept))
-                continue
-            payload = await self._payload(full_item)
-            plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, full_item, fingerprint, list_fp,
-                                                                      payload))
-            change_type = "Created" if old is None else "Updated"
-            if baseline_at is not None and old is None:
-                created = graph_time(full_item.get("createdDateTime"))
-                updated = graph_time(full_item.get("lastUpdatedDateTime"))
-                if created is not None and created > baseline_at:
-                    change_type = "Created"
-                elif updated is not None and updated > baseline_at:
-                    change_type = "Updated"
-                else:
-                    continue  # existed before the flows did: recorded, not announced
-            # The version names this exact state: A→B→A yields two distinct Updated events, not one.
-            version = f"{fingerprint}@{full_item.get('lastUpdatedDateTime') or ''}"
-            self._event_ops(plan, change_type, appointment_id, payload, version, now,
-                            old.payload if change_type == "Updated" and old is not None else None)
-        missing: list[Snapshot] = []
+        fulls = await asyncio.gather(*(self.bookings.appointment(item["id"]) for item, _, _ in changed))
+        for (item, list_fp, old), full_item in zip(changed, fulls, strict=True):
+            if full_item is not None:  # else vanished between the listing and now: the next reconcile sees it
+                await self._diff_read(plan, (item["id"], full_item), list_fp, old, baseline_at, now)
+        unlisted = self._unlisted(plan, snapshots, seen, (start, end), whole, now)
+        await self._cancel_vanished(plan, unlisted, now)
+        plan.graph_calls = self.graph_calls
+        return plan
+
+    async def _diff_read(self, plan: Plan, read: tuple[str, dict[str, Any]], list_fp: str, old: Snapshot | None,
+                         baseline_at: datetime | None, now: datetime) -> None:
+        """The new snapshot of an appointment read in full (its id and Graph's answer), and its event when a flow
+        maker would see a change."""
+        appointment_id, appointment = read
+        fingerprint = content_fingerprint(appointment)
+        if old is not None and old.fingerprint == fingerprint:
+            # Touched, but nothing a flow maker would see: no event. A payload stored by an earlier version
+            # is re-mapped from what we just read (so its Cancelled event will be current); the fingerprint
+            # is the same either way, so an upgrade does not make appointments look updated.
+            kept = old.payload if is_current_payload(old.payload) else await self._payload(appointment)
+            plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, appointment, fingerprint,
+                                                                      list_fp, kept))
+            return
+        payload = await self._payload(appointment)
+        plan.operations.append(reconcile_state.snapshot_operation(self.mailbox, appointment, fingerprint, list_fp,
+                                                                  payload))
+        change_type = "Updated" if old is not None else _change_of_new(appointment, baseline_at)
+        if change_type is None:
+            return  # existed before the flows did: recorded, not announced
+        # The version names this exact state: A→B→A yields two distinct Updated events, not one.
+        version = f"{fingerprint}@{appointment.get('lastUpdatedDateTime') or ''}"
+        self._event_ops(plan, change_type, appointment_id, payload, version, now,
+                        old.payload if change_type == "Updated" and old is not None else None)
+
+    def _unlisted(self, plan: Plan, snapshots: dict[str, Snapshot], seen: set[str],
+                  window: tuple[datetime, datetime], whole: bool, now: datetime) -> list[Snapshot]:
+        """The snapshots the listing should have shown but did not. Those of the past that a whole listing
+        no longer covers are deleted."""
+        start, end = window
+        unlisted: list[Snapshot] = []
         for appointment_id, old in snapshots.items():
             if appointment_id in seen:
                 continue
@@ -300,10 +270,13 @@ class Reconciler:
                 if whole and (old.end or old.start or now) < start:
                     plan.operations.append(reconcile_state.delete_snapshot_operation(self.mailbox, appointment_id))
                 continue  # outside a narrow window: not evidence of anything
-            missing.append(old)
-        # Not listed any more: cancelled or deleted (404), or moved out of the window (still there).
-        stills = await asyncio.gather(*(self._get_appointment(old.appointment_id) for old in missing))
-        for old, still in zip(missing, stills, strict=True):
+            unlisted.append(old)
+        return unlisted
+
+    async def _cancel_vanished(self, plan: Plan, unlisted: list[Snapshot], now: datetime) -> None:
+        """Not listed any more: cancelled or deleted (404: a Cancelled event), or moved out of the window."""
+        stills = await asyncio.gather(*(self.bookings.appointment(old.appointment_id) for old in unlisted))
+        for old, still in zip(unlisted, stills, strict=True):
             appointment_id = old.appointment_id
             if still is not None:
                 continue  # moved out of the window; a later reconcile with the right window will see it
@@ -315,10 +288,6 @@ class Reconciler:
                 plan.operations.append(reconcile_state.delete_cancel_reason_operation(self.mailbox, appointment_id))
             plan.operations.append(reconcile_state.delete_snapshot_operation(self.mailbox, appointment_id))
             self._event_ops(plan, "Cancelled", appointment_id, payload, f"{old.fingerprint}@{old.last_updated}", now)
-        plan.graph_calls = self.graph_calls
-        plan.whole = whole
-        plan.listing_pages = pages
-        return plan
 
     # ---- commit -----------------------------------------------------------------------------------
 
@@ -353,21 +322,22 @@ async def _defer(message: MailboxChangeMessage, seconds: float) -> None:
     await mailbox_changes.enqueue(later, delay_seconds=max(1, int(seconds)))
 
 
-async def _after_throttling(message: MailboxChangeMessage, error: GraphError) -> str:
+async def _after_throttling(message: MailboxChangeMessage, error: GraphFailure) -> str:
     """Graph said "later" (or could not be reached): the hint comes back when it said, as a full reconcile."""
     attempt = int(message.get("attempt") or 0)
     mailbox = message["mailbox"]
     if attempt >= MAX_THROTTLED_RETRIES:
         log.error("reconcile of %s gave up after %d throttled attempts (Graph %s %s); the periodic resync "
-                  "covers the mailbox", mailbox, attempt, error.status, error.code, extra={"mailbox": mailbox})
+                  "covers the mailbox", mailbox, attempt, error.graph_status, error.graph_code,
+                  extra={"mailbox": mailbox})
         return "throttled, left to the resync"
     wait = error.retry_after if error.retry_after is not None else THROTTLE_DEFAULT_SECONDS * 2 ** min(attempt, 5)
     delay = min(max(1.0, wait), THROTTLE_DELAY_CAP_SECONDS)
     delay += random.uniform(0, delay / 2)  # noqa: S311 - spread the mailboxes a storm throttled together
     later: MailboxChangeMessage = {**message, "fullResync": True, "attempt": attempt + 1}
     await mailbox_changes.enqueue(later, delay_seconds=round(delay))
-    log.warning("Graph throttled the reconcile of %s (%s %s); again in %.0f s (attempt %d)", mailbox, error.status,
-                error.code, delay, attempt + 1, extra={"mailbox": mailbox})
+    log.warning("Graph throttled the reconcile of %s (%s %s); again in %.0f s (attempt %d)", mailbox,
+                error.graph_status, error.graph_code, delay, attempt + 1, extra={"mailbox": mailbox})
     return "throttled"
 
 
@@ -479,9 +449,9 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
         log.warning("reconcile of %s lost its lease; the other worker's result stands", mailbox,
                     extra={"mailbox": mailbox})
         return "lease lost"
-    except GraphError as error:
+    except GraphFailure as error:
         await reconcile_state.release_lease(mailbox, worker.etag or etag)
-        if not (error.throttled or error.status == 0):
+        if not error.unreachable_or_throttled:
             raise
         return await _after_throttling(message, error)
     except BaseException:

@@ -1,10 +1,14 @@
 """Keeping every mailbox's subscription alive: the renewal sweep (timer) and the task worker (queue).
 
-The sweep (``RENEWAL_SCHEDULE``, default every 30 minutes) does no Graph writes itself. It pages
+The subscription lifecycle itself (renew, reauthorize, re-create, repair, delete orphans) is
+``shared.services.subscriptions``; this module plans the sweep and paces the work.
+
+The sweep (``RENEWAL_SCHEDULE``, default every 30 minutes) does no renewals itself. It pages
 through what we know and puts one task per piece of work on ``subscription-tasks``:
 
 - ``renew`` for every subscription expiring within ``RENEWAL_WINDOW_MINUTES``;
-- (itself) deletes Graph subscriptions that point at this app but that no mailbox knows (orphans of a crash);
+- (itself) deletes Graph subscriptions that point at this app but that no mailbox knows (orphans of a crash;
+  ``Subscriptions.delete_orphans``);
 - ``repair`` for every mailbox that has flows but no working subscription (a crash between steps, a
   manual deletion, a stuck 'creating'/'deleting' row whose owner died), and for every subscription row
   left behind by a mailbox that no longer has flows.
@@ -41,23 +45,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
-from shared.adapters.graph import GraphError
 from shared.adapters.monitoring import correlated, telemetry_context, track_event
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import get_settings
 from shared.contracts import events
-from shared.messages import mailbox_changes
 from shared.messages.subscription_tasks import SubscriptionTask, enqueue_task, enqueue_tasks, parse_message, task
-from shared.records import flows, subscription_index, subscription_rows
-from shared.records.flows import flow_count, mailboxes_with_flows
+from shared.records import flows, subscription_rows
+from shared.records.flows import mailboxes_with_flows
 from shared.records.mailbox import ensure_index
 from shared.records.subscription_rows import SubscriptionRecord
-from shared.services.subscriptions import Subscriptions, notification_urls
+from shared.services.graph_failures import GraphFailure
+from shared.services.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,9 @@ async def _sweep(now: datetime | None) -> SweepReport:
     log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,
              len(report.tasks) // rate)
     try:
-        report.orphans_deleted = await delete_orphans(now, report.known_ids)
-    except GraphError as error:  # the next sweep tries again; renewals are already on their way
-        log.warning("orphan sweep skipped: Graph %s %s", error.status, error.code)
+        report.orphans_deleted = await Subscriptions().delete_orphans(now, report.known_ids)
+    except GraphFailure as error:  # the next sweep tries again; renewals are already on their way
+        log.warning("orphan sweep skipped: Graph %s %s", error.graph_status, error.graph_code)
     heartbeat(report, (asyncio.get_running_loop().time() - started_at) * 1000)
     return report
 
@@ -157,56 +160,7 @@ def heartbeat(report: SweepReport, duration_ms: float) -> None:
                 deletedCount=report.orphans_deleted, durationMs=round(duration_ms))
 
 
-async def delete_orphans(now: datetime | None = None, known_ids: set[str] | None = None) -> int:
-    """Delete Graph subscriptions that point at this app but that no mailbox row knows.
-
-    They appear when an instance dies between Graph creating a subscription and the app recording it.
-    One that is still being created (its mailbox row is 'creating' under a live lease) is left alone.
-    ``known_ids`` (what the sweep's mailbox rows name) spares a storage read per subscription; the
-    others are checked one by one against the index and the mailbox row.
-    """
-    now = now or datetime.now(UTC)
-    subs = Subscriptions()
-    ours = notification_urls()[0]
-    known = known_ids or set()
-    deleted = 0
-    for graph_sub in await subs.graph.list_subscriptions():
-        if graph_sub.get("notificationUrl") != ours or graph_sub.get("id") in known:
-            continue
-        if await subscription_index.lookup(graph_sub.get("id", "")) is not None:
-            continue
-        mailbox = _mailbox_of(graph_sub.get("resource", ""))
-        record = await subs.get(mailbox) if mailbox else None
-        if record is not None and (record.subscription_id == graph_sub["id"]
-                                   or (record.state == "creating" and record.lease_held(now))):
-            continue
-        await subs.graph.delete_subscription(graph_sub["id"])
-        deleted += 1
-        log.warning("deleted orphaned Graph subscription %s (%s)", graph_sub["id"], mailbox or "unknown mailbox",
-                    extra={"subscriptionId": graph_sub["id"], "mailbox": mailbox})
-    return deleted
-
-
-def _mailbox_of(resource: str) -> str:
-    """``/users/{smtp}/events`` → smtp (what we subscribe to; Graph may echo it with other casing)."""
-    parts = [p for p in resource.split("/") if p]
-    return parts[1].lower() if len(parts) >= 3 and parts[0].lower() == "users" else ""
-
-
 # ---- the worker -----------------------------------------------------------------------------------
-
-
-async def _recreate(subs: Subscriptions, mailbox: str, record: SubscriptionRecord | None, reason: str) -> None:
-    if record is not None:
-        await subs.forget(record)
-        try:
-            await subs.graph.delete_subscription(record.subscription_id)  # in case Graph still has it
-        except GraphError:
-            pass
-    if await flow_count(mailbox) == 0:
-        return
-    created = await subs.ensure(mailbox)
-    await mailbox_changes.enqueue(mailbox_changes.full_resync(mailbox, reason, created.subscription_id))
 
 
 async def _retry_later(item: SubscriptionTask, seconds: float) -> None:
@@ -235,15 +189,11 @@ class _WritePacer:
         await asyncio.sleep(max(0.0, slot - loop.time()))
 
 
-_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WritePacer] = weakref.WeakKeyDictionary()
+_pacers = PerLoop(_WritePacer)
 
 
 async def _pace_write() -> None:
-    loop = asyncio.get_running_loop()
-    pacer = _pacers.get(loop)
-    if pacer is None:
-        pacer = _pacers[loop] = _WritePacer()
-    await pacer.wait(get_settings().subscription_writes_per_second)
+    await _pacers.get().wait(get_settings().subscription_writes_per_second)
 
 
 async def run_task(item: SubscriptionTask) -> str:
@@ -254,70 +204,69 @@ async def run_task(item: SubscriptionTask) -> str:
 
 async def _run_task(item: SubscriptionTask) -> str:
     subs = Subscriptions()
-    mailbox = item["mailbox"]
-    record = await subs.get(mailbox)
-    action = item["action"]
-    stale = record is None or (item["subscriptionId"] and record.subscription_id != item["subscriptionId"])
-
-    if action == "repair":
-        if await flow_count(mailbox) == 0:
-            if record is not None:
-                await subs.release(mailbox)  # also a stuck 'creating'/'deleting' row whose owner died
-                return "released"
-            # The sweep saw this mailbox in an index it no longer belongs in: drop what is left of it there.
-            await flows.drop_index_if_unused(mailbox)
-            await subscription_rows.refresh_index(mailbox, None)
-            return "nothing to do"
-        if item["reason"] == "no flows left":  # but there are: the flows index lost the mailbox's row
-            await flows.restore_index(mailbox)
-        if record is not None and record.state == "active":
-            await subscription_rows.refresh_index(mailbox, record)  # the sweep's copy said otherwise
-            return "already active"
-        await _pace_write()  # a sweep can carry thousands of repairs (after a disaster): same limit as renewals
-        await _recreate(subs, mailbox, None, "repair")
-        return "recreated"
-    if action == "recreate":
+    record = await subs.get(item["mailbox"])
+    if item["action"] == "repair":
+        return await _repair(subs, item, record)
+    if item["action"] == "recreate":
         await _pace_write()
-        await _recreate(subs, mailbox, None if stale else record, item["reason"] or "subscriptionRemoved")
+        reason = item["reason"] or "subscriptionRemoved"
+        await subs.recreate(item["mailbox"], None if _stale(item, record) else record, reason)
         return "recreated"
-    if stale or record is None or record.state != "active":
-        await subscription_rows.refresh_index(mailbox, record)  # the sweep planned on an outdated copy
-        return "stale task"  # the subscription it names was replaced or removed meanwhile
+    return await _renew(subs, item, record)
 
+
+def _stale(item: SubscriptionTask, record: SubscriptionRecord | None) -> bool:
+    """The task names a subscription the mailbox no longer has (replaced or removed since the sweep)."""
+    return record is None or bool(item["subscriptionId"] and record.subscription_id != item["subscriptionId"])
+
+
+async def _repair(subs: Subscriptions, item: SubscriptionTask, record: SubscriptionRecord | None) -> str:
+    settled = await subs.repair_rows(item["mailbox"], record, item["reason"])
+    if settled is not None:
+        return settled
+    await _pace_write()  # a sweep can carry thousands of repairs (after a disaster): same limit as renewals
+    await subs.recreate(item["mailbox"], None, "repair")
+    return "recreated"
+
+
+async def _renew(subs: Subscriptions, item: SubscriptionTask, record: SubscriptionRecord | None) -> str:
+    """A ``renew`` or ``reauthorize`` task: is it still the mailbox's subscription, ask Graph, handle the answer."""
+    if _stale(item, record) or record is None or record.state != "active":
+        await subs.refresh_index(item["mailbox"], record)  # the sweep planned on an outdated copy
+        return "stale task"  # the subscription it names was replaced or removed meanwhile
     await _pace_write()
     try:
-        if action == "reauthorize":
-            try:
-                await subs.graph.reauthorize_subscription(record.subscription_id)
-            except GraphError as error:
-                if error.status == 404 or error.throttled:
-                    raise
-            expires = await subs.renew(record)  # reauthorizing keeps the expiration: extend it too
-        else:
-            expires = await subs.renew(record)
-    except GraphError as error:
-        if error.status == 404:
-            log.warning("subscription of %s is gone from Graph; re-creating it", mailbox,
-                        extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
-            await _recreate(subs, mailbox, record, "subscriptionRemoved")
-            return "recreated"
-        if error.throttled:
-            await _retry_later(item, error.retry_after or THROTTLED_DEFAULT_SECONDS)
-            return "throttled"
-        failures = await subs.record_failure(record, f"{error.status} {error.code}")
-        dims = {"mailbox": mailbox, "subscriptionId": record.subscription_id, "status": error.status,
-                "errorCode": error.code, "consecutiveFailures": failures,
-                "expiresAt": record.expiration.isoformat() if record.expiration else ""}
-        if failures >= FAILURES_BEFORE_ALERT:
-            log.error("renewing the subscription of %s failed %d times in a row (%s %s)", mailbox, failures,
-                      error.status, error.code, extra=dims)
-            track_event(events.SUBSCRIPTION_RENEWAL_FAILED, logging.ERROR, **dims)
-        await _retry_later(item, min(60 * 2 ** failures, MAX_BACKOFF_SECONDS))
-        return "failed"
-    track_event(events.SUBSCRIPTION_RENEWED, mailbox=mailbox, subscriptionId=record.subscription_id,
+        expires = await (subs.reauthorize(record) if item["action"] == "reauthorize" else subs.renew(record))
+    except GraphFailure as error:
+        return await _after_refusal(subs, item, record, error)
+    track_event(events.SUBSCRIPTION_RENEWED, mailbox=item["mailbox"], subscriptionId=record.subscription_id,
                 expiresAt=expires.isoformat(), attempt=int(item.get("attempt", 0)))
     return "renewed"
 
+
+async def _after_refusal(subs: Subscriptions, item: SubscriptionTask, record: SubscriptionRecord,
+                         error: GraphFailure) -> str:
+    """Graph refused the renewal: re-create a subscription it dropped, come back when it throttled, count (and
+    from the third in a row, report) any other failure and try again with back-off."""
+    mailbox = item["mailbox"]
+    if error.graph_status == 404:
+        log.warning("subscription of %s is gone from Graph; re-creating it", mailbox,
+                    extra={"mailbox": mailbox, "subscriptionId": record.subscription_id})
+        await subs.recreate(mailbox, record, "subscriptionRemoved")
+        return "recreated"
+    if error.throttled:
+        await _retry_later(item, error.retry_after or THROTTLED_DEFAULT_SECONDS)
+        return "throttled"
+    failures = await subs.record_failure(record, f"{error.graph_status} {error.graph_code}")
+    dims = {"mailbox": mailbox, "subscriptionId": record.subscription_id, "status": error.graph_status,
+            "errorCode": error.graph_code, "consecutiveFailures": failures,
+            "expiresAt": record.expiration.isoformat() if record.expiration else ""}
+    if failures >= FAILURES_BEFORE_ALERT:
+        log.error("renewing the subscription of %s failed %d times in a row (%s %s)", mailbox, failures,
+                  error.graph_status, error.graph_code, extra=dims)
+        track_event(events.SUBSCRIPTION_RENEWAL_FAILED, logging.ERROR, **dims)
+    await _retry_later(item, min(60 * 2 ** failures, MAX_BACKOFF_SECONDS))
+    return "failed"
 
 
 async def handle_message(msg: func.QueueMessage) -> None:

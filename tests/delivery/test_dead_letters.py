@@ -24,6 +24,7 @@ from shared.endpoints import dead_letters as deadletter_api
 from shared.records.dead_letters import DeadLetters, public_id
 from shared.records.flows import FlowRegistry
 from shared.records.outbox import outbox_row_key
+from shared.services import dead_letters as dead_letter_service
 from shared.services.subscriptions import Subscriptions
 from shared.workers import delivery, outbox_sweep
 from testing.receiver import SECRET, Reply
@@ -261,7 +262,7 @@ async def test_sweep_prunes_settled_rows_but_keeps_those_with_dead_letters(env, 
     assert remaining == {old_dead, recent}
     # The kept event can still be replayed (its payload is there), which restarts its retention.
     letter = (await letters())[0]
-    outcome = await deadletter_api.replay(letter, FlowRegistry(table(), 5), DeadLetters(table()))
+    outcome = await dead_letter_service.replay(letter, FlowRegistry(table(), 5), DeadLetters(table()))
     assert outcome == "replayed" and (await outbox_sweep.sweep_outbox()).pruned == 0
     assert flow.webhook_id in json.dumps(await queued())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,6 +18,7 @@ from shared.messages.mailbox_changes import change_message
 from shared.records.mailbox import prefix_bounds
 from shared.records.outbox import OUTBOX_PREFIX, payload_properties, read_payload
 from shared.records.reconcile_state import CANCEL_REASON_PREFIX, SNAPSHOT_PREFIX
+from shared.services import bookings as bookings_service
 from shared.workers import reconcile as reconcile_worker
 from shared.workers.reconcile import reconcile
 
@@ -267,8 +269,9 @@ async def test_lookups_are_read_again_when_an_appointment_names_an_id_they_lack(
     baselined.create(minutes_from_now=2 * 24 * 60, staffMemberIds=[staff[0]["id"]])
     await reconcile(hint(full_resync=True))
     assert lookup_reads() == 0  # cached by the baseline
-    lookups, until, missing = reconcile_worker._lookup_cache[CLINIC]
-    reconcile_worker._lookup_cache[CLINIC] = ({**lookups, "staff": []}, until, missing)  # as before it was added
+    cached = bookings_service._lookups[CLINIC]
+    # As before the staff member was added:
+    bookings_service._lookups[CLINIC] = replace(cached, lookups={**cached.lookups, "staff": []})
     second = baselined.create(minutes_from_now=3 * 24 * 60, staffMemberIds=[staff[0]["id"]])
     await reconcile(hint(full_resync=True))
     assert lookup_reads() == 3

@@ -1,0 +1,86 @@
+"""Replaying dead letters: a fresh delivery of each, or its discarding when it can never be delivered.
+
+A replay enqueues a fresh delivery message (attempt 0, a new ``firstAttemptAt``, so a new retry window),
+touches the event's outbox row (``LastEnqueuedAt``: the outbox sweep keeps it while the replay runs), and
+deletes the dead-letter row (``shared.records.dead_letters``). A dead letter that can never be delivered is
+discarded instead, and said so: its flow was removed since (``flowRemoved``), or its event is no longer stored
+(``eventNoLongerStored``). The admin API is ``shared.endpoints.dead_letters``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from shared.adapters.monitoring import telemetry_context, track_event
+from shared.contracts import events
+from shared.messages import deliveries
+from shared.records import outbox
+from shared.records.dead_letters import DeadLetter, DeadLetterListing, DeadLetters
+from shared.records.flows import FlowRegistry
+
+log = logging.getLogger(__name__)
+
+REPLAYED = "replayed"
+FLOW_REMOVED = "flowRemoved"
+EVENT_GONE = "eventNoLongerStored"
+REASON_TEXT = {FLOW_REMOVED: "its flow has been removed since", EVENT_GONE: "its event is no longer stored"}
+
+
+async def replay(letter: DeadLetter, registry: FlowRegistry, store: DeadLetters) -> str:
+    """Replay one dead letter; returns ``replayed`` or why it was discarded."""
+    if await registry.get_flow(letter.mailbox, letter.flow_id) is None:
+        await store.delete(letter)
+        return FLOW_REMOVED
+    now = datetime.now(UTC)
+    # Before the enqueue: from here on the outbox sweep cannot prune the event under the new message.
+    if not await outbox.mark_enqueued(letter.mailbox, letter.event_id, now):
+        await store.delete(letter)
+        return EVENT_GONE
+    await deliveries.enqueue(deliveries.new_message(letter.mailbox, letter.event_id, letter.flow_id, now))
+    # Deleted after the enqueue: a crash in between leaves the row, and replaying it again is harmless.
+    await store.delete(letter)
+    return REPLAYED
+
+
+async def replay_one(mailbox: str, event_id: str, flow_id: str) -> tuple[DeadLetter, str] | None:
+    """Replay the mailbox's dead letter of that event and flow, and report it (``DeadLettersReplayed``): the
+    letter and ``replayed`` or why it was discarded; None when there is no such dead letter."""
+    store = DeadLetters()
+    letter = await store.get(mailbox, event_id, flow_id)
+    if letter is None:
+        return None
+    with telemetry_context(mailbox=mailbox, flowId=letter.flow_id):
+        outcome = await replay(letter, FlowRegistry.default(), store)
+        _report(mailbox, [(letter, outcome)], letter.flow_id)
+    return letter, outcome
+
+
+async def replay_all(mailbox: str) -> list[tuple[DeadLetter, str]]:
+    """Replay every dead letter of the mailbox and report it; each with its outcome."""
+    store = DeadLetters()
+    registry = FlowRegistry.default()
+    outcomes: list[tuple[DeadLetter, str]] = []
+    with telemetry_context(mailbox=mailbox):
+        # One at a time: a mailbox has a handful of flows and its dead letters are few; a storage failure
+        # half-way leaves the rest as they were, and the admin replays again.
+        for letter in await store.list(mailbox):
+            outcomes.append((letter, await replay(letter, registry, store)))
+        _report(mailbox, outcomes)
+    return outcomes
+
+
+async def listing(mailbox: str) -> list[DeadLetterListing]:
+    """The mailbox's dead letters as the admin API lists them (no callback URL, no payload), oldest first."""
+    letters = await DeadLetters().list(mailbox)
+    flows = {flow.webhook_id for flow in await FlowRegistry.default().list_flows(mailbox)}
+    return [letter.listing(letter.flow_id in flows) for letter in letters]
+
+
+def _report(mailbox: str, outcomes: list[tuple[DeadLetter, str]], flow_id: str | None = None) -> None:
+    replayed = sum(1 for _, outcome in outcomes if outcome == REPLAYED)
+    track_event(events.DEAD_LETTERS_REPLAYED, mailbox=mailbox, flowId=flow_id, replayedCount=replayed)
+    for letter, outcome in outcomes:
+        if outcome != REPLAYED:
+            log.warning("dead letter %s of %s discarded on replay: %s", letter.id, mailbox, REASON_TEXT[outcome],
+                        extra={"mailbox": mailbox})

@@ -1,0 +1,36 @@
+"""Test events: a made-up appointment sent to one flow through the real delivery path.
+
+The event is ``appointment_data.sample_appointment_data`` for the flow's trigger (``IsTest`` true, every field
+filled, a cancel reason for the cancelled trigger, change details for the updated one). It gets an outbox row of
+its own (``shared.records.outbox``), already fanned out to this one flow only, and a ``deliveries`` message, so
+the delivery worker posts it with the usual headers plus ``X-Bookings-Test: true``, retries it, and dead-letters
+it like any other event. The flow's filters do not apply: the flow maker asked for it. The API is
+``shared.endpoints.test_events``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from shared.contracts.appointment_data import sample_appointment_data
+from shared.messages import deliveries
+from shared.records import outbox
+from shared.records.flows import Flow
+
+log = logging.getLogger(__name__)
+
+CHANGE_OF_TRIGGER = {trigger: change for change, trigger in outbox.TRIGGER_OF_CHANGE.items()}
+
+
+async def send(mailbox: str, flow: Flow) -> str:
+    """Send the flow a test event of its trigger; returns the event's id."""
+    change_type = CHANGE_OF_TRIGGER[flow.trigger]
+    now = datetime.now(UTC)
+    event = uuid.uuid4().hex
+    await outbox.put_test_event(mailbox, event, change_type, sample_appointment_data(change_type, now), now)
+    await deliveries.enqueue(deliveries.new_message(mailbox, event, flow.webhook_id, now))
+    log.info("test event %s sent to flow %s on %s", event, flow.webhook_id, mailbox,
+             extra={"mailbox": mailbox, "flowId": flow.webhook_id, "eventId": event})
+    return event
