@@ -55,11 +55,10 @@ Rules
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, TypedDict
+from typing import Any, TypedDict
 
 from shared.contracts.graph_json import INT32_MAX, as_bool, as_dict, as_dicts, as_int, as_list, as_str, by_id, first_str
 from shared.contracts.graph_times import iso_utc, parse_graph_datetime, parse_iso_duration
@@ -423,26 +422,3 @@ def empty_previous() -> PreviousValues:
     """``Previous`` of every event but an Updated one."""
     return {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [], "StartTime": ""}
 
-
-# ---- temporary: importers outside contracts move after the merge ----------------------------------------
-# These names moved; their importers outside shared/contracts still import them from here:
-#   parse_graph_datetime (graph_times): shared/records/reconcile_state.py, shared/endpoints/appointments.py,
-#       shared/workers/reconcile.py (it is also imported above, for the mapping)
-#   parse_iso_duration (graph_times): shared/services/appointments.py (also imported above)
-#   content_fingerprint, is_current_payload, upgrade_stored_payload, with_change_details (appointment_changes):
-#       shared/workers/reconcile.py; upgrade_stored_payload also shared/workers/delivery.py
-#   sample_appointment_data (appointment_changes): shared/endpoints/test_events.py
-# The appointment_changes names are looked up on first use (PEP 562), because appointment_changes imports this
-# module: a static import either way round fails for whichever module is imported first. import_module keeps
-# the lookup out of tests/unit/test_structure.py's rule against function-level imports, which is about imports
-# that dodge the layers; this one stays inside contracts and goes with this block.
-_FROM_APPOINTMENT_CHANGES: Final = frozenset({
-    "content_fingerprint", "is_current_payload", "sample_appointment_data", "upgrade_stored_payload",
-    "with_change_details",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_APPOINTMENT_CHANGES:
-        return getattr(importlib.import_module("shared.contracts.appointment_changes"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

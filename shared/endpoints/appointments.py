@@ -24,8 +24,8 @@ from urllib.parse import quote, urlencode
 import azure.functions as func
 
 from shared.adapters.settings import get_settings
-from shared.contracts.appointment_data import parse_graph_datetime
 from shared.contracts.errors import ApiError
+from shared.contracts.graph_times import parse_graph_datetime
 from shared.endpoints.access import READ, WRITE, staff_mailbox
 from shared.endpoints.http import by_method, endpoint, json_object, json_response
 from shared.services.appointments import Appointments, NewAppointment

@@ -29,7 +29,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.adapters.storage import TRANSACTION_MAX_BYTES, TRANSACTION_MAX_OPERATIONS, entity_size
-from shared.contracts.appointment_data import parse_graph_datetime
+from shared.contracts.graph_times import parse_graph_datetime
 from shared.records.mailbox import PREFIX_FILTER, mailbox_table, prefix_bounds, row, rows_with_prefix
 from shared.records.outbox import payload_properties, read_payload
 

@@ -19,8 +19,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-from shared.contracts.appointment_data import AppointmentData, parse_iso_duration, to_appointment_data
+from shared.contracts.appointment_data import AppointmentData, to_appointment_data
 from shared.contracts.errors import ApiError
+from shared.contracts.graph_times import parse_iso_duration
 from shared.messages import mailbox_changes
 from shared.records import reconcile_state
 from shared.services.bookings import Bookings, Lookups

@@ -14,7 +14,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from shared.contracts.appointment_data import sample_appointment_data
+from shared.contracts.appointment_changes import sample_appointment_data
 from shared.messages import deliveries
 from shared.records import outbox
 from shared.records.flows import Flow

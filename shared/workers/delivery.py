@@ -47,7 +47,7 @@ from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.adapters.storage import DELIVERIES_QUEUE, poison_queue
 from shared.contracts import events
-from shared.contracts.appointment_data import upgrade_stored_payload
+from shared.contracts.appointment_changes import upgrade_stored_payload
 from shared.messages import deliveries
 from shared.messages.deliveries import (
     DeliveryEvent,

@@ -51,14 +51,14 @@ from typing import Any
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.contracts import events
-from shared.contracts.appointment_data import (
+from shared.contracts.appointment_changes import (
     content_fingerprint,
     is_current_payload,
-    to_appointment_data,
     upgrade_stored_payload,
     with_change_details,
 )
-from shared.contracts.appointment_data import parse_graph_datetime as graph_time
+from shared.contracts.appointment_data import to_appointment_data
+from shared.contracts.graph_times import parse_graph_datetime as graph_time
 from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
 from shared.records import outbox, reconcile_state

@@ -410,16 +410,3 @@ def test_a_current_payload_is_left_as_it_is() -> None:
     assert appointment_changes.upgrade_stored_payload(current, "some-other-id") == current
     assert not appointment_changes.is_current_payload(_stored_before_appointment_id(appointment()))
 
-
-def test_moved_names_stay_importable_from_appointment_data() -> None:
-    # Temporary, until the importers outside shared/contracts import them from their new modules.
-    from shared.contracts import graph_times
-    from shared.contracts.appointment_data import sample_appointment_data  # noqa: F401 (a from-import works)
-
-    for name in ("content_fingerprint", "is_current_payload", "sample_appointment_data", "upgrade_stored_payload",
-                 "with_change_details"):
-        assert getattr(ad, name) is getattr(appointment_changes, name)
-    assert ad.parse_graph_datetime is graph_times.parse_graph_datetime
-    assert ad.parse_iso_duration is graph_times.parse_iso_duration
-    with pytest.raises(AttributeError):
-        _ = ad.no_such_name

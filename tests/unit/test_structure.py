@@ -37,3 +37,30 @@ def test_every_layer_is_a_package_with_a_docstring() -> None:
     for layer in ("contracts", "adapters", "records", "messages", "services", "endpoints", "workers"):
         init = SHARED / layer / "__init__.py"
         assert init.exists() and ast.get_docstring(ast.parse(init.read_text())), f"shared/{layer} says what it holds"
+
+
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 600
+
+
+def test_functions_and_modules_stay_readable() -> None:
+    too_long = []
+    for path in _modules():
+        text = path.read_text()
+        name = path.relative_to(SHARED.parent)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, (f"split into named steps (functions <= {MAX_FUNCTION_LINES} lines, "
+                          f"modules <= {MAX_MODULE_LINES}): {too_long}")
+
+
+def test_per_loop_state_goes_through_per_loop() -> None:
+    """One object per event loop is ``shared.adapters.per_loop.PerLoop``'s job, not a dict each module keeps."""
+    hand_written = [f"{path.relative_to(SHARED.parent)}" for path in _modules()
+                    if path.name != "per_loop.py" and "WeakKeyDictionary" in path.read_text()]
+    assert not hand_written, f"use PerLoop: {hand_written}"
