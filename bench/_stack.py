@@ -247,8 +247,8 @@ class SandboxProcess:
         health = self.control("GET", "health")
         tenant = str(health["tenantId"])
         return {"ENTRA_AUTHORITY": health["entraUrl"], "ENTRA_CA_FILE": health["caFile"],
-                "GRAPH_BASE_URL": self.graph_url, "ENTRA_TOKEN_URL": f"{self.base_url}/{tenant}/oauth2/v2.0/token",
-                "ENTRA_TENANT_ID": tenant, "AUTH_ISSUER": f"{self.base_url}/{tenant}/v2.0",
+                "GRAPH_BASE_URL": self.graph_url, "ENTRA_TENANT_ID": tenant,
+                "AUTH_ISSUER": f"{self.base_url}/{tenant}/v2.0",
                 "AUTH_JWKS_URL": f"{self.base_url}/{tenant}/discovery/v2.0/keys"}
 
     def control(self, verb: str, path: str, json: Any = None, **params: Any) -> Any:

@@ -113,6 +113,10 @@ param renewalSchedule string = '0 */30 * * * *'
 @description('NCRONTAB schedule of the periodic resync of every mailbox.')
 param resyncSchedule string = '0 0 * * * *'
 
+@description('Minutes over which each periodic resync spreads its mailboxes (0: all at once). Must be shorter than the shortest gap between two resyncSchedule runs: the app refuses to start otherwise.')
+@minValue(0)
+param resyncSpreadMinutes int = 50
+
 @allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
 param logLevel string = 'INFO'
 
@@ -235,6 +239,7 @@ module functionApp 'modules/function.bicep' = {
     callbackHostAllowlist: callbackHostAllowlist
     renewalSchedule: renewalSchedule
     resyncSchedule: resyncSchedule
+    resyncSpreadMinutes: resyncSpreadMinutes
     logLevel: logLevel
   }
   // The app must not start before it may read its package and reach storage (privately, with networkIsolation).

@@ -79,8 +79,8 @@ def sandbox(sandbox_server: Any) -> Any:
 
 def sandbox_settings(sandbox: Any) -> dict[str, str]:
     """App settings pointing every outside endpoint at the sandbox."""
-    return {"GRAPH_BASE_URL": sandbox.graph_url, "ENTRA_TOKEN_URL": sandbox.token_url,
-            "ENTRA_TENANT_ID": sandbox.tenant_id, "AUTH_ISSUER": sandbox.issuer, "AUTH_JWKS_URL": sandbox.jwks_url,
+    return {"GRAPH_BASE_URL": sandbox.graph_url, "ENTRA_TENANT_ID": sandbox.tenant_id, "AUTH_ISSUER": sandbox.issuer,
+            "AUTH_JWKS_URL": sandbox.jwks_url,
             "ENTRA_AUTHORITY": sandbox.entra_url, "ENTRA_CA_FILE": sandbox.ca_file}
 
 

@@ -52,6 +52,7 @@ param maxFlowsPerMailbox int
 param callbackHostAllowlist string
 param renewalSchedule string
 param resyncSchedule string
+param resyncSpreadMinutes int
 param logLevel string
 
 var tenantId = tenant().tenantId
@@ -79,7 +80,6 @@ var appSettings = {
   GRAPH_CREDENTIAL: 'managedidentity'
   GRAPH_CLIENT_ID: identityClientId
   GRAPH_SCOPE: '${graphEndpoint}/.default'
-  ENTRA_TOKEN_URL: '${entraAuthority}/${tenantId}/oauth2/v2.0/token'
   AUTH_ISSUER: '${entraAuthority}/${tenantId}/v2.0'
   AUTH_AUDIENCE: apiAudience
   AUTH_SCOPE: apiScopeName
@@ -99,7 +99,7 @@ var appSettings = {
   RENEWAL_WINDOW_MINUTES: '1440'
   SUBSCRIPTION_WRITES_PER_SECOND: '24'
   RESYNC_SCHEDULE: resyncSchedule
-  RESYNC_SPREAD_MINUTES: '50'
+  RESYNC_SPREAD_MINUTES: string(resyncSpreadMinutes)
   RESYNC_HORIZON_DAYS: '180'
   RESYNC_PAST_DAYS: '7'
   DELIVERY_RETRY_HOURS: '24'

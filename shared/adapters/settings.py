@@ -21,6 +21,7 @@ the 0.5 s import target that ``python -m bench.cold_start`` already nearly fills
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,6 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.contracts import ncrontab
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -221,8 +224,8 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """The app's settings, in the order they are read and validated. ``token_url``, ``issuer`` and
-    ``jwks_url`` are read as templates; ``{tenant}`` becomes ``tenant_id``."""
+    """The app's settings, in the order they are read and validated. ``issuer`` and ``jwks_url`` are read
+    as templates; ``{tenant}`` becomes ``tenant_id``."""
 
     storage: StorageSettings
     tenant_id: str = _setting("ENTRA_TENANT_ID", None, _text,
@@ -256,9 +259,6 @@ class Settings:
     entra_ca_file: str = _setting("ENTRA_CA_FILE", "", _stripped,
         "A PEM certificate to trust for ENTRA_AUTHORITY besides the system's: the local sandbox's self-signed "
         "one. Never set on Azure.")
-    token_url: str = _setting("ENTRA_TOKEN_URL", "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token", _text,
-        "Entra's token endpoint; '{tenant}' is replaced by ENTRA_TENANT_ID. Validated only: token requests go "
-        "to ENTRA_AUTHORITY (azure-identity makes this URL from it).")
     issuer: str = _setting("AUTH_ISSUER", "https://login.microsoftonline.com/{tenant}/v2.0", _text,
         "Expected 'iss' of callers' bearer tokens; '{tenant}' is replaced by ENTRA_TENANT_ID.")
     audience: str = _setting("AUTH_AUDIENCE", None, _text,
@@ -294,8 +294,8 @@ class Settings:
         "NCRONTAB schedule of the periodic full resync of every mailbox.")
     resync_spread_minutes: int = _setting("RESYNC_SPREAD_MINUTES", "50", _whole_number,
         "The periodic resync spreads its mailboxes' full resyncs evenly over this many minutes (queue visibility "
-        "delays) instead of starting them all at once; keep it shorter than the RESYNC_SCHEDULE period (0: all at"
-        " once).")
+        "delays) instead of starting them all at once (0: all at once). Checked at start-up: it must be shorter "
+        "than the shortest gap between two RESYNC_SCHEDULE runs.")
     resync_horizon_days: int = _setting("RESYNC_HORIZON_DAYS", "180", _positive_int,
         "How many days ahead a full resync compares appointments (and catches changes Graph never notified).")
     resync_past_days: int = _setting("RESYNC_PAST_DAYS", "7", _positive_int,
@@ -327,7 +327,9 @@ class Settings:
 SPECS: tuple[SettingSpec, ...] = tuple(
     replace(f.metadata["setting"], attribute=f.name) for f in fields(Settings) if "setting" in f.metadata
 )
-_TENANT_TEMPLATES = ("token_url", "issuer", "jwks_url")
+_TENANT_TEMPLATES = ("issuer", "jwks_url")
+# Read by earlier versions; an upgrading deployment or an operator's local.settings.json may still set it.
+RETIRED_SETTINGS = {"ENTRA_TOKEN_URL": "token requests go to ENTRA_AUTHORITY"}
 
 
 def _storage(env: Mapping[str, str]) -> StorageSettings:
@@ -370,8 +372,7 @@ def _read(env: Mapping[str, str]) -> dict[str, Any]:
         values[spec.attribute] = spec.parse(spec.name, raw) if raw != "" else ""
     for attribute in _TENANT_TEMPLATES:
         values[attribute] = values[attribute].replace("{tenant}", values["tenant_id"])
-    for name, value in (("ENTRA_TOKEN_URL", values["token_url"]), ("AUTH_JWKS_URL", values["jwks_url"])):
-        _url(name, value)
+    _url("AUTH_JWKS_URL", values["jwks_url"])
     return values
 
 
@@ -412,9 +413,17 @@ def _resync_spread(values: dict[str, Any]) -> None:
         )
 
 
+def _warn_retired(env: Mapping[str, str]) -> None:
+    """One warning per retired setting still set: harmless, but an operator editing it would expect an effect."""
+    for name, instead in RETIRED_SETTINGS.items():
+        if name in env:
+            log.warning("Setting %s is no longer read (%s); remove it.", name, instead)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
+    _warn_retired(env)
     values = _read(env)
     _credentials(values)
     _public_base_url(values, env)

@@ -31,7 +31,7 @@ def settings(sandbox: SandboxServer) -> Settings:
     sandbox.control("DELETE", "faults")
     sandbox.control("DELETE", "requests")
     return load_settings({**sample_settings(), "GRAPH_BASE_URL": sandbox.graph_url,
-                          "ENTRA_TOKEN_URL": sandbox.token_url, "ENTRA_TENANT_ID": sandbox.tenant_id,
+                          "ENTRA_TENANT_ID": sandbox.tenant_id,
                           "ENTRA_AUTHORITY": sandbox.entra_url, "ENTRA_CA_FILE": sandbox.ca_file})
 
 

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.settings import SPECS, STORAGE_CLIENT_ID, STORAGE_CONNECTION, STORAGE_QUEUE_URI, STORAGE_TABLE_URI
+from shared.adapters.settings import (
+    RETIRED_SETTINGS,
+    SPECS,
+    STORAGE_CLIENT_ID,
+    STORAGE_CONNECTION,
+    STORAGE_QUEUE_URI,
+    STORAGE_TABLE_URI,
+)
 from shared.adapters.storage import QUEUES, TABLES, poison_queue
 from tests.infra.conftest import INFRA, ROOT, bicep_files, body, is_reference, lower_keys, parse, resources
 
@@ -259,6 +266,27 @@ def test_azure_defaults_match_the_app_defaults(app_settings: dict[str, Any], fun
         compared += 1
         assert on_azure == spec.default, f"{spec.name}: Azure default {on_azure!r} != app default {spec.default!r}"
     assert compared >= 8
+
+
+def test_resync_spread_is_a_parameter_checked_against_the_schedule(app_settings: dict[str, Any],
+                                                                   function_bicep: dict[str, Any],
+                                                                   main_bicep: dict[str, Any]) -> None:
+    # A deployer who makes resyncSchedule more frequent must be able to shorten the spread with it: the app
+    # refuses to start when RESYNC_SPREAD_MINUTES is not shorter than the gap between two runs.
+    setting = app_settings["RESYNC_SPREAD_MINUTES"]["function"]
+    assert setting == {"type": "string", "parameters": {"value_to_convert": "resyncSpreadMinutes"}}
+    assert function_bicep["parameters"]["resyncSpreadMinutes"]["type"] == "int"
+    assert main_bicep["modules"]["functionApp"]["config"]["params"]["resyncSpreadMinutes"] == "resyncSpreadMinutes"
+    param = main_bicep["parameters"]["resyncSpreadMinutes"]
+    assert (param["type"], param["default"]) == ("int", 50)
+    decorators = {d["type"]: d["argument"] for d in param["decorators"]}
+    assert decorators["min_value"] == 0
+    assert "shorter than the shortest gap between two resyncSchedule runs" in decorators["description"]
+
+
+def test_retired_settings_are_not_deployed(app_settings: dict[str, Any]) -> None:
+    assert RETIRED_SETTINGS, "ENTRA_TOKEN_URL is retired"
+    assert not set(RETIRED_SETTINGS) & set(app_settings)
 
 
 def test_no_flex_consumption_forbidden_settings(app_settings: dict[str, Any]) -> None:

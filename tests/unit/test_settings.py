@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from shared.adapters.settings import SPECS, SettingsError, load_settings
@@ -21,7 +23,7 @@ def env(**overrides: str | None) -> dict[str, str]:
 def test_sample_settings_load() -> None:
     settings = load_settings(env())
     assert settings.max_flows_per_mailbox == 5
-    assert settings.token_url == f"http://127.0.0.1:7072/{settings.tenant_id}/oauth2/v2.0/token"
+    assert settings.jwks_url == f"http://127.0.0.1:7072/{settings.tenant_id}/discovery/v2.0/keys"
     assert not settings.storage.uses_identity
 
 
@@ -42,7 +44,7 @@ def test_sample_settings_load() -> None:
         ("GRAPH_CREDENTIAL", "password", "GRAPH_CREDENTIAL"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL"),
         ("AzureWebJobsStorage", "not a connection string", "AzureWebJobsStorage"),
-        ("ENTRA_TOKEN_URL", "not a url {tenant}", "ENTRA_TOKEN_URL"),
+        ("AUTH_JWKS_URL", "not a url {tenant}", "AUTH_JWKS_URL"),
         ("AUTH_SCOPE", "api://bookings-triggers-local/user_impersonation", "AUTH_SCOPE"),
         ("AUTH_SCOPE", "user_impersonation openid", "AUTH_SCOPE"),
         ("AUTH_ALLOWED_CLIENT_IDS", "the-connector", "AUTH_ALLOWED_CLIENT_IDS"),
@@ -132,6 +134,24 @@ def test_resync_spread_is_shorter_than_the_resync_period() -> None:
         load_settings(env(RESYNC_SCHEDULE="0 0 9,17 * * *", RESYNC_SPREAD_MINUTES="600"))
     twice_a_day = load_settings(env(RESYNC_SCHEDULE="0 0 9,17 * * *", RESYNC_SPREAD_MINUTES="479"))
     assert twice_a_day.resync_spread_minutes == 479
+
+
+def test_retired_token_url_is_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.settings"):
+        load_settings(env())
+    assert not caplog.records
+    # An upgrading deployment may still carry it, even malformed: it is no longer read, only pointed out.
+    secret_looking = "https://login.example/{tenant}/token?client_secret=local-sandbox-secret"
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.settings"):
+        settings = load_settings(env(ENTRA_TOKEN_URL=secret_looking))
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "ENTRA_TOKEN_URL is no longer read" in message and "ENTRA_AUTHORITY" in message
+    assert "local-sandbox-secret" not in message and "login.example" not in message
+    assert not hasattr(settings, "token_url")
+    assert "ENTRA_TOKEN_URL" not in {spec.name for spec in SPECS}
+    assert "ENTRA_TOKEN_URL" not in sample_settings()
 
 
 def test_settings_fields_are_the_specs() -> None:
