@@ -160,7 +160,7 @@ def _run(azurite: Azurite, processes: list[subprocess.Popen], stop: dict[str, bo
           "prints each AppointmentData it receives here)")
     register_demo_flows(f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{sandbox_port}",
                         f"http://127.0.0.1:{receiver_port}")
-    print(f"\nTry:  curl http://127.0.0.1:{host_port}/api/health   (the README shows how to book an appointment)"
+    print(f"\nTry:  curl http://127.0.0.1:{host_port}/api/health   (requests.http books an appointment)"
           "\nCtrl-C stops everything.", flush=True)
     while not stop["now"]:
         for process in processes:

@@ -13,7 +13,8 @@ the attempts; ``docs/architecture.md`` lists its properties.
 Writing is an upsert: the same (event, flow) giving up twice keeps one row, the latest. Before it, the
 mailbox is made due in the ``~index:deadletter`` due index (``shared.records.mailbox``, index rows), which
 is how the outbox sweep finds dead letters past their retention without scanning every partition.
-The admin API (list, replay) is ``shared.endpoints.dead_letters``; this module is storage only.
+Listing and replay are ``shared.services.dead_letters`` (answered by ``shared.endpoints.dead_letters``); this
+module is storage only.
 """
 
 from __future__ import annotations

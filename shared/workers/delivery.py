@@ -151,7 +151,7 @@ async def _call(prepared: _Prepared) -> Attempt:
     headers = {"Content-Type": "application/json; charset=utf-8",
                "Idempotency-Key": idempotency_key(event_id, prepared.item["flowId"]),
                "X-Bookings-Trigger": event["trigger"], "X-Bookings-Event-Id": event_id}
-    if event["isTest"]:  # a sample the flow maker asked for (shared.endpoints.test_events)
+    if event["isTest"]:  # a sample the flow maker asked for (shared.services.test_events)
         headers["X-Bookings-Test"] = "true"
     return await post(prepared.flow.callback_url, body, headers)
 
