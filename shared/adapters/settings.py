@@ -6,8 +6,8 @@ on Azure they are the Function App's app settings, declared in ``infra/``.
 
 Each setting is listed once, as a field of ``Settings`` whose ``_setting(...)`` names the environment
 variable, its default, its parser and its description; ``SPECS`` is derived from those fields. The
-configuration table (docs/configuration.md) and the infra tests are checked against ``SPECS``, so a setting added here without
-documentation or without an app setting in Bicep fails the tests.
+configuration table (docs/configuration.md) and the infra tests are checked against ``SPECS``, so a setting
+added here without documentation or without an app setting in Bicep fails the tests.
 
 ``get_settings()`` reads and validates them once per process. A bad value raises ``SettingsError``
 naming the setting, at start-up rather than on the first request that needs it: NCRONTAB schedules are

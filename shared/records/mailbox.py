@@ -42,7 +42,8 @@ it finds without real rows. Two shapes:
 
 Existing deployments: an index is built once by a scan of the whole table (``index_built``,
 ``mark_index_built``: a marker row ``built:<kind>`` per index in the ``~indexes`` partition); deleting a
-marker rebuilds that index on the next sweep (the repair path: docs/architecture.md, "Upgrading: building and rebuilding the indexes").
+marker rebuilds that index on the next sweep (the repair path: docs/architecture.md, "Upgrading: building
+and rebuilding the indexes").
 """
 
 from __future__ import annotations
