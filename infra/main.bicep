@@ -91,6 +91,9 @@ param previousManagedIdentityPrincipalId string = ''
 @description('Also grant BookingsAppointment.ReadWrite.All, needed by the cancel-with-reason action.')
 param enableCancelWithReason bool = false
 
+@description('Per-connector redirect URLs of the connector client app, comma-separated (azd: CONNECTOR_REDIRECT_URIS, which scripts/connector-secret.sh --redirect-uri sets). Declared with the global one on every provision: a URL added to the app registration any other way is removed by the next one.')
+param connectorRedirectUris string = ''
+
 @description('Microsoft Graph endpoint without version (national clouds differ).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -203,6 +206,7 @@ module entra 'entra/graph.bicep' = {
     assignGraphAppRoles: assignGraphAppRoles
     assignManagedIdentityRoles: assignGraphAppRoles && previousManagedIdentityPrincipalId == identity.outputs.principalId
     enableCancelWithReason: enableCancelWithReason
+    connectorRedirectUris: map(filter(split(connectorRedirectUris, ','), uri => !empty(trim(uri))), uri => trim(uri))
   }
 }
 
