@@ -94,6 +94,9 @@ param enableCancelWithReason bool = false
 @description('Per-connector redirect URLs of the connector client app, comma-separated (azd: CONNECTOR_REDIRECT_URIS, which scripts/connector-secret.sh --redirect-uri sets). Declared with the global one on every provision: a URL added to the app registration any other way is removed by the next one.')
 param connectorRedirectUris string = ''
 
+@description('When the connector client secret expires (ISO 8601; azd: CONNECTOR_CREDENTIAL_EXPIRES_AT, which scripts/connector-secret.sh sets). The app warns from 30 days before; empty: no warning.')
+param connectorCredentialExpiresAt string = ''
+
 @description('Microsoft Graph endpoint without version (national clouds differ).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -245,6 +248,7 @@ module functionApp 'modules/function.bicep' = {
     resyncSchedule: resyncSchedule
     resyncSpreadMinutes: resyncSpreadMinutes
     logLevel: logLevel
+    connectorCredentialExpiresAt: connectorCredentialExpiresAt
   }
   // The app must not start before it may read its package and reach storage (privately, with networkIsolation).
   dependsOn: [

@@ -1,5 +1,5 @@
 # The twin of scripts/connector-secret.sh for Windows (read its header): a new client secret for the connector
-# client app, shown once and its expiry recorded (CONNECTOR_SECRET_EXPIRES_AT); or the connector's redirect URLs,
+# client app, shown once and its expiry recorded (CONNECTOR_CREDENTIAL_EXPIRES_AT); or the connector's redirect URLs,
 # recorded in the azd environment (CONNECTOR_REDIRECT_URIS) so that every provision keeps them.
 #   scripts/connector-secret.ps1 [-Months N] [-SecretOnly]
 #   scripts/connector-secret.ps1 -RedirectUri URL
@@ -47,13 +47,13 @@ $secret = az ad app credential reset --id $app --append --display-name power-aut
 if ($LASTEXITCODE -ne 0) { exit 1 }
 # The expiry where the app's daily check reads it: the azd environment (Bicep's app setting) and the app now.
 $recorded = $false
-if (Get-Command azd -ErrorAction SilentlyContinue) { azd env set CONNECTOR_SECRET_EXPIRES_AT $end | Out-Null; $recorded = ($LASTEXITCODE -eq 0) }
+if (Get-Command azd -ErrorAction SilentlyContinue) { azd env set CONNECTOR_CREDENTIAL_EXPIRES_AT $end | Out-Null; $recorded = ($LASTEXITCODE -eq 0) }
 if ($env:AZURE_FUNCTION_APP_NAME -and $env:AZURE_RESOURCE_GROUP) {
-    az functionapp config appsettings set --name $env:AZURE_FUNCTION_APP_NAME --resource-group $env:AZURE_RESOURCE_GROUP --settings "CONNECTOR_SECRET_EXPIRES_AT=$end" --output none
+    az functionapp config appsettings set --name $env:AZURE_FUNCTION_APP_NAME --resource-group $env:AZURE_RESOURCE_GROUP --settings "CONNECTOR_CREDENTIAL_EXPIRES_AT=$end" --output none
     $recorded = $recorded -and ($LASTEXITCODE -eq 0)
 } else { $recorded = $false }
-if ($recorded) { [Console]::Error.WriteLine("recorded: the secret expires $end (CONNECTOR_SECRET_EXPIRES_AT; warned from 30 days before)") }
-else { [Console]::Error.WriteLine("warning: could not record the expiry everywhere; run: azd env set CONNECTOR_SECRET_EXPIRES_AT $end, then azd provision") }
+if ($recorded) { [Console]::Error.WriteLine("recorded: the secret expires $end (CONNECTOR_CREDENTIAL_EXPIRES_AT; warned from 30 days before)") }
+else { [Console]::Error.WriteLine("warning: could not record the expiry everywhere; run: azd env set CONNECTOR_CREDENTIAL_EXPIRES_AT $end, then azd provision") }
 if ($SecretOnly) { Write-Output $secret; exit 0 }
 Write-Host "Client id:     $app"
 Write-Host "Client secret: $secret"

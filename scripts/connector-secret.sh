@@ -2,7 +2,7 @@
 # The one thing Bicep must not make: the custom connector's client secret. This adds a new secret to the
 # connector client app registration and prints it once, for you to paste into the connector's Security
 # tab. It is not written to disk, to azd's .env, or to deployment history; only its expiry is recorded
-# (CONNECTOR_SECRET_EXPIRES_AT, see below). To replace the connector's secret in one go (new secret, connector
+# (CONNECTOR_CREDENTIAL_EXPIRES_AT, see below). To replace the connector's secret in one go (new secret, connector
 # updated, old secret removed after an overlap): scripts/rotate-connector-secret.sh.
 #
 #   scripts/connector-secret.sh [--months N]           new secret, valid N months (default 6)
@@ -16,7 +16,7 @@
 # the app registration now; --adopt-redirect-uris records the ones an earlier version of this script added
 # out of band, so the next `azd provision` keeps them (infra/README.md, "Upgrading").
 #
-# Secret expiry: recorded as the azd environment value CONNECTOR_SECRET_EXPIRES_AT (Bicep makes it the
+# Secret expiry: recorded as the azd environment value CONNECTOR_CREDENTIAL_EXPIRES_AT (Bicep makes it the
 # Function App's app setting on every provision) and set on the app at once; the app's daily check emits
 # ConnectorSecretExpiring from 30 days before, and the connector-secret-expiring alert fires on it.
 #
@@ -80,15 +80,15 @@ record_redirects() {
 # --secret-only stdout carries the secret alone. A failure here is reported, not fatal: the secret exists.
 record_expiry() {
   local ok=true
-  if command -v azd >/dev/null 2>&1 && azd env set CONNECTOR_SECRET_EXPIRES_AT "$1" >/dev/null; then :; else ok=false; fi
+  if command -v azd >/dev/null 2>&1 && azd env set CONNECTOR_CREDENTIAL_EXPIRES_AT "$1" >/dev/null; then :; else ok=false; fi
   if [ -n "${AZURE_FUNCTION_APP_NAME:-}" ] && [ -n "${AZURE_RESOURCE_GROUP:-}" ] \
       && az functionapp config appsettings set --name "$AZURE_FUNCTION_APP_NAME" \
-        --resource-group "$AZURE_RESOURCE_GROUP" --settings "CONNECTOR_SECRET_EXPIRES_AT=$1" --output none; then :
+        --resource-group "$AZURE_RESOURCE_GROUP" --settings "CONNECTOR_CREDENTIAL_EXPIRES_AT=$1" --output none; then :
   else ok=false; fi
   if [ "$ok" = true ]; then
-    echo "recorded: the secret expires ${1} (CONNECTOR_SECRET_EXPIRES_AT; warned from 30 days before)" >&2
+    echo "recorded: the secret expires ${1} (CONNECTOR_CREDENTIAL_EXPIRES_AT; warned from 30 days before)" >&2
   else
-    echo "warning: could not record the expiry everywhere; run: azd env set CONNECTOR_SECRET_EXPIRES_AT ${1}" >&2
+    echo "warning: could not record the expiry everywhere; run: azd env set CONNECTOR_CREDENTIAL_EXPIRES_AT ${1}" >&2
     echo "  then azd provision, or the app cannot warn before the secret expires." >&2
   fi
 }
