@@ -126,6 +126,13 @@ param resyncSpreadMinutes int = 50
 @allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
 param logLevel string = 'INFO'
 
+@description('Object id of a user or group of administrators who may read the app\'s tables and queues (azd: ADMIN_PRINCIPAL_ID; empty: none). The account refuses keys, so without a data role their `az storage --auth-mode login` answers 403.')
+param adminPrincipalId string = ''
+
+@description('What adminPrincipalId is: User or Group (azd: ADMIN_PRINCIPAL_TYPE).')
+@allowed(['User', 'Group'])
+param adminPrincipalType string = 'User'
+
 @description('E-mail address for alerts. Empty: alerts show in the Azure portal only.')
 param alertEmail string = ''
 
@@ -196,6 +203,8 @@ module rbac 'modules/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     principalId: identity.outputs.principalId
+    adminPrincipalId: adminPrincipalId
+    adminPrincipalType: adminPrincipalType
   }
 }
 
@@ -209,7 +218,7 @@ module entra 'entra/graph.bicep' = {
     assignGraphAppRoles: assignGraphAppRoles
     assignManagedIdentityRoles: assignGraphAppRoles && previousManagedIdentityPrincipalId == identity.outputs.principalId
     enableCancelWithReason: enableCancelWithReason
-    connectorRedirectUris: map(filter(split(connectorRedirectUris, ','), uri => !empty(trim(uri))), uri => trim(uri))
+    connectorRedirectUris: connectorRedirectUris
   }
 }
 

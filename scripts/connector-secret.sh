@@ -71,6 +71,7 @@ record_redirects() {
   # shellcheck disable=SC2086 # the URLs are whitespace-free by construction (split on whitespace above)
   az ad app update --id "$CONNECTOR_CLIENT_APP_ID" --web-redirect-uris "$global_redirect" $list
   echo "redirect URLs of the connector client app (recorded in CONNECTOR_REDIRECT_URIS, kept by every provision):"
+  # shellcheck disable=SC2086 # one URL a word, as above
   printf '    %s\n' "$global_redirect" $list
   set +f
 }

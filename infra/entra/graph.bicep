@@ -44,12 +44,14 @@ param assignGraphAppRoles bool
 param assignManagedIdentityRoles bool
 @description('Also grant Bookings.ReadWrite.All and BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
 param enableCancelWithReason bool
-@description('Redirect URLs of the connector client besides the global one: the per-connector URLs Power Automate shows on the connector\'s Security tab (redirectMode GlobalPerConnector).')
-param connectorRedirectUris array = []
+@description('Redirect URLs of the connector client besides the global one, comma-separated: the per-connector URLs Power Automate shows on the connector\'s Security tab (redirectMode GlobalPerConnector).')
+param connectorRedirectUris string = ''
 
 var graphAppId = '00000003-0000-0000-c000-000000000000'
 // Power Automate / Power Apps custom connectors redirect OAuth sign-ins here.
 var connectorRedirectUri = 'https://global.consent.azure-apim.net/redirect'
+// Parsed here rather than in main.bicep: checkov's parser (pycep 0.5.1) cannot read lambdas, and skips this folder.
+var perConnectorRedirectUris = map(filter(split(connectorRedirectUris, ','), uri => !empty(trim(uri))), uri => trim(uri))
 var scopeValue = 'user_impersonation'
 // Stable across deployments, so the connector's scope never changes id.
 var scopeId = guid(tenant().tenantId, resourceToken, scopeValue)
@@ -100,7 +102,7 @@ resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
   signInAudience: 'AzureADMyOrg'
   web: {
     // The whole list, every time: a URL missing here is removed from the registration by this deployment.
-    redirectUris: union([connectorRedirectUri], connectorRedirectUris)
+    redirectUris: union([connectorRedirectUri], perConnectorRedirectUris)
   }
   requiredResourceAccess: [
     {

@@ -69,13 +69,17 @@ if args[:4] == ["ad", "app", "credential", "reset"]:
     assert "--append" in args, "without --append az removes every other secret of the app"
     n = len(app["passwordCredentials"]) + 1
     app["passwordCredentials"].append({"keyId": f"k{n}", "displayName": option("--display-name"),
-                                       "endDateTime": option("--end-date"), "secretText": f"s3cr3t-value~{n}" + "x" * 30})
+                                       "endDateTime": option("--end-date"),
+                                       "startDateTime": os.environ.get("FAKE_NOW", "2026-12-07T06:00:00.5Z"),
+                                       "secretText": f"s3cr3t-value~{n}" + "x" * 30})
     save()
     print(app["passwordCredentials"][-1]["secretText"])
     sys.exit(0)
 if args[:4] == ["ad", "app", "credential", "list"]:
-    rows = app["passwordCredentials"]
-    print("\n".join(f"{c['keyId']}\t{c['displayName']}\t{c['endDateTime']}" for c in rows))
+    # The query the rotation uses: [?displayName=='<name>'].[startDateTime, keyId], as tsv.
+    name = option("--query").split("displayName=='")[1].split("'")[0]
+    print("\n".join(f"{c['startDateTime']}\t{c['keyId']}" for c in app["passwordCredentials"]
+                    if c["displayName"] == name))
     sys.exit(0)
 if args[:4] == ["ad", "app", "credential", "delete"]:
     key = option("--key-id")
@@ -125,7 +129,7 @@ if "{name}" == "paconn" and args[:1] == ["create"]:
     Path("settings.json").write_text(json.dumps({"connectorId": "b0c1d2e3-connector"}))
     print("b0c1d2e3-connector created successfully.")
 if "{name}" == "pac" and args[:2] == ["connector", "create"]:
-    print("Connector created with ID b0c1d2e3-0000-4000-8000-00000000c0nn")
+    print("Connector created with ID b0c1d2e3-0000-4000-8000-00000000c0de")
 if "{name}" == "azd" and args[:1] == ["env"]:
     env_file = state / "azd.json"
     values = json.loads(env_file.read_text()) if env_file.exists() else {}

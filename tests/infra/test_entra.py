@@ -41,7 +41,7 @@ def test_connector_client_has_the_power_platform_redirect_and_no_secret(graph: d
     connector = resources(graph, "Microsoft.Graph/applications")["connectorApp"]
     # The global URL and the per-connector ones recorded in the azd environment (test_redirect_uris.py).
     assert connector["web"]["redirectUris"] == {"function": {"type": "union", "parameters": {
-        "arg_1": ["connectorRedirectUri"], "arg_2": "connectorRedirectUris"}}}
+        "arg_1": ["connectorRedirectUri"], "arg_2": "perConnectorRedirectUris"}}}
     assert graph["variables"]["connectorRedirectUri"]["value"] == "https://global.consent.azure-apim.net/redirect"
     assert "passwordCredentials" not in connector, "secrets are made by scripts/connector-secret.sh, never in Bicep"
 

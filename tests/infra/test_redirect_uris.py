@@ -49,9 +49,11 @@ def _declared_redirect_uris(azd_env: dict[str, str]) -> list[str]:
     main, graph = parse("main.bicep"), parse("entra/graph.bicep")
     main_scope = {name: p.get("default") for name, p in main["parameters"].items()} | _parameters(azd_env)
     passed = main["modules"]["entra"]["config"]["params"]
-    graph_scope = {"connectorRedirectUris": [], **{name: evaluate(passed[name], main_scope)
-                                                     for name in ("connectorRedirectUris",) if name in passed}}
-    graph_scope["connectorRedirectUri"] = graph["variables"]["connectorRedirectUri"]["value"]
+    graph_scope = {name: p.get("default") for name, p in graph["parameters"].items()}
+    graph_scope |= {name: evaluate(value, main_scope) for name, value in passed.items()
+                    if name == "connectorRedirectUris"}
+    for name in ("connectorRedirectUri", "perConnectorRedirectUris"):  # in the file's order
+        graph_scope[name] = evaluate(graph["variables"][name]["value"], graph_scope)
     connector = graph["resources"]["connectorApp"]["config"]
     return evaluate(connector["web"]["redirectUris"], graph_scope)
 
