@@ -25,7 +25,7 @@ function Set-RedirectUris([string]$New) {
     $list = @()
     foreach ($uri in @(($declared -split ',') + $current + @($New))) {
         $uri = "$uri".Trim()
-        if ($uri -and $uri -ne $globalRedirect -and $list -notcontains $uri) { $list += $uri }
+        if ($uri -like 'https://*' -and $uri -ne $globalRedirect -and $list -notcontains $uri) { $list += $uri }
     }
     azd env set CONNECTOR_REDIRECT_URIS ($list -join ',')
     if ($LASTEXITCODE -ne 0) { exit 1 }

@@ -61,6 +61,10 @@ record_redirects() {
   set -f  # URLs may hold ? and *: never globbed
   # One URL a line; every source in order, each URL once, the global one left to Bicep.
   for uri in $(printf '%s\n%s\n%s\n' "$declared" "$current" "$new" | tr ',' '\n'); do
+    case "$uri" in
+      https://*) ;;
+      *) continue ;;  # anything else (an azd message, a stray value) is no redirect URL
+    esac
     if [ "$uri" = "$global_redirect" ] || printf '%s\n' "$list" | grep -qxF -- "$uri"; then
       continue
     fi
