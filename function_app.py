@@ -23,7 +23,7 @@ from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
 from shared.endpoints import graph_notifications as notification_api
-from shared.workers import delivery, outbox_sweep, poison, queue_metrics, reconcile, renewal, resync
+from shared.workers import credential_expiry, delivery, outbox_sweep, poison, queue_metrics, reconcile, renewal, resync
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -169,6 +169,12 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%QUEUE_METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def measure_queues(timer: func.TimerRequest) -> None:
     await queue_metrics.measure_poison_queues()
+
+
+# Daily: the connector secret's recorded expiry, warned of from 30 days before (connector-secret-expiring alert).
+@app.timer_trigger(schedule="0 0 7 * * *", arg_name="timer", run_on_startup=False)
+async def check_credential_expiry(timer: func.TimerRequest) -> None:
+    await credential_expiry.check_connector_secret()
 
 
 # What importing the app created (the Azure SDKs and everything else above: ~80,000 objects) lives as

@@ -91,6 +91,12 @@ param previousManagedIdentityPrincipalId string = ''
 @description('Also grant BookingsAppointment.ReadWrite.All, needed by the cancel-with-reason action.')
 param enableCancelWithReason bool = false
 
+@description('Per-connector redirect URLs of the connector client app, comma-separated (azd: CONNECTOR_REDIRECT_URIS, which scripts/connector-secret.sh --redirect-uri sets). Declared with the global one on every provision: a URL added to the app registration any other way is removed by the next one.')
+param connectorRedirectUris string = ''
+
+@description('When the connector client secret expires (ISO 8601; azd: CONNECTOR_CREDENTIAL_EXPIRES_AT, which scripts/connector-secret.sh sets). The app warns from 30 days before; empty: no warning.')
+param connectorCredentialExpiresAt string = ''
+
 @description('Microsoft Graph endpoint without version (national clouds differ).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -119,6 +125,13 @@ param resyncSpreadMinutes int = 50
 
 @allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
 param logLevel string = 'INFO'
+
+@description('Object id of a user or group of administrators who may read the app\'s tables and queues (azd: ADMIN_PRINCIPAL_ID; empty: none). The account refuses keys, so without a data role their `az storage --auth-mode login` answers 403.')
+param adminPrincipalId string = ''
+
+@description('What adminPrincipalId is: User or Group (azd: ADMIN_PRINCIPAL_TYPE).')
+@allowed(['User', 'Group'])
+param adminPrincipalType string = 'User'
 
 @description('E-mail address for alerts. Empty: alerts show in the Azure portal only.')
 param alertEmail string = ''
@@ -190,6 +203,8 @@ module rbac 'modules/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     principalId: identity.outputs.principalId
+    adminPrincipalId: adminPrincipalId
+    adminPrincipalType: adminPrincipalType
   }
 }
 
@@ -203,6 +218,7 @@ module entra 'entra/graph.bicep' = {
     assignGraphAppRoles: assignGraphAppRoles
     assignManagedIdentityRoles: assignGraphAppRoles && previousManagedIdentityPrincipalId == identity.outputs.principalId
     enableCancelWithReason: enableCancelWithReason
+    connectorRedirectUris: connectorRedirectUris
   }
 }
 
@@ -241,6 +257,7 @@ module functionApp 'modules/function.bicep' = {
     resyncSchedule: resyncSchedule
     resyncSpreadMinutes: resyncSpreadMinutes
     logLevel: logLevel
+    connectorCredentialExpiresAt: connectorCredentialExpiresAt
   }
   // The app must not start before it may read its package and reach storage (privately, with networkIsolation).
   dependsOn: [

@@ -51,7 +51,7 @@ existing=$(replicated az rest --method GET \
   --url "https://graph.microsoft.com/v1.0/servicePrincipals/${MANAGED_IDENTITY_PRINCIPAL_ID}/appRoleAssignments" \
   --query "value[?resourceId=='${graph_sp_id}'].appRoleId" -o tsv)
 
-for role in "${roles[@]}"; do
+for role in ${roles[@]+"${roles[@]}"}; do
   role_id=$(az ad sp show --id "$graph_app_id" --query "appRoles[?value=='${role}' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
   if [ -z "$role_id" ]; then
     echo "error: Microsoft Graph has no application permission ${role}" >&2

@@ -53,12 +53,13 @@ if ($env:GRAPH_APP_ROLES_ASSIGNED -eq 'false') {
 
 Write-Host ""
 Write-Host "Next steps (infra/README.md explains each):"
-Write-Host "  1. Import the connector into Power Automate, in one command (pip install paconn; paconn login):"
+Write-Host "  1. Import the connector into Power Automate, in one command (Power Platform CLI: pac auth create once;"
+Write-Host "     paconn is the fallback):"
 Write-Host "         scripts/import-connector.ps1"
 Write-Host "     or in the portal: connector/ as a custom connector, identity provider 'Azure Active Directory',"
 Write-Host "     client id $($env:CONNECTOR_CLIENT_APP_ID), tenant ID $($env:AZURE_TENANT_ID) (not 'common'), resource URL"
-Write-Host "     $($env:API_APP_ID_URI), and a client secret from: az ad app credential reset --id $($env:CONNECTOR_CLIENT_APP_ID) --append"
-Write-Host "  2. After saving the connector, add the redirect URL it shows to the client app (Entra ID, App registrations,"
-Write-Host "     Authentication), or with scripts/connector-secret.sh --redirect-uri <redirect URL>."
+Write-Host "     $($env:API_APP_ID_URI), and a client secret from scripts/connector-secret.ps1 (its expiry recorded)."
+Write-Host "  2. After saving the connector, add the redirect URL it shows to the client app (recorded, so every provision"
+Write-Host "     keeps it; one added in the portal is removed by the next): scripts/connector-secret.ps1 -RedirectUri <URL>"
 Write-Host "  3. Create a flow with 'When an appointment is created' and book an appointment."
 exit 0

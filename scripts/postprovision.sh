@@ -60,7 +60,8 @@ fi
 cat <<TEXT
 
 Next steps (infra/README.md explains each):
-  1. Import the connector into Power Automate, in one command (pip install paconn; paconn login):
+  1. Import the connector into Power Automate, in one command (Power Platform CLI: pac auth create once;
+     paconn is the fallback):
          scripts/import-connector.sh            (Windows: scripts/import-connector.ps1)
      or in the portal: connector/ as a custom connector, identity provider "Azure Active Directory",
      client id ${CONNECTOR_CLIENT_APP_ID}, tenant ID ${AZURE_TENANT_ID:-<AZURE_TENANT_ID>} (not "common": the

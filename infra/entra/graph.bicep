@@ -15,7 +15,19 @@
 //   - admin grants when the deployer lacks the right to make them (Microsoft Graph app roles need
 //     Privileged Role Administrator or Global Administrator): deploy with ASSIGN_GRAPH_APP_ROLES=false and
 //     let an admin run scripts/grant-graph-permissions.sh, which makes the same grants with az CLI;
-//   - add the per-connector redirect URI Power Automate shows once the connector exists.
+//   - learn the per-connector redirect URL Power Automate shows once the connector exists: it is declared
+//     here all the same (connectorRedirectUris), from the azd environment value CONNECTOR_REDIRECT_URIS that
+//     scripts/connector-secret.sh --redirect-uri sets.
+//
+// Declared state: the extension makes each declared property what this file says on every deployment (Graph
+// objects are upserted by uniqueName, https://learn.microsoft.com/graph/templates/concept-uniquely-named-resources),
+// so a collection property declared here (web.redirectUris, identifierUris, requiredResourceAccess,
+// api.oauth2PermissionScopes, api.preAuthorizedApplications) loses on the next `azd provision` whatever was
+// added to it out of band (msgraph-bicep-types#197 on these collections). Each is therefore owned here, and no
+// script adds to one of them without also recording it where this file reads it. Not declared, so left alone:
+// passwordCredentials (the extension does not support them, https://learn.microsoft.com/graph/templates/limitations:
+// the connector's secrets survive every provision), appRoles, and federated credentials other than the one
+// below (each a child resource of its own, https://learn.microsoft.com/graph/templates/concept-relationships-in-graph-types).
 //
 // Kept in its own file, deployed as a module: checkov's Bicep parser (pycep-parser 0.5.1) cannot read
 // the `extension` keyword, so checkov skips this folder and tests/infra parses it with pycep 0.7.
@@ -32,10 +44,14 @@ param assignGraphAppRoles bool
 param assignManagedIdentityRoles bool
 @description('Also grant Bookings.ReadWrite.All and BookingsAppointment.ReadWrite.All (cancel with a reason through Graph).')
 param enableCancelWithReason bool
+@description('Redirect URLs of the connector client besides the global one, comma-separated: the per-connector URLs Power Automate shows on the connector\'s Security tab (redirectMode GlobalPerConnector).')
+param connectorRedirectUris string = ''
 
 var graphAppId = '00000003-0000-0000-c000-000000000000'
 // Power Automate / Power Apps custom connectors redirect OAuth sign-ins here.
 var connectorRedirectUri = 'https://global.consent.azure-apim.net/redirect'
+// Parsed here rather than in main.bicep: checkov's parser (pycep 0.5.1) cannot read lambdas, and skips this folder.
+var perConnectorRedirectUris = map(filter(split(connectorRedirectUris, ','), uri => !empty(trim(uri))), uri => trim(uri))
 var scopeValue = 'user_impersonation'
 // Stable across deployments, so the connector's scope never changes id.
 var scopeId = guid(tenant().tenantId, resourceToken, scopeValue)
@@ -85,9 +101,8 @@ resource connectorApp 'Microsoft.Graph/applications@v1.0' = {
   displayName: 'Bookings triggers connector (${environmentName})'
   signInAudience: 'AzureADMyOrg'
   web: {
-    redirectUris: [
-      connectorRedirectUri
-    ]
+    // The whole list, every time: a URL missing here is removed from the registration by this deployment.
+    redirectUris: union([connectorRedirectUri], perConnectorRedirectUris)
   }
   requiredResourceAccess: [
     {

@@ -100,6 +100,17 @@ var rules = [
     query: loadTextContent('../queries/alert-appointments-not-stored.kql')
   }
   {
+    // A daily event: the window covers one day's check, so the alert resolves the day after a rotation.
+    name: 'connector-secret-expiring'
+    displayName: 'Bookings triggers: connector client secret expiring'
+    description: 'The secret Power Automate signs users in to the connector with expires within 30 days (or has expired): then every connection fails to sign in. Rotate it with scripts/rotate-connector-secret.sh (infra/README.md, "Rotating the connector secret").'
+    severity: 2
+    frequency: 'PT1H'
+    window: 'P1D'
+    threshold: 0
+    query: loadTextContent('../queries/alert-connector-secret-expiring.kql')
+  }
+  {
     name: 'notification-5xx'
     displayName: 'Bookings triggers: Graph notifications answered 5xx'
     description: 'The notification or lifecycle endpoint could not persist what Graph sent. Graph retries for up to 4 hours; check storage.'

@@ -54,6 +54,8 @@ param renewalSchedule string
 param resyncSchedule string
 param resyncSpreadMinutes int
 param logLevel string
+@description('When the connector client secret expires (ISO 8601), as scripts/connector-secret.sh recorded it; empty when unknown.')
+param connectorCredentialExpiresAt string = ''
 
 var tenantId = tenant().tenantId
 
@@ -107,6 +109,8 @@ var appSettings = {
   DEAD_LETTER_RETENTION_DAYS: '30'
   OUTBOX_SWEEP_SCHEDULE: '0 */5 * * * *'
   QUEUE_METRICS_SCHEDULE: '0 */5 * * * *'
+  // Recorded by scripts/connector-secret.sh (azd env); the app warns from 30 days before.
+  CONNECTOR_CREDENTIAL_EXPIRES_AT: connectorCredentialExpiresAt
   HEALTH_TIMEOUT_SECONDS: '3'
   LOG_LEVEL: logLevel
 }

@@ -193,6 +193,18 @@ def _https_url(name: str, raw: str) -> str:
     return value
 
 
+def _utc_timestamp(name: str, raw: str) -> str:
+    """An ISO 8601 instant with its offset (``Z`` or ``+00:00``), as UTC ``YYYY-MM-DDTHH:MM:SSZ``."""
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise SettingsError(f"Setting {name} must be an ISO 8601 time with its offset, e.g. 2027-06-30T12:00:00Z, "
+                            f"got {raw!r}.")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _setting(name: str, default: str | None, parse: Callable[[str, str], Any], description: str, *,
              secret: bool = False, in_repr: bool = True) -> Any:
     """A field of ``Settings`` read from the environment variable ``name`` (its ``SettingSpec``). Secrets
@@ -315,6 +327,10 @@ class Settings:
     queue_metrics_schedule: str = _setting("QUEUE_METRICS_SCHEDULE", "0 */5 * * * *", _ncrontab,
         "NCRONTAB schedule of the poison queues' length metric (poison_queue_length), which the poison-queue-"
         "length alert watches.")
+    connector_credential_expires_at: str = _setting("CONNECTOR_CREDENTIAL_EXPIRES_AT", "", _utc_timestamp,
+        "When the connector client's secret expires (ISO 8601), as scripts/connector-secret.sh recorded it. A daily "
+        "check emits ConnectorSecretExpiring from 30 days before (the connector-secret-expiring alert). Empty: not "
+        "recorded, a warning in the log each day.")
     health_timeout_seconds: int = _setting("HEALTH_TIMEOUT_SECONDS", "3", _positive_int,
         "How long /api/health waits for each dependency.")
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level,

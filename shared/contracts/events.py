@@ -57,6 +57,7 @@ SUBSCRIPTION_COUNT = "subscriptionCount"  # live subscriptions (mailboxes with f
 RENEWAL_COUNT = "renewalCount"
 REPAIR_COUNT = "repairCount"
 DELETED_COUNT = "deletedCount"
+DAYS_LEFT = "daysLeft"  # whole days until a credential expires (negative: expired that many days ago)
 
 # --- events ----------------------------------------------------------------------------------------
 # Registrations (the connector's webhook API).
@@ -83,6 +84,8 @@ DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
 QUEUE_MESSAGE_POISONED = "QueueMessagePoisoned"
 # The renewal sweep's heartbeat.
 RENEWAL_SWEEP_COMPLETED = "RenewalSweepCompleted"
+# Credentials that expire.
+CONNECTOR_SECRET_EXPIRING = "ConnectorSecretExpiring"  # noqa: S105 (an event name)
 
 _COMMON = (MAILBOX, CORRELATION_ID)
 
@@ -129,6 +132,10 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # when none came for 2 hours or earliestExpiresAt is under 6 hours away. mailbox: the earliest's.
     RENEWAL_SWEEP_COMPLETED: (*_COMMON, SUBSCRIPTION_ID, EARLIEST_EXPIRES_AT, SUBSCRIPTION_COUNT, RENEWAL_COUNT,
                               REPAIR_COUNT, DELETED_COUNT, DURATION_MS),
+    # Warning level, daily from 30 days before the connector client's secret expires (CONNECTOR_CREDENTIAL_EXPIRES_AT),
+    # error level once expired: every Power Automate connection then fails to sign in. expiresAt: that time;
+    # daysLeft: whole days to it. shared/workers/credential_expiry.py; the connector-secret-expiring alert.
+    CONNECTOR_SECRET_EXPIRING: (CORRELATION_ID, EXPIRES_AT, DAYS_LEFT),
 })
 
 # --- metrics (customMetrics rows: name, value, customDimensions) ------------------------------------

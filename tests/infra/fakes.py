@@ -1,5 +1,11 @@
-"""Stand-ins for az, azd and paconn on PATH, for running the deployment scripts here: they answer what the
-scripts ask of Entra and Power Platform as those services answer it, and log every call."""
+"""Stand-ins for az, azd, pac and paconn on PATH, for running the deployment scripts here: they answer what the
+scripts ask of Entra and Power Platform as those services answer it, and log every call.
+
+State they keep in FAKE_STATE: ``app.json`` (the connector client app registration: web.redirectUris and
+passwordCredentials, as Graph's application resource names them), ``appsettings.json`` (the Function App's
+app settings set with az) and ``azd.json`` (the azd environment's values: `azd env set`, `azd env get-value`,
+`azd env get-values`, which the azd CLI reference documents,
+https://learn.microsoft.com/azure/developer/azure-developer-cli/reference#azd-env)."""
 
 from __future__ import annotations
 
@@ -40,8 +46,52 @@ if args[:2] == ["ad", "sp"] and "show" in args:
     sys.exit(0)
 if args[:4] == ["ad", "app", "permission", "admin-consent"]:
     sys.exit(0)
-if args[:2] == ["ad", "app"] and "credential" in args:
-    print("s3cr3t-value~" + "x" * 30)
+import json
+app_file = state / "app.json"
+app = json.loads(app_file.read_text()) if app_file.exists() else {
+    "web": {"redirectUris": ["https://global.consent.azure-apim.net/redirect"]}, "passwordCredentials": []}
+def save():
+    app_file.write_text(json.dumps(app))
+def option(name):
+    return args[args.index(name) + 1]
+if args[:3] == ["ad", "app", "show"]:
+    assert args[args.index("--query") + 1] == "web.redirectUris[]" and option("-o") == "tsv", line
+    print("\n".join(app["web"]["redirectUris"]))
+    sys.exit(0)
+if args[:3] == ["ad", "app", "update"]:
+    # az ad app update --web-redirect-uris: space-separated values, the whole new list (PATCH web.redirectUris).
+    start = args.index("--web-redirect-uris") + 1
+    end = next((i for i in range(start, len(args)) if args[i].startswith("--")), len(args))
+    app["web"]["redirectUris"] = args[start:end]
+    save()
+    sys.exit(0)
+if args[:4] == ["ad", "app", "credential", "reset"]:
+    assert "--append" in args, "without --append az removes every other secret of the app"
+    n = len(app["passwordCredentials"]) + 1
+    app["passwordCredentials"].append({"keyId": f"k{n}", "displayName": option("--display-name"),
+                                       "endDateTime": option("--end-date"),
+                                       "startDateTime": os.environ.get("FAKE_NOW", "2026-12-07T06:00:00.5Z"),
+                                       "secretText": f"s3cr3t-value~{n}" + "x" * 30})
+    save()
+    print(app["passwordCredentials"][-1]["secretText"])
+    sys.exit(0)
+if args[:4] == ["ad", "app", "credential", "list"]:
+    # The query the rotation uses: [?displayName=='<name>'].[startDateTime, keyId], as tsv.
+    name = option("--query").split("displayName=='")[1].split("'")[0]
+    print("\n".join(f"{c['startDateTime']}\t{c['keyId']}" for c in app["passwordCredentials"]
+                    if c["displayName"] == name))
+    sys.exit(0)
+if args[:4] == ["ad", "app", "credential", "delete"]:
+    key = option("--key-id")
+    app["passwordCredentials"] = [c for c in app["passwordCredentials"] if c["keyId"] != key]
+    save()
+    sys.exit(0)
+if args[:4] == ["functionapp", "config", "appsettings", "set"]:
+    settings_file = state / "appsettings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    name, _, value = option("--settings").partition("=")
+    settings[name] = value
+    settings_file.write_text(json.dumps(settings))
     sys.exit(0)
 if args[0] == "rest":
     url = args[args.index("--url") + 1]
@@ -69,17 +119,35 @@ sys.exit(2)
 '''
 
 _LOGGER = r'''
-import os, sys
+import json, os, sys
 from pathlib import Path
-with open(Path(os.environ["FAKE_STATE"]) / "{name}.log", "a") as log:
-    log.write(os.getcwd() + " | " + " ".join(sys.argv[1:]) + "\n")
-if "{name}" == "paconn" and sys.argv[1:2] == ["create"]:
+state = Path(os.environ["FAKE_STATE"])
+args = sys.argv[1:]
+with open(state / "{name}.log", "a") as log:
+    log.write(os.getcwd() + " | " + " ".join(args) + "\n")
+if "{name}" == "paconn" and args[:1] == ["create"]:
+    Path("settings.json").write_text(json.dumps({"connectorId": "b0c1d2e3-connector"}))
     print("b0c1d2e3-connector created successfully.")
+if "{name}" == "pac" and args[:2] == ["connector", "create"]:
+    print("Connector created with ID b0c1d2e3-0000-4000-8000-00000000c0de")
+if "{name}" == "azd" and args[:1] == ["env"]:
+    env_file = state / "azd.json"
+    values = json.loads(env_file.read_text()) if env_file.exists() else {}
+    if args[1] == "set":
+        values[args[2]] = args[3]
+        env_file.write_text(json.dumps(values))
+    elif args[1] == "get-value":
+        if args[2] not in values:
+            print(f"ERROR: key '{args[2]}' not found in the environment values", file=sys.stderr)
+            sys.exit(1)
+        print(values[args[2]])
+    elif args[1] == "get-values":
+        print("\n".join(f'{k}="{v}"' for k, v in values.items()))
 '''
 
 
 def install(bin_dir: Path, *names: str) -> None:
-    """Write the fakes ``names`` (az, azd, paconn) into ``bin_dir``."""
+    """Write the fakes ``names`` (az, azd, pac, paconn) into ``bin_dir``."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         body = (f"GRAPH_SP_ID = {GRAPH_SP_ID!r}\nNOT_REPLICATED = {NOT_REPLICATED!r}\nDENIED = {DENIED!r}\n" + _AZ

@@ -117,7 +117,9 @@ def test_each_role_assignment_is_present_for_the_managed_identity(main_bicep: di
     doc = parse("modules/rbac.bicep")
     role_vars = {name: var["value"] for name, var in doc["variables"].items()}
     assigned = {}
-    for res in resources(doc, "Microsoft.Authorization/roleAssignments").values():
+    for name, res in resources(doc, "Microsoft.Authorization/roleAssignments").items():
+        if name == "adminReaders":
+            continue  # test_admins_may_be_granted_read_access_and_nothing_more
         props = res["properties"]
         assert props["principalId"] == "principalId"
         assert props["principalType"] == "ServicePrincipal"
@@ -128,6 +130,30 @@ def test_each_role_assignment_is_present_for_the_managed_identity(main_bicep: di
         assert assigned[role_id] == scope, f"{role_name} must be scoped to the {scope} resource, not wider"
     rbac_principal = main_bicep["modules"]["rbac"]["config"]["params"]["principalId"]
     assert json.dumps(rbac_principal).count('"principalId"') == 1 and "identity" in json.dumps(rbac_principal)
+
+
+def test_admins_may_be_granted_read_access_and_nothing_more(main_bicep: dict[str, Any]) -> None:
+    """Optional (ADMIN_PRINCIPAL_ID): read-only data roles on the storage account for a user or group, so the
+    admin commands (`az storage ... --auth-mode login`) do not answer 403; none when the parameter is empty."""
+    doc = parse("modules/rbac.bicep")
+    readers = doc["resources"]["adminReaders"]
+    assert readers["config"]["loop_type"]["detail"]["array_name"] == "adminAssignments"
+    chosen = doc["variables"]["adminAssignments"]["value"]["operator"]["operands"]
+    assert chosen["false_value"] == "adminReadRoles" and chosen["true_value"] == []
+    assert "adminPrincipalId" in json.dumps(chosen["condition"])
+    assert doc["variables"]["adminReadRoles"]["value"] == [
+        "76199698-9eea-4c19-bc75-cec21354c6b6",  # Storage Table Data Reader
+        "19e7f393-937e-4f77-808e-94535e297925",  # Storage Queue Data Reader
+    ]
+    props = body(readers)["properties"]
+    assert (props["principalId"], props["principalType"], body(readers)["scope"]) == (
+        "adminPrincipalId", "adminPrincipalType", "storage")
+    assert doc["parameters"]["adminPrincipalId"]["default"] == ""
+    passed = main_bicep["modules"]["rbac"]["config"]["params"]
+    assert (passed["adminPrincipalId"], passed["adminPrincipalType"]) == ("adminPrincipalId", "adminPrincipalType")
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["adminPrincipalId"]["value"] == "${ADMIN_PRINCIPAL_ID=}"
+    assert params["adminPrincipalType"]["value"] == "${ADMIN_PRINCIPAL_TYPE=User}"
 
 
 # --- Function App ----------------------------------------------------------------------------------

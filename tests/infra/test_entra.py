@@ -39,7 +39,9 @@ def test_api_app_registration_exposes_a_v2_user_scope(graph: dict[str, Any]) -> 
 
 def test_connector_client_has_the_power_platform_redirect_and_no_secret(graph: dict[str, Any]) -> None:
     connector = resources(graph, "Microsoft.Graph/applications")["connectorApp"]
-    assert connector["web"]["redirectUris"] == ["connectorRedirectUri"]
+    # The global URL and the per-connector ones recorded in the azd environment (test_redirect_uris.py).
+    assert connector["web"]["redirectUris"] == {"function": {"type": "union", "parameters": {
+        "arg_1": ["connectorRedirectUri"], "arg_2": "perConnectorRedirectUris"}}}
     assert graph["variables"]["connectorRedirectUri"]["value"] == "https://global.consent.azure-apim.net/redirect"
     assert "passwordCredentials" not in connector, "secrets are made by scripts/connector-secret.sh, never in Bicep"
 

@@ -110,6 +110,7 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("renewal-heartbeat", events.RENEWAL_SWEEP_COMPLETED),
     ("poisoned-messages", events.QUEUE_MESSAGE_POISONED),
     ("appointments-not-stored", events.APPOINTMENT_NOT_STORED),
+    ("connector-secret-expiring", events.CONNECTOR_SECRET_EXPIRING),
     ("notification-5xx", None),
     ("poison-queue-length", None),
 ])
