@@ -120,10 +120,15 @@ param resyncSpreadMinutes int = 50
 @allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
 param logLevel string = 'INFO'
 
-@description('E-mail address for alerts. Empty: alerts show in the Azure portal only.')
-param alertEmail string = ''
+// No default, and never empty: an action group without a receiver makes every alert silent. scripts/preprovision.sh
+// asks for it (or stops with `azd env set ALERT_EMAIL ...`); a deployment that skips the hook stops here.
+@minLength(3)
+@description('E-mail addresses that receive every alert, comma-separated (azd: ALERT_EMAIL). Required.')
+param alertEmail string
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The alert recipients, without blanks ("a@x.com, b@y.com," is two).
+var alertRecipients = filter(map(split(alertEmail, ','), address => trim(address)), address => !empty(address))
 var tags = {
   'azd-env-name': environmentName
   app: 'bookings-triggers'
@@ -257,7 +262,7 @@ module alerts 'modules/alerts.bicep' = {
     location: location
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
-    alertEmail: alertEmail
+    alertRecipients: alertRecipients
   }
 }
 

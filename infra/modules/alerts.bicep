@@ -5,8 +5,10 @@ param namePrefix string
 param location string
 param tags object
 param applicationInsightsId string
-@description('E-mail address that receives alerts. Empty: alerts show in the portal only.')
-param alertEmail string
+// At least one: an action group without a receiver makes every alert silent (a deployment with none stops here).
+@minLength(1)
+@description('E-mail addresses that receive every alert.')
+param alertRecipients array
 @description('Failed delivery attempts in 15 minutes above which the delivery alert fires.')
 param deliveryFailureThreshold int = 10
 
@@ -17,13 +19,12 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   properties: {
     groupShortName: 'bookingtrig'
     enabled: true
-    emailReceivers: empty(alertEmail) ? [] : [
-      {
-        name: 'admins'
-        emailAddress: alertEmail
-        useCommonAlertSchema: true
-      }
-    ]
+    // Declared state: receivers added in the portal are replaced at the next provision; list them in ALERT_EMAIL.
+    emailReceivers: [for (address, i) in alertRecipients: {
+      name: 'admins-${i}'
+      emailAddress: address
+      useCommonAlertSchema: true
+    }]
   }
 }
 
