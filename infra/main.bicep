@@ -127,8 +127,9 @@ param logLevel string = 'INFO'
 param alertEmail string
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
-// The alert recipients, without blanks ("a@x.com, b@y.com," is two).
-var alertRecipients = filter(map(split(alertEmail, ','), address => trim(address)), address => !empty(address))
+// The alert recipients ("a@x.com, b@y.com" is two). A blank one fails the deployment (no valid e-mail address),
+// it is never dropped silently; scripts/preprovision.sh refuses such a list before.
+var alertRecipients = [for address in split(alertEmail, ','): trim(address)]
 var tags = {
   'azd-env-name': environmentName
   app: 'bookings-triggers'
@@ -263,6 +264,7 @@ module alerts 'modules/alerts.bicep' = {
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     alertRecipients: alertRecipients
+    healthUrl: '${baseUrl}/api/health'
   }
 }
 
@@ -303,3 +305,7 @@ output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output NETWORK_ISOLATION bool = networkIsolation
+// The alert rules are named ALERT_NAME_PREFIX-<rule> (infra/modules/alerts.bicep; docs/operations.md uses them).
+output ALERT_NAME_PREFIX string = 'bookings-${resourceToken}'
+output ACTION_GROUP_NAME string = 'bookings-${resourceToken}-admins'
+output AVAILABILITY_TEST_NAME string = alerts.outputs.availabilityTestName
