@@ -5,7 +5,8 @@ meter provider, and a LoggingHandler on the ``shared`` logger with the filters `
 the exporter's), in memory instead of over the network. ``Captured.rows()`` turns what was recorded into
 Azure Monitor envelopes with the exporter's own conversion functions (azure-monitor-opentelemetry-exporter,
 what it would send), and each envelope into the row of the table ingestion stores it in (``ROW_COLUMNS``:
-Request -> requests, Event -> customEvents, Message -> traces, Metric -> customMetrics, with the classic
+Request -> requests, Event -> customEvents, Message -> traces, Metric -> customMetrics (and availabilityResults,
+which the availability test's agents write), with the classic
 Application Insights column names the alerts and the workbook query, as the tables AppRequests, AppEvents,
 AppTraces and AppMetrics list them under their classic names,
 https://learn.microsoft.com/azure/azure-monitor/app/convert-classic-resource#table-structure).
@@ -49,6 +50,14 @@ ROW_COLUMNS: dict[str, dict[str, str]] = {
                       "customDimensions": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
                       "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR", "cloud_RoleInstance": "VARCHAR",
                       "itemCount": "INTEGER"},
+    # Written by the availability test's agents, not by the app (no envelope here makes one): the runbook's
+    # queries over it are checked against its columns.
+    "availabilityResults": {"timestamp": "TIMESTAMP", "itemType": "VARCHAR", "id": "VARCHAR", "name": "VARCHAR",
+                            "location": "VARCHAR", "success": "BOOLEAN", "message": "VARCHAR", "size": "DOUBLE",
+                            "duration": "DOUBLE", "performanceBucket": "VARCHAR", "customDimensions": "JSON",
+                            "customMeasurements": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
+                            "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR",
+                            "cloud_RoleInstance": "VARCHAR", "itemCount": "INTEGER"},
 }
 _TABLE_OF = {"RequestData": "requests", "EventData": "customEvents", "MessageData": "traces",
              "MetricData": "customMetrics"}
