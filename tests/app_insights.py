@@ -243,9 +243,11 @@ def duration(iso: str) -> timedelta:
 
 
 def alert_rows(name: str, captured: Captured, **query: Any) -> list[dict[str, Any]]:
-    """The rows alert rule ``name``'s KQL returns over what was captured in the rule's window (windowSize: the
-    query sees nothing older): it fires when more than its threshold come back (every rule counts rows,
-    timeAggregation Count)."""
+    """The rows alert rule ``name``'s KQL returns over what was captured in the rule's window: it fires when more
+    than its threshold come back (every rule counts rows, timeAggregation Count). The query sees nothing older
+    than windowSize: "the period of time on which the alert query will be executed"; the query time range
+    defaults to windowSize x numberOfEvaluationPeriods, 1 here
+    (learn.microsoft.com/azure/templates/microsoft.insights/scheduledqueryrules)."""
     rule = alert_rule(name)
     return captured.query(rule["kql"], window=duration(rule["window"]), **query)
 

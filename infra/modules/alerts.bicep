@@ -2,7 +2,11 @@
 // Queries live in infra/queries/*.kql; each rule counts the rows its query returns in its window.
 // Two of them watch that the app is alive at all, whatever it logs: a standard availability test of the anonymous
 // /api/health from five places with a metric alert on it (app-unavailable), and app-silent, no heartbeat of the
-// app's own exporter for 15 minutes. Every rule notifies the one action group; docs/operations.md is the runbook.
+// app's own exporter for 15 minutes. No platform metric alert on the site: the app-level metrics Flex Consumption
+// documents are its billing meters (OnDemandFunctionExecutionCount, ...Units, AlwaysReady...), with no failure
+// dimension (learn.microsoft.com/azure/azure-functions/monitor-functions, "Analyze metrics"), and a host that cannot
+// load the app runs no function to count. Every rule notifies the one action group, whose receivers are who gets
+// the alert (learn.microsoft.com/azure/azure-monitor/alerts/action-groups); docs/operations.md is the runbook.
 
 param namePrefix string
 param location string

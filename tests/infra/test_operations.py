@@ -216,9 +216,9 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     bin_dir, state = tmp / "bin", tmp / "state"
     bin_dir.mkdir()
     state.mkdir()
-    for name, body in (("az", _AZ), ("azd", _AZD)):
+    for name, script in (("az", _AZ), ("azd", _AZD)):
         path = bin_dir / name
-        path.write_text(f"#!{sys.executable}\n{body}")
+        path.write_text(f"#!{sys.executable}\n{script}")
         path.chmod(0o755)
     where = deployed()
     parameters = re.findall(r"\$\{([A-Z_]+)", (INFRA / "main.parameters.json").read_text())
