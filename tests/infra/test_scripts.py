@@ -338,8 +338,8 @@ def test_no_deployment_has_an_action_group_without_a_receiver(main_bicep: dict[s
     assert receivers["config"]["emailAddress"] == "address"
     for name, res in alerts["resources"].items():
         if res["type"].lower() in ("microsoft.insights/scheduledqueryrules", "microsoft.insights/metricalerts"):
-            notified = body(res)["properties"]["actions"]
-            notified = notified["actionGroups"] if "actionGroups" in notified else [a["actionGroupId"] for a in notified]
+            actions = body(res)["properties"]["actions"]
+            notified = actions["actionGroups"] if "actionGroups" in actions else [a["actionGroupId"] for a in actions]
             assert notified == [{"operator": {"type": "property_accessor",
                                               "operands": {"operand_1": "actionGroup", "operand_2": "id"}}}], name
 
