@@ -133,10 +133,16 @@ param adminPrincipalId string = ''
 @allowed(['User', 'Group'])
 param adminPrincipalType string = 'User'
 
-@description('E-mail address for alerts. Empty: alerts show in the Azure portal only.')
-param alertEmail string = ''
+// No default, and never empty: an action group without a receiver makes every alert silent. scripts/preprovision.sh
+// asks for it (or stops with `azd env set ALERT_EMAIL ...`); a deployment that skips the hook stops here.
+@minLength(3)
+@description('E-mail addresses that receive every alert, comma-separated (azd: ALERT_EMAIL). Required.')
+param alertEmail string
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The alert recipients ("a@x.com, b@y.com" is two). A blank one fails the deployment (no valid e-mail address),
+// it is never dropped silently; scripts/preprovision.sh refuses such a list before.
+var alertRecipients = [for address in split(alertEmail, ','): trim(address)]
 var tags = {
   'azd-env-name': environmentName
   app: 'bookings-triggers'
@@ -274,7 +280,8 @@ module alerts 'modules/alerts.bicep' = {
     location: location
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
-    alertEmail: alertEmail
+    alertRecipients: alertRecipients
+    healthUrl: '${baseUrl}/api/health'
   }
 }
 
@@ -315,3 +322,7 @@ output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output NETWORK_ISOLATION bool = networkIsolation
+// The alert rules are named ALERT_NAME_PREFIX-<rule> (infra/modules/alerts.bicep; docs/operations.md uses them).
+output ALERT_NAME_PREFIX string = 'bookings-${resourceToken}'
+output ACTION_GROUP_NAME string = 'bookings-${resourceToken}-admins'
+output AVAILABILITY_TEST_NAME string = alerts.outputs.availabilityTestName

@@ -1,6 +1,7 @@
-# azd preprovision hook on Windows: the twin of scripts/preprovision.sh (read its header for why). Stops when
-# app registrations of this environment are soft-deleted (restore or purge them first), and sets
-# ASSIGN_GRAPH_APP_ROLES to false when the deployer may not make the admin grants. Needs az CLI signed in.
+# azd preprovision hook on Windows: the twin of scripts/preprovision.sh (read its header for why). Asks for
+# ALERT_EMAIL when it is unset (or stops with the command that sets it), stops when app registrations of this
+# environment are soft-deleted (restore or purge them first), and sets ASSIGN_GRAPH_APP_ROLES to false when the
+# deployer may not make the admin grants. The last two need az CLI signed in.
 $ErrorActionPreference = 'Stop'
 Set-Location (Join-Path $PSScriptRoot '..')
 
@@ -8,6 +9,33 @@ $graph = 'https://graph.microsoft.com/v1.0'
 $envName = $env:AZURE_ENV_NAME
 $privilegedRoleAdmin = 'e8611ab8-c189-46e8-94e1-60213ab1f814'
 $globalAdmin = '62e90394-69f5-4237-9190-012177145e10'
+
+# 0. Who receives the alerts: one or more addresses, comma-separated; never nobody.
+function Test-Addresses([string]$Value) {
+    if (-not $Value -or $Value -match '(^,|,$|,,)') { return $false }
+    foreach ($address in $Value.Split(',')) {
+        if ($address -notmatch '^[^@\s]+@[^@\s.][^@\s]*\.[^@\s.]+$') { return $false }
+    }
+    return $true
+}
+$alertEmail = $env:ALERT_EMAIL
+if (-not $alertEmail -and -not [Console]::IsInputRedirected) {
+    Write-Host "Alerts (the app stopped, deliveries failing, a Graph subscription about to expire, ...) are e-mailed."
+    $alertEmail = Read-Host "E-mail address(es) that receive them, comma-separated"
+}
+if (-not (Test-Addresses $alertEmail)) {
+    if (-not $alertEmail) {
+        Write-Host "STOP: ALERT_EMAIL is not set, so no alert would reach anybody. Set who receives them, then azd up again:"
+    } else {
+        Write-Host "STOP: '$alertEmail' is not a comma-separated list of e-mail addresses. Set who receives the alerts:"
+    }
+    Write-Host "    azd env set ALERT_EMAIL ops@contoso.com            (several: a@contoso.com,b@contoso.com)"
+    exit 1
+}
+if ($alertEmail -ne $env:ALERT_EMAIL) {
+    azd env set ALERT_EMAIL $alertEmail
+    Write-Host "ok: alerts go to $alertEmail (ALERT_EMAIL)"
+}
 
 $az = Get-Command az -ErrorAction SilentlyContinue
 if ($az) { az account show --output none 2>$null }

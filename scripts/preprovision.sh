@@ -1,7 +1,11 @@
 #!/bin/sh
-# azd preprovision hook: catches, before anything is deployed, the two traps that would otherwise fail the
-# deployment half-way with an Entra error (infra/README.md, "Deployment traps"):
+# azd preprovision hook: makes sure alerts reach a person, and catches, before anything is deployed, the two
+# traps that would otherwise fail the deployment half-way with an Entra error (infra/README.md, "Deployment traps"):
 #
+#   0. ALERT_EMAIL unset: the alerts' action group would have nobody to notify. Asked for when azd runs the
+#      hook at a terminal (azure.yaml `interactive: true` binds it to the console's stdin,
+#      learn.microsoft.com/azure/developer/azure-developer-cli/azd-extensibility) and saved with `azd env set`;
+#      otherwise (CI, no terminal) it stops with that command. infra/main.bicep refuses an empty value too.
 #   1. App registrations of this environment deleted within the last 30 days (`az ad app delete` after
 #      `azd down --purge`): Entra keeps them soft-deleted with their uniqueName, and creating them again
 #      fails ("Another object with the same value for property uniqueName already exists",
@@ -22,6 +26,42 @@ env_name="${AZURE_ENV_NAME:-}"
 # Directory role template ids (the same in every tenant).
 privileged_role_admin="e8611ab8-c189-46e8-94e1-60213ab1f814"
 global_admin="62e90394-69f5-4237-9190-012177145e10"
+
+# 0. Who receives the alerts: one or more addresses, comma-separated; never nobody.
+valid_addresses() {
+  case "$1" in
+    "" | ,* | *, | *,,*) return 1 ;;
+  esac
+  old_ifs=$IFS
+  IFS=,
+  for address in $1; do
+    case "$address" in
+      *[[:space:]]* | *@*@* | @* | *@ | *@.* | *.) IFS=$old_ifs; return 1 ;;
+      ?*@?*.?*) ;;
+      *) IFS=$old_ifs; return 1 ;;
+    esac
+  done
+  IFS=$old_ifs
+}
+alert_email="${ALERT_EMAIL:-}"
+if [ -z "$alert_email" ] && [ -t 0 ]; then
+  echo "Alerts (the app stopped, deliveries failing, a Graph subscription about to expire, ...) are e-mailed."
+  printf "E-mail address(es) that receive them, comma-separated: "
+  read -r alert_email || alert_email=""
+fi
+if ! valid_addresses "$alert_email"; then
+  if [ -z "$alert_email" ]; then
+    echo "STOP: ALERT_EMAIL is not set, so no alert would reach anybody. Set who receives them, then azd up again:"
+  else
+    echo "STOP: '${alert_email}' is not a comma-separated list of e-mail addresses. Set who receives the alerts:"
+  fi
+  echo "    azd env set ALERT_EMAIL ops@contoso.com            (several: a@contoso.com,b@contoso.com)"
+  exit 1
+fi
+if [ "$alert_email" != "${ALERT_EMAIL:-}" ]; then
+  azd env set ALERT_EMAIL "$alert_email"
+  echo "ok: alerts go to ${alert_email} (ALERT_EMAIL)"
+fi
 
 if ! command -v az >/dev/null 2>&1 || ! az account show --output none >/dev/null 2>&1; then
   echo "warning: az CLI is missing or not signed in (az login): skipped the checks for soft-deleted app"

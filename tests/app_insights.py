@@ -5,7 +5,8 @@ meter provider, and a LoggingHandler on the ``shared`` logger with the filters `
 the exporter's), in memory instead of over the network. ``Captured.rows()`` turns what was recorded into
 Azure Monitor envelopes with the exporter's own conversion functions (azure-monitor-opentelemetry-exporter,
 what it would send), and each envelope into the row of the table ingestion stores it in (``ROW_COLUMNS``:
-Request -> requests, Event -> customEvents, Message -> traces, Metric -> customMetrics, with the classic
+Request -> requests, Event -> customEvents, Message -> traces, Metric -> customMetrics (and availabilityResults,
+which the availability test's agents write), with the classic
 Application Insights column names the alerts and the workbook query, as the tables AppRequests, AppEvents,
 AppTraces and AppMetrics list them under their classic names,
 https://learn.microsoft.com/azure/azure-monitor/app/convert-classic-resource#table-structure).
@@ -49,6 +50,14 @@ ROW_COLUMNS: dict[str, dict[str, str]] = {
                       "customDimensions": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
                       "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR", "cloud_RoleInstance": "VARCHAR",
                       "itemCount": "INTEGER"},
+    # Written by the availability test's agents, not by the app (no envelope here makes one): the runbook's
+    # queries over it are checked against its columns.
+    "availabilityResults": {"timestamp": "TIMESTAMP", "itemType": "VARCHAR", "id": "VARCHAR", "name": "VARCHAR",
+                            "location": "VARCHAR", "success": "BOOLEAN", "message": "VARCHAR", "size": "DOUBLE",
+                            "duration": "DOUBLE", "performanceBucket": "VARCHAR", "customDimensions": "JSON",
+                            "customMeasurements": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
+                            "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR",
+                            "cloud_RoleInstance": "VARCHAR", "itemCount": "INTEGER"},
 }
 _TABLE_OF = {"RequestData": "requests", "EventData": "customEvents", "MessageData": "traces",
              "MetricData": "customMetrics"}
@@ -105,46 +114,57 @@ class Captured:
     metrics: Any
     # Added to every row's timestamp: "this happened that long ago", for rules that look at time passing.
     shift: timedelta = field(default=timedelta(0))
-    # Metrics as each export interval read them (collect()); none collected: one read at the end.
-    collected: list[Any] = field(default_factory=list)
+    # Metrics as each export interval read them (collect()), with how long ago that was; none collected: one
+    # read at the end.
+    collected: list[tuple[Any, timedelta]] = field(default_factory=list)
 
-    def collect(self) -> None:
-        """End one metric export interval: what the meters hold now becomes that interval's rows."""
-        self.collected.append(self.metrics.get_metrics_data())
+    def collect(self, ago: timedelta = timedelta(0)) -> None:
+        """End one metric export interval: what the meters hold now becomes that interval's rows, stamped
+        ``ago`` before now (export intervals of a process that ran for a while, without waiting for them)."""
+        self.collected.append((self.metrics.get_metrics_data(), ago))
 
     def envelopes(self) -> list[Any]:
+        return [envelope for envelope, _ in self._envelopes()]
+
+    def _envelopes(self) -> list[tuple[Any, timedelta]]:
         from azure.monitor.opentelemetry.exporter.export.logs._exporter import _convert_log_to_envelope
         from azure.monitor.opentelemetry.exporter.export.metrics._exporter import _convert_point_to_envelope
         from azure.monitor.opentelemetry.exporter.export.trace._exporter import _convert_span_to_envelope
 
-        found = [_convert_span_to_envelope(span) for span in self.spans.get_finished_spans()]
-        found += [_convert_log_to_envelope(record) for record in self.logs.get_finished_logs()]
-        for data in self.collected or [self.metrics.get_metrics_data()]:
+        now = timedelta(0)
+        found = [(_convert_span_to_envelope(span), now) for span in self.spans.get_finished_spans()]
+        found += [(_convert_log_to_envelope(record), now) for record in self.logs.get_finished_logs()]
+        for data, ago in self.collected or [(self.metrics.get_metrics_data(), now)]:
             for resource_metrics in (data.resource_metrics if data else []):
                 for scope_metrics in resource_metrics.scope_metrics:
                     for metric in scope_metrics.metrics:
-                        found += [_convert_point_to_envelope(point, metric.name, resource_metrics.resource,
-                                                             scope_metrics.scope)
+                        found += [(_convert_point_to_envelope(point, metric.name, resource_metrics.resource,
+                                                              scope_metrics.scope), ago)
                                   for point in metric.data.data_points]
         return found
 
     def rows(self) -> dict[str, list[dict[str, Any]]]:
         tables: dict[str, list[dict[str, Any]]] = {name: [] for name in ROW_COLUMNS}
-        for envelope in self.envelopes():
+        for envelope, ago in self._envelopes():
             converted = _row(envelope)
             if converted:
                 table, row = converted
-                row["timestamp"] -= self.shift
+                row["timestamp"] -= self.shift + ago
                 tables[table].append(row)
         return tables
 
-    def query(self, kql: str, extra: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
-        """Run ``kql`` over the captured rows (and ``extra`` ones); the rows it returns, as dicts."""
+    def query(self, kql: str, extra: dict[str, list[dict[str, Any]]] | None = None,
+              window: timedelta | None = None) -> list[dict[str, Any]]:
+        """Run ``kql`` over the captured rows (and ``extra`` ones), only those of the last ``window`` when given
+        (what a log alert rule's windowSize lets its query see); the rows it returns, as dicts."""
         import duckdb_kql
 
         tables = self.rows()
         for name, rows in (extra or {}).items():
             tables[name] = tables[name] + rows
+        if window is not None:
+            since = datetime.now(UTC).replace(tzinfo=None) - window
+            tables = {name: [r for r in rows if r["timestamp"] >= since] for name, rows in tables.items()}
         con = duckdb_kql.connect()
         for name, columns in ROW_COLUMNS.items():
             con.execute(f'CREATE TABLE "{name}" ({", ".join(f"{c} {t}" for c, t in columns.items())})')
@@ -211,10 +231,25 @@ def alert_rule(name: str) -> dict[str, Any]:
     return {**rule, "threshold": int(threshold), "kql": (INFRA / "modules" / path).resolve().read_text()}
 
 
+def duration(iso: str) -> timedelta:
+    """An ISO 8601 duration as alert rules write them (PT5M, PT1H, P1D)."""
+    import re
+
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", iso)
+    if not match:
+        raise ValueError(f"not a duration this harness knows: {iso}")
+    days, hours, minutes = (int(g or 0) for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes)
+
+
 def alert_rows(name: str, captured: Captured, **query: Any) -> list[dict[str, Any]]:
-    """The rows alert rule ``name``'s KQL returns over what was captured: it fires when more than its
-    threshold come back (every rule counts rows, timeAggregation Count)."""
-    return captured.query(alert_rule(name)["kql"], **query)
+    """The rows alert rule ``name``'s KQL returns over what was captured in the rule's window: it fires when more
+    than its threshold come back (every rule counts rows, timeAggregation Count). The query sees nothing older
+    than windowSize: "the period of time on which the alert query will be executed"; the query time range
+    defaults to windowSize x numberOfEvaluationPeriods, 1 here
+    (learn.microsoft.com/azure/templates/microsoft.insights/scheduledqueryrules)."""
+    rule = alert_rule(name)
+    return captured.query(rule["kql"], window=duration(rule["window"]), **query)
 
 
 def fires(name: str, rows: list[dict[str, Any]]) -> bool:

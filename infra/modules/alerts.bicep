@@ -1,14 +1,37 @@
 // Alert rules for admins, over the app's telemetry events (shared/contracts/events.py) in Application Insights.
 // Queries live in infra/queries/*.kql; each rule counts the rows its query returns in its window.
+// Two of them watch that the app is alive at all, whatever it logs: a standard availability test of the anonymous
+// /api/health from five places with a metric alert on it (app-unavailable), and app-silent, no heartbeat of the
+// app's own exporter for 15 minutes. No platform metric alert on the site: the app-level metrics Flex Consumption
+// documents are its billing meters (OnDemandFunctionExecutionCount, ...Units, AlwaysReady...), with no failure
+// dimension (learn.microsoft.com/azure/azure-functions/monitor-functions, "Analyze metrics"), and a host that cannot
+// load the app runs no function to count. Every rule notifies the one action group, whose receivers are who gets
+// the alert (learn.microsoft.com/azure/azure-monitor/alerts/action-groups); docs/operations.md is the runbook.
 
 param namePrefix string
 param location string
 param tags object
 param applicationInsightsId string
-@description('E-mail address that receives alerts. Empty: alerts show in the portal only.')
-param alertEmail string
+// At least one: an action group without a receiver makes every alert silent (a deployment with none stops here).
+@minLength(1)
+@description('E-mail addresses that receive every alert.')
+param alertRecipients array
 @description('Failed delivery attempts in 15 minutes above which the delivery alert fires.')
 param deliveryFailureThreshold int = 10
+@description('The anonymous health route the availability test calls: 200 when the app and its dependencies answer, 503 when one does not.')
+param healthUrl string
+// Where the availability test runs from (population names of
+// learn.microsoft.com/azure/azure-monitor/app/availability-standard-tests: East US, West Europe, Southeast Asia,
+// West US, North Europe). Five, and the alert at five minus two failing, as that page recommends ("alert location
+// threshold = number of test locations - 2, with a minimum of five test locations").
+@minLength(5)
+param availabilityTestLocations array = [
+  'us-va-ash-azr'
+  'emea-nl-ams-azr'
+  'apac-sg-sin-azr'
+  'us-ca-sjc-azr'
+  'emea-gb-db3-azr'
+]
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: '${namePrefix}-admins'
@@ -17,17 +40,29 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   properties: {
     groupShortName: 'bookingtrig'
     enabled: true
-    emailReceivers: empty(alertEmail) ? [] : [
-      {
-        name: 'admins'
-        emailAddress: alertEmail
-        useCommonAlertSchema: true
-      }
-    ]
+    // Declared state: receivers added in the portal are replaced at the next provision; list them in ALERT_EMAIL.
+    emailReceivers: [for (address, i) in alertRecipients: {
+      name: 'admins-${i}'
+      emailAddress: address
+      useCommonAlertSchema: true
+    }]
   }
 }
 
 var rules = [
+  {
+    // The heartbeat: the queue-metrics timer records the poison queues' lengths every 5 minutes through the app's
+    // own exporter. None for 15 minutes: the app did not start, its worker or timers stopped, or its exporter
+    // cannot send; every other rule, counting what the app sends, would stay quiet then.
+    name: 'app-silent'
+    displayName: 'Bookings triggers: the app sent no telemetry for 15 minutes'
+    description: 'No heartbeat from the app (poison_queue_length, recorded every 5 minutes by the queue-metrics timer) for 15 minutes: the app did not start (a setting refused at import), its worker or timers stopped, or its Application Insights exporter cannot send. Notifications, deliveries and renewals may be stopped. See docs/operations.md.'
+    severity: 1
+    frequency: 'PT5M'
+    window: 'PT15M'
+    threshold: 0
+    query: loadTextContent('../queries/alert-app-silent.kql')
+  }
   {
     name: 'delivery-failures'
     displayName: 'Bookings triggers: deliveries to flows failing'
@@ -160,5 +195,79 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
   }
 }]
 
+// Outside in: Application Insights calls /api/health every 5 minutes from each location (a failure counts once 3
+// quick attempts failed: RetryEnabled). Standard tests are billed per execution (5 locations x 288 a day); each is
+// one execution of the health function and one requests row. learn.microsoft.com/azure/azure-monitor/app/availability-standard-tests
+resource healthTest 'Microsoft.Insights/webtests@2022-06-15' = {
+  name: '${namePrefix}-health'
+  location: location
+  // The link that makes the portal show the test under its Application Insights resource.
+  tags: union(tags, {
+    'hidden-link:${applicationInsightsId}': 'Resource'
+  })
+  kind: 'standard'
+  properties: {
+    SyntheticMonitorId: '${namePrefix}-health'
+    Name: 'Bookings triggers: GET /api/health'
+    Description: 'The app and its storage, queues and Graph endpoint answer (200); anything else, or no answer within 30 seconds, fails.'
+    Enabled: true
+    Frequency: 300
+    Timeout: 30
+    Kind: 'standard'
+    RetryEnabled: true
+    Locations: [for id in availabilityTestLocations: {
+      Id: id
+    }]
+    Request: {
+      RequestUrl: healthUrl
+      HttpVerb: 'GET'
+      ParseDependentRequests: false
+      FollowRedirects: false
+    }
+    ValidationRules: {
+      ExpectedHttpStatusCode: 200
+      SSLCheck: true
+      SSLCertRemainingLifetimeCheck: 7
+    }
+  }
+}
+
+// Fires when 3 of the 5 locations fail (evaluated every minute over 5): within about 10 minutes of the app
+// stopping answering. As the quickstart "Metric alert rule for an availability test" builds it
+// (azure.microsoft.com/resources/templates/monitoring-webtest-metric-alert).
+resource healthAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${namePrefix}-app-unavailable'
+  location: 'global'
+  tags: union(tags, {
+    'hidden-link:${applicationInsightsId}': 'Resource'
+    'hidden-link:${healthTest.id}': 'Resource'
+  })
+  properties: {
+    description: 'GET /api/health failed from at least 3 of 5 places: the app is stopped, does not start, or a dependency (storage, Graph) does not answer. Graph notifications and Power Automate calls fail meanwhile. See docs/operations.md.'
+    severity: 1
+    enabled: true
+    scopes: [
+      healthTest.id
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria'
+      webTestId: healthTest.id
+      componentId: applicationInsightsId
+      failedLocationCount: length(availabilityTestLocations) - 2
+    }
+    autoMitigate: true
+    actions: [
+      {
+        actionGroupId: actionGroup.id
+      }
+    ]
+  }
+}
+
 output actionGroupId string = actionGroup.id
+output availabilityTestName string = healthTest.name
+output availabilityAlertName string = healthAlert.name
 output ruleNames array = [for rule in rules: '${namePrefix}-${rule.name}']

@@ -21,8 +21,8 @@ span the exporter turns into a ``requests`` row (name ``POST /api/graph/notifica
 url without its query); events and log lines emitted inside it carry its operation_Id. On Azure the Python
 worker makes the invocation's trace context current first (``PYTHON_ENABLE_OPENTELEMETRY``), so the span, and
 everything logged in a queue or timer invocation, shares the Functions host's operation_Id for it.
-``record_gauge(name, value, queue=...)`` sets a metric of ``shared.contracts.events.METRICS`` (a
-``customMetrics`` row per export interval).
+``record_gauge(name, value, queue=...)`` records one measurement of a metric of ``shared.contracts.events.METRICS``:
+one ``customMetrics`` row, at the next export, and none after it (``_FreshGauge``).
 
 The app's log records reach Application Insights once: through the exporter's handler on the ``shared``
 logger only. With export on they no longer propagate to the root logger, where the Functions worker would
@@ -36,6 +36,7 @@ The correlation id travels the same way: each entry point (HTTP request, queue m
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ _configured = False
 # Set by use_providers (configure_monitoring, or a test's in-memory pipeline); None: nothing is exported.
 _tracer: Any = None
 _meter: Any = None
-_gauges: dict[str, Any] = {}
+_gauges: dict[str, _FreshGauge] = {}
 
 
 @contextmanager
@@ -214,8 +215,39 @@ def request_span(method: str, route: str, url: str) -> Iterator[RequestRecord]:
                 span.set_status(Status(StatusCode.ERROR))
 
 
+class _FreshGauge:
+    """An observable gauge that reports each recorded measurement once, at the next collection, then nothing.
+
+    A synchronous gauge (``meter.create_gauge``) keeps its last value and, with the cumulative temporality the
+    Azure Monitor exporter uses for it, re-exports that value at every collection for as long as the process
+    lives (opentelemetry-sdk ``_LastValueAggregation.collect``; the exporter's
+    ``APPLICATIONINSIGHTS_METRIC_TEMPORALITIES`` lists no Gauge, so it is cumulative). With several instances, one
+    that measured 0 an hour ago keeps sending 0 beside another instance's fresh 5, and an alert over the
+    smallest value never fires. An observable gauge's value is reset after each collection, so what this
+    callback hands over is reported once: the rows are the measurements, whichever instance made them.
+    (Observable gauges with callbacks: learn.microsoft.com/azure/azure-monitor/app/opentelemetry-add-modify,
+    "Add custom metrics".) One per meter, so each process (each meter provider) reports only its own."""
+
+    def __init__(self, meter: Any, name: str) -> None:
+        self._pending: dict[tuple[tuple[str, str], ...], tuple[float, dict[str, str]]] = {}
+        self._lock = threading.Lock()  # set() runs on the event loop, the callback on the exporter's thread
+        meter.create_observable_gauge(name, callbacks=[self._observe])
+
+    def set(self, value: float, attributes: dict[str, str]) -> None:
+        with self._lock:
+            self._pending[tuple(sorted(attributes.items()))] = (value, attributes)
+
+    def _observe(self, options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return [Observation(value, attributes) for value, attributes in pending.values()]
+
+
 def record_gauge(name: str, value: float, **dimensions: Any) -> None:
-    """Set metric ``name`` (a constant of ``shared.contracts.events.METRICS``) for these dimensions."""
+    """Record one measurement of metric ``name`` (a constant of ``shared.contracts.events.METRICS``) for these
+    dimensions: one ``customMetrics`` row at the next export, never repeated (``_FreshGauge``)."""
     allowed = events.METRICS.get(name)
     if allowed is None:
         raise ValueError(f"Unknown metric {name!r}: declare it in shared/contracts/events.py first.")
@@ -226,7 +258,7 @@ def record_gauge(name: str, value: float, **dimensions: Any) -> None:
         return
     gauge = _gauges.get(name)
     if gauge is None:
-        gauge = _gauges[name] = _meter.create_gauge(name)
+        gauge = _gauges[name] = _FreshGauge(_meter, name)
     gauge.set(value, attributes)
 
 

@@ -140,7 +140,8 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
 
 # --- metrics (customMetrics rows: name, value, customDimensions) ------------------------------------
 # Length of each poison queue (approximate message count, as storage reports it), measured by the
-# queue-metrics timer (QUEUE_METRICS_SCHEDULE). The poison-queue-length alert fires when one stays above 0.
+# queue-metrics timer (QUEUE_METRICS_SCHEDULE), one row per queue and measurement. The poison-queue-length alert
+# fires when one stays above 0; the app-silent alert when none came for 15 minutes (the app's heartbeat).
 # (OpenTelemetry instrument names are case-insensitive and the SDK lower-cases them: the row's name is this.)
 POISON_QUEUE_LENGTH = "poison_queue_length"
 

@@ -4,7 +4,8 @@ Each poison queue (``mailbox-changes-poison``, ``subscription-tasks-poison``, ``
 consumer that empties it within seconds (``shared.workers.poison``, ``shared.workers.delivery.handle_poison``),
 so a length above 0 at every measurement of half an hour means that consumer is failing or switched off:
 the poison-queue-length alert. Azure Storage's own metrics count messages per account, not per queue, hence
-this measurement (``poison_queue_length``, dimension ``queue``: a ``customMetrics`` row per queue).
+this measurement (``poison_queue_length``, dimension ``queue``: one ``customMetrics`` row per queue and
+measurement, from the instance that ran the timer: ``record_gauge`` never repeats a value at later exports).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.infra import fakes as fake
-from tests.infra.conftest import INFRA, ROOT, parse
+from tests.infra.conftest import INFRA, ROOT, body, parse
 
 OUTPUTS = {
     "AZURE_FUNCTION_APP_NAME": "func-bookings-abc",
@@ -128,15 +128,16 @@ def test_connector_files_refuse_to_run_without_the_tenant(tmp_path) -> None:
 MI = "3f1c0000-0000-4000-8000-00000000mi01"
 
 
-def _hook(script: str, tmp_path: Path, fakes: tuple[str, ...] = ("az", "azd"), **extra: str
-          ) -> subprocess.CompletedProcess[str]:
+def _hook(script: str, tmp_path: Path, fakes: tuple[str, ...] = ("az", "azd"), stdin: Any = subprocess.DEVNULL,
+          **extra: str) -> subprocess.CompletedProcess[str]:
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     state.mkdir(parents=True, exist_ok=True)
     fake.install(bin_dir, *fakes)
     env = {"PATH": fake.path_with(bin_dir), "FAKE_STATE": str(state), "AZURE_ENV_NAME": "dev",
-           "MANAGED_IDENTITY_PRINCIPAL_ID": MI, "GRANT_RETRY_SECONDS": "0", **OUTPUTS, **extra}
+           "MANAGED_IDENTITY_PRINCIPAL_ID": MI, "GRANT_RETRY_SECONDS": "0", "ALERT_EMAIL": "ops@contoso.test",
+           **OUTPUTS, **extra}
     return subprocess.run([str(ROOT / "scripts" / script)], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+                          check=False, stdin=stdin)
 
 
 def _log(tmp_path: Path, name: str) -> list[str]:
@@ -275,3 +276,80 @@ def test_every_hook_has_a_powershell_twin_and_the_twins_read_declared_outputs(ma
         for required in re.findall(r"Require-AzdValue @\(([^)]*)\)", text):
             names = set(re.findall(r"'([A-Z_]+)'", required))
             assert names <= outputs, f"{twin.name} requires {names - outputs}, which main.bicep does not output"
+
+
+# --- alerts reach a person: ALERT_EMAIL is asked for, or the deployment stops (scripts/preprovision.*) ---------
+
+
+def test_preprovision_without_a_terminal_stops_until_alert_email_is_set(tmp_path: Path) -> None:
+    run = _hook("preprovision.sh", tmp_path, ALERT_EMAIL="")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "STOP: ALERT_EMAIL is not set" in run.stdout
+    assert "azd env set ALERT_EMAIL ops@contoso.com" in run.stdout
+    assert _log(tmp_path, "azd") == [] and _log(tmp_path, "az") == []  # nothing else ran
+
+
+def test_preprovision_refuses_what_is_not_an_address_list(tmp_path: Path) -> None:
+    for i, value in enumerate(("nobody", "ops@contoso", "ops@contoso.com,", "a@b.com,,c@d.com", "a b@c.com")):
+        run = _hook("preprovision.sh", tmp_path / str(i), ALERT_EMAIL=value)
+        assert run.returncode == 1 and "is not a comma-separated list" in run.stdout, value
+    ok = _hook("preprovision.sh", tmp_path / "ok", ALERT_EMAIL="a@contoso.com,b@fabrikam.co.jp",
+               ASSIGN_GRAPH_APP_ROLES="false")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert _log(tmp_path / "ok", "azd") == []  # already set: not written again
+
+
+def test_preprovision_at_a_terminal_asks_and_saves_alert_email(tmp_path: Path) -> None:
+    import pty
+
+    # azd runs the hook with the console's stdin (azure.yaml: interactive: true): a terminal.
+    assert all(hook["interactive"] is True for hook in _hooks()["preprovision"].values())
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"ops@contoso.test\n")
+        run = _hook("preprovision.sh", tmp_path, stdin=terminal, ALERT_EMAIL="", ASSIGN_GRAPH_APP_ROLES="false")
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "E-mail address(es) that receive them" in run.stdout
+    assert [c.split(" | ")[1] for c in _log(tmp_path, "azd")] == ["env set ALERT_EMAIL ops@contoso.test"]
+
+
+def _hooks() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+
+
+def test_no_deployment_has_an_action_group_without_a_receiver(main_bicep: dict[str, Any]) -> None:
+    # The parameter has no default and refuses an empty value; azd hands it ALERT_EMAIL, with no default either.
+    param = main_bicep["parameters"]["alertEmail"]
+    assert param.get("default") is None
+    assert {"type": "min_length", "argument": 3} in param["decorators"]
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["alertEmail"]["value"] == "${ALERT_EMAIL}"
+    # What main hands the alerts module comes from it, and the module refuses an empty list ...
+    assert main_bicep["modules"]["alerts"]["config"]["params"]["alertRecipients"] == "alertRecipients"
+    assert "alertEmail" in json.dumps(main_bicep["variables"]["alertRecipients"])
+    alerts = parse("modules/alerts.bicep")
+    decorators = alerts["parameters"]["alertRecipients"]["decorators"]
+    assert any(d["type"] == "min_length" and d["argument"] == 1 for d in decorators)
+    # ... whose one action group has a receiver per recipient, unconditionally, and every rule notifies it.
+    (group,) = [r for r in alerts["resources"].values() if r["type"].lower() == "microsoft.insights/actiongroups"]
+    receivers = group["config"]["properties"]["emailReceivers"]
+    assert receivers["loop_type"]["detail"]["array_name"] == "alertRecipients" and receivers["condition"] is None
+    assert receivers["config"]["emailAddress"] == "address"
+    for name, res in alerts["resources"].items():
+        if res["type"].lower() in ("microsoft.insights/scheduledqueryrules", "microsoft.insights/metricalerts"):
+            actions = body(res)["properties"]["actions"]
+            notified = actions["actionGroups"] if "actionGroups" in actions else [a["actionGroupId"] for a in actions]
+            assert notified == [{"operator": {"type": "property_accessor",
+                                              "operands": {"operand_1": "actionGroup", "operand_2": "id"}}}], name
+
+
+def test_the_powershell_twin_asks_for_alert_email_too() -> None:
+    text = (ROOT / "scripts" / "preprovision.ps1").read_text()
+    assert "[Console]::IsInputRedirected" in text and "Read-Host" in text
+    assert "azd env set ALERT_EMAIL $alertEmail" in text and "azd env set ALERT_EMAIL ops@contoso.com" in text
+    assert text.index("ALERT_EMAIL") < text.index("Get-Command az")  # before, and whatever, the az checks

@@ -5,6 +5,7 @@ would store of what the app emitted (tests/app_insights.py)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -59,6 +60,42 @@ async def test_a_poison_queue_nobody_empties_fires_the_length_alert(queues) -> N
         await queue_metrics.measure_poison_queues()
         drained.collect()
     assert alert_rows("poison-queue-length", drained) == []
+
+
+async def test_a_stale_zero_from_another_instance_does_not_mask_a_stuck_poison_queue(queues) -> None:  # noqa: F811
+    # Two instances of the app, each with its own exporter (meter provider), over 35 minutes. Instance A ran the
+    # queue-metrics timer once, 35 minutes ago, while the poison queue was empty, and has served HTTP since:
+    # its exporter collects every minute. Since then the timer ran on instance B (any instance may take it),
+    # every 5 minutes, while a message sat in the poison queue nobody empties.
+    def minutes(n: int) -> timedelta:
+        return timedelta(minutes=n)
+
+    with capture() as a:
+        await queue_metrics.measure_poison_queues()
+    a.collect(ago=minutes(35))
+    for ago in range(34, -1, -1):
+        a.collect(ago=minutes(ago))
+    await get_store().queue(POISON).send_message(json.dumps(hint_message()))
+    with capture() as b:
+        for ago in (25, 20, 15, 10, 5, 0):
+            await queue_metrics.measure_poison_queues()
+            b.collect(ago=minutes(ago))
+    measured = [r for r in a.rows()["customMetrics"] if json.loads(r["customDimensions"])["queue"] == POISON]
+    # A's one measurement is one row: a gauge that repeated it at each of A's 36 collections would put a stale 0
+    # into the rule's 30-minute window beside B's 1s, and min(value) would never be above 0.
+    assert [r["value"] for r in measured] == [0.0]
+    (row,) = alert_rows("poison-queue-length", a, extra=b.rows())
+    assert fires("poison-queue-length", [row])
+    assert (row["queue"], row["measurements"], row["shortest"]) == (POISON, 6, 1.0)
+
+    # Healthy: B's consumer empties it, B measures 0 from then on, and the rule stays quiet beside A.
+    async for message in get_store().queue(POISON).receive_messages(max_messages=32):
+        await get_store().queue(POISON).delete_message(message)
+    with capture() as healthy:
+        for ago in (25, 20, 15, 10, 5, 0):
+            await queue_metrics.measure_poison_queues()
+            healthy.collect(ago=minutes(ago))
+    assert alert_rows("poison-queue-length", a, extra=healthy.rows()) == []
 
 
 async def test_an_appointment_storage_refuses_fires_the_not_stored_alert(
