@@ -51,7 +51,7 @@ class ReplayAnswer(TypedDict):
 
 @endpoint
 async def list_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
-    """The mailbox's dead letters, oldest first; callback URLs are never shown."""
+    """A page of the mailbox's dead letters in id order (``nextLink`` to the next); callback URLs are never shown."""
     mailbox, _ = await administered_mailbox(req)
     top = _page_size(req.params.get("top"))
     raw_after = req.params.get("after")
