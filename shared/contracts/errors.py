@@ -194,6 +194,24 @@ CATALOGUE: dict[str, ErrorText] = {
         "一覧 (Bookings ビジネスの予定フローの一覧) からフローを選んでください。"
         "削除されたか、トリガーが変更された可能性があります。",
     ),
+    # --- test events and dead-letter replay: what cannot be used to flood (issue 25, item 4) ---
+    "TooManyTestEvents": ErrorText(
+        429,
+        "The flow {id} was sent test events too often: at most {burst} at once, then {perMinute} a minute.",
+        "Wait {seconds} seconds, then send the test event again.",
+        "フロー {id} へのテスト イベントの送信が多すぎます "
+        "(一度に {burst} 件まで、その後は 1 分あたり {perMinute} 件まで)。",
+        "{seconds} 秒待ってから、もう一度テスト イベントを送信してください。",
+    ),
+    "DeadLetterBeingReplayed": ErrorText(
+        409,
+        "The dead letter {id} is being replayed by another request right now.",
+        "Nothing to do: it is on its way to the flow. List the dead letters in a few minutes; if it is there "
+        "again, its flow refused it again.",
+        "配信不能メッセージ {id} は、別の要求によって現在再送中です。",
+        "対応は不要です (フローへ送信中です)。数分後に配信不能メッセージの一覧を確認し、再び表示される場合はフローが"
+        "再度受け付けなかったことを示します。",
+    ),
     # --- dead letters; the remedies are for the business's administrators ---
     "DeadLetterNotFound": ErrorText(
         404,

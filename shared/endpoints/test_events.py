@@ -3,7 +3,8 @@
 A flow maker sees a trigger's dynamic content only once an appointment changes. This sends the flow a made-up
 ``AppointmentData`` for its trigger through the real delivery path (``shared.services.test_events``).
 
-Who may: the flow's creator, or an administrator of the business (as for deleting a flow). 202 with the event id.
+Who may: the flow's creator, or an administrator of the business (as for deleting a flow). 202 with the event id;
+``429 TooManyTestEvents`` with ``Retry-After`` beyond the flow's allowance (``shared.records.test_event_limit``).
 """
 
 from __future__ import annotations

@@ -10,28 +10,33 @@ is kept while this row exists), the flow, why it gave up (``Reason``: ``rejected
 | ``addressNotAllowed`` | ``redirected`` | ``poison``), the last answer (redacted, never a callback URL) and
 the attempts; ``docs/architecture.md`` lists its properties.
 
-Writing is an upsert: the same (event, flow) giving up twice keeps one row, the latest. Before it, the
+Writing is an upsert (a replace): the same (event, flow) giving up twice keeps one row, the latest. Before it, the
 mailbox is made due in the ``~index:deadletter`` due index (``shared.records.mailbox``, index rows), which
 is how the outbox sweep finds dead letters past their retention without scanning every partition.
 Listing and replay are ``shared.services.dead_letters`` (answered by ``shared.endpoints.dead_letters``); this
-module is storage only.
+module is storage only: the rows, a page of them in RowKey order after a cursor (``page``: a bounded read, however
+many letters a mailbox has), and the replay claim (``claim``: an ETag-guarded ``ReplayUntil``, so of two
+concurrent replays only one delivers a letter; a replay that died leaves the claim to lapse, and the letter is
+replayable again after ``REPLAY_CLAIM``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.adapters.logs import redact
 from shared.records.mailbox import (
     PREFIX_FILTER,
     due_rows,
+    if_unchanged,
     iso,
     mailbox_table,
     prefix_bounds,
@@ -45,6 +50,9 @@ from shared.records.mailbox import (
 DEADLETTER_PREFIX = "deadletter:"
 INDEX = "deadletter"
 ERROR_TEXT_CHARS = 1000
+# How long a replay owns a letter it claimed: far longer than one replay takes (a few storage calls), so only
+# a replay that died loses it.
+REPLAY_CLAIM = timedelta(minutes=5)
 # The id the API shows: "<eventId>.<flowId>" (a dot is safe in a URL path segment; ':' is not everywhere).
 _ID = re.compile(r"^([A-Za-z0-9-]{1,64})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 
@@ -99,6 +107,7 @@ class DeadLetter:
     last_attempt_at: datetime | None
     correlation_id: str
     etag: str = ""
+    replay_until: datetime | None = None  # claimed by a replay until then
 
     @property
     def id(self) -> str:
@@ -114,7 +123,12 @@ class DeadLetter:
             last_error=entity.get("LastError", ""), attempts=int(entity.get("Attempts", 0)),
             first_attempt_at=utc(entity.get("FirstAttemptAt")), last_attempt_at=utc(entity.get("LastAttemptAt")),
             correlation_id=entity.get("CorrelationId", ""), etag=entity.metadata.get("etag", ""),
+            replay_until=utc(entity.get("ReplayUntil")),
         )
+
+    def claimed(self, now: datetime) -> bool:
+        """Whether a replay owns the letter at ``now``."""
+        return self.replay_until is not None and self.replay_until > now
 
     def listing(self, flow_registered: bool) -> DeadLetterListing:
         return {
@@ -144,7 +158,8 @@ class DeadLetters:
             LastError=redact(error_text)[:ERROR_TEXT_CHARS], Attempts=attempts, FirstAttemptAt=first_attempt_at,
             LastAttemptAt=datetime.now(UTC), CorrelationId=correlation_id)
         await touch_due(INDEX, mailbox)  # before the row: the sweep's index is a superset
-        await self.table.upsert_entity(entity)
+        # Replace: a new giving-up is a new letter, free of an earlier replay's claim.
+        await self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return DeadLetter.from_entity(_WithMetadata(entity))
 
     async def get(self, mailbox: str, event_id: str, flow_id: str) -> DeadLetter | None:
@@ -157,6 +172,39 @@ class DeadLetters:
         letters = [DeadLetter.from_entity(row) for row in
                    await rows_with_prefix(mailbox, DEADLETTER_PREFIX, table=self.table)]
         return sorted(letters, key=lambda d: (d.last_attempt_at or datetime.min.replace(tzinfo=UTC), d.id))
+
+    async def page(self, mailbox: str, after: tuple[str, str] | None, top: int) -> tuple[list[DeadLetter], bool]:
+        """Up to ``top`` letters of the mailbox in RowKey (event, flow) order, after the letter ``after`` (its
+        event and flow ids); and whether more follow. One storage request of ``top + 1`` rows."""
+        query = f"PartitionKey eq @pk and {PREFIX_FILTER}"
+        parameters = {"pk": mailbox, **prefix_bounds(DEADLETTER_PREFIX)}
+        if after is not None:
+            query += " and RowKey gt @after"
+            parameters["after"] = row_key(*after)
+        letters: list[DeadLetter] = []
+        async for entity in self.table.query_entities(query, parameters=parameters, results_per_page=top + 1):
+            letters.append(DeadLetter.from_entity(entity))
+            if len(letters) > top:
+                break
+        return letters[:top], len(letters) > top
+
+    async def claim(self, letter: DeadLetter, now: datetime) -> DeadLetter | None:
+        """Claim the letter for one replay (ETag-guarded): the letter as claimed, or None when another replay
+        holds it, or it changed or went since it was read."""
+        if letter.claimed(now) or not letter.etag:
+            return None
+        until = now + REPLAY_CLAIM
+        claim = {"PartitionKey": letter.mailbox, "RowKey": row_key(letter.event_id, letter.flow_id),
+                 "ReplayUntil": until}
+        written: dict[str, Any] = {}
+
+        async def write() -> None:
+            written.update(await self.table.update_entity(
+                claim, mode=UpdateMode.MERGE, etag=letter.etag, match_condition=MatchConditions.IfNotModified))
+
+        if not await if_unchanged(write()):
+            return None
+        return replace(letter, etag=written.get("etag", ""), replay_until=until)
 
     async def event_ids(self, mailbox: str) -> set[str]:
         """Events of the mailbox that have at least one dead letter (their outbox rows must stay)."""

@@ -5,6 +5,14 @@ touches the event's outbox row (``LastEnqueuedAt``: the outbox sweep keeps it wh
 deletes the dead-letter row (``shared.records.dead_letters``). A dead letter that can never be delivered is
 discarded instead, and said so: its flow was removed since (``flowRemoved``), or its event is no longer stored
 (``eventNoLongerStored``). The admin API is ``shared.endpoints.dead_letters``.
+
+Each replay first claims its letter (``DeadLetters.claim``: ETag-guarded), so two replays at the same moment
+(two replay-all calls, or one and a replay of that letter) deliver a letter once, not twice: the one that lost the
+claim leaves the letter to the other (``beingReplayed``). A replay that dies after its claim leaves the letter
+claimed for ``REPLAY_CLAIM`` and then replayable again; one that dies after its enqueue leaves the row, and a later
+replay delivers again with the same ``Idempotency-Key`` (at-least-once, as every delivery).
+
+Listing is paged (``listing``: a bounded page after a cursor) and replay-all walks the same pages.
 """
 
 from __future__ import annotations
@@ -24,11 +32,19 @@ log = logging.getLogger(__name__)
 REPLAYED = "replayed"
 FLOW_REMOVED = "flowRemoved"
 EVENT_GONE = "eventNoLongerStored"
+BEING_REPLAYED = "beingReplayed"
 REASON_TEXT = {FLOW_REMOVED: "its flow has been removed since", EVENT_GONE: "its event is no longer stored"}
+# Replay-all reads the letters a page at a time.
+REPLAY_PAGE = 100
 
 
 async def replay(letter: DeadLetter, registry: FlowRegistry, store: DeadLetters) -> str:
-    """Replay one dead letter; returns ``replayed`` or why it was discarded."""
+    """Replay one dead letter; returns ``replayed``, why it was discarded, or ``beingReplayed`` when another
+    replay claimed it first (and this one did nothing)."""
+    claimed = await store.claim(letter, datetime.now(UTC))
+    if claimed is None:
+        return BEING_REPLAYED
+    letter = claimed  # its ETag is now the claim's: the deletes below are of the claimed row only
     if await registry.get_flow(letter.mailbox, letter.flow_id) is None:
         await store.delete(letter)
         return FLOW_REMOVED
@@ -57,30 +73,38 @@ async def replay_one(mailbox: str, event_id: str, flow_id: str) -> tuple[DeadLet
 
 
 async def replay_all(mailbox: str) -> list[tuple[DeadLetter, str]]:
-    """Replay every dead letter of the mailbox and report it; each with its outcome."""
+    """Replay every dead letter of the mailbox and report it; each with its outcome (letters another replay
+    claimed are left to it and not listed)."""
     store = DeadLetters()
     registry = FlowRegistry.default()
     outcomes: list[tuple[DeadLetter, str]] = []
     with telemetry_context(mailbox=mailbox):
-        # One at a time: a mailbox has a handful of flows and its dead letters are few; a storage failure
-        # half-way leaves the rest as they were, and the admin replays again.
-        for letter in await store.list(mailbox):
-            outcomes.append((letter, await replay(letter, registry, store)))
+        # One at a time: a storage failure half-way leaves the rest as they were, and the admin replays again.
+        after: tuple[str, str] | None = None
+        more = True
+        while more:
+            letters, more = await store.page(mailbox, after, REPLAY_PAGE)
+            for letter in letters:
+                outcome = await replay(letter, registry, store)
+                if outcome != BEING_REPLAYED:
+                    outcomes.append((letter, outcome))
+            after = (letters[-1].event_id, letters[-1].flow_id) if letters else None
         _report(mailbox, outcomes)
     return outcomes
 
 
-async def listing(mailbox: str) -> list[DeadLetterListing]:
-    """The mailbox's dead letters as the admin API lists them (no callback URL, no payload), oldest first."""
-    letters = await DeadLetters().list(mailbox)
-    flows = {flow.webhook_id for flow in await FlowRegistry.default().list_flows(mailbox)}
-    return [letter.listing(letter.flow_id in flows) for letter in letters]
+async def listing(mailbox: str, after: tuple[str, str] | None, top: int) -> tuple[list[DeadLetterListing], bool]:
+    """A page of the mailbox's dead letters as the admin API lists them (no callback URL, no payload), in id
+    order after the letter ``after`` (event and flow ids); and whether more follow."""
+    letters, more = await DeadLetters().page(mailbox, after, top)
+    flows = {flow.webhook_id for flow in await FlowRegistry.default().list_flows(mailbox)} if letters else set()
+    return [letter.listing(letter.flow_id in flows) for letter in letters], more
 
 
 def _report(mailbox: str, outcomes: list[tuple[DeadLetter, str]], flow_id: str | None = None) -> None:
     replayed = sum(1 for _, outcome in outcomes if outcome == REPLAYED)
     track_event(events.DEAD_LETTERS_REPLAYED, mailbox=mailbox, flowId=flow_id, replayedCount=replayed)
     for letter, outcome in outcomes:
-        if outcome != REPLAYED:
+        if outcome in REASON_TEXT:
             log.warning("dead letter %s of %s discarded on replay: %s", letter.id, mailbox, REASON_TEXT[outcome],
                         extra={"mailbox": mailbox})

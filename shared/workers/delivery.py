@@ -10,8 +10,9 @@ event). Outcomes:
 ===============================  ==================================================================
 2xx                              done; flow health: delivered count, last status, failures reset
 408, 429, 5xx, timeout,          retry: the message is enqueued again with ``attempt + 1`` and a
-connection error                 visibility delay (``Retry-After`` when given, else exponential back-off
-                                 with full jitter), until ``DELIVERY_RETRY_HOURS`` after
+connection error                 visibility delay (``Retry-After`` when given, at least 30 s and at most
+                                 an hour, else exponential back-off with full jitter; from the sixth
+                                 attempt on, at least 5 minutes), until ``DELIVERY_RETRY_HOURS`` after
                                  ``firstAttemptAt``; then a dead letter
 404, 410                         the flow is gone: unregister it (and release the mailbox's Graph
                                  subscription with its last flow)
@@ -22,6 +23,13 @@ address not allowed
 An attempt runs in named steps: ``_prepare`` (the event and the flow), ``_call`` (the POST), then
 ``_handle_success`` or ``_handle_failure`` (the flow gone, a retry within its window, or a dead letter).
 ``attempt`` is also what fan-out calls for its first attempts (``fan_out(..., attempt_now=attempt)``).
+
+The retry schedule is what a receiver cannot turn into a flood: its ``Retry-After`` is honoured but never
+below ``RETRY_AFTER_FLOOR_SECONDS`` (a receiver answering ``503`` with ``Retry-After: 1`` to everything once made
+21 POSTs per event in 31 s, sustainable for a day), and whatever it answers, one event is attempted at most
+``FAST_ATTEMPTS + MAX_ATTEMPTS_PER_HOUR`` times in any hour (``paced``): all from the message's ``attempt``, no
+storage call. A failed attempt logs one warning per flow per ``WARNING_INTERVAL_SECONDS`` (``_quiet``; the
+``DeliveryFailed`` telemetry event still has each attempt).
 
 Retries are our own messages, not the runtime's dequeue count: the runtime's retry (visibility timeout
 10 s, 5 dequeues) is far too short for a flow that is down for an hour, and is left for failures of this
@@ -35,11 +43,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
+from cachetools import LRUCache
 
 from shared.adapters.callback_client import Attempt, post
 from shared.adapters.logs import redact, redact_url
@@ -69,14 +79,33 @@ BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_CAP_SECONDS = 15 * 60.0
 # A Retry-After is honoured up to this; a larger (or absurd) value must not park a message for days.
 RETRY_AFTER_CAP_SECONDS = 60 * 60.0
+# ... and never below this: waiting longer than asked is allowed (RFC 9110, 10.2.3: Retry-After is how long the
+# client *ought* to wait), and "Retry-After: 1" on every answer must not become one POST a second per event.
+RETRY_AFTER_FLOOR_SECONDS = 30.0
+# The ceiling on attempts per event per hour: the first FAST_ATTEMPTS follow the back-off (quick retries for a
+# blip); after them an event's attempts are at least PACED_SECONDS apart, whatever the receiver answers. So in
+# any hour an event is attempted at most FAST_ATTEMPTS + MAX_ATTEMPTS_PER_HOUR times, and at most
+# MAX_ATTEMPTS_PER_HOUR once past the fast ones (plus one last attempt at the end of the retry window).
+FAST_ATTEMPTS = 6
+MAX_ATTEMPTS_PER_HOUR = 12
+PACED_SECONDS = 3600.0 / MAX_ATTEMPTS_PER_HOUR
+# A failing flow's retries log one warning per this many seconds, not one per attempt.
+WARNING_INTERVAL_SECONDS = 300.0
 
 
 def backoff_seconds(attempt: int, retry_after: float | None) -> float:
-    """Delay before attempt ``attempt + 1``: the receiver's Retry-After (capped), else full-jitter back-off."""
+    """Delay before attempt ``attempt + 1``: the receiver's Retry-After (at least the floor, at most the cap),
+    else full-jitter back-off."""
     if retry_after is not None:
-        return min(retry_after, RETRY_AFTER_CAP_SECONDS)
+        return min(max(retry_after, RETRY_AFTER_FLOOR_SECONDS), RETRY_AFTER_CAP_SECONDS)
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 32))
     return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+
+
+def paced(attempt: int, delay: float) -> float:
+    """``delay`` after attempt ``attempt`` (0-based), raised to ``PACED_SECONDS`` once the fast attempts are
+    spent: the ceiling on attempts per event per hour, computed from the message alone."""
+    return max(delay, PACED_SECONDS) if attempt + 1 >= FAST_ATTEMPTS else delay
 
 
 def _parsed(message: func.QueueMessage, queue: str) -> DeliveryMessage | None:
@@ -207,7 +236,7 @@ def _retry_delay(item: DeliveryMessage, result: Attempt) -> float | None:
     if remaining <= 0:
         return None
     # One last attempt at the deadline rather than giving up early.
-    return min(backoff_seconds(item["attempt"], result.retry_after), remaining)
+    return min(paced(item["attempt"], backoff_seconds(item["attempt"], result.retry_after)), remaining)
 
 
 async def _retry(prepared: _Prepared, result: Attempt, delay: float) -> None:
@@ -216,9 +245,37 @@ async def _retry(prepared: _Prepared, result: Attempt, delay: float) -> None:
     await deliveries.enqueue({**item, "attempt": item["attempt"] + 1}, delay)
     track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=True,
                 **_dimensions(prepared, result))
-    log.warning("delivery of event %s to flow %s at %s failed (%s); attempt %d in %.0f s", item["eventId"],
-                item["flowId"], redact_url(prepared.flow.callback_url), result.status_text, item["attempt"] + 2,
-                delay)
+    quieted = _quiet(item["flowId"])
+    if quieted is None:
+        return
+    log.warning("delivery of event %s to flow %s at %s failed (%s); attempt %d in %.0f s (%d more failed "
+                "attempt(s) to this flow since the last warning; at most one warning per flow every %.0f s)",
+                item["eventId"], item["flowId"], redact_url(prepared.flow.callback_url), result.status_text,
+                item["attempt"] + 2, delay, quieted, WARNING_INTERVAL_SECONDS)
+
+
+@dataclass
+class _Quiet:
+    """When this process last warned about a flow's failed attempts, and how many it left unlogged since."""
+
+    warned_at: float
+    unlogged: int = 0
+
+
+# Per flow; bounded (LRU): a flow evicted is warned about again at its next failure, which is all it costs.
+_warnings: LRUCache[str, _Quiet] = LRUCache(10_000)
+
+
+def _quiet(flow_id: str) -> int | None:
+    """None when this failure goes unlogged (the flow was warned about within the interval); else how many
+    failures went unlogged since the last warning, and the interval starts again."""
+    now = time.monotonic()
+    quiet = _warnings.get(flow_id)
+    if quiet is not None and now - quiet.warned_at < WARNING_INTERVAL_SECONDS:
+        quiet.unlogged += 1
+        return None
+    _warnings[flow_id] = _Quiet(now)
+    return quiet.unlogged if quiet is not None else 0
 
 
 def _dead_letter_reason(result: Attempt) -> str:

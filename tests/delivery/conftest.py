@@ -41,10 +41,14 @@ def receiver(receiver_server: Receiver) -> Receiver:
 
 @pytest.fixture
 async def env(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict]:
-    """Settings (loopback callbacks allowed, as locally), empty storage, no back-off between retries."""
+    """Settings (loopback callbacks allowed, as locally), empty storage, no back-off between retries: no floor
+    under a receiver's Retry-After, no pacing (tests/delivery/test_floods.py turns the real schedule back on)."""
     create_app_storage(azurite.connection_string)
     clean_app_storage(azurite.connection_string)
     monkeypatch.setattr(delivery, "BACKOFF_BASE_SECONDS", 0.0)
+    monkeypatch.setattr(delivery, "RETRY_AFTER_FLOOR_SECONDS", 0.0)
+    monkeypatch.setattr(delivery, "PACED_SECONDS", 0.0)
+    delivery._warnings.clear()
     yield app_env
     await callback_client.close_client()
     await get_store().close()

@@ -31,6 +31,24 @@ def test_retry_after_is_capped() -> None:
     assert delivery.backoff_seconds(0, 10 ** 9) == delivery.RETRY_AFTER_CAP_SECONDS
 
 
+def test_a_retry_after_below_the_floor_waits_the_floor() -> None:
+    """``Retry-After: 1`` on every answer once meant a POST a second per event for a day."""
+    assert delivery.RETRY_AFTER_FLOOR_SECONDS == 30
+    for asked in (0, 1, 29.9):
+        assert delivery.backoff_seconds(3, asked) == 30
+    assert delivery.backoff_seconds(3, 45) == 45
+
+
+def test_past_the_fast_attempts_an_event_is_paced() -> None:
+    """The ceiling on attempts per event per hour: after the first six, at least 5 minutes apart."""
+    assert delivery.PACED_SECONDS == 3600 / delivery.MAX_ATTEMPTS_PER_HOUR == 300
+    for attempt in range(delivery.FAST_ATTEMPTS - 1):
+        assert delivery.paced(attempt, 1.5) == 1.5  # quick retries for a blip
+    for attempt in (delivery.FAST_ATTEMPTS - 1, delivery.FAST_ATTEMPTS, 40):
+        assert delivery.paced(attempt, 1.5) == 300
+        assert delivery.paced(attempt, 900) == 900
+
+
 def test_backoff_is_full_jitter_under_an_exponential_ceiling_and_a_cap() -> None:
     random.seed(7)
     for attempt in range(0, 40):
