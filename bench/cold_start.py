@@ -68,7 +68,9 @@ def run_once(code: str) -> tuple[float, int, list[str]]:
     elapsed = time.perf_counter() - started
     out = process.stdout.read().decode() if process.stdout else ""
     if status != 0:
-        raise RuntimeError(f"variant failed: {process.stderr.read().decode() if process.stderr else ''}")
+        # The exit code (negative: killed by that signal) says what an empty stderr cannot.
+        raise RuntimeError(f"variant failed with exit code {os.waitstatus_to_exitcode(status)}: "
+                           f"{process.stderr.read().decode() if process.stderr else ''}")
     return elapsed, usage.ru_maxrss, json.loads(out.strip().splitlines()[-1])
 
 
