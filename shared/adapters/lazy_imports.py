@@ -21,6 +21,7 @@ top levels must never read a lazy module's attribute (that would import it, and 
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import threading
@@ -94,4 +95,8 @@ def warm_up(then: Callable[[], object] | None = None) -> threading.Thread:
     if _warm_up is None:
         _warm_up = threading.Thread(target=_import_all, args=(then,), name="warm-up imports", daemon=True)
         _warm_up.start()
+        # A process that ends within the warm-up (a script, a test's subprocess) waits for it: interpreter
+        # shutdown racing an import in a daemon thread can kill the process without a word (seen: a
+        # non-zero exit with an empty stderr in bench.cold_start and tests/unit/test_cold_start.py).
+        atexit.register(settled)
     return _warm_up
