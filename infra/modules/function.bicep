@@ -53,6 +53,7 @@ param callbackHostAllowlist string
 param renewalSchedule string
 param resyncSchedule string
 param resyncSpreadMinutes int
+param backupSchedule string
 param logLevel string
 
 var tenantId = tenant().tenantId
@@ -107,6 +108,7 @@ var appSettings = {
   DEAD_LETTER_RETENTION_DAYS: '30'
   OUTBOX_SWEEP_SCHEDULE: '0 */5 * * * *'
   QUEUE_METRICS_SCHEDULE: '0 */5 * * * *'
+  BACKUP_SCHEDULE: backupSchedule
   HEALTH_TIMEOUT_SECONDS: '3'
   LOG_LEVEL: logLevel
 }
