@@ -74,7 +74,7 @@ def test_deployment_readme_covers_the_journey_and_names_real_files() -> None:
     outputs = set(parse("main.bicep")["outputs"])
     for name in re.findall(r"`([A-Z][A-Z_]{6,})`", text):
         if name.startswith(("FUNCTION_INSTANCE", "FUNCTION_MAXIMUM", "FUNCTION_HTTP", "ASSIGN_", "ENABLE_", "MAX_",
-                            "ALERT_", "LOG_")):
+                            "ALERT_", "LOG_", "STORAGE_DELETE_")):
             assert f"${{{name}" in (ROOT / "infra" / "main.parameters.json").read_text(), name
         elif name not in ("AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_URL", "AUTH_SCOPE", "AUTH_ALLOWED_CLIENT_IDS"):
             assert name in outputs, f"README names {name}, which main.bicep does not output"
