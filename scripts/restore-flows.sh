@@ -50,8 +50,10 @@ trap 'rm -f "$answer"' EXIT
 
 # call METHOD PATH [BODY]: the answer's body in $answer; stops on anything but 200.
 call() {
+  set -- "$1" "$2" "${3:-}"
+  if [ -n "$3" ]; then set -- "$1" "$2" --data "$3"; else set -- "$1" "$2" --get; fi
   status=$(printf 'header = "x-functions-key: %s"\n' "$key" | curl --silent --show-error --config - \
-    --request "$1" --header 'Content-Type: application/json' ${3:+--data "$3"} \
+    --request "$1" --header 'Content-Type: application/json' "$3" ${4:+"$4"} \
     --output "$answer" --write-out '%{http_code}' "$url/api/$2")
   if [ "$status" != "200" ]; then
     echo "error: $1 /api/$2 answered $status:" >&2
