@@ -43,6 +43,10 @@ if args[:4] == ["ad", "app", "permission", "admin-consent"]:
 if args[:2] == ["ad", "app"] and "credential" in args:
     print("s3cr3t-value~" + "x" * 30)
     sys.exit(0)
+if args[:3] == ["functionapp", "keys", "list"]:
+    # `az functionapp keys list` answers {"functionKeys": {...}, "masterKey": "...", "systemKeys": {...}}.
+    print(os.environ.get("FAKE_AZ_MASTER_KEY", "fake-master-key") if "masterKey" in args else "")
+    sys.exit(0)
 if args[0] == "rest":
     url = args[args.index("--url") + 1]
     if "/directory/deletedItems/" in url:
