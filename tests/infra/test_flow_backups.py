@@ -75,11 +75,11 @@ class App:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._answer(app.pages.pop(0) if app.status == 200 else
                              {"error": {"code": "FlowExportNotFound", "message": "no export"}})
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._answer({"exports": [{"blob": "flows-20261207T023000Z.json", "flows": 3}]})
 
             def log_message(self, *args: Any) -> None:
