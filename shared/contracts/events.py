@@ -57,6 +57,8 @@ SUBSCRIPTION_COUNT = "subscriptionCount"  # live subscriptions (mailboxes with f
 RENEWAL_COUNT = "renewalCount"
 REPAIR_COUNT = "repairCount"
 DELETED_COUNT = "deletedCount"
+EXPORT = "export"  # a flow export's blob name in the flow-backups container
+MAILBOX_COUNT = "mailboxCount"
 
 # --- events ----------------------------------------------------------------------------------------
 # Registrations (the connector's webhook API).
@@ -83,6 +85,8 @@ DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
 QUEUE_MESSAGE_POISONED = "QueueMessagePoisoned"
 # The renewal sweep's heartbeat.
 RENEWAL_SWEEP_COMPLETED = "RenewalSweepCompleted"
+# The daily flow export.
+FLOWS_EXPORTED = "FlowsExported"
 
 _COMMON = (MAILBOX, CORRELATION_ID)
 
@@ -129,6 +133,9 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # when none came for 2 hours or earliestExpiresAt is under 6 hours away. mailbox: the earliest's.
     RENEWAL_SWEEP_COMPLETED: (*_COMMON, SUBSCRIPTION_ID, EARLIEST_EXPIRES_AT, SUBSCRIPTION_COUNT, RENEWAL_COUNT,
                               REPAIR_COUNT, DELETED_COUNT, DURATION_MS),
+    # Every flow export (BACKUP_SCHEDULE, daily): its blob, and every flow (flowCount, of all mailboxes) and mailbox
+    # it holds. None for a day means exports are failing: restores would start from an older one.
+    FLOWS_EXPORTED: (CORRELATION_ID, EXPORT, FLOW_COUNT, MAILBOX_COUNT, DURATION_MS),
 })
 
 # --- metrics (customMetrics rows: name, value, customDimensions) ------------------------------------

@@ -33,11 +33,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from shared.adapters.blobs import FLOW_BACKUP_CONTAINER, get_blobs
+from shared.adapters.monitoring import track_event
+from shared.contracts import events
 from shared.contracts.errors import ApiError
 from shared.records import flows
 from shared.records.flows import Flow, FlowLimitReached, FlowRegistry
@@ -97,6 +100,7 @@ async def export_flows(now: datetime | None = None) -> ExportSummary:
     """Write every flow registration to a new blob; storage work: the flows index query, one query per mailbox,
     one Put Blob."""
     now = now or datetime.now(UTC)
+    started = time.monotonic()
     await ensure_index(flows.INDEX, flows.backfill_index)
     every = await flows.all_flows()
     mailboxes = len({f.mailbox for f in every})
@@ -106,6 +110,8 @@ async def export_flows(now: datetime | None = None) -> ExportSummary:
     await get_blobs().put(FLOW_BACKUP_CONTAINER, name, json.dumps(document).encode(),
                           {"flows": str(len(every)), "mailboxes": str(mailboxes), "exportedat": iso(now)})
     log.info("flow export %s: %d flows of %d mailboxes", name, len(every), mailboxes)
+    track_event(events.FLOWS_EXPORTED, export=name, flowCount=len(every), mailboxCount=mailboxes,
+                durationMs=round((time.monotonic() - started) * 1000))
     return ExportSummary(name, len(every), mailboxes)
 
 

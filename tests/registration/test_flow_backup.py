@@ -63,6 +63,7 @@ async def test_the_export_holds_what_a_restore_needs_and_logs_no_callback_url(en
     caplog.set_level(logging.DEBUG)
     summary = await backup.export_flows()
     assert (summary.flows, summary.mailboxes) == (1, 1) and summary.blob.startswith("flows-")
+    assert "FlowsExported" in caplog.text  # the event a missing-export alert can count
     assert SIG not in caplog.text
     document = json.loads(await get_blobs().get(FLOW_BACKUP_CONTAINER, summary.blob))
     assert document["flows"] == [{"mailbox": CLINIC, "webhookId": flow.webhook_id, "trigger": "AppointmentUpdated",
