@@ -23,7 +23,10 @@ Callback URLs are secrets (their query string is the flow's signature): an expor
 without them cannot work, in a container readable only by identities with a blob data role on the account
 (docs/architecture.md, "Flow exports"). This module never logs one: its lines name blobs, mailboxes and counts.
 
-Restore is idempotent (a flow row that exists is left alone, ``ensure`` keeps an active subscription) and paged
+Each exported flow is judged as a registration is (whoever may write blobs could edit an export): a mailbox
+address, a webhook id this app issues, a known trigger, a callback URL the current ``CALLBACK_HOST_ALLOWLIST``
+admits (``shared.adapters.callback_urls``); a refused one is listed in the answer, with the reason (its host at
+most). Restore is idempotent (a flow row that exists is left alone, ``ensure`` keeps an active subscription) and paged
 (``after`` + ``limit`` mailboxes per call: one HTTP call stays far inside the Functions HTTP time limit whatever the
 number of mailboxes); ``dry_run`` writes nothing and says what it would do.
 """
@@ -34,16 +37,19 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from shared.adapters.blobs import FLOW_BACKUP_CONTAINER, get_blobs
+from shared.adapters.callback_urls import CallbackPolicy, check_notification_url
 from shared.adapters.monitoring import track_event
+from shared.adapters.settings import get_settings
 from shared.contracts import events
 from shared.contracts.errors import ApiError
 from shared.records import flows
-from shared.records.flows import Flow, FlowLimitReached, FlowRegistry
+from shared.records.flows import TRIGGERS, Flow, FlowLimitReached, FlowRegistry
 from shared.records.mailbox import ensure_index, iso, utc
 from shared.services import subscriptions
 
@@ -166,22 +172,51 @@ class RestoreReport:
                 "subscriptionsActive": self.subscriptions, "refused": self.refused, "next": self.next_after}
 
 
-async def _restore_mailbox(mailbox: str, items: list[ExportedFlow], report: RestoreReport) -> None:
+_KEY_FORBIDDEN = set("/\\#?") | {chr(c) for c in range(0x20)}
+
+
+async def _checked(item: Any, mailbox: str) -> Flow:
+    """The exported flow as a ``Flow``, judged as a registration judges it (an export can be edited by whoever may
+    write blobs): a mailbox address, a webhook id this app issues, a known trigger, and a callback URL the current
+    ``CALLBACK_HOST_ALLOWLIST`` admits. ``ValueError`` says why not, never with the URL's query string."""
+    if not isinstance(item, dict):
+        raise ValueError("not a flow")
+    if "@" not in mailbox or mailbox.startswith("~") or _KEY_FORBIDDEN & set(mailbox):
+        raise ValueError("not a mailbox address")
+    try:
+        webhook_id = str(uuid.UUID(str(item.get("webhookId"))))
+    except ValueError:
+        raise ValueError("not a webhook id this app issues") from None
+    if item.get("trigger") not in TRIGGERS:
+        raise ValueError("unknown trigger")
+    url = await check_notification_url(item.get("callbackUrl"), CallbackPolicy.from_settings(get_settings()))
+    try:
+        return _flow({**item, "mailbox": mailbox, "webhookId": webhook_id, "callbackUrl": url})
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("a field is missing or malformed") from None
+
+
+async def _restore_mailbox(mailbox: str, items: list[Any], report: RestoreReport) -> None:
     registry = FlowRegistry.default()
+    kept = 0
     for item in items:
-        flow = _flow(item)
+        try:
+            flow = await _checked(item, mailbox)
+        except ValueError as refusal:  # CallbackUrlRefused too: its reason names the host only
+            webhook_id = str(item.get("webhookId", "")) if isinstance(item, dict) else ""
+            report.refused.append({"mailbox": mailbox, "webhookId": webhook_id, "reason": str(refusal)})
+            continue
         if report.dry_run:
             exists = await registry.get_flow(mailbox, flow.webhook_id) is not None
             report.present, report.restored = report.present + exists, report.restored + (not exists)
             continue
         try:
-            if await registry.restore(flow):
-                report.restored += 1
-            else:
-                report.present += 1
+            restored = await registry.restore(flow)
         except FlowLimitReached as refusal:
             report.refused.append({"mailbox": mailbox, "webhookId": flow.webhook_id, "reason": str(refusal)})
-    if report.dry_run:
+            continue
+        report.restored, report.present, kept = report.restored + restored, report.present + (not restored), kept + 1
+    if report.dry_run or not kept:
         return
     try:
         await subscriptions.ensure(mailbox)
@@ -198,9 +233,9 @@ async def restore_flows(export: str | None = None, *, dry_run: bool = False, aft
     """Re-create the export's flows of up to ``limit`` mailboxes after ``after`` (by address), and their
     subscriptions. Idempotent; ``dry_run`` writes nothing."""
     name, document = await read_export(export)
-    by_mailbox: dict[str, list[ExportedFlow]] = {}
-    for item in document.get("flows", []):
-        by_mailbox.setdefault(str(item["mailbox"]).lower(), []).append(item)
+    by_mailbox: dict[str, list[Any]] = {}
+    for item in document.get("flows") or []:
+        by_mailbox.setdefault(str(item.get("mailbox", "") if isinstance(item, dict) else "").lower(), []).append(item)
     pending = [m for m in sorted(by_mailbox) if m > after.lower()]
     page = pending[:limit]
     report = RestoreReport(name, str(document.get("exportedAt", "")), dry_run, page,

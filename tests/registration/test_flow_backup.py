@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -24,6 +25,7 @@ from testing.storage import clean_app_storage
 
 SIG = "sig=VERY-SECRET-SIGNATURE"
 URL = f"https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?{SIG}"
+LOCAL = f"http://127.0.0.1:9/flows/a?{SIG}"  # what a restore admits locally (ALLOW_LOOPBACK_CALLBACKS, no DNS)
 
 
 @pytest.fixture
@@ -101,8 +103,9 @@ async def test_a_restore_into_a_full_mailbox_is_refused(env) -> None:
 
 
 async def test_a_dry_run_writes_nothing_and_reports_what_it_would_do(env) -> None:
-    await registry().register(CLINIC, "AppointmentCreated", URL, created_by_oid="o", created_by_upn="u")
-    await registry().register("salon@contoso.test", "AppointmentCreated", URL, created_by_oid="o", created_by_upn="u")
+    await registry().register(CLINIC, "AppointmentCreated", LOCAL, created_by_oid="o", created_by_upn="u")
+    await registry().register("salon@contoso.test", "AppointmentCreated", LOCAL, created_by_oid="o",
+                              created_by_upn="u")
     await backup.export_flows()
     await wipe()
     report = await backup.restore_flows(dry_run=True, limit=1)
@@ -110,6 +113,32 @@ async def test_a_dry_run_writes_nothing_and_reports_what_it_would_do(env) -> Non
     report = await backup.restore_flows(dry_run=True, after=report.next_after or "", limit=1)
     assert (report.mailboxes, report.next_after) == (["salon@contoso.test"], None)
     assert await flow_rows() == []
+
+
+async def test_an_edited_export_is_judged_as_registrations_are(env) -> None:
+    good = await registry().register(CLINIC, "AppointmentCreated", LOCAL, created_by_oid="o", created_by_upn="u")
+    summary = await backup.export_flows()
+    document = json.loads(await get_blobs().get(FLOW_BACKUP_CONTAINER, summary.blob))
+    template = document["flows"][0]
+    document["flows"] = [
+        {**template, "webhookId": "11111111-1111-4111-8111-111111111111",
+         "callbackUrl": f"https://attacker.example/hook?{SIG}"},  # not on the allowlist
+        {**template, "webhookId": "22222222-2222-4222-8222-222222222222", "callbackUrl": f"http://10.0.0.5/x?{SIG}"},
+        {**template, "webhookId": "not-a-uuid"},
+        {**template, "webhookId": "33333333-3333-4333-8333-333333333333", "trigger": "Whatever"},
+        {**template, "mailbox": "~index:flows", "webhookId": "44444444-4444-4444-8444-444444444444"},
+    ]
+    name = backup.blob_name(datetime.now(UTC) + timedelta(minutes=1))
+    await get_blobs().put(FLOW_BACKUP_CONTAINER, name, json.dumps(document).encode(), {})
+    await wipe()
+    report = await backup.restore_flows(name)  # not a dry run: nothing passes, so no subscription is asked for
+    reasons = {r["webhookId"]: r["reason"] for r in report.refused}
+    assert "not on the allowlist" in reasons["11111111-1111-4111-8111-111111111111"]
+    assert "22222222-2222-4222-8222-222222222222" in reasons and reasons["not-a-uuid"] and \
+        reasons["33333333-3333-4333-8333-333333333333"] == "unknown trigger"
+    assert reasons["44444444-4444-4444-8444-444444444444"] == "not a mailbox address"
+    assert (report.restored, report.subscriptions) == (0, 0) and SIG not in json.dumps(report.body())
+    assert await flow_rows() == [] and good.webhook_id not in reasons
 
 
 async def test_no_export_is_a_catalogued_404(env) -> None:
