@@ -18,12 +18,23 @@ from shared.adapters.monitoring import configure_monitoring_safely
 from shared.adapters.settings import get_settings
 from shared.adapters.storage import DELIVERIES_QUEUE, MAILBOX_CHANGES_QUEUE, SUBSCRIPTION_TASKS_QUEUE, poison_queue
 from shared.endpoints import appointments as appointment_api
+from shared.endpoints import backups as backup_api
 from shared.endpoints import cancellation, health, test_events
 from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
 from shared.endpoints import graph_notifications as notification_api
-from shared.workers import credential_expiry, delivery, outbox_sweep, poison, queue_metrics, reconcile, renewal, resync
+from shared.workers import (
+    backup,
+    credential_expiry,
+    delivery,
+    outbox_sweep,
+    poison,
+    queue_metrics,
+    reconcile,
+    renewal,
+    resync,
+)
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -117,6 +128,17 @@ async def dead_letters_replay(req: func.HttpRequest) -> func.HttpResponse:
     return await dead_letter_api.replay_dead_letters(req)
 
 
+# Operators only (the master key): the flow exports, and restoring one (scripts/restore-flows.sh).
+@app.route(route=backup_api.EXPORTS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+async def flow_exports(req: func.HttpRequest) -> func.HttpResponse:
+    return await backup_api.list_exports(req)
+
+
+@app.route(route=backup_api.RESTORE_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+async def restore_flows(req: func.HttpRequest) -> func.HttpResponse:
+    return await backup_api.restore(req)
+
+
 @app.queue_trigger(arg_name="msg", queue_name=MAILBOX_CHANGES_QUEUE, connection="AzureWebJobsStorage")
 async def reconcile_mailbox(msg: func.QueueMessage) -> None:
     await reconcile.handle_message(msg)
@@ -175,6 +197,10 @@ async def measure_queues(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="0 0 7 * * *", arg_name="timer", run_on_startup=False)
 async def check_credential_expiry(timer: func.TimerRequest) -> None:
     await credential_expiry.check_connector_secret()
+# Every flow registration to a new blob of the flow-backups container, daily by default (what a restore reads).
+@app.timer_trigger(schedule="%BACKUP_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def export_flows(timer: func.TimerRequest) -> None:
+    await backup.export_flows()
 
 
 # What importing the app created (the Azure SDKs and everything else above: ~80,000 objects) lives as

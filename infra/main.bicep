@@ -123,6 +123,12 @@ param resyncSchedule string = '0 0 * * * *'
 @minValue(0)
 param resyncSpreadMinutes int = 50
 
+@description('NCRONTAB schedule of the export of every flow registration to the flow-backups container (what scripts/restore-flows.sh restores from).')
+param backupSchedule string = '0 30 2 * * *'
+
+@description('A CanNotDelete lock on the storage account, which holds the only copy of the flow registrations and their exports. On by default: `azd down` then stops with ScopeLocked until the lock is removed (infra/README.md, "Removing the deployment").')
+param storageDeleteLock bool = true
+
 @allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
 param logLevel string = 'INFO'
 
@@ -177,6 +183,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     skuName: storageSkuName
     privateOnly: networkIsolation
+    deleteLock: storageDeleteLock
   }
 }
 
@@ -211,6 +218,7 @@ module rbac 'modules/rbac.bicep' = {
     principalId: identity.outputs.principalId
     adminPrincipalId: adminPrincipalId
     adminPrincipalType: adminPrincipalType
+    backupContainerName: storage.outputs.backupContainerName
   }
 }
 
@@ -262,6 +270,7 @@ module functionApp 'modules/function.bicep' = {
     renewalSchedule: renewalSchedule
     resyncSchedule: resyncSchedule
     resyncSpreadMinutes: resyncSpreadMinutes
+    backupSchedule: backupSchedule
     logLevel: logLevel
     connectorCredentialExpiresAt: connectorCredentialExpiresAt
   }
@@ -321,6 +330,7 @@ output MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED bool = !empty(entra.outputs.graphAp
 output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output FLOW_BACKUP_CONTAINER string = storage.outputs.backupContainerName
 output NETWORK_ISOLATION bool = networkIsolation
 // The alert rules are named ALERT_NAME_PREFIX-<rule> (infra/modules/alerts.bicep; docs/operations.md uses them).
 output ALERT_NAME_PREFIX string = 'bookings-${resourceToken}'

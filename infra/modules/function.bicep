@@ -53,6 +53,7 @@ param callbackHostAllowlist string
 param renewalSchedule string
 param resyncSchedule string
 param resyncSpreadMinutes int
+param backupSchedule string
 param logLevel string
 @description('When the connector client secret expires (ISO 8601), as scripts/connector-secret.sh recorded it; empty when unknown.')
 param connectorCredentialExpiresAt string = ''
@@ -111,6 +112,7 @@ var appSettings = {
   QUEUE_METRICS_SCHEDULE: '0 */5 * * * *'
   // Recorded by scripts/connector-secret.sh (azd env); the app warns from 30 days before.
   CONNECTOR_CREDENTIAL_EXPIRES_AT: connectorCredentialExpiresAt
+  BACKUP_SCHEDULE: backupSchedule
   HEALTH_TIMEOUT_SECONDS: '3'
   LOG_LEVEL: logLevel
 }

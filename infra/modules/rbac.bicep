@@ -12,11 +12,13 @@ param adminPrincipalId string = ''
 @description('What adminPrincipalId is: User or Group (a group names several administrators at once).')
 @allowed(['User', 'Group'])
 param adminPrincipalType string = 'User'
+param backupContainerName string
 
 // Built-in role definition ids (the same in every tenant).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // runtime: deployment package, host locks and timers
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // queue triggers, poison queues, app enqueues
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // mailbox state, snapshots, outbox
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // the flow exports (container flow-backups)
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Entra-authenticated telemetry ingestion
 // Read only, for administrators (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage).
 var adminReadRoles = [
@@ -38,6 +40,22 @@ resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource backupContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  name: '${storageAccountName}/default/${backupContainerName}'
+}
+
+// What the export and the restore need, on their container only. Blob Data Owner above covers it today; this one
+// keeps the exports working if the runtime's role is ever narrowed to its own containers.
+resource backupWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(backupContainer.id, principalId, storageBlobDataContributor)
+  scope: backupContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

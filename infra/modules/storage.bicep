@@ -14,6 +14,14 @@ param deploymentContainerName string
 param skuName string = 'Standard_GRS'
 @description('Reachable only through private endpoints (modules/network.bicep): public network access off.')
 param privateOnly bool = false
+@description('A CanNotDelete lock on the account (main.bicep storageDeleteLock).')
+param deleteLock bool = false
+
+// The daily export of the flow registrations (shared/services/backup.py, container name FLOW_BACKUP_CONTAINER in
+// shared/adapters/blobs.py): one new blob per run, kept backupRetentionDays, every overwritten or deleted state kept
+// as a version (versioning) and a deleted blob or container for 7 days (soft delete).
+var backupContainerName = 'flow-backups'
+var backupRetentionDays = 30
 
 var tableNames = [
   'mailboxes'
@@ -89,6 +97,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   parent: account
   name: 'default'
   properties: {
+    // Versioning keeps every earlier state of a blob written or deleted
+    // (learn.microsoft.com/azure/storage/blobs/versioning-overview); soft delete keeps a deleted blob or version
+    // 7 days (learn.microsoft.com/azure/storage/blobs/soft-delete-blob-overview). Versioning is per account: the
+    // runtime's blobs (timer status, package) get versions too, which the lifecycle rule below deletes.
+    isVersioningEnabled: true
     deleteRetentionPolicy: {
       enabled: true
       days: 7
@@ -106,6 +119,79 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: deploymentContainerName
   properties: {
     publicAccess: 'None'
+  }
+}
+
+resource backupContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: backupContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Versioning "may result in additional costs ... use a lifecycle management policy to automatically delete old
+// versions" (versioning-overview): previous versions of every blob go after backupRetentionDays, and so do exports.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-previous-versions'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob', 'appendBlob']
+            }
+            actions: {
+              version: {
+                delete: {
+                  daysAfterCreationGreaterThan: backupRetentionDays
+                }
+              }
+            }
+          }
+        }
+        {
+          name: 'expire-flow-exports'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: ['${backupContainerName}/flows-']
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: backupRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    blobService
+  ]
+}
+
+// Locking the account keeps `azd down` and a mistaken delete from removing it with every flow registration and
+// every export (Resource Manager locks: learn.microsoft.com/azure/azure-resource-manager/management/lock-resources).
+// It protects the account, not the data in it: "Locking a storage account does not protect containers or blobs
+// within that account from being deleted or overwritten" (learn.microsoft.com/azure/storage/common/lock-account-resource);
+// the exports, versioning and soft delete do that.
+resource lock 'Microsoft.Authorization/locks@2020-05-01' = if (deleteLock) {
+  name: 'keep-flow-registrations'
+  scope: account
+  properties: {
+    level: 'CanNotDelete'
+    notes: 'Holds every flow registration (table mailboxes) and their exports (container flow-backups). Remove this lock before azd down; restore: infra/README.md.'
   }
 }
 
@@ -134,5 +220,6 @@ output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
+output backupContainerName string = backupContainer.name
 output tableNames array = tableNames
 output queueNames array = queueNames

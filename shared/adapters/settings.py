@@ -219,6 +219,7 @@ STORAGE_CONNECTION = "AzureWebJobsStorage"
 STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
 STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
 STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"
+STORAGE_BLOB_URI = "AzureWebJobsStorage__blobServiceUri"  # the runtime's too; the app's flow exports use it
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -227,6 +228,7 @@ class StorageSettings:
     connection_string: str | None = field(default=None, repr=False)
     table_service_uri: str | None = None
     queue_service_uri: str | None = None
+    blob_service_uri: str | None = None  # only the flow export needs blobs (shared.adapters.blobs)
     client_id: str | None = None  # user-assigned managed identity; None = DefaultAzureCredential's choice
 
     @property
@@ -331,6 +333,9 @@ class Settings:
         "When the connector client's secret expires (ISO 8601), as scripts/connector-secret.sh recorded it. A daily "
         "check emits ConnectorSecretExpiring from 30 days before (the connector-secret-expiring alert). Empty: not "
         "recorded, a warning in the log each day.")
+    backup_schedule: str = _setting("BACKUP_SCHEDULE", "0 30 2 * * *", _ncrontab,
+        "NCRONTAB schedule of the export of every flow registration to the flow-backups blob container (what "
+        "scripts/restore-flows.sh restores from). Default daily at 02:30 UTC.")
     health_timeout_seconds: int = _setting("HEALTH_TIMEOUT_SECONDS", "3", _positive_int,
         "How long /api/health waits for each dependency.")
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level,
@@ -368,8 +373,11 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
                 )
             _url(name, value)
         client_id = env.get(STORAGE_CLIENT_ID, "").strip() or None
+        blob_uri = env.get(STORAGE_BLOB_URI, "").strip()
+        if blob_uri:
+            _url(STORAGE_BLOB_URI, blob_uri)
         return StorageSettings(table_service_uri=table_uri.rstrip("/"), queue_service_uri=queue_uri.rstrip("/"),
-                               client_id=client_id)
+                               blob_service_uri=blob_uri.rstrip("/") or None, client_id=client_id)
     raise SettingsError(
         f"Storage is not configured: set {STORAGE_CONNECTION} to a connection string (local, Azurite) or "
         f"{STORAGE_TABLE_URI} and {STORAGE_QUEUE_URI} (Azure, managed identity)."

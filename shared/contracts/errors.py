@@ -213,6 +213,18 @@ CATALOGUE: dict[str, ErrorText] = {
         "再度受け付けなかったことを示します。",
     ),
     # --- dead letters; the remedies are for the business's administrators ---
+    "FlowExportNotFound": ErrorText(
+        404,
+        "There is no flow export {export} in the flow-backups container.",
+        "Run scripts/restore-flows.sh --list to see the exports, and name one with --export; with none, the daily "
+        "export (BACKUP_SCHEDULE) has not run yet, or the container was emptied: undelete it (infra/README.md, "
+        "Restoring the flows).",
+        "flow-backups コンテナーにフローのエクスポート {export} はありません。",
+        "scripts/restore-flows.sh --list でエクスポートの一覧を確認し、--export で指定してください。"
+        "一覧が空の場合は、毎日のエクスポート (BACKUP_SCHEDULE) がまだ実行されていないか、"
+        "コンテナーが空にされています。"
+        "削除を取り消してください (infra/README.md の「Restoring the flows」)。",
+    ),
     "DeadLetterNotFound": ErrorText(
         404,
         "The Bookings business {business} has no dead letter {id}.",

@@ -58,6 +58,8 @@ RENEWAL_COUNT = "renewalCount"
 REPAIR_COUNT = "repairCount"
 DELETED_COUNT = "deletedCount"
 DAYS_LEFT = "daysLeft"  # whole days until a credential expires (negative: expired that many days ago)
+EXPORT = "export"  # a flow export's blob name in the flow-backups container
+MAILBOX_COUNT = "mailboxCount"
 
 # --- events ----------------------------------------------------------------------------------------
 # Registrations (the connector's webhook API).
@@ -86,6 +88,8 @@ QUEUE_MESSAGE_POISONED = "QueueMessagePoisoned"
 RENEWAL_SWEEP_COMPLETED = "RenewalSweepCompleted"
 # Credentials that expire.
 CONNECTOR_SECRET_EXPIRING = "ConnectorSecretExpiring"  # noqa: S105 (an event name)
+# The daily flow export.
+FLOWS_EXPORTED = "FlowsExported"
 
 _COMMON = (MAILBOX, CORRELATION_ID)
 
@@ -136,6 +140,9 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # error level once expired: every Power Automate connection then fails to sign in. expiresAt: that time;
     # daysLeft: whole days to it. shared/workers/credential_expiry.py; the connector-secret-expiring alert.
     CONNECTOR_SECRET_EXPIRING: (CORRELATION_ID, EXPIRES_AT, DAYS_LEFT),
+    # Every flow export (BACKUP_SCHEDULE, daily): its blob, and every flow (flowCount, of all mailboxes) and mailbox
+    # it holds. None for a day means exports are failing: restores would start from an older one.
+    FLOWS_EXPORTED: (CORRELATION_ID, EXPORT, FLOW_COUNT, MAILBOX_COUNT, DURATION_MS),
 })
 
 # --- metrics (customMetrics rows: name, value, customDimensions) ------------------------------------

@@ -320,6 +320,24 @@ class FlowRegistry:
             return False
         return True
 
+    async def restore(self, flow: Flow) -> bool:
+        """Put back a flow an export holds (``shared.services.backup``), with its own webhook id (Power Automate
+        deletes it by that id) and creation time, as ``register`` adds one: the index first, the quota and the flow
+        row in one transaction, the index again. False when the flow row is there already (nothing written), so
+        restoring twice is restoring once. ``FlowLimitReached`` when the mailbox is full."""
+        async with self._queue(flow.mailbox):
+            if await self._get(flow.mailbox, flow.row_key) is not None:
+                return False
+            await self._index(flow.mailbox)
+            try:
+                await self._register(flow)
+            except TooManyConcurrentChanges:
+                if await self._get(flow.mailbox, flow.row_key) is not None:
+                    return False  # another restore of the same export wrote it first
+                raise
+            await self._index(flow.mailbox)
+            return True
+
     async def unregister(self, mailbox: str, webhook_id: str) -> Unregistered:
         """Remove a flow and decrement the count in one transaction. Idempotent: gone already is fine."""
         async with self._queue(mailbox):
@@ -388,6 +406,20 @@ async def mailboxes_with_flows() -> list[str]:
     """Every mailbox that may have flows: the ``~index:flows`` partition (a superset: a sweep that finds one
     without flows drops it with ``drop_index_if_unused``)."""
     return [index_mailbox(e) for e in await index_rows(INDEX, select=["RowKey"])]
+
+
+async def all_flows(concurrency: int = 16) -> list[Flow]:
+    """Every registered flow (the export reads them): the ``~index:flows`` partition, then one query per
+    mailbox of its ``flow:`` rows. Callback URLs included: the caller holds secrets."""
+    registry = FlowRegistry.default()
+    limit = asyncio.Semaphore(concurrency)
+
+    async def of(mailbox: str) -> list[Flow]:
+        async with limit:
+            return await registry.list_flows(mailbox)
+
+    per_mailbox = await asyncio.gather(*(of(m) for m in sorted(await mailboxes_with_flows())))
+    return [flow for flows in per_mailbox for flow in flows]
 
 
 async def restore_index(mailbox: str) -> None:

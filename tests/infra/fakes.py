@@ -93,6 +93,10 @@ if args[:4] == ["functionapp", "config", "appsettings", "set"]:
     settings[name] = value
     settings_file.write_text(json.dumps(settings))
     sys.exit(0)
+if args[:3] == ["functionapp", "keys", "list"]:
+    # `az functionapp keys list` answers {"functionKeys": {...}, "masterKey": "...", "systemKeys": {...}}.
+    print(os.environ.get("FAKE_AZ_MASTER_KEY", "fake-master-key") if "masterKey" in args else "")
+    sys.exit(0)
 if args[0] == "rest":
     url = args[args.index("--url") + 1]
     if "/directory/deletedItems/" in url:

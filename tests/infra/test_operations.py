@@ -46,6 +46,9 @@ def deployed() -> dict[str, Any]:
         "appinsights": [_resolve(modules["monitoring"]["applicationInsightsName"], names)],
         "storage": [_resolve(modules["storage"]["name"], names)],
         "queues": storage["variables"]["queueNames"]["value"],
+        # pycep renders a conditional resource without its name: read it from the text.
+        "lock": re.search(r"resource lock [^\n]*\n\s*name: '([^']+)'",
+                          (INFRA / "modules" / "storage.bicep").read_text())[1],
         "scheduled-query": rules,
         "metric-alert": [_resolve(resources["healthAlert"]["config"]["name"], by_prefix)],
         "web-test": [_resolve(resources["healthTest"]["config"]["name"], by_prefix)],
@@ -161,6 +164,15 @@ elif starts("storage message peek"):
     if opt("--auth-mode") != "login":
         fail(1, "Key based authentication is not permitted on this storage account.")
     print("[]")
+elif starts("storage blob download"):
+    exists("storage", need("--account-name"))
+    if need("--container-name") != "flow-backups" or opt("--auth-mode") != "login":
+        fail(1, "Key based authentication is not permitted on this storage account.")
+    need("--name"); need("--file", "-f")
+elif starts("lock delete"):
+    group(); exists("storage", need("--resource"))
+    if need("--name") != where["lock"] or need("--resource-type") != "Microsoft.Storage/storageAccounts":
+        fail(3, "(LockNotFound)")
 elif starts("resource show"):
     group(); exists("functionapp", need("-n", "--name"))
     if need("--resource-type") != "Microsoft.Web/sites":
@@ -327,7 +339,7 @@ def test_the_procedures_and_the_warning_before_removing() -> None:
     assert "scripts/rotate-connector-secret.sh" in text
     remove = text.split("\n## Remove\n", 1)[1]
     assert remove.index("**Warning: `azd down --purge` deletes every flow registration.**") \
-        < remove.index("```sh\nazd down --purge")
+        < remove.index("azd down --purge\n```")
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Where to read on", 1)[1]
     assert "[docs/operations.md](docs/operations.md)" in table
