@@ -82,6 +82,9 @@ param storageSkuName string = 'Standard_GRS'
 @description('Put the storage account behind private endpoints in a virtual network the Function App is integrated with (Flex Consumption). Off by default: it adds a VNet, three private endpoints and DNS zones; the app stays reachable from the internet, as Graph and Power Automate need.')
 param networkIsolation bool = false
 
+@description('Whether the previous provision of this environment left the storage account refusing public traffic (azd: STORAGE_PRIVATE, an output of this template; false on the first). Only then may the storage account stay private while the app is (re)integrated; otherwise it turns private in a later step, once the app reaches it through the network (module storagePrivate).')
+param storageAlreadyPrivate bool = false
+
 @description('Make the admin grants during deployment: Graph application permissions for the managed identity and tenant-wide consent to the connector sign-in scopes. Needs Privileged Role Administrator; without it, deploy with false and have an admin run scripts/grant-graph-permissions.sh.')
 param assignGraphAppRoles bool = true
 
@@ -182,7 +185,9 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     skuName: storageSkuName
-    privateOnly: networkIsolation
+    // Private here only when it already was: turning isolation on for a running app must not cut it off from its
+    // storage before it is integrated with the network (storagePrivate, after functionApp, does that).
+    privateOnly: networkIsolation && storageAlreadyPrivate
     deleteLock: storageDeleteLock
   }
 }
@@ -281,6 +286,29 @@ module functionApp 'modules/function.bicep' = {
   ]
 }
 
+// The second step of network isolation: the same storage account, now refusing public traffic. A module is a
+// deployment of its own, so ARM applies it to the account deployed above only once every deployment it depends on
+// has finished: the app's virtualNetworkSubnetId set (functionApp) and the private endpoints with their DNS zone
+// groups and network links in place (network). Until then the app keeps reaching storage, publicly or, once
+// integrated, through the private endpoints. tests/infra/test_network_order.py checks the order.
+module storagePrivate 'modules/storage.bicep' = if (networkIsolation) {
+  name: 'storage-private'
+  scope: rg
+  params: {
+    name: 'stbookings${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    skuName: storageSkuName
+    privateOnly: true
+    deleteLock: storageDeleteLock
+  }
+  dependsOn: [
+    functionApp
+    network
+  ]
+}
+
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
   scope: rg
@@ -332,6 +360,8 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output FLOW_BACKUP_CONTAINER string = storage.outputs.backupContainerName
 output NETWORK_ISOLATION bool = networkIsolation
+// Read back as storageAlreadyPrivate by the next provision (main.parameters.json).
+output STORAGE_PRIVATE bool = networkIsolation
 // The alert rules are named ALERT_NAME_PREFIX-<rule> (infra/modules/alerts.bicep; docs/operations.md uses them).
 output ALERT_NAME_PREFIX string = 'bookings-${resourceToken}'
 output ACTION_GROUP_NAME string = 'bookings-${resourceToken}-admins'

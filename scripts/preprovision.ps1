@@ -1,12 +1,15 @@
 # azd preprovision hook on Windows: the twin of scripts/preprovision.sh (read its header for why). Asks for
 # ALERT_EMAIL when it is unset (or stops with the command that sets it), stops when app registrations of this
 # environment are soft-deleted (restore or purge them first), and sets ASSIGN_GRAPH_APP_ROLES to false when the
-# deployer may not make the admin grants. The last two need az CLI signed in.
+# deployer may not make the admin grants. With NETWORK_ISOLATION=true it checks that the Microsoft.App resource
+# provider is registered (asks to register it at a terminal, or stops with the command). These need az CLI signed in.
 $ErrorActionPreference = 'Stop'
 Set-Location (Join-Path $PSScriptRoot '..')
 
 $graph = 'https://graph.microsoft.com/v1.0'
 $envName = $env:AZURE_ENV_NAME
+$subscription = $env:AZURE_SUBSCRIPTION_ID
+$isolation = "$env:NETWORK_ISOLATION".ToLowerInvariant() -eq 'true'
 $privilegedRoleAdmin = 'e8611ab8-c189-46e8-94e1-60213ab1f814'
 $globalAdmin = '62e90394-69f5-4237-9190-012177145e10'
 
@@ -45,7 +48,45 @@ if (-not $az -or $LASTEXITCODE -ne 0) {
     Write-Host "  'appRoleAssignedTo' or 'oauth2PermissionGrants' (Authorization_RequestDenied), run"
     Write-Host "      azd env set ASSIGN_GRAPH_APP_ROLES false"
     Write-Host "  and azd up again; an administrator makes the grants afterwards (scripts/grant-graph-permissions.ps1)."
+    if ($isolation) {
+        Write-Host "  NETWORK_ISOLATION is on: also check that the Microsoft.App resource provider is registered"
+        Write-Host "      az provider show --namespace Microsoft.App --query registrationState --output tsv"
+    }
     exit 0
+}
+
+# 3. Flex Consumption's virtual network integration needs the Microsoft.App resource provider (see the .sh twin).
+if ($isolation) {
+    $scope = @()
+    if ($subscription) { $scope = @('--subscription', $subscription) }
+    $state = az provider show --namespace Microsoft.App @scope --query registrationState --output tsv 2>$null
+    if ($LASTEXITCODE -ne 0 -or -not $state) { $state = 'unknown' }
+    if ($state -eq 'Registered') {
+        Write-Host "ok: the Microsoft.App resource provider is registered (NETWORK_ISOLATION needs it)"
+    } else {
+        $register = "az provider register --namespace Microsoft.App $(if ($subscription) { "--subscription $subscription " })--wait"
+        $answer = ''
+        if (-not [Console]::IsInputRedirected) {
+            Write-Host "NETWORK_ISOLATION integrates the app with a virtual network, which needs the Microsoft.App resource"
+            Write-Host "provider in this subscription; it is $state. Registering it changes nothing else and costs nothing."
+            $answer = Read-Host "Register it now ($register)? [y/N]"
+        }
+        if ($answer -match '^(y|yes)$') {
+            az provider register --namespace Microsoft.App @scope --wait
+            if ($LASTEXITCODE -ne 0) {
+                Write-Host "STOP: registering Microsoft.App failed (it needs the right to register providers on the subscription,"
+                Write-Host "e.g. Contributor). Ask someone who has it to run: $register"
+                exit 1
+            }
+            Write-Host "ok: registered the Microsoft.App resource provider"
+        } else {
+            Write-Host "STOP: NETWORK_ISOLATION is on, and the Microsoft.App resource provider is not registered in this"
+            Write-Host "subscription ($state): the app's virtual network integration would fail. Register it, then azd up again:"
+            Write-Host "    $register"
+            Write-Host "or turn isolation off: azd env set NETWORK_ISOLATION false"
+            exit 1
+        }
+    }
 }
 
 if ($envName) {

@@ -15,14 +15,26 @@
 #      Global Administrator: the admin grants would fail, and with them the whole deployment. This sets
 #      it to false (azd reloads the environment after a hook, github.com/Azure/azure-dev/issues/1714), so
 #      the app deploys and the post-provision step prints the grant command for an administrator.
+#   3. NETWORK_ISOLATION=true in a subscription where the Microsoft.App resource provider is not registered:
+#      Flex Consumption's virtual network integration delegates the subnet to Microsoft.App/environments and
+#      needs it ("Ensure that the Microsoft.App Azure resource provider is enabled for your subscription",
+#      learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations and
+#      functions-networking-options#regional-virtual-network-integration). Registering it is what the portal and
+#      `az functionapp create` do by themselves; here it is asked at a terminal (then
+#      `az provider register --namespace Microsoft.App --wait`), and otherwise it stops with that command.
 #
-# Both checks read Entra with az CLI; without it (or signed out) they are skipped with a warning. It never
-# changes anything in Entra. scripts/preprovision.ps1 is the same for Windows.
+# The checks read Entra and the subscription with az CLI; without it (or signed out) they are skipped with a
+# warning. It never changes anything in Entra. scripts/preprovision.ps1 is the same for Windows.
 set -eu
 cd "$(dirname "$0")/.."
 
 graph="https://graph.microsoft.com/v1.0"
 env_name="${AZURE_ENV_NAME:-}"
+subscription="${AZURE_SUBSCRIPTION_ID:-}"
+case "${NETWORK_ISOLATION:-false}" in
+  [Tt][Rr][Uu][Ee]) isolation=true ;;
+  *) isolation=false ;;
+esac
 # Directory role template ids (the same in every tenant).
 privileged_role_admin="e8611ab8-c189-46e8-94e1-60213ab1f814"
 global_admin="62e90394-69f5-4237-9190-012177145e10"
@@ -69,7 +81,46 @@ if ! command -v az >/dev/null 2>&1 || ! az account show --output none >/dev/null
   echo "  'appRoleAssignedTo' or 'oauth2PermissionGrants' (Authorization_RequestDenied), run"
   echo "      azd env set ASSIGN_GRAPH_APP_ROLES false"
   echo "  and azd up again; an administrator makes the grants afterwards (scripts/grant-graph-permissions.sh)."
+  if [ "$isolation" = "true" ]; then
+    echo "  NETWORK_ISOLATION is on: also check that the Microsoft.App resource provider is registered"
+    echo "      az provider show --namespace Microsoft.App --query registrationState --output tsv"
+  fi
   exit 0
+fi
+
+# 3. Flex Consumption's virtual network integration needs the Microsoft.App resource provider.
+if [ "$isolation" = "true" ]; then
+  state=$(az provider show --namespace Microsoft.App ${subscription:+--subscription "$subscription"} \
+    --query registrationState --output tsv 2>/dev/null || echo "unknown")
+  if [ "$state" = "Registered" ]; then
+    echo "ok: the Microsoft.App resource provider is registered (NETWORK_ISOLATION needs it)"
+  else
+    register="az provider register --namespace Microsoft.App${subscription:+ --subscription $subscription} --wait"
+    answer=""
+    if [ -t 0 ]; then
+      echo "NETWORK_ISOLATION integrates the app with a virtual network, which needs the Microsoft.App resource"
+      echo "provider in this subscription; it is ${state}. Registering it changes nothing else and costs nothing."
+      printf "Register it now (%s)? [y/N] " "$register"
+      read -r answer || answer=""
+    fi
+    case "$answer" in
+      y | Y | yes | YES | Yes)
+        if ! az provider register --namespace Microsoft.App ${subscription:+--subscription "$subscription"} --wait; then
+          echo "STOP: registering Microsoft.App failed (it needs the right to register providers on the subscription,"
+          echo "e.g. Contributor). Ask someone who has it to run: ${register}"
+          exit 1
+        fi
+        echo "ok: registered the Microsoft.App resource provider"
+        ;;
+      *)
+        echo "STOP: NETWORK_ISOLATION is on, and the Microsoft.App resource provider is not registered in this"
+        echo "subscription (${state}): the app's virtual network integration would fail. Register it, then azd up again:"
+        echo "    ${register}"
+        echo "or turn isolation off: azd env set NETWORK_ISOLATION false"
+        exit 1
+        ;;
+    esac
+  fi
 fi
 
 # 1. Soft-deleted registrations of this environment (display names as infra/entra/graph.bicep sets them).

@@ -1,11 +1,19 @@
 // Network isolation (parameter networkIsolation, off by default): the storage account behind private endpoints,
 // reachable only from a virtual network the Function App is integrated with. Flex Consumption integrates with a
-// subnet delegated to Microsoft.App/environments and sends its outbound traffic through it
-// (learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#enable-virtual-network-integration; the
-// same delegation as Azure-Samples' Flex Consumption templates, e.g. remote-mcp-apim-functions-python vnet.bicep).
+// subnet delegated to Microsoft.App/environments (the Microsoft.App resource provider must be registered in the
+// subscription: scripts/preprovision.sh checks it) and sends all its outbound traffic through it: Route All is
+// implied, so the subnet's network security group applies to every outbound call
+// (learn.microsoft.com/azure/azure-functions/functions-networking-options#regional-virtual-network-integration;
+// the same delegation as Azure-Samples' Flex Consumption templates, e.g. functions-quickstart-python-http-azd vnet.bicep).
 // The app's inbound side stays public: Graph must reach the notification URL and Power Automate the registration
-// API, and neither can enter a virtual network. Application Insights ingestion stays public too (Entra-only).
-
+// API, and neither can enter a virtual network.
+//
+// Outbound beyond storage (Microsoft Graph, Entra ID token and key endpoints, Application Insights ingestion, the
+// flows' callback URLs) is HTTPS to public endpoints. It leaves from the app's own outbound addresses, as without
+// the network ("unless you provide routes that direct the traffic elsewhere", same page), so no NAT gateway is
+// needed; the security group allows it by name (allow-https-outbound) so that a deny-outbound rule added later
+// below it (priority > 100) cannot cut the app off from Graph. Application Insights needs no private link scope:
+// ingestion stays public and Entra-authenticated (infra/README.md "Network isolation").
 param namePrefix string
 param location string
 param tags object
@@ -24,13 +32,27 @@ var storageServices = [
   'table'
 ]
 
-// Inbound from the internet is not needed on either subnet; outbound stays as Azure's defaults allow.
+// Inbound from the internet is not needed on either subnet. Outbound: HTTPS to the internet, stated (see the top).
 resource nsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = {
   name: '${namePrefix}-nsg'
   location: location
   tags: tags
   properties: {
     securityRules: [
+      {
+        // Graph, Entra ID, Application Insights ingestion and the flows' callback URLs: all HTTPS.
+        name: 'allow-https-outbound'
+        properties: {
+          priority: 100
+          direction: 'Outbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: 'VirtualNetwork'
+          sourcePortRange: '*'
+          destinationAddressPrefix: 'Internet'
+          destinationPortRange: '443'
+        }
+      }
       {
         name: 'deny-internet-inbound'
         properties: {

@@ -12,7 +12,7 @@ param deploymentContainerName string
 @description('Replication. Geo-redundant by default (available in every region): the flow registrations live only here.')
 @allowed(['Standard_GRS', 'Standard_GZRS', 'Standard_ZRS', 'Standard_LRS'])
 param skuName string = 'Standard_GRS'
-@description('Reachable only through private endpoints (modules/network.bicep): public network access off.')
+@description('Reachable only through private endpoints (modules/network.bicep): public network access off. infra/main.bicep deploys this module a second time with it true, after the app is integrated with the network, when isolation is turned on (module storagePrivate).')
 param privateOnly bool = false
 @description('A CanNotDelete lock on the account (main.bicep storageDeleteLock).')
 param deleteLock bool = false

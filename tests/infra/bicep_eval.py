@@ -72,4 +72,15 @@ def _operator(operator: dict[str, Any], scope: dict[str, Any]) -> Any:
         return evaluate(operands[branch], scope)
     if kind == "equals":
         return evaluate(operands["operand_1"], scope) == evaluate(operands["operand_2"], scope)
+    if kind == "and":
+        return evaluate(operands["operand_1"], scope) and evaluate(operands["operand_2"], scope)
+    if kind == "or":
+        return evaluate(operands["operand_1"], scope) or evaluate(operands["operand_2"], scope)
+    if kind == "property_accessor":
+        # a.b.c comes as accessor(a, accessor(b, c)): walk it from the value of a in scope.
+        value, rest = scope[operands["operand_1"]], operands["operand_2"]
+        while isinstance(rest, dict):
+            inner = rest["operator"]["operands"]
+            value, rest = value[inner["operand_1"]], inner["operand_2"]
+        return value[rest]
     raise Unsupported(f"Bicep operator {kind}")

@@ -1,7 +1,8 @@
 """Stand-ins for az, azd, pac and paconn on PATH, for running the deployment scripts here: they answer what the
 scripts ask of Entra and Power Platform as those services answer it, and log every call.
 
-State they keep in FAKE_STATE: ``app.json`` (the connector client app registration: web.redirectUris and
+State they keep in FAKE_STATE: ``provider-<namespace>`` (a resource provider's registration state),
+``app.json`` (the connector client app registration: web.redirectUris and
 passwordCredentials, as Graph's application resource names them), ``appsettings.json`` (the Function App's
 app settings set with az) and ``azd.json`` (the azd environment's values: `azd env set`, `azd env get-value`,
 `azd env get-values`, which the azd CLI reference documents,
@@ -37,6 +38,24 @@ def count(name):
     return n
 if args[:2] == ["account", "show"]:
     sys.exit(1 if os.environ.get("FAKE_AZ_SIGNED_OUT") else 0)
+if args[:1] == ["provider"]:
+    # az provider show/register (learn.microsoft.com/cli/azure/provider): a subscription's registration of a
+    # resource provider, NotRegistered until registered (FAKE_AZ_PROVIDER_STATE sets where it starts).
+    namespace = args[args.index("--namespace") + 1]
+    registered = state / f"provider-{namespace}"
+    if args[1] == "show":
+        assert args[args.index("--query") + 1] == "registrationState", line
+        start = os.environ.get("FAKE_AZ_PROVIDER_STATE", "NotRegistered")
+        print(registered.read_text() if registered.exists() else start)
+        sys.exit(0)
+    if args[1] == "register":
+        if os.environ.get("FAKE_AZ_PROVIDER_DENY"):
+            print("ERROR: (AuthorizationFailed) The client does not have authorization to perform action "
+                  f"'{namespace}/register/action' over scope '/subscriptions/...'", file=sys.stderr)
+            sys.exit(1)
+        # Without --wait the command returns while the registration is still under way.
+        registered.write_text("Registered" if "--wait" in args else "Registering")
+        sys.exit(0)
 if args[:2] == ["ad", "sp"] and "show" in args:
     query = args[args.index("--query") + 1]
     if query == "id":

@@ -380,7 +380,10 @@ def test_network_isolation_is_a_parameter_off_by_default(main_bicep: dict[str, A
     subnet = main_bicep["modules"]["functionApp"]["config"]["params"]["virtualNetworkSubnetId"]["operator"]
     assert subnet["operands"]["condition"] == "networkIsolation" and subnet["operands"]["false_value"] == ""
     assert "appSubnetId" in str(subnet["operands"]["true_value"])
-    assert main_bicep["modules"]["storage"]["config"]["params"]["privateOnly"] == "networkIsolation"
+    # Private from the first step only when it already was; tests/infra/test_network_order.py checks the second step.
+    private = main_bicep["modules"]["storage"]["config"]["params"]["privateOnly"]["operator"]
+    assert private == {"type": "and", "operands": {"operand_1": "networkIsolation",
+                                                    "operand_2": "storageAlreadyPrivate"}}
 
 
 def test_isolated_storage_refuses_public_traffic() -> None:
@@ -411,3 +414,19 @@ def test_the_app_subnet_is_delegated_to_flex_consumption_and_storage_has_private
     function = parse("modules/function.bicep")
     site = body(function["resources"]["site"])["properties"]
     assert "virtualNetworkSubnetId" in str(site["virtualNetworkSubnetId"])
+
+
+def test_the_outbound_path_to_graph_entra_and_application_insights_is_allowed() -> None:
+    # Flex Consumption sends all outbound traffic through the integration subnet, so its security group decides;
+    # HTTPS to the internet is allowed by a named rule ahead of any deny-outbound rule (infra/README.md).
+    network = parse("modules/network.bicep")
+    rules = {r["name"]: r["properties"] for r in body(network["resources"]["nsg"])["properties"]["securityRules"]}
+    https = rules["allow-https-outbound"]
+    assert (https["direction"], https["access"], https["protocol"]) == ("Outbound", "Allow", "Tcp")
+    assert (https["destinationAddressPrefix"], https["destinationPortRange"]) == ("Internet", "443")
+    assert https["priority"] == min(r["priority"] for r in rules.values())
+    assert not [n for n, r in rules.items() if r["direction"] == "Outbound" and r["access"] == "Deny"]
+    # No private link scope: Application Insights ingestion stays public (the app's connection string is used as is).
+    assert not any("privateLinkScopes" in r["type"] for doc in map(parse, ("main.bicep", "modules/network.bicep",
+                                                                           "modules/monitoring.bicep"))
+                   for r in doc.get("resources", {}).values())

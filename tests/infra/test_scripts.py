@@ -354,3 +354,87 @@ def test_the_powershell_twin_asks_for_alert_email_too() -> None:
     assert "[Console]::IsInputRedirected" in text and "Read-Host" in text
     assert "azd env set ALERT_EMAIL $alertEmail" in text and "azd env set ALERT_EMAIL ops@contoso.com" in text
     assert text.index("ALERT_EMAIL") < text.index("Get-Command az")  # before, and whatever, the az checks
+
+
+# --- network isolation needs the Microsoft.App resource provider (scripts/preprovision.*) ------------------------
+
+SUBSCRIPTION = "0b5c0000-0000-4000-8000-0000000000sb"
+REGISTER = f"az provider register --namespace Microsoft.App --subscription {SUBSCRIPTION} --wait"
+
+
+def _isolated(tmp_path: Path, answer: bytes | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+    import pty
+
+    env = {"NETWORK_ISOLATION": "true", "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION, "ASSIGN_GRAPH_APP_ROLES": "false",
+           **extra}
+    if answer is None:
+        return _hook("preprovision.sh", tmp_path, **env)
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer)
+        return _hook("preprovision.sh", tmp_path, stdin=terminal, **env)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+
+def _provider_calls(tmp_path: Path) -> list[str]:
+    return [c for c in _log(tmp_path, "az") if c.startswith("provider ")]
+
+
+def test_isolation_without_a_terminal_stops_when_microsoft_app_is_not_registered(tmp_path: Path) -> None:
+    run = _isolated(tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "STOP: NETWORK_ISOLATION is on" in run.stdout and f"    {REGISTER}" in run.stdout
+    assert "azd env set NETWORK_ISOLATION false" in run.stdout
+    # It looked in azd's subscription, and registered nothing without being asked.
+    assert _provider_calls(tmp_path) == [f"provider show --namespace Microsoft.App --subscription {SUBSCRIPTION} "
+                                         "--query registrationState --output tsv"]
+
+
+def test_isolation_at_a_terminal_registers_microsoft_app_when_the_user_agrees(tmp_path: Path) -> None:
+    run = _isolated(tmp_path, b"y\n")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Register it now" in run.stdout and "ok: registered the Microsoft.App resource provider" in run.stdout
+    assert _provider_calls(tmp_path)[-1] == REGISTER.removeprefix("az ")
+    assert (tmp_path / "state" / "provider-Microsoft.App").read_text() == "Registered"
+    # The next run finds it registered and asks nothing.
+    again = _isolated(tmp_path)
+    assert again.returncode == 0 and "ok: the Microsoft.App resource provider is registered" in again.stdout
+
+
+def test_isolation_at_a_terminal_stops_when_the_user_declines(tmp_path: Path) -> None:
+    for i, answer in enumerate((b"n\n", b"\n")):
+        run = _isolated(tmp_path / str(i), answer)
+        assert run.returncode == 1 and f"    {REGISTER}" in run.stdout, run.stdout
+        assert not any(c.startswith("provider register") for c in _provider_calls(tmp_path / str(i)))
+
+
+def test_isolation_stops_with_the_command_when_registering_is_not_allowed(tmp_path: Path) -> None:
+    run = _isolated(tmp_path, b"y\n", FAKE_AZ_PROVIDER_DENY="1")
+    assert run.returncode == 1 and "registering Microsoft.App failed" in run.stdout and REGISTER in run.stdout
+    assert "AuthorizationFailed" in run.stderr
+
+
+def test_a_registration_under_way_is_not_taken_for_done(tmp_path: Path) -> None:
+    run = _isolated(tmp_path, FAKE_AZ_PROVIDER_STATE="Registering")
+    assert run.returncode == 1 and "(Registering)" in run.stdout
+
+
+def test_no_provider_check_without_isolation_and_a_warning_when_az_is_signed_out(tmp_path: Path) -> None:
+    run = _hook("preprovision.sh", tmp_path, ASSIGN_GRAPH_APP_ROLES="false")
+    assert run.returncode == 0 and _provider_calls(tmp_path) == []
+    registered = _isolated(tmp_path / "registered", FAKE_AZ_PROVIDER_STATE="Registered")
+    assert registered.returncode == 0 and not any("register " in c for c in _provider_calls(tmp_path / "registered"))
+    signed_out = _isolated(tmp_path / "signed-out", FAKE_AZ_SIGNED_OUT="1")
+    assert signed_out.returncode == 0
+    assert "az provider show --namespace Microsoft.App --query registrationState" in signed_out.stdout
+
+
+def test_the_powershell_twin_checks_microsoft_app_too() -> None:
+    text = (ROOT / "scripts" / "preprovision.ps1").read_text()
+    assert "az provider show --namespace Microsoft.App" in text and "--query registrationState" in text
+    assert "az provider register --namespace Microsoft.App" in text and "--wait" in text
+    assert "$env:NETWORK_ISOLATION" in text and "$env:AZURE_SUBSCRIPTION_ID" in text
+    block = text[text.index("# 3."):]
+    assert "[Console]::IsInputRedirected" in block and "Read-Host" in block and "exit 1" in block
