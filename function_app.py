@@ -23,7 +23,17 @@ from shared.endpoints import dead_letters as dead_letter_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
 from shared.endpoints import graph_notifications as notification_api
-from shared.workers import credential_expiry, delivery, outbox_sweep, poison, queue_metrics, reconcile, renewal, resync
+from shared.workers import (
+    credential_expiry,
+    delivery,
+    directory_refresh,
+    outbox_sweep,
+    poison,
+    queue_metrics,
+    reconcile,
+    renewal,
+    resync,
+)
 
 # Read every setting now: a bad one stops the app at start-up with a message naming it.
 settings = get_settings()
@@ -169,6 +179,12 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%QUEUE_METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def measure_queues(timer: func.TimerRequest) -> None:
     await queue_metrics.measure_poison_queues()
+
+
+# Every business's administrators, re-read for the connector's business dropdown (shared.records.business_admins).
+@app.timer_trigger(schedule="%DIRECTORY_REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def refresh_directory(timer: func.TimerRequest) -> None:
+    await directory_refresh.refresh_administrators()
 
 
 # Daily: the connector secret's recorded expiry, warned of from 30 days before (connector-secret-expiring alert).
