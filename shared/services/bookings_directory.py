@@ -207,6 +207,8 @@ class GraphBookingsDirectory:
         report = await self._read_staff_lists(unread, deadline=deadline, per_second=None,
                                               concurrency=_ON_DEMAND_CONCURRENCY)
         await _store(index, report)
+        if report.unavailable is not None:  # the honest answer, as before the index: try again shortly
+            raise _unavailable(report.unavailable)
         return not report.left
 
     async def _read_staff_lists(self, rows: list[BusinessAdmins], *, deadline: float, per_second: float | None,
@@ -232,15 +234,21 @@ class GraphBookingsDirectory:
                     return
             report.read.append(business_admins.read_row(row.mailbox, row.display_name, _administrators(staff)))
 
-        tasks = []
+        tasks: dict[asyncio.Task[None], str] = {}
         for number, row in enumerate(rows):
             if per_second and number:
                 await asyncio.sleep(1 / per_second)
             if stop.is_set() or loop.time() >= deadline:
                 report.left.extend(r.mailbox for r in rows[number:])
                 break
-            tasks.append(asyncio.create_task(read(row)))
-        await asyncio.gather(*tasks)
+            tasks[asyncio.create_task(read(row))] = row.mailbox
+        if tasks:
+            # A hard end: a read still waiting (Graph's Retry-After, the SDK's retries) at the deadline is left.
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            for task in late:
+                task.cancel()
+                report.left.append(tasks[task])
+            await asyncio.gather(*late, return_exceptions=True)
         if report.error is not None:
             raise report.error
         return report
@@ -270,6 +278,7 @@ class StaffReadReport:
     gone: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     throttled: bool = False
+    unavailable: GraphError | None = None  # Graph throttled or did not answer: reading stopped
     error: ApiError | None = None  # the app's own Graph access is refused: no point reading on
 
 
@@ -293,6 +302,7 @@ def _read_failed(report: StaffReadReport, row: BusinessAdmins, error: GraphError
     report.left.append(row.mailbox)
     report.throttled = report.throttled or error.throttled
     if error.status == 0 or error.throttled or error.status >= 500:
+        report.unavailable = report.unavailable or error
         return None
     return _directory_error(error, row.mailbox)
 

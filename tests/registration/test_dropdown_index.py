@@ -7,10 +7,12 @@ budget): what a second host has. The registration rules still read the staff lis
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from shared.contracts.errors import ApiError
 from shared.records import business_admins
 from shared.services import bookings_directory
 from shared.services.bookings_directory import get_directory
@@ -153,3 +155,28 @@ async def test_the_refresh_drops_a_business_that_is_gone_and_adds_what_the_app_m
     assert "gone@contoso.test" not in index and {CLINIC, SALON} <= set(index)  # listed app-only: new rows
     assert index[CLINIC].administered_by(frozenset({business_admins.address_key("Admin@Contoso.test")}))
     assert "admin@contoso.test" not in str(await business_admins.read_all())  # no address in clear
+
+
+async def test_a_first_call_ends_at_its_bound_even_when_graph_is_slow(sandbox_env, monkeypatch) -> None:
+    sandbox_env.add_fault(path="/v1.0/solutions/bookingBusinesses/*/staffMembers", latencyMs=5000, count=None)
+    monkeypatch.setattr(bookings_directory, "ON_DEMAND_SECONDS", 0.5)
+    caller = await signed_in(sandbox_env, ADMIN)
+    started = time.monotonic()
+    assert await get_directory().businesses_administered_by(caller) == []
+    assert time.monotonic() - started < 3  # not the 5 s the staff lists take
+    assert all(row.admin_keys is None for row in (await business_admins.read_all()).values())
+
+
+async def test_graph_down_for_a_staff_list_is_a_503_and_what_was_read_is_kept(sandbox_env) -> None:
+    fault = sandbox_env.add_fault(path=f"/v1.0/solutions/bookingBusinesses/{CLINIC}/staffMembers", status=503,
+                                  count=None)
+    caller = await signed_in(sandbox_env, ADMIN)
+    with pytest.raises(ApiError) as info:
+        await get_directory().businesses_administered_by(caller)
+    assert info.value.code == "DependencyUnavailable"
+    index = await business_admins.read_all()
+    assert index[CLINIC].admin_keys is None and index[SALON].admin_keys is not None
+    sandbox_env.control("DELETE", f"/faults/{fault['id']}")
+    sandbox_env.control("DELETE", "/requests")
+    assert [b["email"] for b in await get_directory().businesses_administered_by(caller)] == [CLINIC, SALON]
+    assert staff_reads(sandbox_env) == 1  # only the clinic's, the one not read yet
