@@ -28,6 +28,7 @@ from shared.workers import (
     backup,
     credential_expiry,
     delivery,
+    directory_refresh,
     outbox_sweep,
     poison,
     queue_metrics,
@@ -191,6 +192,12 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%QUEUE_METRICS_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def measure_queues(timer: func.TimerRequest) -> None:
     await queue_metrics.measure_poison_queues()
+
+
+# Every business's administrators, re-read for the connector's business dropdown (shared.records.business_admins).
+@app.timer_trigger(schedule="%DIRECTORY_REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def refresh_directory(timer: func.TimerRequest) -> None:
+    await directory_refresh.refresh_administrators()
 
 
 # Daily: the connector secret's recorded expiry, warned of from 30 days before (connector-secret-expiring alert).

@@ -32,7 +32,7 @@ ADMIN = "admin@contoso.test"
 # disturb their measurement (the local host honours AzureWebJobs.<name>.Disabled like Azure).
 QUEUE_FUNCTIONS = ("reconcile_mailbox", "mailbox_changes_poison", "deliveries", "deliveries_poison",
                    "subscription_tasks", "subscription_tasks_poison")
-TIMER_FUNCTIONS = ("sweep_outbox", "resync_mailboxes", "renew_subscriptions")
+TIMER_FUNCTIONS = ("sweep_outbox", "resync_mailboxes", "renew_subscriptions", "refresh_directory")
 
 
 def disabled(*names: str) -> dict[str, str]:

@@ -326,6 +326,9 @@ class Settings:
     outbox_sweep_schedule: str = _setting("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", _ncrontab,
         "NCRONTAB schedule of the outbox sweep: hands events left pending by a crash to their flows, and prunes "
         "delivered ones.")
+    directory_refresh_schedule: str = _setting("DIRECTORY_REFRESH_SCHEDULE", "0 */10 * * * *", _ncrontab,
+        "NCRONTAB schedule of the directory refresh: every business's administrators re-read for the connector's "
+        "business dropdown. A staff change reaches the dropdown within one period plus one run (docs/api.md).")
     queue_metrics_schedule: str = _setting("QUEUE_METRICS_SCHEDULE", "0 */5 * * * *", _ncrontab,
         "NCRONTAB schedule of the poison queues' length metric (poison_queue_length), which the poison-queue-"
         "length alert watches.")

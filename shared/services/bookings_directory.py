@@ -14,15 +14,21 @@ Who the caller is, for a staff list
     When the directory cannot be asked, the answer is an error (``DependencyUnavailable``), never a guess.
 
 The business dropdown
-    ``GET /solutions/bookingBusinesses`` is "Application: Not supported" in revisions of its v1.0 page, so
-    the businesses are listed as the caller (on-behalf-of, delegated ``Bookings.Read.All``), as Microsoft's own
-    connector does; then each business's staff list (app-only) says where the caller is an administrator.
-    Cost of one dropdown call, uncached: one token exchange, one listing, at most one ``/me``, one staff
-    listing per business. Kept for ``LISTING_CACHE_SECONDS`` per caller, staff lists for the dropdown for
-    ``STAFF_CACHE_SECONDS`` per business, the caller's directory addresses for ``ADDRESS_CACHE_SECONDS``; one
-    caller may cause at most ``GRAPH_CALLS_PER_CALLER_PER_MINUTE`` Graph calls through the dropdown
-    (``TooManyDirectoryLookups``, 429 with ``Retry-After``, beyond). Rules that admit a caller
-    (``staff_role``) never use a cached role: a demoted administrator is refused at once.
+    Answered from an index of each business's administrators kept in Table storage, shared by every
+    instance (``shared.records.business_admins``), never by reading every staff list per call. One call
+    costs, uncached: one token exchange and one listing on the caller's behalf (``GET
+    /solutions/bookingBusinesses``, delegated ``Bookings.Read.All``: it names the businesses the index does
+    not know yet), one read of the index partition, at most one ``/me``; plus, for businesses whose staff
+    list the index has never read, one app-only staff listing each, 8 at a time, for at most
+    ``ON_DEMAND_SECONDS`` (each business is read so once, whoever calls; an answer cut short is not cached
+    and the next call goes on). The answer: every business in the index where one of the caller's addresses
+    is an administrator. The directory refresh timer (``refresh_index``, ``shared.workers.directory_refresh``)
+    re-reads every staff list, paced, so a staff change reaches the dropdown within one refresh period plus
+    a run. Kept for ``LISTING_CACHE_SECONDS`` per caller, the caller's directory addresses for
+    ``ADDRESS_CACHE_SECONDS``; one caller may cause at most ``GRAPH_CALLS_PER_CALLER_PER_MINUTE`` calls
+    on their behalf per instance (``TooManyDirectoryLookups``, 429 with ``Retry-After``, beyond). Rules that
+    admit a caller (``staff_role``) read the staff list live and never use the index or a cached role: a
+    demoted administrator is refused at once.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypedDict
 
 from cachetools import TTLCache
@@ -39,18 +47,19 @@ from shared.adapters.auth import Caller
 from shared.adapters.graph import Graph, GraphError, get_graph
 from shared.adapters.on_behalf_of import graph_as
 from shared.contracts.errors import ApiError
+from shared.records import business_admins, flows
+from shared.records.business_admins import BusinessAdmins
 
 log = logging.getLogger(__name__)
 
 ADMINISTRATOR = "administrator"
 LISTING_CACHE_SECONDS = 60.0
-STAFF_CACHE_SECONDS = 60.0
 ADDRESS_CACHE_SECONDS = 300.0
 GRAPH_CALLS_PER_CALLER_PER_MINUTE = 120
 CACHE_SIZE = 10_000
-# Listing the businesses a user administers costs one staff listing per business; Outlook allows 4
-# concurrent requests per app per mailbox, and the dropdown is not worth more parallelism than that.
-_STAFF_LISTING_CONCURRENCY = 4
+# The most time one dropdown call spends reading staff lists the index lacks; what is left is read by the
+# next call or the refresh timer. Well within the time Power Automate waits for a dropdown's values.
+ON_DEMAND_SECONDS = 15.0
 _ME_SELECT = "mail,proxyAddresses,userPrincipalName,otherMails"
 
 
@@ -102,14 +111,13 @@ class _CallBudget:
 
 # Bounded, least recently used first out, each entry for its own lifetime.
 _listings: TTLCache[str, list[AdministeredBusiness]] = TTLCache(maxsize=CACHE_SIZE, ttl=LISTING_CACHE_SECONDS)
-_staff_lists: TTLCache[str, list[dict[str, Any]]] = TTLCache(maxsize=CACHE_SIZE, ttl=STAFF_CACHE_SECONDS)
 _addresses: TTLCache[str, set[str]] = TTLCache(maxsize=CACHE_SIZE, ttl=ADDRESS_CACHE_SECONDS)
 _budget = _CallBudget(GRAPH_CALLS_PER_CALLER_PER_MINUTE)
 
 
 def forget_cached() -> None:
-    """Drop every cached listing, staff list and address set (tests that re-seed the directory)."""
-    for cache in (_listings, _staff_lists, _addresses):
+    """Drop every cached listing and address set (tests that re-seed the directory)."""
+    for cache in (_listings, _addresses):
         cache.clear()
 
 
@@ -172,39 +180,157 @@ class GraphBookingsDirectory:
             return cached
         _budget.spend(caller.oid, 2)  # the exchange and the listing
         try:
-            businesses = await graph_as(caller.token).list_businesses()
+            listed = await graph_as(caller.token).list_businesses()
         except GraphError as error:
             raise _as_user_error(error, caller) from None
-        addresses: set[str] | frozenset[str] = caller.claimed_addresses or frozenset({caller.upn})
-        limit = asyncio.Semaphore(_STAFF_LISTING_CONCURRENCY)
-
-        async def staff_of(mailbox: str) -> list[dict[str, Any]] | None:
-            staff = _staff_lists.get(mailbox)
-            if staff is not None:
-                return staff
-            _budget.spend(caller.oid, 1)
-            async with limit:
-                try:
-                    staff = await self._staff(mailbox)
-                except ApiError as error:
-                    if error.code == "BookingBusinessNotFound":  # deleted between the two calls
-                        return None
-                    raise
-            _staff_lists[mailbox] = staff
-            return staff
-
-        mailboxes = {str(b.get("id") or b.get("email") or "").lower(): b for b in businesses}
-        mailboxes.pop("", None)
-        staff_lists = dict(zip(mailboxes, await asyncio.gather(*(staff_of(m) for m in mailboxes)), strict=True))
-        if any(s is not None and _role_of(s, addresses) is None for s in staff_lists.values()):
+        index = await business_admins.read_all()
+        await _note_listed(index, listed)
+        complete = await self._read_unread(index, asyncio.get_running_loop().time() + ON_DEMAND_SECONDS)
+        keys = frozenset(map(business_admins.address_key, caller.claimed_addresses or {caller.upn}))
+        read = [row for row in index.values() if row.admin_keys is not None]
+        if any(not row.administered_by(keys) for row in read):
             if _addresses.get(caller.oid) is None:
                 _budget.spend(caller.oid, 1)
-            addresses = set(addresses) | await self.caller_addresses(caller)
-        found: list[AdministeredBusiness] = [
-            {"displayName": str(mailboxes[m].get("displayName") or m), "email": m}
-            for m, staff in staff_lists.items() if staff is not None and _role_of(staff, addresses) == ADMINISTRATOR]
-        _listings[caller.oid] = found
+            keys |= frozenset(map(business_admins.address_key, await self.caller_addresses(caller)))
+        found: list[AdministeredBusiness] = [{"displayName": row.display_name or row.mailbox, "email": row.mailbox}
+                                             for row in read if row.administered_by(keys)]
+        if complete:  # an answer missing businesses not read yet is not kept: the next call goes on reading
+            _listings[caller.oid] = found
         return found
+
+    async def _read_unread(self, index: dict[str, BusinessAdmins], deadline: float) -> bool:
+        """Read the staff lists the index lacks (app-only), until ``deadline``; store and return whether all
+        were read. Each business is read on demand once (then the refresh keeps it), whoever calls."""
+        unread = [row for row in index.values() if row.admin_keys is None]
+        if not unread:
+            return True
+        report = await self._read_staff_lists(unread, deadline=deadline, per_second=None,
+                                              concurrency=_ON_DEMAND_CONCURRENCY)
+        await _store(index, report)
+        if report.unavailable is not None:  # the honest answer, as before the index: try again shortly
+            raise _unavailable(report.unavailable)
+        return not report.left
+
+    async def _read_staff_lists(self, rows: list[BusinessAdmins], *, deadline: float, per_second: float | None,
+                                concurrency: int) -> StaffReadReport:
+        """Read each business's staff list, ``concurrency`` at a time and at most ``per_second`` starts a
+        second, starting none after ``deadline`` or once Graph throttles or is unavailable."""
+        report = StaffReadReport()
+        limit = asyncio.Semaphore(concurrency)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        async def read(row: BusinessAdmins) -> None:
+            async with limit:
+                if stop.is_set() or loop.time() >= deadline:
+                    report.left.append(row.mailbox)
+                    return
+                try:
+                    staff = await self.graph.list_staff(row.mailbox)
+                except GraphError as error:
+                    report.error = report.error or _read_failed(report, row, error)
+                    if error.status != 404:  # throttled, down or refused: the rest waits
+                        stop.set()
+                    return
+            report.read.append(business_admins.read_row(row.mailbox, row.display_name, _administrators(staff)))
+
+        tasks: dict[asyncio.Task[None], str] = {}
+        for number, row in enumerate(rows):
+            if per_second and number:
+                await asyncio.sleep(1 / per_second)
+            if stop.is_set() or loop.time() >= deadline:
+                report.left.extend(r.mailbox for r in rows[number:])
+                break
+            tasks[asyncio.create_task(read(row))] = row.mailbox
+        if tasks:
+            # A hard end: a read still waiting (Graph's Retry-After, the SDK's retries) at the deadline is left.
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+            for task in late:
+                task.cancel()
+                report.left.append(tasks[task])
+            await asyncio.gather(*late, return_exceptions=True)
+        if report.error is not None:
+            raise report.error
+        return report
+
+    async def refresh_index(self, *, seconds: float, per_second: float) -> StaffReadReport:
+        """The refresh timer's work: add the businesses the app can list or has flows for, then read every
+        business's staff list, least recently read first, paced at ``per_second``, for at most ``seconds``."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        index = await business_admins.read_all()
+        try:  # documented for application permissions, refused under a stricter reading (graph_sandbox)
+            await _note_listed(index, await self.graph.list_businesses())
+        except GraphError as error:
+            log.debug("app-only business listing not available: %s %s", error.status, error.code)
+        await _note_listed(index, [{"id": m} for m in await flows.mailboxes_with_flows()])
+        oldest_first = sorted(index.values(), key=lambda r: (r.read_at is not None, r.read_at or _NEVER))
+        report = await self._read_staff_lists(oldest_first, deadline=deadline, per_second=per_second,
+                                              concurrency=_REFRESH_CONCURRENCY)
+        await _store(index, report)
+        return report
+
+
+@dataclass
+class StaffReadReport:
+    """What a round of staff-list reads did: rows read, businesses gone (404), left for later."""
+
+    read: list[BusinessAdmins] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    throttled: bool = False
+    unavailable: GraphError | None = None  # Graph throttled or did not answer: reading stopped
+    error: ApiError | None = None  # the app's own Graph access is refused: no point reading on
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+# Each business is a mailbox of its own: Outlook's 4 concurrent requests per app per mailbox do not limit
+# reading many businesses at once. The dropdown's first call reads 8 at a time; the refresh is paced.
+_ON_DEMAND_CONCURRENCY = 8
+_REFRESH_CONCURRENCY = 4
+
+
+def _administrators(staff: list[dict[str, Any]]) -> list[str]:
+    return [str(m.get("emailAddress") or "") for m in staff if m.get("role") == ADMINISTRATOR]
+
+
+def _read_failed(report: StaffReadReport, row: BusinessAdmins, error: GraphError) -> ApiError | None:
+    """Record a failed read: a business gone (404), or left for later (Graph throttling or down: the caller
+    stops reading). 401/403 and the like mean the app's own access is misconfigured: that error."""
+    if error.status == 404:
+        report.gone.append(row.mailbox)
+        return None
+    report.left.append(row.mailbox)
+    report.throttled = report.throttled or error.throttled
+    if error.status == 0 or error.throttled or error.status >= 500:
+        report.unavailable = report.unavailable or error
+        return None
+    return _directory_error(error, row.mailbox)
+
+
+async def _note_listed(index: dict[str, BusinessAdmins], listed: list[dict[str, Any]]) -> None:
+    """Add to the index (and to ``index``) the listed businesses it lacks, and new display names."""
+    changed = []
+    for business in listed:
+        mailbox = str(business.get("id") or business.get("email") or "").strip().lower()
+        name = str(business.get("displayName") or "")
+        known = index.get(mailbox)
+        if mailbox and (known is None or (name and known.display_name != name)):
+            row = BusinessAdmins(mailbox, name or mailbox, None, None)
+            changed.append(row)  # written unread (merged): a staff list read meanwhile is kept
+            index[mailbox] = row if known is None else replace(known, display_name=row.display_name)
+    if changed:
+        await business_admins.put(changed)
+
+
+async def _store(index: dict[str, BusinessAdmins], report: StaffReadReport) -> None:
+    if report.read:
+        await business_admins.put(report.read)
+    if report.gone:
+        await business_admins.forget(report.gone)
+    for row in report.read:
+        index[row.mailbox] = row
+    for mailbox in report.gone:
+        index.pop(mailbox, None)
 
 
 def _unavailable(error: GraphError) -> ApiError:
@@ -235,3 +361,8 @@ def _directory_error(error: GraphError, mailbox: str) -> ApiError:
 def get_directory() -> BookingsDirectory:
     """The Bookings directory: Graph, through the event loop's ``shared.adapters.graph`` client."""
     return GraphBookingsDirectory(get_graph())
+
+
+async def refresh_index(*, seconds: float, per_second: float) -> StaffReadReport:
+    """One run of the administrators index refresh (``GraphBookingsDirectory.refresh_index``)."""
+    return await GraphBookingsDirectory(get_graph()).refresh_index(seconds=seconds, per_second=per_second)

@@ -38,6 +38,7 @@ def test_sample_settings_load() -> None:
         ("RENEWAL_SCHEDULE", "0 */99 * * * *", "RENEWAL_SCHEDULE"),
         ("OUTBOX_SWEEP_SCHEDULE", "0 61 * * * *", "OUTBOX_SWEEP_SCHEDULE"),
         ("QUEUE_METRICS_SCHEDULE", "0 0 0 L * *", "QUEUE_METRICS_SCHEDULE"),
+        ("DIRECTORY_REFRESH_SCHEDULE", "0 */10 * * *", "DIRECTORY_REFRESH_SCHEDULE"),
         ("RESYNC_SCHEDULE", "0 0 0 31 2 *", "RESYNC_SCHEDULE"),
         ("ALLOW_LOOPBACK_CALLBACKS", "maybe", "ALLOW_LOOPBACK_CALLBACKS"),
         ("CALLBACK_HOST_ALLOWLIST", "https://evil.example/x", "CALLBACK_HOST_ALLOWLIST"),
