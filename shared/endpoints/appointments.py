@@ -5,7 +5,8 @@ Routes (under the ``api`` route prefix; the business is named by its SMTP addres
 - ``GET  v1/bookingBusinesses/{smtp}/appointments/{appointmentId}``  *Get an appointment* → ``AppointmentData``
 - ``GET  v1/bookingBusinesses/{smtp}/appointments?startDateTime=&endDateTime=``  *List appointments*: a page
   ``{"value": [AppointmentData…], "nextLink"}``, as Power Automate's ``x-ms-pageable`` follows it
-- ``POST v1/bookingBusinesses/{smtp}/appointments``  *Create an appointment* → 201 ``AppointmentData``
+- ``POST v1/bookingBusinesses/{smtp}/appointments``  *Create an appointment* → 201 ``AppointmentData``, booked
+  once however often the request is sent (``Idempotency-Key`` header: ``shared.services.appointments``)
 - ``GET  v1/bookingBusinesses/{smtp}/services``, ``…/staffMembers``  the lists (and the dropdowns' sources)
 
 Who may: the caller must be on the business's staff list with a role that may read (every role that sees the
@@ -28,7 +29,7 @@ from shared.contracts.errors import ApiError
 from shared.contracts.graph_times import parse_graph_datetime
 from shared.endpoints.access import READ, WRITE, is_graph_id, parse_appointment_id, staff_mailbox
 from shared.endpoints.http import by_method, endpoint, json_object, json_response, text_field
-from shared.services.appointments import Appointments, NewAppointment
+from shared.services.appointments import MAX_BOOKING_LENGTH, Appointments, NewAppointment
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,13 @@ MAX_BODY_BYTES = 64 * 1024
 # What a booking may be, checked before Graph is asked: one in year 1 or 100 years long is nobody's booking.
 BOOKING_PAST = timedelta(days=1)  # the start at most a day ago (a flow catching up on yesterday's visit)
 BOOKING_AHEAD = timedelta(days=730)  # at most two years ahead
-MAX_DURATION = timedelta(hours=24)
+MAX_DURATION = MAX_BOOKING_LENGTH
 MAX_TEXT_CHARS = 4000
 TEXT_LIMITS = {"customerName": 255, "customerEmail": 254, "customerPhone": 64, "customerTimeZone": 64,
                "customerNotes": MAX_TEXT_CHARS, "serviceNotes": MAX_TEXT_CHARS,
                "additionalInformation": MAX_TEXT_CHARS}
 _MULTILINE = frozenset({"customerNotes", "serviceNotes", "additionalInformation"})
+IDEMPOTENCY_HEADER, MAX_KEY_CHARS = "idempotency-key", 255
 
 
 def _time(value: Any, name: str) -> datetime:
@@ -149,10 +151,24 @@ async def _list(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body)
 
 
+def idempotency_key(raw: str | None) -> str | None:
+    """The ``Idempotency-Key`` header (the IETF draft's): 1 to 255 visible ASCII characters, or None."""
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not key:
+        return None
+    if len(key) > MAX_KEY_CHARS or not all(" " < c < "\x7f" for c in key):
+        raise ApiError("InvalidRequest", reason=f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII "
+                                                "characters")
+    return key
+
+
 async def _create(req: func.HttpRequest) -> func.HttpResponse:
     mailbox, caller = await staff_mailbox(req, WRITE)
     new = parse_new_appointment(req.get_body())
-    created = await Appointments(mailbox).create(new)
+    key = idempotency_key(req.headers.get(IDEMPOTENCY_HEADER))
+    created = await Appointments(mailbox).book(new, caller=caller.oid, key=key)
     log.info("appointment %s booked on %s by %s", created["AppointmentId"], mailbox, caller.oid,
              extra={"mailbox": mailbox})
     return json_response(created, 201)

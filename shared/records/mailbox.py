@@ -18,6 +18,7 @@ RowKey                      row                                      owner
 ``cancelreason:<apptId>``   a reason given through our cancel API   ``shared.records.reconcile_state``
 ``outbox:<eventId>``        an event waiting to reach flows         ``shared.records.outbox``
 ``deadletter:<ev>:<flow>``  a delivery that gave up                 ``shared.records.dead_letters``
+``idem:<sha256>``           a create's idempotency key              ``shared.records.idempotency``
 ==========================  ======================================  ==========================================
 
 The properties of each row are in ``docs/architecture.md`` (one table, once). This module holds what
