@@ -172,3 +172,14 @@ def test_every_http_route_is_fuzzed(app_env) -> None:
     names = {name for name, *_ in http_routes()}
     assert {"appointments", "appointment", "cancel_appointment", "flow_webhook", "graph_notifications",
             "dead_letter_replay", "test_event", "health_check"} <= names and len(names) >= 16
+
+
+@pytest.mark.parametrize("name", ["appointment", "cancel_appointment"])
+async def test_an_id_graph_cannot_parse_is_no_such_appointment_never_a_5xx(routes, admin, sandbox, name) -> None:
+    """Graph answers 400 ErrorInvalidIdMalformed for a well-spelt id it did not issue: 404, not 503."""
+    route, methods, handler = routes[name]
+    sandbox.add_fault(path="*/appointments/AAMkNotIssued*", status=400, code="ErrorInvalidIdMalformed", count=None)
+    response = await handler(request(route, methods[0], defaults(route) | {"appointmentId": "AAMkNotIssued="},
+                                     body=json.dumps({"reason": "because"}).encode(), headers=admin))
+    assert response.status_code == 404, response.get_body()
+    assert json.loads(response.get_body())["error"]["code"] == "AppointmentNotFound"
