@@ -17,6 +17,7 @@ import importlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from unittest import mock
 
 import azure.functions as func
 import pytest
@@ -34,7 +35,11 @@ Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 @functools.cache  # the app indexes its functions once (a second get_functions() refuses the names as duplicates)
 def http_routes() -> list[tuple[str, str, tuple[str, ...], Handler]]:
     """(function name, route template, methods, handler) of every HTTP function of the app."""
-    app = importlib.import_module("function_app").app
+    # Imported for its routes only: without what importing it does to a process (logging set-up, the warm-up
+    # thread, gc.freeze), which the rest of the test session must not inherit.
+    with mock.patch("shared.adapters.logs.configure_logging"), mock.patch("shared.adapters.lazy_imports.warm_up"), \
+            mock.patch("gc.freeze"):
+        app = importlib.import_module("function_app").app
     routes = []
     for function in app.get_functions():
         trigger = function.get_trigger()
