@@ -193,7 +193,7 @@ class Appointments:
             return await self._map(found)
         # Users report a 500 for a taken slot (microsoftgraph/microsoft-graph-docs-contrib#1598): say so when the
         # slot is taken, as retrying will not help.
-        if failure.graph_status == 500 and _taken(new, listing):
+        if failure.graph_status == 500 and _taken(new, await self._end(new), listing):
             return ApiError("AppointmentSlotTaken", business=self.mailbox,
                             reason="another appointment holds that time with the same staff or service")
         return _retry_helps(self.mailbox, failure)
@@ -207,7 +207,9 @@ class Appointments:
         """The appointment ``new`` describes, when Graph has it: the same service, times and staff in the
         calendar view, and (read by id, as listings omit customers) the same customer."""
         listing = listing if listing is not None else await self._overlapping(new)
-        start, end, staff = new["start"], await self._end(new), set(new.get("staffMemberIds", []))
+        # Graph keeps whole seconds (``_graph_time``): compare what it was sent.
+        start, end = new["start"].replace(microsecond=0), (await self._end(new)).replace(microsecond=0)
+        staff = set(new.get("staffMemberIds", []))
         candidates = [a for a in listing if a.get("serviceId") == new["serviceId"]
                       and parse_graph_datetime(a.get("startDateTime")) == start
                       and parse_graph_datetime(a.get("endDateTime")) == end
@@ -309,11 +311,18 @@ def _retry_helps(mailbox: str, failure: GraphFailure) -> ApiError:
                     dependency=f"Microsoft Graph {failure.graph_status or 'did not answer'} {failure.graph_code}")
 
 
-def _taken(new: NewAppointment, listing: list[dict[str, Any]]) -> bool:
-    """Whether another appointment holds ``new``'s time with one of its staff (or, none named, its service)."""
-    staff = set(new.get("staffMemberIds", []))
-    return any((staff & set(a.get("staffMemberIds") or [])) if staff else a.get("serviceId") == new["serviceId"]
-               for a in listing)
+def _taken(new: NewAppointment, end: datetime, listing: list[dict[str, Any]]) -> bool:
+    """Whether another appointment overlaps ``new``'s time (``start`` .. ``end``) with one of its staff (or, none
+    named, its service); one ending as it starts does not."""
+    staff, start = set(new.get("staffMemberIds", [])), new["start"]
+    for other in listing:
+        other_start = parse_graph_datetime(other.get("startDateTime"))
+        other_end = parse_graph_datetime(other.get("endDateTime"))
+        if other_start is None or other_end is None or not (other_start < end and other_end > start):
+            continue
+        if (staff & set(other.get("staffMemberIds") or [])) if staff else other.get("serviceId") == new["serviceId"]:
+            return True
+    return False
 
 
 def _request_hash(new: NewAppointment, caller: str) -> str:

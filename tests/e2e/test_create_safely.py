@@ -50,6 +50,7 @@ def test_a_probe_booking_is_refused_before_graph_and_the_business_stays_readable
 
 def test_a_create_graph_stored_without_answering_is_found_not_booked_again(app_host, sandbox) -> None:
     request = booking(services(sandbox)["Initial consultation"], customerEmail="lost@example.test")
+    request["startDateTime"] = request["startDateTime"].replace(":00Z", ":00.250Z")  # Graph keeps whole seconds
     # Graph stores the appointment, then answers 500: the app looks, finds it, and answers 201.
     sandbox.add_fault(method="POST", path=CREATE, status=500, afterHandler=True)
     first = call(app_host, sandbox, "POST", "appointments", json=request)
@@ -111,6 +112,11 @@ def test_graphs_refusals_say_whether_retrying_helps_in_english_and_japanese(app_
     sandbox.add_fault(method="POST", path=CREATE, status=400, message="Outside business hours.")
     rejected = call(app_host, sandbox, "POST", "appointments", json=booking(consult, customerEmail="r@example.test"))
     assert "will not help" in error(rejected, 400, "AppointmentRejected")["remedy"]
+    # A 500 right after the taken one (it ends as this starts): the slot is free, so retrying helps.
+    sandbox.add_fault(method="POST", path=CREATE, status=500)
+    adjacent = call(app_host, sandbox, "POST", "appointments", json={
+        **taken, "customerEmail": "next@example.test", "startDateTime": taken["startDateTime"][:11] + "10:30:00Z"})
+    error(adjacent, 503, "AppointmentNotBooked")
     # A 500 on a free slot, and throttling: nothing booked, retrying helps (and then books once).
     free = booking(consult, customerEmail="free@example.test", startDateTime=taken["startDateTime"][:11] + "14:00:00Z")
     for status in (500, 429):
