@@ -4,6 +4,8 @@ not answer was booked again by Power Automate's retry; a taken slot was answered
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
@@ -127,3 +129,18 @@ def test_graphs_refusals_say_whether_retrying_helps_in_english_and_japanese(app_
     retried = call(app_host, sandbox, "POST", "appointments", json=free)
     assert retried.status_code == 201, retried.text
     assert booked_for(sandbox, "free@example.test") == [retried.json()["AppointmentId"]]
+
+
+def test_the_same_booking_sent_twice_at_once_is_made_once(app_host, sandbox) -> None:
+    request = booking(services(sandbox)["Initial consultation"], customerEmail="twice@example.test")
+    sandbox.add_fault(method="POST", path=CREATE, latencyMs=1500)  # the first is still booking when the second comes
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: call(app_host, sandbox, "POST", "appointments", json=request), range(2)))
+    assert sorted(a.status_code for a in answers) == [201, 429], [a.text for a in answers]
+    busy = next(a for a in answers if a.status_code == 429)
+    error(busy, 429, "AppointmentBookingInProgress")
+    assert int(busy.headers["Retry-After"]) >= 1  # Power Automate retries a 429 after it
+    made = next(a for a in answers if a.status_code == 201).json()["AppointmentId"]
+    retried = call(app_host, sandbox, "POST", "appointments", json=request)
+    assert retried.status_code == 201 and retried.json()["AppointmentId"] == made
+    assert booked_for(sandbox, "twice@example.test") == [made] and len(posts(sandbox)) == 1
