@@ -75,8 +75,11 @@ def parse_dttz(value: Any, name: str) -> datetime:
 
 
 def dttz(dt: datetime) -> dict[str, str]:
-    # Bookings returns start/end in UTC with seven fractional digits and a "Z".
-    return {"dateTime": dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z"), "timeZone": "UTC"}
+    # Bookings returns start/end in UTC with seven fractional digits and a "Z"; a year always has four digits
+    # (Edm.DateTimeOffset). Not strftime("%Y"): glibc writes year 1 as "1", which nothing (this sandbox included)
+    # reads back as a date, so one such appointment made every listing of its business fail.
+    return {"dateTime": dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + ".0000000Z",
+            "timeZone": "UTC"}
 
 
 def iso_duration(delta: timedelta) -> str:

@@ -49,6 +49,9 @@ class FaultRule:
     message: str | None = None
     mailbox: str = "*"  # for dropNotifications: glob on the mailbox SMTP address
     send_missed: bool = False  # for dropNotifications: tell the subscription with a "missed" lifecycle event
+    # The real handler runs first (a write is stored), then its answer is replaced by the fault's: Graph failing
+    # (a 5xx, or a latency past the caller's timeout) after it wrote, so the caller never hears of the write.
+    after_handler: bool = False
     id: str = field(default_factory=lambda: f"fault-{next(_ids)}")
     hits: int = 0
 
@@ -79,6 +82,7 @@ class FaultRule:
             "code": d["code"],
             "message": d["message"],
             "mailbox": d["mailbox"],
+            "afterHandler": d["after_handler"],
             "hits": d["hits"],
         }
 
@@ -105,6 +109,7 @@ class FaultRule:
             message=body.get("message"),
             mailbox=str(body.get("mailbox", "*")),
             send_missed=bool(body.get("sendMissed", False)),
+            after_handler=bool(body.get("afterHandler", False)),
         )
 
 

@@ -6,7 +6,8 @@ segments are matched case-insensitively; ``/v1.0`` requests need a valid Graph t
 documented permissions (``permissions.ROUTES``) decide whether it may (403, or 400 for app tokens on
 ``/me``); when switched on, the subscription write limit and the per-mailbox concurrency limit answer 429
 with ``Retry-After``; then the first matching fault rule may add latency and/or answer an error instead of
-the real handler. Graph responses get ``request-id`` and ``client-request-id`` headers.
+the real handler (or, with ``afterHandler``, replace its answer once it has run: a write stored, its answer
+lost). Graph responses get ``request-id`` and ``client-request-id`` headers.
 """
 
 from __future__ import annotations
@@ -170,10 +171,14 @@ class GraphGate:
                 rule = faults.match(method, path)
                 if rule is not None:
                     entry["fault"] = rule.id
+                    if rule.after_handler:  # the write happens; its answer is lost (afterHandler)
+                        await self.app(scope, replay, _discard)
                     if rule.latency_ms:
                         await asyncio.sleep(rule.latency_ms / 1000)
                     if rule.status:
                         response = self._fault_response(request, rule)
+                    elif rule.after_handler:
+                        response = graph_error(request, 504, "timeout", "The operation timed out.")
             if response is not None:
                 await response(scope, replay, send_with_ids)
             else:
@@ -245,6 +250,10 @@ class GraphGate:
                 headers,
             )
         return graph_error(request, rule.status, rule.code or code, rule.message or message, headers)
+
+
+async def _discard(message: Message) -> None:
+    """The ASGI send of a handler whose answer a fault replaces (``afterHandler``)."""
 
 
 def _loggable(body: bytes, content_type: str) -> Any:

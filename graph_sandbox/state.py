@@ -23,7 +23,8 @@ def now_utc() -> datetime:
 def graph_timestamp(dt: datetime | None = None) -> str:
     """DateTimeOffset as Graph writes it: UTC, seven fractional digits, ``Z``."""
     dt = (dt or now_utc()).astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}0Z"
+    # isoformat, not strftime("%Y"): glibc does not zero-pad years before 1000.
+    return dt.replace(tzinfo=None, microsecond=0).isoformat() + f".{dt.microsecond:06d}0Z"
 
 
 def outlook_id() -> str:

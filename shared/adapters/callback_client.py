@@ -9,21 +9,25 @@ address (DNS rebinding) is refused.
 
 ``post`` never raises for what the callback did: it returns an ``Attempt`` whose ``outcome`` says what
 the delivery worker should do (``delivered``, ``retry``, ``gone``, ``deadLetter``). Error texts are
-scrubbed of the callback URL before they leave this module.
+scrubbed of the callback URL and of its query string's values (the signature), in every form a callback's
+error body may quote them (as they are, percent-encoded, as JSON strings), before they leave this module: what
+the dead letters and the log lines get is already clean.
 """
 
 from __future__ import annotations
 
 import email.utils
 import ipaddress
+import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 from shared.adapters.callback_urls import (
     LOOPBACK_HOSTS,
@@ -54,6 +58,13 @@ for _name in ("httpx", "httpcore.connection", "httpcore.http11"):
 
 REQUEST_TIMEOUT = (10.0, 30.0, 30.0, 30.0)  # httpx's (connect, read, write, pool) seconds
 RESPONSE_EXCERPT_BYTES = 300  # of a failed answer's body, for the dead letter (redacted)
+# Read this much more than the excerpt, so that a secret beginning inside the excerpt is redacted whole before the
+# excerpt is cut (a cut first would leave its first characters).
+RESPONSE_READ_BYTES = RESPONSE_EXCERPT_BYTES + 4096
+# Query parameters of a callback URL that are secrets whatever their length, and the length from which any other
+# parameter's value is treated as one (Power Automate's: api-version, sp, sv are not; sig is 43 characters).
+SECRET_PARAMETERS = frozenset({"sig", "code", "sv-sig", "signature"})
+MIN_SECRET_CHARS = 16
 USER_AGENT = "bookings-triggers-delivery/1"
 RETRYABLE_STATUSES = frozenset({408, 429})
 GONE_STATUSES = frozenset({404, 410})
@@ -185,11 +196,24 @@ def _callback_allowed(url: str) -> str | None:
     return None
 
 
+def _spellings(secret: str) -> set[str]:
+    """The forms a secret takes when a callback quotes it back: as it is, percent-encoded (once or twice, "+"
+    for spaces or not) and as a JSON string value."""
+    once = quote(secret, safe="")
+    return {secret, once, quote(secret), quote_plus(secret), quote(once, safe=""), json.dumps(secret)[1:-1]}
+
+
 def _scrub(text: str, url: str) -> str:
     """Error text safe to log and to show administrators: no callback URL (not even host and path, which
-    the dead-letter listing must not show), anything else secret-looking redacted."""
-    for spelling in (url, redact_url(url)):
-        text = text.replace(spelling, "[callback URL]")
+    the dead-letter listing must not show) and no value of its query string (the signature, ``sig``) in any of
+    the forms a callback's error body may quote it in (``_spellings``); anything else secret-looking redacted."""
+    for spelling in sorted(_spellings(url) | {redact_url(url)}, key=len, reverse=True):
+        text = re.sub(re.escape(spelling), "[callback URL]", text, flags=re.IGNORECASE)
+    secrets = {value for name, value in parse_qsl(urlsplit(url).query)
+               if name.lower() in SECRET_PARAMETERS or len(value) >= MIN_SECRET_CHARS}
+    forms = sorted({form for secret in secrets for form in _spellings(secret) if form}, key=len, reverse=True)
+    if forms:  # percent-encodings differ in case ("%2F" or "%2f"), and a signature is never case-folded alike
+        text = re.sub("|".join(re.escape(form) for form in forms), "[redacted]", text, flags=re.IGNORECASE)
     return redact(text)
 
 
@@ -209,7 +233,7 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
             if not 200 <= status < 300:
                 async for chunk in response.aiter_bytes():
                     excerpt += chunk
-                    if len(excerpt) >= RESPONSE_EXCERPT_BYTES:
+                    if len(excerpt) >= RESPONSE_READ_BYTES:
                         break
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
     except CallbackAddressRefused as error:
@@ -218,9 +242,10 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> Attempt:
         return Attempt("retry", 0, "Timeout", f"no answer in time ({type(error).__name__})", elapsed())
     except httpx.TransportError as error:
         return Attempt("retry", 0, "ConnectionFailed", _scrub(f"{type(error).__name__}: {error}", url), elapsed())
-    text = _scrub(f"HTTP {status}: {excerpt[:RESPONSE_EXCERPT_BYTES].decode('utf-8', 'replace')}", url)
     if 200 <= status < 300:
         return Attempt("delivered", status, "", "", elapsed())
+    # Scrubbed whole, then cut: a signature quoted across the excerpt's end is never left half there.
+    text = f"HTTP {status}: " + _scrub(excerpt.decode("utf-8", "replace"), url)[:RESPONSE_EXCERPT_BYTES]
     if status in GONE_STATUSES:
         return Attempt("gone", status, "FlowGone", text, elapsed())
     if status in RETRYABLE_STATUSES or status >= 500:

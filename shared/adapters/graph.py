@@ -70,6 +70,17 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+def path_id(value: str) -> str:
+    """An id that is about to become one segment of a Graph URL. The SDK's URL templates percent-encode every
+    reserved character ("/" "?" "#" "%" and the rest: RFC 6570), but "." and ".." are unreserved: as a segment
+    they are dot segments, which URL normalisation removes with the segment before them (RFC 3986, 5.2.4), so
+    ``…/appointments/..`` would name the business itself. Refused here as Graph refuses an id it cannot parse
+    (the endpoints' own guard, ``shared.endpoints.access.parse_appointment_id``, refuses them first)."""
+    if value.strip(".") == "" or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise GraphError(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+    return value
+
+
 class TokenSource:
     """App-only Graph tokens from azure-identity: the Function App's managed identity (``managedidentity``) or
     the app registration's client secret against ``ENTRA_AUTHORITY`` (``clientsecret``). The credential
@@ -271,11 +282,11 @@ class Graph:
 
     async def get_event(self, mailbox: str, event_id: str) -> dict:
         """A calendar event of the mailbox (notifications name events, not appointments)."""
-        info = self.sdk.users.by_user_id(mailbox).events.by_event_id(event_id).to_get_request_information()
+        info = self.sdk.users.by_user_id(mailbox).events.by_event_id(path_id(event_id)).to_get_request_information()
         return await self.send(info, retry=True)
 
     async def get_appointment(self, mailbox: str, appointment_id: str) -> dict:
-        appointment = self._business(mailbox).appointments.by_booking_appointment_id(appointment_id)
+        appointment = self._business(mailbox).appointments.by_booking_appointment_id(path_id(appointment_id))
         info = appointment.to_get_request_information()
         return await self.send(info, retry=True)
 
@@ -306,7 +317,7 @@ class Graph:
         )
 
         body = CancelPostRequestBody(cancellation_message=message)
-        builder = self._business(mailbox).appointments.by_booking_appointment_id(appointment_id).cancel
+        builder = self._business(mailbox).appointments.by_booking_appointment_id(path_id(appointment_id)).cancel
         await self.send(builder.to_post_request_information(body), retry=False)
 
     # ---- subscriptions (writes: never retried here) ----------------------------------------------

@@ -23,6 +23,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![A-Za-z0-9_])((?:AccountKey|SharedAccessSignature|client_secret|sig|code)=)[^;&\s\"']+",
                 re.IGNORECASE),
      r"\1[redacted]"),
+    # The same keys percent-encoded ("%3Fsig%3D…", "sig%253D…" twice over), the value ending at an encoded "&"
+    (re.compile(r"(?:(?<![A-Za-z0-9_])|(?<=%26)|(?<=%3F)|(?<=%2526)|(?<=%253F))"
+                r"((?:AccountKey|SharedAccessSignature|client_secret|sig|code)%(?:25)*3D)"
+                r"(?:(?!%(?:25)*26)[^;&\s\"'<>])+", re.IGNORECASE),
+     r"\1[redacted]"),
+    # ... and as JSON members: {"sig": "…"} (not "code", which in JSON is an error's code, not a key)
+    (re.compile(r"(\"(?:AccountKey|SharedAccessSignature|client_secret|sig)\"\s*:\s*\")(?:[^\"\\]|\\.)*",
+                re.IGNORECASE),
+     r"\1[redacted]"),
 )
 
 
@@ -30,12 +39,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # case — mailboxes, ids, ordinary log lines — at a tenth of the four substitutions' cost, and this runs on
 # every log line and telemetry dimension.
 _KEY_MARKERS = ("accountkey=", "sharedaccesssignature=", "client_secret=", "sig=", "code=")
+_JSON_KEYS = ('"accountkey"', '"sharedaccesssignature"', '"client_secret"', '"sig"')
 
 
 def _may_hold_secret(text: str) -> bool:
     lowered = text.lower()
-    return ("?" in lowered or "bearer" in lowered or "eyj" in lowered
-            or ("=" in lowered and any(marker in lowered for marker in _KEY_MARKERS)))
+    return ("?" in lowered or "bearer" in lowered or "eyj" in lowered or ("%" in lowered and "3d" in lowered)
+            or ("=" in lowered and any(marker in lowered for marker in _KEY_MARKERS))
+            or ('"' in lowered and any(key in lowered for key in _JSON_KEYS)))
 
 
 def redact(text: str) -> str:

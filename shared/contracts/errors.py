@@ -177,13 +177,53 @@ CATALOGUE: dict[str, ErrorText] = {
         "この Bookings ビジネスの管理者に、操作できる役割 ({allowed}) を付与してもらうか (Bookings の [スタッフ])、"
         "そのような役割を持つユーザーの接続を使用してください。",
     ),
+    # --- booking (Create an appointment): Graph's refusals, and whether retrying helps -------------------------
     "AppointmentRejected": ErrorText(
         400,
         "Microsoft Bookings did not accept the appointment for {business}: {reason}",
-        "Check the service, the staff members, the times (within business hours, as long as the service takes) "
-        "and the customer, then try again.",
+        "Sending the same request again will not help. Check the service, the staff members, the times (within "
+        "business hours, as long as the service takes) and the customer, then send the corrected request.",
         "Microsoft Bookings は {business} の予定を受け付けませんでした: {reason}",
-        "サービス、スタッフ、時間 (営業時間内でサービスの所要時間どおりか)、顧客を確認して、もう一度お試しください。",
+        "同じリクエストを再送しても結果は変わりません。サービス、スタッフ、"
+        "時間 (営業時間内でサービスの所要時間どおりか)、顧客を確認し、修正したリクエストを送信してください。",
+    ),
+    "AppointmentSlotTaken": ErrorText(
+        409,
+        "Microsoft Bookings did not book the appointment for {business}: the time is not free ({reason}).",
+        "Sending the same request again will not help: pick another time or staff member (List appointments "
+        "shows what is booked), then send the new request.",
+        "Microsoft Bookings は {business} の予定を登録しませんでした: その時間は空いていません ({reason})。",
+        "同じリクエストを再送しても結果は変わりません。別の時間またはスタッフを選び (予定の一覧で予約済みの時間を"
+        "確認できます)、新しいリクエストを送信してください。",
+    ),
+    "AppointmentNotBooked": ErrorText(
+        503,
+        "Microsoft Bookings did not book the appointment for {business} this time ({dependency}); no appointment "
+        "was made.",
+        "Retrying helps: send the same request again in {seconds} seconds (Power Automate's retry policy does so "
+        "by itself). The same request never books twice.",
+        "Microsoft Bookings は今回 {business} の予定を登録しませんでした ({dependency})。予定は作成されていません。",
+        "再試行すると解決します。{seconds} 秒後に同じリクエストを再送してください (Power Automate の再試行ポリシーが"
+        "自動的に行います)。同じリクエストで二重に予約されることはありません。",
+    ),
+    "AppointmentBookingInProgress": ErrorText(
+        429,
+        "The same booking for {business} is being made by another request right now.",
+        "Retrying helps: send the same request again in {seconds} seconds; it is then answered with the "
+        "appointment that request made.",
+        "{business} の同じ予約が、別のリクエストで現在処理中です。",
+        "再試行すると解決します。{seconds} 秒後に同じリクエストを再送してください。"
+        "そのリクエストで作成された予定が返されます。",
+    ),
+    "IdempotencyKeyReused": ErrorText(
+        422,
+        "The Idempotency-Key of this request was used within the last {hours} hours for another booking "
+        "with {business}.",
+        "Sending the same request again will not help: give each booking its own key (for example the flow run's "
+        "id and the item's index), or leave the header out.",
+        "このリクエストの Idempotency-Key は、過去 {hours} 時間以内に {business} の別の予約で使用されています。",
+        "同じリクエストを再送しても結果は変わりません。予約ごとに別のキー (フロー実行の ID と項目の番号など) を"
+        "指定するか、ヘッダーを省略してください。",
     ),
     "FlowNotFound": ErrorText(
         404,

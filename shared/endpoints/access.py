@@ -11,6 +11,9 @@ business's appointments, services and staff is for every role that sees the Book
 members may change only their own bookings in Bookings; the app does not model whose a booking is, so it lets
 them read only. Guests see nothing. Role names: Graph's ``bookingStaffRole``
 (https://learn.microsoft.com/en-us/graph/api/resources/bookingstaffmember?view=graph-rest-1.0).
+
+An appointment is named in a route by the id Graph issued (``parse_appointment_id``: the one guard every route
+taking an appointment id uses, before the id goes anywhere near a Graph URL).
 """
 
 from __future__ import annotations
@@ -35,6 +38,29 @@ _ACTION_TEXT = {READ: "read its appointments, services and staff", WRITE: "book 
 # (/ \ # ? are not allowed in PartitionKey).
 _SMTP = re.compile(r"^[a-z0-9](?:[a-z0-9._%+'-]{0,62}[a-z0-9_%+'-])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
                    r"[a-z0-9-]{2,63}$")
+
+
+# What Graph issues as appointment ids: Exchange REST ids, URL-safe base64 ("AAMkADKnAAA=" in
+# https://learn.microsoft.com/en-us/graph/api/bookingappointment-get; the REST format replaces "+" by "-" and "/"
+# by "_" and may end in "=" padding: https://learn.microsoft.com/en-us/graph/api/user-translateexchangeids).
+# Nothing else is accepted: no "." (so never a dot segment such as ".." or its encodings, which would name another
+# Graph resource), no "/ ? # \ %", no control characters, no spaces.
+# Bookings' service and staff ids are GUIDs, which fit the same alphabet.
+_GRAPH_ID = re.compile(r"[A-Za-z0-9_=-]+")
+
+
+def is_graph_id(value: str, limit: int = 512) -> bool:
+    """Whether ``value`` is spelt as Graph spells the ids it issues (at most ``limit`` characters)."""
+    return 0 < len(value) <= limit and _GRAPH_ID.fullmatch(value) is not None
+
+
+def parse_appointment_id(raw: str | None) -> str:
+    """The appointment id of a route, as Graph issued it; ``InvalidRequest`` for anything Graph never issues."""
+    appointment_id = (raw or "").strip()
+    if not is_graph_id(appointment_id):
+        raise ApiError("InvalidRequest", reason="the appointment id is not one Microsoft Graph issues (take the "
+                                                "AppointmentId of a trigger or of List appointments)")
+    return appointment_id
 
 
 def parse_mailbox(raw: str | None) -> str:

@@ -5,7 +5,8 @@ Routes (under the ``api`` route prefix; the business is named by its SMTP addres
 - ``GET  v1/bookingBusinesses/{smtp}/appointments/{appointmentId}``  *Get an appointment* → ``AppointmentData``
 - ``GET  v1/bookingBusinesses/{smtp}/appointments?startDateTime=&endDateTime=``  *List appointments*: a page
   ``{"value": [AppointmentData…], "nextLink"}``, as Power Automate's ``x-ms-pageable`` follows it
-- ``POST v1/bookingBusinesses/{smtp}/appointments``  *Create an appointment* → 201 ``AppointmentData``
+- ``POST v1/bookingBusinesses/{smtp}/appointments``  *Create an appointment* → 201 ``AppointmentData``, booked
+  once however often the request is sent (``Idempotency-Key`` header: ``shared.services.appointments``)
 - ``GET  v1/bookingBusinesses/{smtp}/services``, ``…/staffMembers``  the lists (and the dropdowns' sources)
 
 Who may: the caller must be on the business's staff list with a role that may read (every role that sees the
@@ -26,9 +27,9 @@ import azure.functions as func
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.contracts.graph_times import parse_graph_datetime
-from shared.endpoints.access import READ, WRITE, staff_mailbox
-from shared.endpoints.http import by_method, endpoint, json_object, json_response
-from shared.services.appointments import Appointments, NewAppointment
+from shared.endpoints.access import READ, WRITE, is_graph_id, parse_appointment_id, staff_mailbox
+from shared.endpoints.http import by_method, endpoint, json_object, json_response, text_field
+from shared.services.appointments import MAX_BOOKING_LENGTH, Appointments, NewAppointment
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,19 @@ STAFF_ROUTE = "v1/bookingBusinesses/{smtp}/staffMembers"
 
 DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=366)
+LISTING_YEARS = (1900, 2999)  # a listing's start and end lie within these years (Python's dates end at 9999)
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 50  # each appointment on a page is one Graph read by id
 MAX_BODY_BYTES = 64 * 1024
+# What a booking may be, checked before Graph is asked: one in year 1 or 100 years long is nobody's booking.
+BOOKING_PAST = timedelta(days=1)  # the start at most a day ago (a flow catching up on yesterday's visit)
+BOOKING_AHEAD = timedelta(days=730)  # at most two years ahead
+MAX_DURATION = MAX_BOOKING_LENGTH
 MAX_TEXT_CHARS = 4000
-_TEXTS = ("customerName", "customerEmail", "customerPhone", "customerNotes", "customerTimeZone", "serviceNotes",
-          "additionalInformation")
-
-
-def _appointment_id(raw: str | None) -> str:
-    appointment_id = (raw or "").strip()
-    if not appointment_id or len(appointment_id) > 512:
-        raise ApiError("InvalidRequest", reason="no appointment id")
-    return appointment_id
+TEXT_LIMITS = {"customerName": 255, "customerEmail": 254, "customerPhone": 64, "customerTimeZone": 64,
+               "customerNotes": MAX_TEXT_CHARS, "serviceNotes": MAX_TEXT_CHARS,
+               "additionalInformation": MAX_TEXT_CHARS}
+_MULTILINE = frozenset({"customerNotes", "serviceNotes", "additionalInformation"})
+IDEMPOTENCY_HEADER, MAX_KEY_CHARS = "idempotency-key", 255
 
 
 def _time(value: Any, name: str) -> datetime:
@@ -63,43 +65,63 @@ def _time(value: Any, name: str) -> datetime:
     return moment
 
 
+def _listing_time(value: Any, name: str) -> datetime:
+    moment = _time(value, name)
+    if not LISTING_YEARS[0] <= moment.year <= LISTING_YEARS[1]:
+        raise ApiError("InvalidRequest", reason=f"{name} must lie in the years {LISTING_YEARS[0]} to "
+                                                f"{LISTING_YEARS[1]}")
+    return moment
+
+
 def _int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only: str.isdigit() is also true of "²" and "١", which int() then refuses or reads.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not low <= int(raw) <= high:
         raise ApiError("InvalidRequest", reason=f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 
 
 def _ids(value: Any, name: str) -> list[str]:
-    """One id or a list of ids (a dropdown gives one; an expression may give several)."""
+    """One id or a list of ids (a dropdown gives one; an expression may give several), each as Graph issues ids."""
     if value is None or value == "":
         return []
     values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(v, str) and 0 < len(v.strip()) <= 100 for v in values):
-        raise ApiError("InvalidRequest", reason=f"{name} must be an id or a list of ids")
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or \
+            not all(is_graph_id(v.strip(), 100) for v in values):
+        raise ApiError("InvalidRequest", reason=f"{name} must be an id or a list of ids (pick them from the list)")
     return list(dict.fromkeys(v.strip() for v in values))
 
 
-def parse_new_appointment(body: bytes) -> NewAppointment:
+def _booking_times(document: dict[str, Any], now: datetime) -> tuple[datetime, datetime | None]:
+    start = _time(document.get("startDateTime"), "startDateTime")
+    if not now - BOOKING_PAST <= start <= now + BOOKING_AHEAD:
+        raise ApiError("InvalidRequest", reason=f"startDateTime must lie between {BOOKING_PAST.days} day ago and "
+                                                f"{BOOKING_AHEAD.days} days ahead")
+    end = _time(document["endDateTime"], "endDateTime") if document.get("endDateTime") else None
+    if end is not None and not start < end <= start + MAX_DURATION:
+        raise ApiError("InvalidRequest", reason="endDateTime must be later than startDateTime, by at most "
+                                                f"{int(MAX_DURATION.total_seconds() // 3600)} hours")
+    return start, end
+
+
+def parse_new_appointment(body: bytes, now: datetime | None = None) -> NewAppointment:
+    """The booking a *Create an appointment* body asks for, within the bounds above; ``InvalidRequest`` naming
+    the field otherwise."""
     document = json_object(body, MAX_BODY_BYTES)
     service = document.get("serviceId")
     if not isinstance(service, str) or not service.strip():
         raise ApiError("InvalidRequest", reason="serviceId is required (pick the service from the list)")
-    start = _time(document.get("startDateTime"), "startDateTime")
-    end = _time(document["endDateTime"], "endDateTime") if document.get("endDateTime") else None
-    if end is not None and end <= start:
-        raise ApiError("InvalidRequest", reason="endDateTime must be later than startDateTime")
+    if not is_graph_id(service.strip(), 100):
+        raise ApiError("InvalidRequest", reason="serviceId is not a service id (pick the service from the list)")
+    start, end = _booking_times(document, now or datetime.now(UTC))
     new: NewAppointment = {"serviceId": service.strip(), "start": start, "end": end,
                            "staffMemberIds": _ids(document.get("staffMemberIds", document.get("staffMemberId")),
                                                   "staffMemberId")}
-    for name in _TEXTS:
+    for name, limit in TEXT_LIMITS.items():
         value = document.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
-            raise ApiError("InvalidRequest", reason=f"{name} must be text of at most {MAX_TEXT_CHARS} characters")
-        new[name] = value.strip()  # type: ignore[literal-required]
+        if value is not None:
+            new[name] = text_field(value, name, limit, multiline=name in _MULTILINE)  # type: ignore[literal-required]
     return new
 
 
@@ -113,9 +135,10 @@ def _next_link(mailbox: str, start: datetime, end: datetime, top: int, skip: int
 async def _list(req: func.HttpRequest) -> func.HttpResponse:
     mailbox, _ = await staff_mailbox(req, READ)
     params = req.params
-    start = _time(params["startDateTime"], "startDateTime") if params.get("startDateTime") else \
+    start = _listing_time(params["startDateTime"], "startDateTime") if params.get("startDateTime") else \
         datetime.now(UTC).replace(microsecond=0)
-    end = _time(params["endDateTime"], "endDateTime") if params.get("endDateTime") else start + DEFAULT_RANGE
+    end = _listing_time(params["endDateTime"], "endDateTime") if params.get("endDateTime") else \
+        start + DEFAULT_RANGE
     if end <= start or end - start > MAX_RANGE:
         raise ApiError("InvalidRequest", reason=f"endDateTime must be after startDateTime, at most "
                                                 f"{MAX_RANGE.days} days later")
@@ -128,10 +151,24 @@ async def _list(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body)
 
 
+def idempotency_key(raw: str | None) -> str | None:
+    """The ``Idempotency-Key`` header (the IETF draft's): 1 to 255 visible ASCII characters, or None."""
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not key:
+        return None
+    if len(key) > MAX_KEY_CHARS or not all(" " < c < "\x7f" for c in key):
+        raise ApiError("InvalidRequest", reason=f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII "
+                                                "characters")
+    return key
+
+
 async def _create(req: func.HttpRequest) -> func.HttpResponse:
     mailbox, caller = await staff_mailbox(req, WRITE)
     new = parse_new_appointment(req.get_body())
-    created = await Appointments(mailbox).create(new)
+    key = idempotency_key(req.headers.get(IDEMPOTENCY_HEADER))
+    created = await Appointments(mailbox).book(new, caller=caller.oid, key=key)
     log.info("appointment %s booked on %s by %s", created["AppointmentId"], mailbox, caller.oid,
              extra={"mailbox": mailbox})
     return json_response(created, 201)
@@ -145,8 +182,8 @@ async def appointments(req: func.HttpRequest) -> func.HttpResponse:
 
 @endpoint
 async def get_appointment(req: func.HttpRequest) -> func.HttpResponse:
+    appointment_id = parse_appointment_id(req.route_params.get("appointmentId"))
     mailbox, _ = await staff_mailbox(req, READ)
-    appointment_id = _appointment_id(req.route_params.get("appointmentId"))
     return json_response(await Appointments(mailbox).get(appointment_id))
 
 

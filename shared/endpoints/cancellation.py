@@ -13,40 +13,32 @@ the cancel page lists, and ``BookingsAppointment.ReadWrite.All``, which the othe
 
 from __future__ import annotations
 
-import json
-
 import azure.functions as func
 
 from shared.adapters.auth import authenticate
 from shared.contracts.errors import ApiError
-from shared.endpoints.access import parse_mailbox, require_administrator
-from shared.endpoints.http import empty_response, endpoint
+from shared.endpoints.access import parse_appointment_id, parse_mailbox, require_administrator
+from shared.endpoints.http import empty_response, endpoint, json_object, text_field
 from shared.services.appointments import Appointments
 
 ROUTE = "v1/bookingBusinesses/{smtp}/appointments/{appointmentId}/cancel"
 MAX_REASON_CHARS = 2000
+MAX_BODY_BYTES = 64 * 1024
 
 
 def parse_reason(body: bytes) -> str:
-    try:
-        document = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("InvalidRequest", reason="the body is not JSON") from None
-    reason = document.get("reason") if isinstance(document, dict) else None
+    document = json_object(body or b"{}", MAX_BODY_BYTES)
+    reason = document.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise ApiError("InvalidRequest", reason='give the cancellation reason as {"reason": "..."}')
-    if len(reason) > MAX_REASON_CHARS:
-        raise ApiError("InvalidRequest", reason=f"the reason is longer than {MAX_REASON_CHARS} characters")
-    return reason.strip()
+    return text_field(reason, "reason", MAX_REASON_CHARS, multiline=True)
 
 
 @endpoint
 async def handle(req: func.HttpRequest) -> func.HttpResponse:
     caller = await authenticate(req.headers.get("authorization"))
     mailbox = parse_mailbox(req.route_params.get("smtp"))
-    appointment_id = (req.route_params.get("appointmentId") or "").strip()
-    if not appointment_id or len(appointment_id) > 512:
-        raise ApiError("InvalidRequest", reason="no appointment id")
+    appointment_id = parse_appointment_id(req.route_params.get("appointmentId"))
     await require_administrator(mailbox, caller)
     reason = parse_reason(req.get_body())
     await Appointments(mailbox).cancel(appointment_id, reason, caller.upn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -63,9 +64,27 @@ def json_object(body: bytes, limit: int) -> dict[str, Any]:
         document = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
         raise ApiError("InvalidRequest", reason="the body is not JSON") from None
+    except RecursionError:  # json.loads recurses once per level of nesting: "[[[[…" deep enough overflows it
+        raise ApiError("InvalidRequest", reason="the body's JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise ApiError("InvalidRequest", reason="the body must be a JSON object")
     return document
+
+
+# Control characters (Unicode's Cc: C0, DEL, C1) and surrogates, which in a str are always lone ones.
+_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_MULTILINE_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def text_field(value: Any, name: str, limit: int, *, multiline: bool = False) -> str:
+    """A text field of a request body, stripped: a string of at most ``limit`` characters with no lone surrogate
+    (JSON's ``"\\ud800"``, which no store or Graph can encode) and no control character (line breaks and tabs
+    only where ``multiline``); ``InvalidRequest`` naming the field otherwise."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise ApiError("InvalidRequest", reason=f"{name} must be text of at most {limit} characters")
+    if (_MULTILINE_REFUSED if multiline else _LINE_REFUSED).search(value):
+        raise ApiError("InvalidRequest", reason=f"{name} holds a control character or a lone surrogate")
+    return value.strip()
 
 
 async def by_method(req: func.HttpRequest, handlers: dict[str, Handler]) -> func.HttpResponse:

@@ -19,6 +19,7 @@ RowKey                      row                                      owner
 ``outbox:<eventId>``        an event waiting to reach flows         ``shared.records.outbox``
 ``deadletter:<ev>:<flow>``  a delivery that gave up                 ``shared.records.dead_letters``
 ``testevents``              each flow's test-event rate limit       ``shared.records.test_event_limit``
+``idem:<sha256>``           a create's idempotency key              ``shared.records.idempotency``
 ==========================  ======================================  ==========================================
 
 The properties of each row are in ``docs/architecture.md`` (one table, once). This module holds what

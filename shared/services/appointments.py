@@ -10,24 +10,43 @@ Cancelling with a reason: Graph has no cancellation-reason property (a cancelled
 so the reason is recorded in the mailbox partition (``shared.records.reconcile_state``) *before* Graph is asked
 to cancel, where the reconcile worker finds it when the appointment vanishes and puts it in the Cancelled event;
 a full-resync hint follows, so that event does not wait for Graph's notification.
+
+Booking once (``Appointments.book``). Power Automate's retry policy resends a request that timed out or got a
+408, 429 or 5xx (https://learn.microsoft.com/azure/logic-apps/logic-apps-exception-handling), so a create that
+Graph stored but whose answer was lost must not book again. Each create holds a key first
+(``shared.records.idempotency``): the caller's ``Idempotency-Key`` header, else the request itself (the same
+caller asking for the same booking within the key's lifetime is the same booking). A key already booked is
+answered with its appointment; a key whose earlier request never heard Graph's answer makes this one look in Graph
+(the calendar view around the slot, then the candidates by id for the customer) before it books. Graph's refusals
+say whether retrying helps: 400/422 ``AppointmentRejected`` and 409 ``AppointmentSlotTaken`` do not; throttling
+and failures after which the appointment is not found are ``AppointmentNotBooked`` (503, ``Retry-After``); a 500
+while another appointment holds the slot is ``AppointmentSlotTaken`` (Graph answers a taken slot with a 500:
+https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/1598). A create found in Graph after a
+failure is answered 201, never 503; one not visible yet leaves its key uncertain, so the retry looks again first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from shared.contracts.appointment_data import AppointmentData, to_appointment_data
 from shared.contracts.errors import ApiError
-from shared.contracts.graph_times import parse_iso_duration
+from shared.contracts.graph_times import parse_graph_datetime, parse_iso_duration
 from shared.messages import mailbox_changes
-from shared.records import reconcile_state
+from shared.records import idempotency, reconcile_state
 from shared.services.bookings import Bookings, Lookups
 from shared.services.graph_failures import GraphFailure
 
 log = logging.getLogger(__name__)
+
+MAX_BOOKING_LENGTH = timedelta(hours=24)  # also the longest a create request may ask for (the endpoint checks)
+MAX_LOOKUP_READS = 5  # appointments read by id when looking for one a create may have made
+RETRY_SECONDS = 10  # Retry-After when Graph gave none
 
 
 class ServiceItem(TypedDict):
@@ -122,9 +141,91 @@ class Appointments:
             "emailAddress": str(m.get("emailAddress") or ""), "role": str(m.get("role") or ""),
         } for m in staff if m.get("id")), key=lambda m: (m["displayName"].lower(), m["id"]))
 
-    async def create(self, new: NewAppointment) -> AppointmentData:
-        """Book an appointment (``POST …/appointments``, app-only), as Graph's create page documents it:
-        https://learn.microsoft.com/en-us/graph/api/bookingbusiness-post-appointments?view=graph-rest-1.0"""
+    async def book(self, new: NewAppointment, *, caller: str, key: str | None = None) -> AppointmentData:
+        """Book ``new`` once, however often it is asked for (module docstring, "Booking once"): ``key`` is the
+        caller's ``Idempotency-Key``, else the request itself is the key."""
+        request_hash = _request_hash(new, caller)
+        try:
+            held = await idempotency.claim(self.mailbox, f"key:{caller}:{key}" if key else f"request:{request_hash}",
+                                           request_hash)
+        except idempotency.KeyReused:
+            raise ApiError("IdempotencyKeyReused", business=self.mailbox, hours=idempotency.KEY_HOURS) from None
+        except idempotency.KeyInUse as busy:
+            raise ApiError("AppointmentBookingInProgress", headers={"Retry-After": str(busy.seconds)},
+                           business=self.mailbox, seconds=busy.seconds) from None
+        if held.state == idempotency.BOOKED:
+            return await self.get(held.appointment_id)  # as the first request answered (404 if cancelled since)
+        await idempotency.prune(self.mailbox)
+        try:
+            found = await self._find(new) if held.look_first else None
+            created = found or await self.bookings.create_appointment(await self._graph_body(new))
+        except GraphFailure as failure:
+            outcome = await self._not_booked(held, new, failure)
+            if isinstance(outcome, ApiError):
+                raise outcome from None
+            return outcome
+        except ApiError:
+            await idempotency.release(held)  # refused before Graph was asked to book (an unknown service…)
+            raise
+        await idempotency.settle(held, str(created.get("id") or ""))
+        # The create answer is the whole appointment; reading it again by id costs a call for nothing.
+        return await self._map(created)
+
+    async def _not_booked(self, held: idempotency.Claim, new: NewAppointment,
+                          failure: GraphFailure) -> ApiError | AppointmentData:
+        """What to answer when Graph's create failed; the appointment when it was booked all the same."""
+        if 400 <= failure.graph_status < 500 and failure.graph_status != 429:  # Graph said no: nothing booked
+            await idempotency.release(held)
+            return failure
+        if failure.graph_status == 429:
+            await idempotency.release(held)  # throttled before anything was written
+            return _retry_helps(self.mailbox, failure)
+        # No answer, or a 5xx: booked or not, Graph did not say. Look, and keep the key uncertain so that a
+        # retry looks again (a write Graph finishes later is then found, not booked twice).
+        await idempotency.leave_uncertain(held)
+        try:
+            listing = await self._overlapping(new)
+            found = await self._find(new, listing)
+        except GraphFailure:
+            return _retry_helps(self.mailbox, failure)
+        if found is not None:
+            await idempotency.settle(held, str(found.get("id") or ""))
+            return await self._map(found)
+        # Users report a 500 for a taken slot (microsoftgraph/microsoft-graph-docs-contrib#1598): say so when the
+        # slot is taken, as retrying will not help.
+        if failure.graph_status == 500 and _taken(new, await self._end(new), listing):
+            return ApiError("AppointmentSlotTaken", business=self.mailbox,
+                            reason="another appointment holds that time with the same staff or service")
+        return _retry_helps(self.mailbox, failure)
+
+    async def _overlapping(self, new: NewAppointment) -> list[dict[str, Any]]:
+        start, end = new["start"], await self._end(new)
+        listing, _ = await self.bookings.calendar_view(start - timedelta(minutes=1), end + timedelta(minutes=1))
+        return listing
+
+    async def _find(self, new: NewAppointment, listing: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """The appointment ``new`` describes, when Graph has it: the same service, times and staff in the
+        calendar view, and (read by id, as listings omit customers) the same customer."""
+        listing = listing if listing is not None else await self._overlapping(new)
+        # Graph keeps whole seconds (``_graph_time``): compare what it was sent.
+        start, end = new["start"].replace(microsecond=0), (await self._end(new)).replace(microsecond=0)
+        staff = set(new.get("staffMemberIds", []))
+        candidates = [a for a in listing if a.get("serviceId") == new["serviceId"]
+                      and parse_graph_datetime(a.get("startDateTime")) == start
+                      and parse_graph_datetime(a.get("endDateTime")) == end
+                      and set(a.get("staffMemberIds") or []) >= staff]
+        email = new.get("customerEmail", "").strip().lower()
+        name = new.get("customerName", "").strip()
+        for candidate in candidates[:MAX_LOOKUP_READS]:
+            full = await self._read(str(candidate.get("id") or ""))
+            customers = [c for c in (full or {}).get("customers") or [] if isinstance(c, dict)]
+            if full is not None and (not (email or name) or any(
+                    str(c.get("emailAddress") or "").strip().lower() == email if email else
+                    str(c.get("name") or "").strip() == name for c in customers)):
+                return full
+        return None
+
+    async def _service(self, new: NewAppointment) -> dict[str, Any]:
         lookups = await self.lookups()
         service = next((s for s in lookups["services"] if s.get("id") == new["serviceId"]), None)
         if service is None:
@@ -135,12 +236,23 @@ class Appointments:
         if unknown:
             raise ApiError("AppointmentRejected", business=self.mailbox,
                            reason=f"the business has no staff member {unknown[0]} (pick one from the list)")
-        start = new["start"]
-        end = new.get("end") or start + (parse_iso_duration(service.get("defaultDuration")) or timedelta(minutes=30))
+        return service
+
+    async def _end(self, new: NewAppointment) -> datetime:
+        """The end asked for, else the start plus the service's length (capped like an asked-for end)."""
+        if new.get("end"):
+            return new["end"]  # type: ignore[return-value]
+        length = parse_iso_duration((await self._service(new)).get("defaultDuration")) or timedelta(minutes=30)
+        return new["start"] + min(length, MAX_BOOKING_LENGTH)
+
+    async def _graph_body(self, new: NewAppointment) -> dict[str, Any]:
+        """Graph's ``bookingAppointment`` for ``new``, as Graph's create page documents it:
+        https://learn.microsoft.com/en-us/graph/api/bookingbusiness-post-appointments?view=graph-rest-1.0"""
+        service = await self._service(new)
         body: dict[str, Any] = {
             "@odata.type": "#microsoft.graph.bookingAppointment",
             "serviceId": new["serviceId"],
-            "startDateTime": _graph_time(start), "endDateTime": _graph_time(end),
+            "startDateTime": _graph_time(new["start"]), "endDateTime": _graph_time(await self._end(new)),
             "staffMemberIds": list(new.get("staffMemberIds", [])),
             "serviceNotes": new.get("serviceNotes", ""),
             "additionalInformation": new.get("additionalInformation", ""),
@@ -149,8 +261,7 @@ class Appointments:
             body["customerTimeZone"] = new["customerTimeZone"]
         if new.get("customerName") or new.get("customerEmail"):
             body["customers"] = [await self._customer(new, group=int(service.get("maximumAttendeesCount") or 1) > 1)]
-        # The create answer is the whole appointment; reading it again by id costs a call for nothing.
-        return await self._map(await self.bookings.create_appointment(body))
+        return body
 
     async def _customer(self, new: NewAppointment, *, group: bool) -> dict[str, Any]:
         """The appointment's customer. Graph: for a service taking several customers, each must be one of the
@@ -192,6 +303,33 @@ class Appointments:
         # The calendar notification will come; this hint makes the Cancelled event independent of it.
         await mailbox_changes.enqueue(mailbox_changes.full_resync(self.mailbox, "cancelled"))
         log.info("appointment cancelled with a reason", extra={"mailbox": self.mailbox})
+
+
+def _retry_helps(mailbox: str, failure: GraphFailure) -> ApiError:
+    seconds = max(1, int(failure.retry_after or RETRY_SECONDS))
+    return ApiError("AppointmentNotBooked", headers={"Retry-After": str(seconds)}, business=mailbox, seconds=seconds,
+                    dependency=f"Microsoft Graph {failure.graph_status or 'did not answer'} {failure.graph_code}")
+
+
+def _taken(new: NewAppointment, end: datetime, listing: list[dict[str, Any]]) -> bool:
+    """Whether another appointment overlaps ``new``'s time (``start`` .. ``end``) with one of its staff (or, none
+    named, its service); one ending as it starts does not."""
+    staff, start = set(new.get("staffMemberIds", [])), new["start"]
+    for other in listing:
+        other_start = parse_graph_datetime(other.get("startDateTime"))
+        other_end = parse_graph_datetime(other.get("endDateTime"))
+        if other_start is None or other_end is None or not (other_start < end and other_end > start):
+            continue
+        if (staff & set(other.get("staffMemberIds") or [])) if staff else other.get("serviceId") == new["serviceId"]:
+            return True
+    return False
+
+
+def _request_hash(new: NewAppointment, caller: str) -> str:
+    """What a booking asks for, as one value: the same request sent again has the same hash."""
+    canonical = {name: value.isoformat() if isinstance(value, datetime) else value for name, value in new.items()}
+    text = json.dumps({"caller": caller, **canonical}, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _minutes(duration: Any) -> int:

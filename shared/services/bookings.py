@@ -14,9 +14,12 @@ actions take the cached lookups only when at most ``ACTION_LOOKUP_SECONDS`` old:
 maker picks from.
 
 Graph's failures become catalogue errors (``GraphFailure``, which keeps Graph's status for the workers):
-404 → ``AppointmentNotFound`` / ``BookingBusinessNotFound``, 401/403 → ``GraphPermissionMissing`` (the app's own
-grant, which a flow maker cannot fix but an administrator can), 400 on a write → ``AppointmentRejected`` with
-Graph's reason, anything else (throttling, no answer) → ``DependencyUnavailable`` with Graph's ``Retry-After``.
+404 (and an appointment id Graph cannot parse) → ``AppointmentNotFound`` / ``BookingBusinessNotFound``, 401/403 →
+``GraphPermissionMissing`` (the app's own grant, which a flow maker cannot fix but an administrator can), 400 or
+422 on a write → ``AppointmentRejected`` with Graph's reason, 409 on a write → ``AppointmentSlotTaken`` (both
+say retrying will not help), anything else (throttling, no answer) → ``DependencyUnavailable`` with Graph's
+``Retry-After`` (what a create makes of those: ``shared.services.appointments``). Status codes:
+https://learn.microsoft.com/en-us/graph/errors
 A read of an appointment or event that Graph answers 404 is ``None``.
 """
 
@@ -80,13 +83,15 @@ def _ids_in(lookups: Lookups) -> set[str]:
 
 def failure(error: GraphError, mailbox: str, *, appointment: bool = False, write: bool = False) -> GraphFailure:
     """The catalogue error for a Graph failure on the business ``mailbox``."""
-    if error.status == 404:
+    if error.status == 404 or (appointment and error.code == "ErrorInvalidIdMalformed"):
         return GraphFailure(error, "AppointmentNotFound" if appointment else "BookingBusinessNotFound",
                             business=mailbox)
     if error.status in (401, 403):
         return GraphFailure(error, "GraphPermissionMissing", business=mailbox, graph_code=error.code)
-    if write and error.status == 400:
+    if write and error.status in (400, 422):
         return GraphFailure(error, "AppointmentRejected", business=mailbox, reason=error.message[:500])
+    if write and error.status == 409:  # "conflicts with the current state" (graph/errors): the slot is not free
+        return GraphFailure(error, "AppointmentSlotTaken", business=mailbox, reason=error.message[:300])
     headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
     return GraphFailure(error, "DependencyUnavailable", headers=headers,
                         dependency=f"Microsoft Graph ({error.status} {error.code})")

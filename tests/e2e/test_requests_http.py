@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -84,6 +85,12 @@ class Runner:
     def resolve(self, text: str) -> str:
         def value(match: re.Match[str]) -> str:
             reference = match[1]
+            if reference.startswith("$datetime"):  # REST Client's {{$datetime iso8601 [offset unit]}}
+                _, _, *offset = reference.split()
+                units = {"d": "days", "h": "hours", "m": "minutes"}
+                moment = datetime.now(UTC) + (timedelta(**{units[offset[1]]: int(offset[0])}) if offset
+                                              else timedelta())
+                return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             if reference in self.variables:
                 return self.resolve(self.variables[reference])
             name, _, path = reference.partition(".response.body.")
