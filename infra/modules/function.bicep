@@ -113,6 +113,8 @@ var appSettings = {
   CONNECTOR_CREDENTIAL_EXPIRES_AT: connectorCredentialExpiresAt
   HEALTH_TIMEOUT_SECONDS: '3'
   LOG_LEVEL: logLevel
+  // Traces sampled, events and errors never: docs/configuration.md.
+  TELEMETRY_SAMPLING_RATIO: '0.01'
 }
 
 var appSettingsList = [for setting in items(appSettings): {
