@@ -19,7 +19,7 @@ param workspaceId string
 param monthlyBudget int = 0
 // A budget counts from the first day of a month (learn.microsoft.com/azure/templates/microsoft.consumption/budgets,
 // timePeriod.startDate): the month of the first deployment. utcNow is allowed only as a parameter default.
-param budgetStartDate string = utcNow('yyyy-MM-01')
+param budgetStartDate string = '${utcNow('yyyy-MM')}-01T00:00:00Z'
 // At least one: an action group without a receiver makes every alert silent (a deployment with none stops here).
 @minLength(1)
 @description('E-mail addresses that receive every alert.')
