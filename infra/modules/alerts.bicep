@@ -18,7 +18,8 @@ param workspaceId string
 @minValue(0)
 param monthlyBudget int = 0
 // A budget counts from the first day of a month (learn.microsoft.com/azure/templates/microsoft.consumption/budgets,
-// timePeriod.startDate): the month of the first deployment. utcNow is allowed only as a parameter default.
+// timePeriod.startDate): the month of the provision. Each provision moves it to its own month; whether Azure accepts a
+// moved start date on an existing budget is not verified here (no Azure in tests): pass budgetStartDate to pin it.
 param budgetStartDate string = '${utcNow('yyyy-MM')}-01T00:00:00Z'
 // At least one: an action group without a receiver makes every alert silent (a deployment with none stops here).
 @minLength(1)
