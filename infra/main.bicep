@@ -148,6 +148,14 @@ param adminPrincipalType string = 'User'
 @description('E-mail addresses that receive every alert, comma-separated (azd: ALERT_EMAIL). Required.')
 param alertEmail string
 
+@description('Daily cap of the Log Analytics workspace, in GB of billable ingestion (azd: LOG_DAILY_CAP_GB). When reached, telemetry stops until the workspace\'s daily reset and the daily-cap-reached alert fires. -1: no cap. docs/operations.md says how the default was chosen.')
+@minValue(-1)
+param logDailyCapGb int = 1
+
+@description('Monthly cost budget of the resource group in the billing currency (azd: MONTHLY_BUDGET); 80% spent and 100% forecast are e-mailed to ALERT_EMAIL. 0: no budget.')
+@minValue(0)
+param monthlyBudget int = 0
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 // The alert recipients ("a@x.com, b@y.com" is two). A blank one fails the deployment (no valid e-mail address),
 // it is never dropped silently; scripts/preprovision.sh refuses such a list before.
@@ -211,6 +219,7 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: 'appi-bookings-${resourceToken}'
     location: location
     tags: tags
+    dailyCapGb: logDailyCapGb
   }
 }
 
@@ -317,8 +326,10 @@ module alerts 'modules/alerts.bicep' = {
     location: location
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
+    workspaceId: monitoring.outputs.workspaceId
     alertRecipients: alertRecipients
     healthUrl: '${baseUrl}/api/health'
+    monthlyBudget: monthlyBudget
   }
 }
 
@@ -357,6 +368,8 @@ output GRAPH_APP_ROLES_ASSIGNED bool = assignGraphAppRoles
 output MANAGED_IDENTITY_GRAPH_ROLES_ASSIGNED bool = !empty(entra.outputs.graphAppRoles)
 output ENABLE_CANCEL_WITH_REASON bool = enableCancelWithReason
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+// The Log Analytics workspace behind it (its daily cap: docs/operations.md, daily-cap-reached).
+output LOG_ANALYTICS_NAME string = monitoring.outputs.workspaceName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output FLOW_BACKUP_CONTAINER string = storage.outputs.backupContainerName
 output NETWORK_ISOLATION bool = networkIsolation

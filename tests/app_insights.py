@@ -37,6 +37,13 @@ ROW_COLUMNS: dict[str, dict[str, str]] = {
                  "source": "VARCHAR", "customDimensions": "JSON", "customMeasurements": "JSON",
                  "operation_Name": "VARCHAR", "operation_Id": "VARCHAR", "operation_ParentId": "VARCHAR",
                  "cloud_RoleName": "VARCHAR", "cloud_RoleInstance": "VARCHAR", "itemCount": "INTEGER"},
+    # Spans of outgoing calls (storage through the Azure SDK, HTTP): sampled like requests.
+    "dependencies": {"timestamp": "TIMESTAMP", "itemType": "VARCHAR", "id": "VARCHAR", "name": "VARCHAR",
+                     "target": "VARCHAR", "type": "VARCHAR", "data": "VARCHAR", "resultCode": "VARCHAR",
+                     "duration": "DOUBLE", "success": "BOOLEAN", "customDimensions": "JSON",
+                     "customMeasurements": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
+                     "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR", "cloud_RoleInstance": "VARCHAR",
+                     "itemCount": "INTEGER"},
     "customEvents": {"timestamp": "TIMESTAMP", "itemType": "VARCHAR", "name": "VARCHAR", "customDimensions": "JSON",
                      "customMeasurements": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
                      "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR", "cloud_RoleInstance": "VARCHAR",
@@ -58,9 +65,15 @@ ROW_COLUMNS: dict[str, dict[str, str]] = {
                             "customMeasurements": "JSON", "operation_Name": "VARCHAR", "operation_Id": "VARCHAR",
                             "operation_ParentId": "VARCHAR", "cloud_RoleName": "VARCHAR",
                             "cloud_RoleInstance": "VARCHAR", "itemCount": "INTEGER"},
+    # Not Application Insights: the Log Analytics workspace's own log of its operations (the Operation table, read
+    # through the _LogOperation function), where it notes that its daily cap stopped ingestion. Written by the
+    # workspace, never by the app: tests add its rows. Columns:
+    # learn.microsoft.com/azure/azure-monitor/reference/tables/operation and /logs/daily-cap.
+    "_LogOperation": {"TimeGenerated": "TIMESTAMP", "Category": "VARCHAR", "Operation": "VARCHAR",
+                      "Level": "VARCHAR", "Detail": "VARCHAR", "_ResourceId": "VARCHAR"},
 }
-_TABLE_OF = {"RequestData": "requests", "EventData": "customEvents", "MessageData": "traces",
-             "MetricData": "customMetrics"}
+_TABLE_OF = {"RequestData": "requests", "RemoteDependencyData": "dependencies", "EventData": "customEvents",
+             "MessageData": "traces", "MetricData": "customMetrics"}
 
 
 def _duration_ms(text: str) -> float:
@@ -79,29 +92,37 @@ def _row(envelope: Any) -> tuple[str, dict[str, Any]] | None:
     time = envelope.time if isinstance(envelope.time, datetime) else datetime.fromisoformat(str(envelope.time))
     row: dict[str, Any] = {
         "timestamp": time.astimezone(UTC).replace(tzinfo=None),
-        "itemType": {"requests": "request", "customEvents": "customEvent", "traces": "trace",
-                     "customMetrics": "customMetric"}[table],
+        "itemType": {"requests": "request", "dependencies": "dependency", "customEvents": "customEvent",
+                     "traces": "trace", "customMetrics": "customMetric"}[table],
         "customDimensions": json.dumps(dict(data.properties or {})),
         "operation_Name": tags.get("ai.operation.name"),
         "operation_Id": tags.get("ai.operation.id"),
         "operation_ParentId": tags.get("ai.operation.parentId"),
         "cloud_RoleName": tags.get("ai.cloud.role"),
         "cloud_RoleInstance": tags.get("ai.cloud.roleInstance"),
-        "itemCount": 1,
+        # Ingestion's itemCount: how many items this row stands for, 100 / the sampled span's rate (1: not sampled).
+        "itemCount": round(100 / envelope.sample_rate) if envelope.sample_rate else 1,
     }
     if table == "requests":
         row.update(id=data.id, name=data.name, url=data.url, resultCode=data.response_code, success=data.success,
                    duration=_duration_ms(data.duration), source=data.source,
                    customMeasurements=json.dumps(dict(data.measurements or {})))
+    elif table == "dependencies":
+        row.update(id=data.id, name=data.name, target=data.target, type=data.type, data=data.data,
+                   resultCode=data.result_code, success=data.success, duration=_duration_ms(data.duration),
+                   customMeasurements=json.dumps(dict(data.measurements or {})))
     elif table == "customEvents":
         row.update(name=data.name, customMeasurements=json.dumps(dict(data.measurements or {})))
     elif table == "traces":
         levels = {"Verbose": 0, "Information": 1, "Warning": 2, "Error": 3, "Critical": 4}
-        row.update(message=data.message, severityLevel=levels.get(str(data.severity_level), 1),
+        level = getattr(data.severity_level, "value", data.severity_level)  # 0..4, or a name in older exporters
+        row.update(message=data.message, severityLevel=level if isinstance(level, int) else levels.get(str(level), 1),
                    customMeasurements=json.dumps(dict(data.measurements or {})))
     else:
+        # A data point's value is the sum of its measurements (one for a gauge, valueCount for a histogram's
+        # pre-aggregated point): customMetrics stores it as both value and valueSum.
         (point,) = data.metrics
-        row.update(name=point.name, value=point.value, valueCount=point.count, valueSum=point.value * point.count,
+        row.update(name=point.name, value=point.value, valueCount=point.count or 1, valueSum=point.value,
                    valueMin=point.min if point.min is not None else point.value,
                    valueMax=point.max if point.max is not None else point.value)
     return table, row
@@ -164,7 +185,8 @@ class Captured:
             tables[name] = tables[name] + rows
         if window is not None:
             since = datetime.now(UTC).replace(tzinfo=None) - window
-            tables = {name: [r for r in rows if r["timestamp"] >= since] for name, rows in tables.items()}
+            tables = {name: [r for r in rows if r.get("timestamp", r.get("TimeGenerated")) >= since]
+                      for name, rows in tables.items()}
         con = duckdb_kql.connect()
         for name, columns in ROW_COLUMNS.items():
             con.execute(f'CREATE TABLE "{name}" ({", ".join(f"{c} {t}" for c, t in columns.items())})')
@@ -180,9 +202,20 @@ def dimensions(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(row["customDimensions"])
 
 
+def shipped_sampling_ratio() -> float:
+    """TELEMETRY_SAMPLING_RATIO's default: what a deployment samples at (infra/modules/function.bicep sets it)."""
+    from shared.adapters.settings import SPECS
+
+    (spec,) = [s for s in SPECS if s.name == "TELEMETRY_SAMPLING_RATIO"]
+    return float(spec.default)
+
+
 @contextmanager
-def capture() -> Iterator[Captured]:
-    """Record what the app emits inside the block, as the exporter would see it."""
+def capture(sampling: float | None = None) -> Iterator[Captured]:
+    """Record what the app emits inside the block, as the exporter would see it, sampled as ``configure_monitoring``
+    samples it at ``sampling`` (default: the shipped TELEMETRY_SAMPLING_RATIO): the distro's sampler for spans,
+    ``SampledLogFilter`` for log lines. Alert tests run at the shipped ratio, so a rule that only fires on sampled
+    rows fails them."""
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs import export as log_export
     from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
@@ -193,7 +226,8 @@ def capture() -> Iterator[Captured]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
+    ratio = shipped_sampling_ratio() if sampling is None else sampling
+    tracer_provider = TracerProvider(sampler=monitoring.trace_sampler(ratio))
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     memory = getattr(log_export, "InMemoryLogRecordExporter", None) or log_export.InMemoryLogExporter
     logs = memory()
@@ -206,6 +240,7 @@ def capture() -> Iterator[Captured]:
         handler = LoggingHandler(logger_provider=logger_provider)
     handler.addFilter(RedactingFilter())
     handler.addFilter(monitoring.ContextFilter())
+    handler.addFilter(monitoring.SampledLogFilter(ratio))
     logger = logging.getLogger(monitoring.EXPORTED_LOGGER)
     logger.addHandler(handler)
     monitoring.use_providers(tracer_provider, meter_provider)

@@ -116,6 +116,8 @@ var appSettings = {
   BACKUP_SCHEDULE: backupSchedule
   HEALTH_TIMEOUT_SECONDS: '3'
   LOG_LEVEL: logLevel
+  // Traces sampled, events and errors never: docs/configuration.md.
+  TELEMETRY_SAMPLING_RATIO: '0.01'
 }
 
 var appSettingsList = [for setting in items(appSettings): {

@@ -9,6 +9,13 @@ param tags object
 @minValue(30)
 @maxValue(730)
 param retentionInDays int = 30
+// A stop-loss, not a budget: when a day's billable ingestion reaches it, the workspace stops collecting until its
+// daily reset (an hour of its own), an event is written to the Operation table, and the daily-cap-reached alert
+// fires (alerts over the app's telemetry are blind until the reset). -1: no cap.
+// learn.microsoft.com/azure/azure-monitor/logs/daily-cap; workspaceCapping.dailyQuotaGb:
+// learn.microsoft.com/azure/templates/microsoft.operationalinsights/workspaces
+@minValue(-1)
+param dailyCapGb int = 1
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName
@@ -18,6 +25,9 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
     retentionInDays: retentionInDays
     sku: {
       name: 'PerGB2018'
+    }
+    workspaceCapping: {
+      dailyQuotaGb: dailyCapGb
     }
     features: {
       disableLocalAuth: true
@@ -41,6 +51,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 output workspaceId string = workspace.id
+output workspaceName string = workspace.name
 output applicationInsightsId string = appInsights.id
 output applicationInsightsName string = appInsights.name
 // Not a secret with local auth disabled: it names the resource and its ingestion endpoint only.

@@ -36,6 +36,7 @@ The correlation id travels the same way: each entry point (HTTP request, queue m
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -70,6 +71,7 @@ _configured = False
 _tracer: Any = None
 _meter: Any = None
 _gauges: dict[str, _FreshGauge] = {}
+_histograms: dict[str, Any] = {}
 
 
 @contextmanager
@@ -125,6 +127,12 @@ def configure_monitoring(settings: Settings) -> bool:
     from azure.monitor.opentelemetry import configure_azure_monitor  # heavy: only when export is on
 
     kwargs: dict[str, Any] = {}
+    # Rows nobody reads, each a billed item: the exporter's _OTELRESOURCE_ customMetrics row with every batch of
+    # spans it sends (about 1.5 per appointment change, measured by bench.telemetry), its own "SDK stats"
+    # (Item_Success_Count and the like, customMetrics sent to this resource), and the distro's performance
+    # counters (9 customMetrics rows a minute per instance). No alert or tile reads them.
+    os.environ.setdefault("APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED", "true")
+    os.environ.setdefault("APPLICATIONINSIGHTS_SDKSTATS_DISABLED", "true")
     if settings.storage.uses_identity:
         # Same user-assigned identity as storage (AzureWebJobsStorage__clientId); on Azure that is also
         # the ClientId of APPLICATIONINSIGHTS_AUTHENTICATION_STRING.
@@ -135,24 +143,63 @@ def configure_monitoring(settings: Settings) -> bool:
         connection_string=settings.appinsights_connection_string,
         logger_name=EXPORTED_LOGGER,
         enable_live_metrics=True,
+        # The distro's fixed-percentage sampler (ApplicationInsightsSampler) for traces and dependencies;
+        # see SampledLogFilter for what else is sampled and what never is.
+        sampling_ratio=settings.telemetry_sampling_ratio,
+        enable_trace_based_sampling_for_logs=False,
+        enable_performance_counters=False,
         **kwargs,
     )
     from opentelemetry import metrics, trace
 
     exported = logging.getLogger(EXPORTED_LOGGER)
-    # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well, and
-    # give them the request's dimensions.
+    # The exporter's handler sits on the "shared" logger, not the root: scrub its records as well, give them
+    # the request's dimensions, and sample its INFO lines as their traces are.
     for handler in exported.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
         if not any(isinstance(f, ContextFilter) for f in handler.filters):
             handler.addFilter(ContextFilter())
+        if not any(isinstance(f, SampledLogFilter) for f in handler.filters):
+            handler.addFilter(SampledLogFilter(settings.telemetry_sampling_ratio))
     # Once, not twice: the root logger carries the Functions worker's handler, which hands every record to
     # the host, and the host sends those to Application Insights too (traces rows beside the exporter's).
     exported.propagate = False
     use_providers(trace.get_tracer_provider(), metrics.get_meter_provider())
     _configured = True
     return True
+
+
+def trace_sampler(ratio: float) -> Any:
+    """The sampler ``configure_azure_monitor(sampling_ratio=ratio)`` installs: Application Insights' fixed-percentage
+    sampler. It decides per trace id (a request or queue message and all its spans, the same on every instance)
+    and stamps each kept span with its rate, so ingestion sets ``itemCount`` = 1 / ratio on the row
+    (learn.microsoft.com/azure/azure-monitor/app/opentelemetry-configuration, "Enable Sampling";
+    learn.microsoft.com/azure/azure-monitor/app/opentelemetry-sampling)."""
+    from azure.monitor.opentelemetry.exporter import ApplicationInsightsSampler
+
+    return ApplicationInsightsSampler(sampling_ratio=ratio)
+
+
+class SampledLogFilter(logging.Filter):
+    """On the exporter's handler: an INFO (or DEBUG) log line is exported only when the trace it belongs to is
+    (the same decision as ``trace_sampler``, on the same trace id; a line outside any trace is kept at the same
+    ratio). Custom events, warnings, errors and exceptions always pass: the distro samples no log record unless
+    ``enable_trace_based_sampling_for_logs`` is on, which ``configure_monitoring`` keeps off, because that would
+    drop an event or an error emitted inside a trace sampled out, and alerts count those."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__()
+        self._sampler = trace_sampler(ratio) if ratio < 1 else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._sampler is None or record.levelno >= logging.WARNING or hasattr(record, _CUSTOM_EVENT_ATTRIBUTE):
+            return True
+        from opentelemetry import trace
+
+        span = trace.get_current_span().get_span_context()
+        trace_id = span.trace_id if span.is_valid else uuid.uuid4().int
+        return bool(self._sampler.should_sample(None, trace_id, "log").decision.is_sampled())
 
 
 def configure_monitoring_safely(settings: Settings) -> None:
@@ -175,6 +222,7 @@ def use_providers(tracer_provider: Any, meter_provider: Any) -> None:
     _tracer = tracer_provider.get_tracer(EXPORTED_LOGGER) if tracer_provider is not None else None
     _meter = meter_provider.get_meter(EXPORTED_LOGGER) if meter_provider is not None else None
     _gauges.clear()
+    _histograms.clear()
 
 
 @dataclass
@@ -198,6 +246,7 @@ def request_span(method: str, route: str, url: str) -> Iterator[RequestRecord]:
             yield record
         finally:
             record.duration_ms = (time.perf_counter() - started) * 1000
+            _answered(record)
         return
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -213,6 +262,15 @@ def request_span(method: str, route: str, url: str) -> Iterator[RequestRecord]:
                 span.set_attribute(events.CORRELATION_ID, record.correlation_id)
             if record.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
+            _answered(record)
+
+
+def _answered(record: RequestRecord) -> None:
+    """A 5xx answer is also a RequestFailed event, inside the request's span (its operation_Id): events are never
+    sampled, unlike the request row (TELEMETRY_SAMPLING_RATIO), so the notification-5xx alert counts these."""
+    if record.status >= 500:
+        track_event(events.REQUEST_FAILED, logging.ERROR, route=record.name, status=record.status,
+                    correlationId=record.correlation_id or None, durationMs=round(record.duration_ms))
 
 
 class _FreshGauge:
@@ -245,13 +303,38 @@ class _FreshGauge:
         return [Observation(value, attributes) for value, attributes in pending.values()]
 
 
+def _metric_attributes(name: str, histogram: bool, dimensions: dict[str, Any]) -> dict[str, str]:
+    allowed = events.METRICS.get(name)
+    if allowed is None or (name in events.HISTOGRAMS) != histogram:
+        kind = "histogram" if histogram else "gauge"
+        raise ValueError(f"Unknown {kind} {name!r}: declare it in shared/contracts/events.py first.")
+    merged = {**{k: v for k, v in _context.get().items() if k in allowed}, **dimensions}
+    return {k: redact(str(v)) for k, v in merged.items() if k in allowed and v is not None}
+
+
+def record_histogram(name: str, value: float, **dimensions: Any) -> None:
+    """Count one success of metric ``name`` (a histogram of ``shared.contracts.events.HISTOGRAMS``) with its value,
+    for these dimensions (and the ``telemetry_context``'s declared ones). The exporter pre-aggregates a histogram:
+    one ``customMetrics`` row per series and export interval (valueCount, valueSum, valueMin, valueMax), however
+    many measurements it holds; none for an interval without any (delta temporality, the exporter's for
+    histograms). Pre-aggregated custom metrics:
+    learn.microsoft.com/azure/azure-monitor/app/pre-aggregated-metrics-log-metrics; histograms as customMetrics:
+    learn.microsoft.com/azure/azure-monitor/app/opentelemetry-add-modify ("Add custom metrics")."""
+    attributes = _metric_attributes(name, True, dimensions)
+    settled()
+    _event_logger.debug("%s %s value=%s", name, attributes, value)
+    if _meter is None:
+        return
+    histogram = _histograms.get(name)
+    if histogram is None:
+        histogram = _histograms[name] = _meter.create_histogram(name)
+    histogram.record(value, attributes)
+
+
 def record_gauge(name: str, value: float, **dimensions: Any) -> None:
     """Record one measurement of metric ``name`` (a constant of ``shared.contracts.events.METRICS``) for these
     dimensions: one ``customMetrics`` row at the next export, never repeated (``_FreshGauge``)."""
-    allowed = events.METRICS.get(name)
-    if allowed is None:
-        raise ValueError(f"Unknown metric {name!r}: declare it in shared/contracts/events.py first.")
-    attributes = {k: redact(str(v)) for k, v in dimensions.items() if k in allowed and v is not None}
+    attributes = _metric_attributes(name, False, dimensions)
     settled()
     _event_logger.debug("%s %s value=%s", name, attributes, value)
     if _meter is None:

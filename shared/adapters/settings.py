@@ -93,6 +93,17 @@ def _whole_number(name: str, raw: str) -> int:
     return value
 
 
+def _ratio(name: str, raw: str) -> float:
+    """A share in (0, 1]: 0 would drop every trace, and above 1 means nothing."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a number between 0 and 1, got {raw!r}.") from None
+    if not 0 < value <= 1:
+        raise SettingsError(f"Setting {name} must be above 0 and at most 1, got {raw!r}.")
+    return value
+
+
 def _positive_number(name: str, raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -343,6 +354,10 @@ class Settings:
         "How long /api/health waits for each dependency.")
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level,
         "Level of the app's own logs: DEBUG, INFO, WARNING or ERROR.")
+    telemetry_sampling_ratio: float = _setting("TELEMETRY_SAMPLING_RATIO", "0.01", _ratio,
+        "Share of traces (an HTTP answer or queue message with its storage and HTTP dependencies, and its INFO log "
+        "lines) exported to Application Insights, above 0 and at most 1. Custom events, metrics, warnings and errors "
+        "are always exported, so every alert sees them; a 5xx answer is also a RequestFailed event.")
     appinsights_connection_string: str = _setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", _stripped,
         "Application Insights connection string; telemetry export is on when set. Holds no secret with local auth"
         " disabled (Entra auth).", in_repr=False)

@@ -38,17 +38,12 @@ CHANGE_TYPE = "changeType"  # Created | Updated | Cancelled
 ATTEMPT = "attempt"  # 1-based delivery / renewal attempt
 WILL_RETRY = "willRetry"  # "true" | "false"
 DURATION_MS = "durationMs"  # time spent in this step
-END_TO_END_MS = "endToEndMs"  # change detected (notification received, or resync found it) -> flow's 2xx
 EXPIRES_AT = "expiresAt"  # subscription expiration, ISO 8601 UTC
 CONSECUTIVE_FAILURES = "consecutiveFailures"
 LIFECYCLE_EVENT = "lifecycleEvent"  # reauthorizationRequired | subscriptionRemoved | missed
 ITEM_COUNT = "itemCount"  # changes in one stored hint message
 REQUEST_COUNT = "requestCount"  # Graph POSTs whose hints one stored message carries
 DROPPED_COUNT = "droppedCount"  # of which dropped (clientState mismatch, unknown subscription)
-CREATED_COUNT = "createdCount"
-UPDATED_COUNT = "updatedCount"
-CANCELLED_COUNT = "cancelledCount"
-GRAPH_CALLS = "graphCalls"
 FULL_RESYNC = "fullResync"  # "true" | "false"
 REPLAYED_COUNT = "replayedCount"
 QUEUE = "queue"  # a queue's name, e.g. mailbox-changes-poison
@@ -57,6 +52,7 @@ SUBSCRIPTION_COUNT = "subscriptionCount"  # live subscriptions (mailboxes with f
 RENEWAL_COUNT = "renewalCount"
 REPAIR_COUNT = "repairCount"
 DELETED_COUNT = "deletedCount"
+ROUTE = "route"  # an HTTP answer's request name: "<METHOD> /api/<route template>", as the requests row's name
 DAYS_LEFT = "daysLeft"  # whole days until a credential expires (negative: expired that many days ago)
 EXPORT = "export"  # a flow export's blob name in the flow-backups container
 MAILBOX_COUNT = "mailboxCount"
@@ -74,11 +70,9 @@ SUBSCRIPTION_DELETED = "SubscriptionDeleted"
 SUBSCRIPTION_LIFECYCLE = "SubscriptionLifecycleEvent"
 NOTIFICATIONS_RECEIVED = "GraphNotificationsReceived"
 # Change detection.
-MAILBOX_RECONCILED = "MailboxReconciled"
 APPOINTMENT_CHANGE_DETECTED = "AppointmentChangeDetected"
 APPOINTMENT_NOT_STORED = "AppointmentNotStored"
 # Delivery to flows.
-DELIVERY_SUCCEEDED = "DeliverySucceeded"
 DELIVERY_FAILED = "DeliveryFailed"
 DELIVERY_DEAD_LETTERED = "DeliveryDeadLettered"
 DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
@@ -86,6 +80,8 @@ DEAD_LETTERS_REPLAYED = "DeadLettersReplayed"
 QUEUE_MESSAGE_POISONED = "QueueMessagePoisoned"
 # The renewal sweep's heartbeat.
 RENEWAL_SWEEP_COMPLETED = "RenewalSweepCompleted"
+# HTTP answers that failed (the requests row may be sampled out; this event never is).
+REQUEST_FAILED = "RequestFailed"
 # Credentials that expire.
 CONNECTOR_SECRET_EXPIRING = "ConnectorSecretExpiring"  # noqa: S105 (an event name)
 # The daily flow export.
@@ -112,15 +108,10 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # POSTs share a message). A POST with dropped items (unknown subscription, wrong clientState) also emits
     # one without mailbox, with droppedCount.
     NOTIFICATIONS_RECEIVED: (*_COMMON, SUBSCRIPTION_ID, ITEM_COUNT, REQUEST_COUNT, DROPPED_COUNT),
-    # Also emitted by every periodic resync, so flowCount keeps "flows per mailbox" current beyond retention.
-    MAILBOX_RECONCILED: (*_COMMON, CREATED_COUNT, UPDATED_COUNT, CANCELLED_COUNT, GRAPH_CALLS, DURATION_MS,
-                         FULL_RESYNC, FLOW_COUNT, MAX_FLOWS),
     APPOINTMENT_CHANGE_DETECTED: (*_COMMON, EVENT_ID, APPOINTMENT_ID, CHANGE_TYPE, TRIGGER),
     # Error level. Storage refused an appointment's rows (status, its errorCode); the mailbox's other changes
     # were stored, this one is tried again by every reconcile until storage takes it.
     APPOINTMENT_NOT_STORED: (*_COMMON, APPOINTMENT_ID, ERROR_CODE, STATUS),
-    # The flow answered 2xx. endToEndMs is what the "end-to-end latency" chart plots.
-    DELIVERY_SUCCEEDED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, DURATION_MS, END_TO_END_MS),
     # One failed attempt (429/5xx/timeout: willRetry=true; other 4xx: false, followed by DeliveryDeadLettered).
     DELIVERY_FAILED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE, WILL_RETRY),
     # The delivery gave up (retries exhausted, non-retryable answer, or poison message): a dead-letter row exists.
@@ -136,6 +127,10 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # when none came for 2 hours or earliestExpiresAt is under 6 hours away. mailbox: the earliest's.
     RENEWAL_SWEEP_COMPLETED: (*_COMMON, SUBSCRIPTION_ID, EARLIEST_EXPIRES_AT, SUBSCRIPTION_COUNT, RENEWAL_COUNT,
                               REPAIR_COUNT, DELETED_COUNT, DURATION_MS),
+    # Error level. The app answered 5xx (route: the requests row's name, status: the status answered; durationMs).
+    # Emitted inside the request's span: same operation_Id as its requests row, when that row is sampled in.
+    # The notification-5xx alert counts these. shared/adapters/monitoring.py request_span.
+    REQUEST_FAILED: (*_COMMON, ROUTE, STATUS, DURATION_MS),
     # Warning level, daily from 30 days before the connector client's secret expires (CONNECTOR_CREDENTIAL_EXPIRES_AT),
     # error level once expired: every Power Automate connection then fails to sign in. expiresAt: that time;
     # daysLeft: whole days to it. shared/workers/credential_expiry.py; the connector-secret-expiring alert.
@@ -151,11 +146,24 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
 # fires when one stays above 0; the app-silent alert when none came for 15 minutes (the app's heartbeat).
 # (OpenTelemetry instrument names are case-insensitive and the SDK lower-cases them: the row's name is this.)
 POISON_QUEUE_LENGTH = "poison_queue_length"
+# Successes are counted, not logged one row each: a histogram per series, which the exporter pre-aggregates into
+# one customMetrics row per series and export interval (60 s): valueCount (how many), valueSum, valueMin,
+# valueMax. Failures and state changes stay events (DeliveryFailed, DeliveryDeadLettered, FlowRegistered, ...).
+# A flow answered 2xx: one measurement per delivery, of endToEndMs (change detected -> flow's 2xx; the attempt's
+# own durationMs when the detection time is unknown). One series per flow (mailbox, flowId, trigger).
+DELIVERY_SUCCEEDED_MS = "delivery_succeeded_ms"
+# A mailbox was reconciled (a hint or the periodic resync): one measurement per reconcile, of its durationMs.
+# One series per mailbox and kind (fullResync "true" | "false").
+MAILBOX_RECONCILED_MS = "mailbox_reconciled_ms"
 
 #: Every metric and the dimensions it may carry.
 METRICS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     POISON_QUEUE_LENGTH: (QUEUE,),
+    DELIVERY_SUCCEEDED_MS: (MAILBOX, FLOW_ID, TRIGGER),
+    MAILBOX_RECONCILED_MS: (MAILBOX, FULL_RESYNC),
 })
+#: The metrics of ``METRICS`` that are histograms (``monitoring.record_histogram``); the others are gauges.
+HISTOGRAMS: frozenset[str] = frozenset({DELIVERY_SUCCEEDED_MS, MAILBOX_RECONCILED_MS})
 
 # --- HTTP answers (requests rows) ------------------------------------------------------------------
 # Every HTTP answer of the app is a request span: a requests row named "<METHOD> /api/<route template>" with

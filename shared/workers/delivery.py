@@ -53,7 +53,7 @@ from cachetools import LRUCache
 
 from shared.adapters.callback_client import Attempt, post
 from shared.adapters.logs import redact, redact_url
-from shared.adapters.monitoring import telemetry_context, track_event
+from shared.adapters.monitoring import record_histogram, telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.adapters.storage import DELIVERIES_QUEUE, poison_queue
 from shared.contracts import events
@@ -196,8 +196,8 @@ def _handle_success(prepared: _Prepared, result: Attempt) -> None:
     detected_at = prepared.event["detectedAt"]
     detected = parse_time(detected_at) if detected_at else None
     end_to_end = round((datetime.now(UTC) - detected).total_seconds() * 1000) if detected else None
-    track_event(events.DELIVERY_SUCCEEDED, durationMs=result.duration_ms, endToEndMs=end_to_end,
-                **_dimensions(prepared, result))
+    record_histogram(events.DELIVERY_SUCCEEDED_MS, end_to_end if end_to_end is not None else result.duration_ms,
+                     flowId=prepared.item["flowId"], trigger=prepared.flow.trigger)
     log.info("event %s delivered to flow %s at %s (attempt %d, HTTP %d)", prepared.item["eventId"],
              prepared.item["flowId"], redact_url(prepared.flow.callback_url), prepared.item["attempt"] + 1,
              result.status)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.monitoring import telemetry_context, track_event
+from shared.adapters.monitoring import record_histogram, telemetry_context, track_event
 from shared.adapters.settings import get_settings
 from shared.contracts import events
 from shared.contracts.appointment_changes import (
@@ -459,11 +459,8 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
         # instead of making every hint wait out the lease.
         await reconcile_state.release_lease(mailbox, worker.etag or etag)
         raise
-    counts = {kind: sum(1 for _, change, _ in plan.events if change == kind)
-              for kind in ("Created", "Updated", "Cancelled")}
-    track_event(events.MAILBOX_RECONCILED, mailbox=mailbox, createdCount=counts["Created"],
-                updatedCount=counts["Updated"], cancelledCount=counts["Cancelled"], graphCalls=plan.graph_calls,
-                durationMs=round((time.perf_counter() - started_clock) * 1000), fullResync=full)
+    record_histogram(events.MAILBOX_RECONCILED_MS, round((time.perf_counter() - started_clock) * 1000),
+                     mailbox=mailbox, fullResync="true" if full else "false")
     if plan.events:  # one delivery message per matching flow
         await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=delivery.attempt)
     return "reconciled"

@@ -24,6 +24,7 @@ from shared.records.outbox import outbox_row_key, read_payload
 from shared.workers import delivery
 from testing.receiver import SECRET, Reply
 from testing.rows import CLINIC, ZERO_GUID, add_event, add_flow, appointment
+from tests.app_insights import capture, dimensions
 from tests.delivery.conftest import fan_out, new_message, queue_message, queued, run_worker, set_env
 
 
@@ -97,8 +98,9 @@ async def test_2xx_delivers_the_payload_with_its_headers_and_counts_health(env, 
     caplog.set_level(logging.INFO, logger="shared")
     flow = await add_flow(receiver.url("ok"))
     event = await add_event("Created", number=7)
-    await fan_out(CLINIC, [event], "cid")
-    await run_worker(lambda: len(receiver.requests("ok")) == 1)
+    with capture() as captured:
+        await fan_out(CLINIC, [event], "cid")
+        await run_worker(lambda: len(receiver.requests("ok")) == 1)
     (request,) = receiver.requests("ok")
     assert json.loads(request.body) == appointment(7)  # Japanese text survives as UTF-8 JSON
     assert request.headers["content-type"].startswith("application/json")
@@ -108,10 +110,12 @@ async def test_2xx_delivers_the_payload_with_its_headers_and_counts_health(env, 
     health = await flow_row(flow.webhook_id)
     assert (health.delivered_count, health.failed_count, health.consecutive_failures) == (1, 0, 0)
     assert health.last_delivery_status == "200" and health.last_delivery is not None
-    (succeeded,) = events_named(caplog, events.DELIVERY_SUCCEEDED)
-    assert succeeded.flowId == flow.webhook_id and succeeded.eventId == event and succeeded.attempt == 1
-    assert succeeded.trigger == "AppointmentCreated" and succeeded.mailbox == CLINIC
-    assert 0 <= succeeded.endToEndMs < 60_000
+    # A success is counted in the flow's series of the delivery_succeeded_ms metric, not a customEvents row.
+    (succeeded,) = captured.rows()["customMetrics"]
+    assert (succeeded["name"], succeeded["valueCount"]) == (events.DELIVERY_SUCCEEDED_MS, 1)
+    assert dimensions(succeeded) == {"mailbox": CLINIC, "flowId": flow.webhook_id, "trigger": "AppointmentCreated"}
+    assert 0 <= succeeded["value"] < 60_000
+    assert captured.rows()["customEvents"] == []
     assert await queued() == [] and await dead_letters() == []
 
 
@@ -120,8 +124,9 @@ async def test_500_500_then_200_is_one_success_with_one_idempotency_key(env, rec
     flow = await add_flow(receiver.url("flaky"))
     receiver.plan("flaky", 500, 503, 200)
     event = await add_event()
-    await fan_out(CLINIC, [event], "cid")
-    await run_worker(lambda: any(r.status == 200 for r in receiver.requests("flaky")))
+    with capture() as captured:
+        await fan_out(CLINIC, [event], "cid")
+        await run_worker(lambda: any(r.status == 200 for r in receiver.requests("flaky")))
     requests = receiver.requests("flaky")
     assert [r.status for r in requests] == [500, 503, 200]
     assert {r.headers["idempotency-key"] for r in requests} == {idempotency_key(event, flow.webhook_id)}
@@ -129,7 +134,7 @@ async def test_500_500_then_200_is_one_success_with_one_idempotency_key(env, rec
     failed = events_named(caplog, events.DELIVERY_FAILED)
     assert [(e.attempt, e.status, e.willRetry, e.errorCode) for e in failed] == [
         (1, 500, "true", "ServerError"), (2, 503, "true", "ServerError")]
-    assert [e.attempt for e in events_named(caplog, events.DELIVERY_SUCCEEDED)] == [3]
+    assert [r["valueCount"] for r in captured.rows()["customMetrics"]] == [1]
     health = await flow_row(flow.webhook_id)
     assert (health.delivered_count, health.failed_count, health.consecutive_failures) == (1, 2, 0)
     assert await dead_letters() == []

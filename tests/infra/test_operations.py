@@ -44,6 +44,7 @@ def deployed() -> dict[str, Any]:
         "group": _resolve(main["resources"]["rg"]["config"]["name"], names),
         "functionapp": [_resolve(modules["functionApp"]["name"], names)],
         "appinsights": [_resolve(modules["monitoring"]["applicationInsightsName"], names)],
+        "workspace": [_resolve(modules["monitoring"]["logAnalyticsName"], names)],
         "storage": [_resolve(modules["storage"]["name"], names)],
         "queues": storage["variables"]["queueNames"]["value"],
         # pycep renders a conditional resource without its name: read it from the text.
@@ -64,6 +65,7 @@ def outputs(where: dict[str, Any]) -> dict[str, str]:
     return {
         "AZURE_ENV_NAME": ENV, "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION, "AZURE_RESOURCE_GROUP": where["group"],
         "AZURE_FUNCTION_APP_NAME": where["functionapp"][0], "APPLICATIONINSIGHTS_NAME": where["appinsights"][0],
+        "LOG_ANALYTICS_NAME": where["workspace"][0],
         "STORAGE_ACCOUNT_NAME": where["storage"][0], "ALERT_NAME_PREFIX": f"bookings-{TOKEN}",
         "ACTION_GROUP_NAME": f"bookings-{TOKEN}-admins", "AVAILABILITY_TEST_NAME": f"bookings-{TOKEN}-health",
         "HEALTH_URL": f"{base}/api/health", "FUNCTION_URL": base, "MANAGED_IDENTITY_PRINCIPAL_ID": PRINCIPAL,
@@ -132,6 +134,9 @@ elif starts("monitor app-insights query"):
     count = len(list(state.glob("kql-*.txt")))
     (state / f"kql-{count}.txt").write_text(need("--analytics-query", "-q"))
     print('{"tables": []}')
+elif starts("monitor log-analytics workspace show"):
+    group(); exists("workspace", need("-n", "--workspace-name"))
+    print("{}")
 elif starts("monitor scheduled-query show"):
     group(); exists("scheduled-query", need("-n", "--name"))
     print("{}")

@@ -76,7 +76,7 @@ def test_deployment_readme_covers_the_journey_and_names_real_files() -> None:
                            for name in re.findall(r"azd env set (\w+)", script.read_text())}
     for name in re.findall(r"`([A-Z][A-Z_]{6,})`", text):
         if name.startswith(("FUNCTION_INSTANCE", "FUNCTION_MAXIMUM", "FUNCTION_HTTP", "ASSIGN_", "ENABLE_", "MAX_",
-                            "ALERT_", "LOG_", "CONNECTOR_REDIRECT_", "CONNECTOR_CREDENTIAL_", "ADMIN_",
+                            "ALERT_", "LOG_", "CONNECTOR_REDIRECT_", "CONNECTOR_CREDENTIAL_", "ADMIN_", "MONTHLY_",
                             "STORAGE_DELETE_")):
             assert f"${{{name}" in (ROOT / "infra" / "main.parameters.json").read_text(), name
         elif name in recorded_by_scripts:

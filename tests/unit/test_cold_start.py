@@ -51,7 +51,7 @@ def test_the_exporter_is_set_up_by_the_warm_up_not_by_the_import() -> None:
     assert _loaded_after(on + held_back + "import function_app", ("azure.monitor",)) == []
     # Once the warm-up is done the exporter is on, before any event could be emitted (track_event waits).
     code = (on + "import function_app\nfrom shared.adapters import monitoring\n"
-            "monitoring.track_event('MailboxReconciled')\nassert monitoring._configured and monitoring._tracer")
+            "monitoring.track_event('FlowRegistered')\nassert monitoring._configured and monitoring._tracer")
     assert "azure.monitor.opentelemetry" in _loaded_after(code, ("azure.monitor",))
 
 
