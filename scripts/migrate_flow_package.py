@@ -318,7 +318,8 @@ def migrate_package(package: Package, target: Target) -> tuple[dict[str, Any], l
         return {}, reports
     manifest, guids = migrate_manifest(package.manifest, reports, target)
     replaced[package.entry_name("manifest.json")] = manifest
-    for flow, report in zip(package.flows, reports, strict=True):
+    for index, flow in enumerate(package.flows):
+        report = reports[index]
         for mapping, name in ((flow.apis_map, "apisMap.json"), (flow.connections_map, "connectionsMap.json")):
             if report.moved and mapping is not None:
                 replaced[package.entry_name(f"{flow.folder}/{name}")] = migrate_map(mapping, report, guids)
