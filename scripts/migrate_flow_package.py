@@ -329,6 +329,16 @@ def migrate_package(package: Package, target: Target) -> tuple[dict[str, Any], l
 # ---- the command ----------------------------------------------------------------------------------------------
 
 
+def untouched_mentions(package: Package) -> list[str]:
+    """Entries outside the documents this tool reads that name Microsoft's connector: left as they are, and said so
+    (community write-ups mention connections.json or flow.json in some packages; real exports have neither)."""
+    known = {"manifest.json", "Microsoft.Flow/flows/manifest.json"} | {
+        f"{flow.folder}/{name}" for flow in package.flows for name in ("definition.json", "apisMap.json",
+                                                                       "connectionsMap.json")}
+    return [name for path, name in package.names.items()
+            if path not in known and MICROSOFT_API.encode() in package.entries[name]]
+
+
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="migrate-flows", description="Move flows exported from Power Automate (Export → Package (.zip)) from "
@@ -377,6 +387,8 @@ def _print_text(result: dict[str, Any], reports: list[FlowReport]) -> None:
             print(f"  {finding['severity'].upper():8}{finding['kind']} ({finding['field']}) at {finding['where']}:")
             print(f"         {finding['expression']}")
             print(f"         {finding['differs']}; {finding['advice']}")
+    for name in result["untouchedMentions"]:
+        print(f"Not changed: {name} names Microsoft's connector, but it is not a document this tool knows")
     counts = {kind: sum(f["kind"] == kind for r in reports for f in r.findings) for kind in KINDS}
     print("Expressions to review: " + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "none"))
     if result["written"]:
@@ -405,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         write_package(package, replaced, args.output)
     result = {"input": str(args.package), "output": str(args.output) if written else None, "written": written,
               "status": status, "connector": args.api_name, "flows": [asdict(report) for report in reports],
-              "exitCode": code}
+              "untouchedMentions": untouched_mentions(package), "exitCode": code}
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:

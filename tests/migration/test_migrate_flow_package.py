@@ -184,6 +184,16 @@ def test_a_solution_style_reference_and_a_second_bookings_connection_are_renamed
     assert report["flows"][0]["connections"] == {pkg.BOOKINGS: API, f"{pkg.BOOKINGS}_1": f"{API}_1"}
 
 
+def test_an_unknown_file_naming_microsofts_connector_is_copied_and_named(tmp_path: Path, capsys) -> None:
+    flow = flow_with({"When_created": pkg.bookings_trigger()}, {}, [pkg.BOOKINGS])
+    extra = {"connections.json": b'{"shared_microsoftbookings": {"connectionName": "x"}}', "notes.txt": b"hello"}
+    source = pkg.write_export(tmp_path / "p.zip", flow, [pkg.BOOKINGS], extra=extra)
+    code, report = run(capsys, str(source))
+    assert code == 0 and report["untouchedMentions"] == ["connections.json"]
+    copied = raw(Path(report["output"]))
+    assert copied["connections.json"] == extra["connections.json"] and copied["notes.txt"] == b"hello"
+
+
 def test_running_twice_writes_the_same_package(tmp_path: Path, capsys) -> None:
     source = pkg.bookings_to_crm(tmp_path / "export.zip")
     run(capsys, str(source), "--output", str(tmp_path / "one.zip"))
