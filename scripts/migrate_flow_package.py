@@ -106,8 +106,8 @@ def _parameter_keys(parameters: list[dict[str, Any]]) -> set[str]:
 
 def _operations(definition: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(kind, name, where, operation) of every trigger and action, nested ones (scopes, loops, branches) too."""
-    found = [("trigger", name, f"triggers.{name}", op) for name, op in (definition.get("triggers") or {}).items()
-             if isinstance(op, dict)]
+    triggers = definition.get("triggers") if isinstance(definition.get("triggers"), dict) else {}
+    found = [("trigger", name, f"triggers.{name}", op) for name, op in triggers.items() if isinstance(op, dict)]
 
     def actions(container: Any, where: str) -> None:
         for name, op in (container or {}).items() if isinstance(container, dict) else ():
@@ -137,10 +137,15 @@ def _is_microsoft_reference(key: str, reference: Any) -> bool:
     return MICROSOFT_API in names
 
 
+def _text(host: dict[str, Any], name: str) -> str:
+    """A host field that should be a string ("" when it is anything else)."""
+    return host[name] if isinstance(host.get(name), str) else ""
+
+
 def _uses_microsoft(host: dict[str, Any], keys: set[str]) -> bool:
     connection = host.get("connection") if isinstance(host.get("connection"), dict) else {}
-    return (str(host.get("apiId", "")).lower().endswith("/" + MICROSOFT_API) or host.get("connectionName") in keys
-            or any(f"['{key}']" in str(connection.get("name", "")) for key in keys))
+    return (_text(host, "apiId").lower().endswith("/" + MICROSOFT_API) or _text(host, "connectionName") in keys
+            or any(f"['{key}']" in _text(connection, "name") for key in keys))
 
 
 def _new_key(key: str, target: Target) -> str:
@@ -150,7 +155,7 @@ def _new_key(key: str, target: Target) -> str:
 def _move(kind: str, name: str, where: str, op: dict[str, Any], keys: set[str], target: Target) -> Operation:
     """Point one operation of Microsoft's connector at this connector, or say why it stays (``reason``)."""
     host = op["inputs"]["host"]
-    operation = str(host.get("operationId", ""))
+    operation = _text(host, "operationId")
     entry = Operation(kind, name, where, operation or "(none)")
     if not operation:
         entry.reason = "it names no operationId (a path-based ApiConnection): recreate it by hand"
@@ -158,10 +163,10 @@ def _move(kind: str, name: str, where: str, op: dict[str, Any], keys: set[str], 
     if operation not in OPERATIONS:
         entry.reason = "this connector has no such operation"
         return entry
-    key = host.get("connectionName") if host.get("connectionName") in keys else MICROSOFT_API
+    key = _text(host, "connectionName") if _text(host, "connectionName") in keys else MICROSOFT_API
     host["apiId"] = target.api_id
     host["connectionName"] = _new_key(key, target)
-    if isinstance(host.get("connection"), dict) and isinstance(host["connection"].get("name"), str):
+    if isinstance(host.get("connection"), dict) and _text(host["connection"], "name"):
         # the other spelling: "@parameters('$connections')['shared_microsoftbookings']['connectionId']"
         for old in keys:
             new = _new_key(old, target)
@@ -195,7 +200,7 @@ def migrate_definition(flow: FlowAsset, target: Target) -> tuple[dict[str, Any],
     for kind, name, where, op in _operations(properties["definition"]):
         host = (op.get("inputs") or {}).get("host") if isinstance(op.get("inputs"), dict) else None
         if isinstance(host, dict) and _uses_microsoft(host, keys):
-            if isinstance(host.get("connectionName"), str) and host["connectionName"].startswith(MICROSOFT_API):
+            if _text(host, "connectionName").startswith(MICROSOFT_API):
                 keys.add(host["connectionName"])
             entry = _move(kind, name, where, op, keys, target)
             (report.moved if entry.becomes else report.left).append(entry)
@@ -249,7 +254,9 @@ def _new_guid(old: str, target: Target) -> str:
 
 def _new_resource(resource: dict[str, Any], guids: dict[str, str], target: Target) -> dict[str, Any]:
     new = copy.deepcopy(resource)
-    details = new.setdefault("details", {})
+    if not isinstance(new.get("details"), dict):
+        new["details"] = {}
+    details = new["details"]
     details.pop("iconUri", None)  # Microsoft's icon; this connector's is its own
     if new.get("type") == "Microsoft.PowerApps/apis":
         new["id"], new["name"] = target.api_id, target.api_name
@@ -358,6 +365,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args.output = args.output or args.package.with_name(args.package.stem + "-migrated.zip")
     if args.output.resolve() == args.package.resolve():
         parser.error("--output is the input package: the input is never modified")
+    if not args.output.resolve().parent.is_dir():
+        parser.error(f"--output: {args.output.parent} is not a folder")
     if args.output.exists() and not args.force and not args.dry_run:
         parser.error(f"{args.output} exists (use --force to replace it)")
     return args

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scripts import migrate_flow_package as tool
 from tests.migration import packages as pkg
@@ -250,6 +252,7 @@ def test_a_file_that_is_not_a_flow_package_is_a_clear_error(tmp_path: Path, caps
 @pytest.mark.parametrize(("argv", "message"), [
     (["--api-name", "shared_microsoftbookings"], "not a custom connector"),
     (["--api-name", "bookings; rm -rf /"], "not a custom connector"),
+    (["--api-name", API, "--output", "/nonexistent-folder/out.zip"], "is not a folder"),
 ])
 def test_arguments_are_checked(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as refused:
@@ -278,3 +281,31 @@ def test_every_mapped_operation_is_one_of_this_connectors(capsys) -> None:
         assert (microsoft in ("CreateAppointment", "UpdateAppointment", "CancelAppointment")) == (ours in triggers)
         if ours in triggers:  # Microsoft's triggers take SMTPAddress; ours declare it under the same name
             assert "SMTPAddress" in target.parameters[ours]
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+                           | st.sampled_from([pkg.BOOKINGS, "CreateAppointment", "@triggerBody()?['Id']"]),
+                           lambda children: st.lists(children, max_size=3)
+                           | st.dictionaries(st.sampled_from(["host", "inputs", "actions", "apiId", "connectionName",
+                                                              "operationId", "else", "cases", pkg.BOOKINGS, "x"]),
+                                             children, max_size=4), max_leaves=12)
+
+
+hosts = st.fixed_dictionaries({"type": st.just("OpenApiConnection"), "inputs": st.fixed_dictionaries(
+    {"host": st.dictionaries(st.sampled_from(["apiId", "connectionName", "operationId", "connection"]),
+                             json_values | st.just(f"/providers/Microsoft.PowerApps/apis/{pkg.BOOKINGS}")),
+     "parameters": json_values})})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(triggers=hosts, actions=json_values | st.dictionaries(st.text(max_size=3), hosts, max_size=3),
+       references=json_values)
+def test_odd_shapes_inside_a_package_never_crash_the_command(tmp_path: Path, capsys, triggers: Any, actions: Any,
+                                                             references: Any) -> None:
+    flow = flow_with({"When_created": pkg.bookings_trigger()}, {}, [pkg.BOOKINGS])
+    flow["properties"]["definition"]["triggers"]["Odd"] = triggers
+    flow["properties"]["definition"]["actions"] = actions
+    flow["properties"]["connectionReferences"][pkg.BOOKINGS] = references
+    source = pkg.write_export(tmp_path / "odd.zip", flow, [pkg.BOOKINGS])
+    code = tool.main([str(source), "--api-name", API, "--dry-run", "--json"])
+    assert code in (0, 1) and json.loads(capsys.readouterr().out)["exitCode"] == code
