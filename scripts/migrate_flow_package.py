@@ -243,8 +243,12 @@ def _microsoft_resources(manifest: dict[str, Any]) -> tuple[set[str], set[str]]:
             and MICROSOFT_API in (resource.get("name"), str(resource.get("id", "")).rsplit("/", 1)[-1])}
     connections = {guid for guid, resource in resources.items() if isinstance(resource, dict)
                    and resource.get("type") == "Microsoft.PowerApps/apis/connections"
-                   and set(resource.get("dependsOn") or []) & apis}
+                   and set(_guid_list(resource.get("dependsOn"))) & apis}
     return apis, connections
+
+
+def _guid_list(value: Any) -> list[str]:
+    return [guid for guid in value if isinstance(guid, str)] if isinstance(value, list) else []
 
 
 def _new_guid(old: str, target: Target) -> str:
@@ -261,7 +265,7 @@ def _new_resource(resource: dict[str, Any], guids: dict[str, str], target: Targe
     if new.get("type") == "Microsoft.PowerApps/apis":
         new["id"], new["name"] = target.api_id, target.api_name
         details["displayName"] = target.display_name
-    new["dependsOn"] = [guids.get(guid, guid) for guid in new.get("dependsOn") or []]
+    new["dependsOn"] = [guids.get(guid, guid) for guid in _guid_list(new.get("dependsOn"))]
     return new
 
 
@@ -289,10 +293,10 @@ def migrate_manifest(manifest: dict[str, Any], reports: list[FlowReport], target
     return manifest, guids
 
 
-def _depends(depends: list[str], guids: dict[str, str], keep_old: bool) -> list[str]:
-    out: list[str] = []
+def _depends(depends: list[Any], guids: dict[str, str], keep_old: bool) -> list[str]:
+    out: list[Any] = []
     for guid in depends:
-        if guid in guids:
+        if isinstance(guid, str) and guid in guids:
             out += [guid, guids[guid]] if keep_old else [guids[guid]]
         else:
             out.append(guid)

@@ -309,3 +309,23 @@ def test_odd_shapes_inside_a_package_never_crash_the_command(tmp_path: Path, cap
     source = pkg.write_export(tmp_path / "odd.zip", flow, [pkg.BOOKINGS])
     code = tool.main([str(source), "--api-name", API, "--dry-run", "--json"])
     assert code in (0, 1) and json.loads(capsys.readouterr().out)["exitCode"] == code
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(resource=st.dictionaries(st.sampled_from(["type", "name", "id", "details", "dependsOn"]),
+                                json_values | st.sampled_from(["Microsoft.PowerApps/apis", pkg.BOOKINGS,
+                                                               "Microsoft.PowerApps/apis/connections"])))
+def test_odd_resources_in_the_manifest_never_crash_the_command(tmp_path: Path, capsys, resource: Any) -> None:
+    flow = flow_with({"When_created": pkg.bookings_trigger()}, {}, [pkg.BOOKINGS])
+    source = pkg.write_export(tmp_path / "odd.zip", flow, [pkg.BOOKINGS])
+    with zipfile.ZipFile(source) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(entries["manifest.json"])
+    manifest["resources"][pkg.guid(pkg.BOOKINGS + "connection")] = resource
+    manifest["resources"]["odd"] = resource
+    entries["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(source, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    assert tool.main([str(source), "--api-name", API, "--output", str(tmp_path / "out.zip"), "--force"]) == 0
+    capsys.readouterr()
