@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scripts import migrate_flow_package as tool
@@ -315,6 +315,8 @@ def test_odd_shapes_inside_a_package_never_crash_the_command(tmp_path: Path, cap
 @given(resource=st.dictionaries(st.sampled_from(["type", "name", "id", "details", "dependsOn"]),
                                 json_values | st.sampled_from(["Microsoft.PowerApps/apis", pkg.BOOKINGS,
                                                                "Microsoft.PowerApps/apis/connections"])))
+@example(resource={"type": "Microsoft.PowerApps/apis/connections", "dependsOn": [["x"], {"a": 1}]})
+@example(resource={"type": "Microsoft.Flow/flows", "dependsOn": [{"a": 1}, pkg.guid(pkg.BOOKINGS + "api")]})
 def test_odd_resources_in_the_manifest_never_crash_the_command(tmp_path: Path, capsys, resource: Any) -> None:
     flow = flow_with({"When_created": pkg.bookings_trigger()}, {}, [pkg.BOOKINGS])
     source = pkg.write_export(tmp_path / "odd.zip", flow, [pkg.BOOKINGS])
