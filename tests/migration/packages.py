@@ -121,11 +121,13 @@ def body(field: str) -> str:
 def bookings_to_crm(path: Path) -> Path:
     """The realistic sample: a booking becomes a SharePoint list item and every customer gets a welcome mail.
 
-    Modelled on a public Bookings-to-SharePoint flow builder (docs/migration.md cites it): the trigger is
-    *When an appointment is created* on a business's SMTP address; the item's title takes
-    ``coalesce(CustomerName, CustomerEmail, 'New booking')``, its owner the first staff member, and it records ``Id``
-    to find the item again when the appointment changes; a condition skips bookings without notes; a loop over
-    ``Customers`` sends each customer a mail."""
+    The documents are shaped as the real export above; the steps follow a Bookings → SharePoint flow-builder script
+    published on GitHub (found by searching public code for ``shared_microsoftbookings``; the search index does not
+    name its repository): *When an appointment is created* on a business's SMTP address, fields read as
+    ``triggerOutputs()?['body/X']``, a SharePoint item titled ``coalesce(CustomerName, CustomerEmail, 'New booking')``
+    with the first staff member as owner and the ``SelfServiceAppointmentId`` recorded. Added so that each
+    documented difference shows once: the item records ``Id`` to find it again later, a condition skips bookings
+    whose notes are null, and a loop over ``Customers`` sends each customer a mail."""
     item = {
         "dataset": "https://contoso.sharepoint.com/sites/Clinic", "table": guid("list"),
         "item/Title": f"@concat('Booking — ', coalesce({body('CustomerName')}, {body('CustomerEmail')}, "
