@@ -177,6 +177,18 @@ var rules = [
     threshold: 0
     query: loadTextContent('../queries/alert-notification-5xx.kql')
   }
+  {
+    // The export is what a restore brings back (docs/operations.md); its next instant rides on each export's event,
+    // so the rule follows BACKUP_SCHEDULE without reading it.
+    name: 'flow-export-missing'
+    displayName: 'Bookings triggers: the flow export stopped'
+    description: 'The scheduled export of the flow registrations (BACKUP_SCHEDULE) missed its next run by 2 hours, or none ran in 2 days while the app was up. A lost mailboxes table would lose the flows registered since the last export. See docs/operations.md.'
+    severity: 2
+    frequency: 'PT1H'
+    window: 'P2D'
+    threshold: 0
+    query: loadTextContent('../queries/alert-flow-export-missing.kql')
+  }
 ]
 
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for rule in rules: {

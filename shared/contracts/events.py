@@ -55,6 +55,7 @@ DELETED_COUNT = "deletedCount"
 ROUTE = "route"  # an HTTP answer's request name: "<METHOD> /api/<route template>", as the requests row's name
 DAYS_LEFT = "daysLeft"  # whole days until a credential expires (negative: expired that many days ago)
 EXPORT = "export"  # a flow export's blob name in the flow-backups container
+NEXT_EXPORT_AT = "nextExportAt"  # BACKUP_SCHEDULE's next instant after an export, ISO 8601 UTC
 MAILBOX_COUNT = "mailboxCount"
 
 # --- events ----------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     CONNECTOR_SECRET_EXPIRING: (CORRELATION_ID, EXPIRES_AT, DAYS_LEFT),
     # Every flow export (BACKUP_SCHEDULE, daily): its blob, and every flow (flowCount, of all mailboxes) and mailbox
     # it holds. None for a day means exports are failing: restores would start from an older one.
-    FLOWS_EXPORTED: (CORRELATION_ID, EXPORT, FLOW_COUNT, MAILBOX_COUNT, DURATION_MS),
+    FLOWS_EXPORTED: (CORRELATION_ID, EXPORT, FLOW_COUNT, MAILBOX_COUNT, DURATION_MS, NEXT_EXPORT_AT),
 })
 
 # --- metrics (customMetrics rows: name, value, customDimensions) ------------------------------------

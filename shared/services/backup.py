@@ -48,6 +48,7 @@ from shared.adapters.monitoring import track_event
 from shared.adapters.settings import get_settings
 from shared.contracts import events
 from shared.contracts.errors import ApiError
+from shared.contracts.ncrontab import fire_times
 from shared.records import flows
 from shared.records.flows import TRIGGERS, Flow, FlowLimitReached, FlowRegistry
 from shared.records.mailbox import ensure_index, iso, utc
@@ -116,8 +117,11 @@ async def export_flows(now: datetime | None = None) -> ExportSummary:
     await get_blobs().put(FLOW_BACKUP_CONTAINER, name, json.dumps(document).encode(),
                           {"flows": str(len(every)), "mailboxes": str(mailboxes), "exportedat": iso(now)})
     log.info("flow export %s: %d flows of %d mailboxes", name, len(every), mailboxes)
+    # The next export's instant rides on this one: the flow-export-missing alert fires when it has passed with no
+    # export since, whatever BACKUP_SCHEDULE says (the rule cannot read the schedule itself).
+    upcoming = next(fire_times(get_settings().backup_schedule, now), None)
     track_event(events.FLOWS_EXPORTED, export=name, flowCount=len(every), mailboxCount=mailboxes,
-                durationMs=round((time.monotonic() - started) * 1000))
+                durationMs=round((time.monotonic() - started) * 1000), nextExportAt=iso(upcoming) if upcoming else "")
     return ExportSummary(name, len(every), mailboxes)
 
 

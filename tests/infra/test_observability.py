@@ -126,6 +126,7 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("appointments-not-stored", events.APPOINTMENT_NOT_STORED),
     ("connector-secret-expiring", events.CONNECTOR_SECRET_EXPIRING),
     ("notification-5xx", events.REQUEST_FAILED),
+    ("flow-export-missing", events.FLOWS_EXPORTED),
     ("poison-queue-length", None),
     ("app-silent", None),
 ])

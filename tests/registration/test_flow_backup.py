@@ -154,3 +154,36 @@ async def test_the_restore_route_refuses_bad_options(env, body: dict[str, Any]) 
     request = func.HttpRequest("POST", "http://localhost/api/backups/flows/restore", body=json.dumps(body).encode())
     answer = await backup_api.restore(request)
     assert answer.status_code == 400 and json.loads(answer.get_body())["error"]["code"] == "InvalidRequest"
+
+
+async def test_a_stopped_export_fires_the_flow_export_missing_alert(env, graph_env, monkeypatch) -> None:
+    from shared.adapters.settings import reset_settings_cache
+    from shared.workers.renewal import sweep
+    from tests.app_insights import alert_rows, capture, dimensions, fires
+
+    with capture() as exported:
+        await backup.export_flows(datetime(2026, 12, 7, 2, 30, tzinfo=UTC))
+    (event,) = [e for e in exported.rows()["customEvents"] if e["name"] == "FlowsExported"]
+    # The default BACKUP_SCHEDULE's next instant after that export: the next day at 02:30.
+    assert dimensions(event)["nextExportAt"] == "2026-12-08T02:30:00Z"
+
+    # An export every minute: the next one's instant is 1 minute after the last; the rule compares it with now.
+    monkeypatch.setenv("BACKUP_SCHEDULE", "0 * * * * *")
+    reset_settings_cache()
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    with capture() as on_time:  # the next export was due 1 h 58 min ago: not late enough yet
+        await backup.export_flows(minute - timedelta(minutes=119))
+    assert alert_rows("flow-export-missing", on_time) == []
+    with capture() as late:  # due 2 h 2 min ago, none since
+        last = await backup.export_flows(minute - timedelta(minutes=123))
+    (row,) = alert_rows("flow-export-missing", late)
+    assert (row["state"], row["export"]) == ("exportOverdue", last.blob)
+
+    # No export at all: quiet while the app is younger than 36 hours (a new deployment), firing after.
+    with capture() as swept:
+        await sweep()  # the app's heartbeat: the renewal sweep, every 30 minutes
+    swept.shift = timedelta(hours=35)
+    assert not fires("flow-export-missing", alert_rows("flow-export-missing", swept))
+    swept.shift = timedelta(hours=37)
+    (row,) = alert_rows("flow-export-missing", swept)
+    assert row["state"] == "noExport"
