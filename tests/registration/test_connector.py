@@ -211,6 +211,14 @@ def test_the_actions(swagger: dict[str, Any]) -> None:
         assert {"401", "403", "500"} <= set(operation["responses"]), operation_id
 
 
+def test_create_offers_the_idempotency_key_the_endpoint_reads(swagger: dict[str, Any]) -> None:
+    from shared.endpoints.appointments import IDEMPOTENCY_HEADER
+
+    by_id = {op["operationId"]: op for _, _, _, op in operations(swagger)}
+    (header,) = [p for p in by_id["CreateBookingAppointment"]["parameters"] if p["in"] == "header"]
+    assert header["name"].lower() == IDEMPOTENCY_HEADER and not header["required"]
+
+
 def test_operation_ids_are_unique_and_summaries_short(swagger: dict[str, Any]) -> None:
     ids = [op["operationId"] for _, _, _, op in operations(swagger)]
     assert len(ids) == len(set(ids))
