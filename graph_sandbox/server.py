@@ -34,6 +34,11 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+# A client that never closes its keep-alive connection (azure-identity's aiohttp sessions in tests) holds uvicorn's
+# graceful shutdown open indefinitely; the sandbox has nothing to finish: cap the wait.
+_SHUTDOWN: dict[str, Any] = {"timeout_graceful_shutdown": 1}
+
+
 class _Server(uvicorn.Server):
     """Logs one readiness line once the socket really accepts connections."""
 
@@ -86,7 +91,7 @@ class SandboxServers:
 
 def make_server(sandbox: Sandbox, sock: socket.socket, log_level: str = "warning") -> SandboxServers:
     app = build_app(sandbox)
-    plain = _Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on"))
+    plain = _Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", **_SHUTDOWN))
     summary = demo.summary(sandbox)
     plain.ready_line = (
         f"graph-sandbox ready on {sandbox.base_url} (https: {sandbox.entra_url}) tenant={sandbox.config.tenant_id} "
@@ -95,7 +100,7 @@ def make_server(sandbox: Sandbox, sock: socket.socket, log_level: str = "warning
     tls = None
     if sandbox.tls_context is not None:
         # The lifespan (expiry sweeps, notifier) runs once, with the plain server.
-        tls = _Server(_TlsConfig(app, log_level=log_level, access_log=False, lifespan="off",
+        tls = _Server(_TlsConfig(app, log_level=log_level, access_log=False, lifespan="off", **_SHUTDOWN,
                                  context=sandbox.tls_context))
     return SandboxServers(plain, tls, sandbox.tls_sock)
 

@@ -199,7 +199,8 @@ class NotificationReceiver:
         sock = bind()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                                   timeout_graceful_shutdown=1))
         self._thread = ServerThread(self._server, sock)  # type: ignore[arg-type]
         self._thread.start()
         deadline = time.monotonic() + 10
