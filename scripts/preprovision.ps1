@@ -2,7 +2,8 @@
 # ALERT_EMAIL when it is unset (or stops with the command that sets it), stops when app registrations of this
 # environment are soft-deleted (restore or purge them first), and sets ASSIGN_GRAPH_APP_ROLES to false when the
 # deployer may not make the admin grants. With NETWORK_ISOLATION=true it checks that the Microsoft.App resource
-# provider is registered (asks to register it at a terminal, or stops with the command). These need az CLI signed in.
+# provider is registered (asks to register it at a terminal, or stops with the command). On an upgrade it records the
+# connector client's redirect URLs in CONNECTOR_REDIRECT_URIS while that was never set. These need az CLI signed in.
 $ErrorActionPreference = 'Stop'
 Set-Location (Join-Path $PSScriptRoot '..')
 
@@ -126,6 +127,18 @@ if ($env:ASSIGN_GRAPH_APP_ROLES -ne 'false') {
             Write-Host "  ASSIGN_GRAPH_APP_ROLES is now false. The app deploys; the post-provision step prints what an"
             Write-Host "  administrator runs afterwards."
         }
+    }
+}
+# 4. Redirect URLs an earlier version added out of band: recorded before the provision declares the list
+# (scripts/preprovision.sh says why).
+$globalRedirect = 'https://global.consent.azure-apim.net/redirect'
+if ($env:CONNECTOR_CLIENT_APP_ID -and $null -eq [Environment]::GetEnvironmentVariable('CONNECTOR_REDIRECT_URIS')) {
+    $current = @(az ad app show --id $env:CONNECTOR_CLIENT_APP_ID --query "web.redirectUris[]" -o tsv 2>$null)
+    $adopted = @($current | Where-Object { $_ -like 'https://*' -and $_ -ne $globalRedirect } | Select-Object -Unique)
+    if ($adopted.Count -gt 0) {
+        azd env set CONNECTOR_REDIRECT_URIS ($adopted -join ',')
+        Write-Host "ok: kept the connector client's redirect URLs an earlier version added (now in CONNECTOR_REDIRECT_URIS):"
+        Write-Host "    $($adopted -join ',')"
     }
 }
 exit 0

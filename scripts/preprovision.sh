@@ -22,6 +22,11 @@
 #      functions-networking-options#regional-virtual-network-integration). Registering it is what the portal and
 #      `az functionapp create` do by themselves; here it is asked at a terminal (then
 #      `az provider register --namespace Microsoft.App --wait`), and otherwise it stops with that command.
+#   4. An upgrade from a version whose scripts added the connector's redirect URL to its app registration only
+#      (infra/README.md, "Upgrading from a version that added the redirect URL out of band"): the provision
+#      declares the list, so it would remove that URL and new connections would fail with AADSTS50011. While
+#      CONNECTOR_REDIRECT_URIS was never set, the URLs the registration has now are recorded there first (in the
+#      azd environment only), as scripts/connector-secret.sh --adopt-redirect-uris does.
 #
 # The checks read Entra and the subscription with az CLI; without it (or signed out) they are skipped with a
 # warning. It never changes anything in Entra. scripts/preprovision.ps1 is the same for Windows.
@@ -81,6 +86,8 @@ if ! command -v az >/dev/null 2>&1 || ! az account show --output none >/dev/null
   echo "  'appRoleAssignedTo' or 'oauth2PermissionGrants' (Authorization_RequestDenied), run"
   echo "      azd env set ASSIGN_GRAPH_APP_ROLES false"
   echo "  and azd up again; an administrator makes the grants afterwards (scripts/grant-graph-permissions.sh)."
+  echo "  Upgrading from a version that added the connector's redirect URL by hand? First run"
+  echo "      scripts/connector-secret.sh --adopt-redirect-uris"
   if [ "$isolation" = "true" ]; then
     echo "  NETWORK_ISOLATION is on: also check that the Microsoft.App resource provider is registered"
     echo "      az provider show --namespace Microsoft.App --query registrationState --output tsv"
@@ -164,5 +171,31 @@ if [ "${ASSIGN_GRAPH_APP_ROLES:-true}" != "false" ]; then
     echo "  permissions and the tenant-wide consents cannot be granted during this deployment:"
     echo "  ASSIGN_GRAPH_APP_ROLES is now false. The app deploys; the post-provision step prints what an"
     echo "  administrator runs afterwards."
+  fi
+fi
+
+# 4. Redirect URLs an earlier version added out of band: recorded before the provision declares the list.
+global_redirect="https://global.consent.azure-apim.net/redirect"
+if [ -n "${CONNECTOR_CLIENT_APP_ID:-}" ] && [ -z "${CONNECTOR_REDIRECT_URIS+set}" ]; then
+  current=$(az ad app show --id "$CONNECTOR_CLIENT_APP_ID" --query "web.redirectUris[]" -o tsv 2>/dev/null || true)
+  adopted=""
+  set -f  # URLs may hold ? and *: never globbed
+  for uri in $current; do
+    case "$uri" in
+      https://*) ;;
+      *) continue ;;
+    esac
+    case ",${adopted}," in
+      *",${uri},"*) continue ;;
+    esac
+    if [ "$uri" != "$global_redirect" ]; then
+      adopted="${adopted}${adopted:+,}${uri}"
+    fi
+  done
+  set +f
+  if [ -n "$adopted" ]; then
+    azd env set CONNECTOR_REDIRECT_URIS "$adopted"
+    echo "ok: kept the connector client's redirect URLs an earlier version added (now in CONNECTOR_REDIRECT_URIS):"
+    echo "    ${adopted}"
   fi
 fi

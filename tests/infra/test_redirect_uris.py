@@ -125,3 +125,26 @@ def test_a_redirect_url_must_be_https_and_recording_it_needs_azd(tmp_path: Path)
                          capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 1 and "CONNECTOR_REDIRECT_URIS" in run.stderr
     assert not (state / "app.json").exists(), "not added out of band when it cannot be recorded"
+
+
+def test_the_preprovision_hook_adopts_them_on_an_upgrade_and_only_then(tmp_path: Path) -> None:
+    from tests.infra.test_scripts import _hook
+
+    upgraded = tmp_path / "upgrade"
+    (upgraded / "state").mkdir(parents=True)
+    # An earlier version's script added the URL to the registration only, and recorded nothing.
+    (upgraded / "state" / "app.json").write_text(json.dumps({"web": {"redirectUris": [GLOBAL, PER_CONNECTOR]},
+                                                             "passwordCredentials": []}))
+    run = _hook("preprovision.sh", upgraded, ASSIGN_GRAPH_APP_ROLES="false")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert _azd_values(upgraded / "state")["CONNECTOR_REDIRECT_URIS"] == PER_CONNECTOR
+    _provision(upgraded / "state")  # the provision that follows the hook keeps it
+    assert _app(upgraded / "state")["web"]["redirectUris"] == [GLOBAL, PER_CONNECTOR]
+
+    # Once declared (even as nothing), the hook leaves the list to the environment: a URL removed from
+    # CONNECTOR_REDIRECT_URIS on purpose is not brought back.
+    declared = tmp_path / "declared"
+    (declared / "state").mkdir(parents=True)
+    (declared / "state" / "app.json").write_text((upgraded / "state" / "app.json").read_text())
+    run = _hook("preprovision.sh", declared, ASSIGN_GRAPH_APP_ROLES="false", CONNECTOR_REDIRECT_URIS="")
+    assert run.returncode == 0 and "CONNECTOR_REDIRECT_URIS" not in _azd_values(declared / "state")
