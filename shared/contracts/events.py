@@ -71,7 +71,6 @@ SUBSCRIPTION_DELETED = "SubscriptionDeleted"
 SUBSCRIPTION_LIFECYCLE = "SubscriptionLifecycleEvent"
 NOTIFICATIONS_RECEIVED = "GraphNotificationsReceived"
 # Change detection.
-APPOINTMENT_CHANGE_DETECTED = "AppointmentChangeDetected"
 APPOINTMENT_NOT_STORED = "AppointmentNotStored"
 # Delivery to flows.
 DELIVERY_FAILED = "DeliveryFailed"
@@ -109,7 +108,6 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # POSTs share a message). A POST with dropped items (unknown subscription, wrong clientState) also emits
     # one without mailbox, with droppedCount.
     NOTIFICATIONS_RECEIVED: (*_COMMON, SUBSCRIPTION_ID, ITEM_COUNT, REQUEST_COUNT, DROPPED_COUNT),
-    APPOINTMENT_CHANGE_DETECTED: (*_COMMON, EVENT_ID, APPOINTMENT_ID, CHANGE_TYPE, TRIGGER),
     # Error level. Storage refused an appointment's rows (status, its errorCode); the mailbox's other changes
     # were stored, this one is tried again by every reconcile until storage takes it.
     APPOINTMENT_NOT_STORED: (*_COMMON, APPOINTMENT_ID, ERROR_CODE, STATUS),

@@ -54,7 +54,9 @@ import azure.functions as func
 from shared.adapters.auth import authenticate
 from shared.adapters.callback_urls import CallbackPolicy, CallbackUrlRefused, check_notification_url
 from shared.adapters.logs import redact_url
+from shared.adapters.monitoring import track_event
 from shared.adapters.settings import get_settings
+from shared.contracts import events
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import administered_mailbox, parse_mailbox, require_administrator
 from shared.endpoints.http import by_method, empty_response, endpoint, json_object, json_response
@@ -185,11 +187,15 @@ def answer_for(refusal: Refusal) -> ApiError:
 
 
 @contextlib.contextmanager
-def _answering_refusals() -> Iterator[None]:
+def _answering_refusals(mailbox: str, trigger: str | None = None) -> Iterator[None]:
     try:
         yield
     except (CallbackUrlRefused, FlowLimitReached, TooManyConcurrentChanges) as refusal:
-        raise answer_for(refusal) from None
+        error = answer_for(refusal)
+        if trigger is not None:  # a registration refused: the maker's flow will not fire, the admin should know
+            track_event(events.FLOW_REGISTRATION_REJECTED, logging.WARNING, mailbox=mailbox, trigger=trigger,
+                        errorCode=error.code, status=error.status)
+        raise error from None
 
 
 # --- handlers ----------------------------------------------------------------------------------------------
@@ -200,11 +206,11 @@ async def _register(req: func.HttpRequest) -> func.HttpResponse:
     trigger = parse_trigger(req.route_params.get("name"))
     await require_administrator(mailbox, caller)
     body = parse_registration_body(req.get_body(), trigger)
-    with _answering_refusals():
+    with _answering_refusals(mailbox, trigger):
         url = await check_notification_url(body.notification_url, CallbackPolicy.from_settings(get_settings()))
     await check_filters(mailbox, body)
     registry = FlowRegistry.default()
-    with _answering_refusals():
+    with _answering_refusals(mailbox, trigger):
         flow = await registry.register(mailbox, trigger, url, created_by_oid=caller.oid, created_by_upn=caller.upn,
                                        service_ids=body.service_ids, staff_member_ids=body.staff_member_ids)
     try:
@@ -232,8 +238,11 @@ async def _unregister(req: func.HttpRequest) -> func.HttpResponse:
     if flow is not None:
         if flow.created_by_oid != caller.oid:
             await require_administrator(mailbox, caller)
-        with _answering_refusals():
+        with _answering_refusals(mailbox):
             result = await registry.unregister(mailbox, webhook_id)
+        if result.removed:
+            track_event(events.FLOW_UNREGISTERED, mailbox=mailbox, flowId=webhook_id, trigger=flow.trigger,
+                        flowCount=result.remaining, maxFlows=registry.max_flows, reason="deleted")
         if result.removed and result.mailbox_now_empty:
             await subscriptions.release_if_no_flows(mailbox)
     return empty_response(204)

@@ -21,6 +21,8 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.adapters.monitoring import track_event
+from shared.contracts import events
 from shared.endpoints.graph_requests import persisted, read_batch
 from shared.endpoints.http import endpoint
 from shared.messages import mailbox_changes
@@ -38,7 +40,7 @@ def _work_for(entry: IndexEntry, item: dict[str, Any]) -> list[Awaitable[None]]:
     if event not in _KNOWN_EVENTS:  # whatever it holds (nesting, surrogates) is neither logged nor kept
         log.warning("unknown lifecycle event ignored", extra={"mailbox": mailbox, "subscriptionId": sid})
         return []
-    log.info("lifecycle %s for %s", event, mailbox, extra={"mailbox": mailbox, "subscriptionId": sid})
+    track_event(events.SUBSCRIPTION_LIFECYCLE, mailbox=mailbox, subscriptionId=sid, lifecycleEvent=event)
     if event == "reauthorizationRequired":
         return [enqueue_task(task("reauthorize", mailbox, sid, event))]
     if event == "subscriptionRemoved":

@@ -52,8 +52,10 @@ from azure.data.tables.aio import TableClient
 from cachetools import TTLCache
 
 from shared.adapters.logs import redact_url
+from shared.adapters.monitoring import track_event
 from shared.adapters.per_loop import PerLoop
 from shared.adapters.settings import get_settings
+from shared.contracts import events
 from shared.records.mailbox import (
     delete_index_unchanged,
     get_index,
@@ -302,8 +304,9 @@ class FlowRegistry:
             if not await self._commit(mailbox, [quota_op, ("create", flow.entity())], deadline, attempt):
                 attempt += 1
                 continue
-            log.info("flow %s registered on %s for %s (%d of %d)", flow.webhook_id, mailbox, trigger, count + 1,
-                     self.max_flows, extra={"mailbox": mailbox, "flowId": flow.webhook_id})
+            # The event is the registration's log line too (flows-per-mailbox reads its flowCount).
+            track_event(events.FLOW_REGISTERED, mailbox=mailbox, flowId=flow.webhook_id, trigger=trigger,
+                        flowCount=count + 1, maxFlows=self.max_flows)
             return flow
 
     async def _commit(self, mailbox: str, ops: list[Any], deadline: float, attempt: int) -> bool:

@@ -187,6 +187,14 @@ def test_track_event_keeps_declared_dimensions_only_and_redacts(caplog: pytest.L
     assert "SECRET" not in record.getMessage() and "abc.def" not in str(record.__dict__["errorCode"])
 
 
+def test_every_declared_event_is_emitted_somewhere() -> None:
+    # A declared event nothing emits misleads whoever writes a query or an alert on it.
+    source = "\n".join(p.read_text() for p in (ROOT / "shared").rglob("*.py") if p.parent.name != "contracts")
+    constants = {value: name for name, value in vars(events).items() if isinstance(value, str) and name.isupper()}
+    silent = {constants[e] for e in events.EVENTS if not re.search(rf"\b{constants[e]}\b", source)}
+    assert not silent, f"declared but never emitted: {silent}"
+
+
 def test_track_event_refuses_an_undeclared_event() -> None:
     with pytest.raises(ValueError, match=r"shared/contracts/events\.py"):
         monitoring.track_event("SomethingElse", mailbox="a@b.c")

@@ -166,6 +166,27 @@ async def test_every_trigger(api, issuer, business, trigger) -> None:
     assert json.loads(response.get_body())["trigger"] == trigger
 
 
+async def test_registrations_removals_and_refusals_are_events_the_flows_tile_counts(api, issuer, business) -> None:
+    from tests.app_insights import capture, dimensions
+    from tests.infra.conftest import INFRA
+
+    with capture() as captured:
+        ids = [json.loads((await post(business, issuer.token(), trigger=t)).get_body())["webhookId"]
+               for t in ("AppointmentCreated", "AppointmentUpdated")]
+        assert (await delete(business, ids[0], issuer.token())).status_code == 204
+        error_of(await post(business, issuer.token(), flat(url="https://evil.example/")), 403,
+                 "NotificationUrlNotAllowed")
+    found = [(e["name"], dimensions(e)) for e in captured.rows()["customEvents"]]
+    assert [(n, d["flowCount"]) for n, d in found if n in ("FlowRegistered", "FlowUnregistered")] == [
+        ("FlowRegistered", "1"), ("FlowRegistered", "2"), ("FlowUnregistered", "1")]
+    (refused,) = [d for n, d in found if n == "FlowRegistrationRejected"]
+    assert (refused["errorCode"], refused["status"], refused["mailbox"]) == ("NotificationUrlNotAllowed", "403",
+                                                                             business)
+    # The workbook's flows-per-mailbox tile: one flow left on the business, of 5.
+    (tile,) = captured.query((INFRA / "queries" / "flows-per-mailbox.kql").read_text())
+    assert (tile["mailbox"], tile["flowCount"], tile["maxFlows"]) == (business, 1, 5)
+
+
 # --- rule 1: 401 ----------------------------------------------------------------------------------------
 
 def _unsigned(issuer: TokenIssuer) -> str:

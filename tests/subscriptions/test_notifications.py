@@ -92,6 +92,10 @@ async def test_lifecycle_events_become_tasks_and_resyncs(app_host, azurite) -> N
     assert all(t["mailbox"] == CLINIC and t["subscriptionId"] == record.subscription_id for t in tasks)
     resyncs = drain(azurite, MAILBOX_CHANGES_QUEUE)
     assert len(resyncs) == 1 and resyncs[0]["fullResync"] is True and resyncs[0]["reason"] == "missed"
+    # Each becomes an event the renewals tile shows (the forged one is dropped before).
+    logged = app_host.log
+    for event in ("reauthorizationRequired", "subscriptionRemoved", "missed"):
+        assert f"lifecycleEvent={event}" in logged and "SubscriptionLifecycleEvent" in logged
 
 
 @pytest.mark.slow
