@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from devhost.processes import ROOT, Azurite, free_port
 from shared.adapters.settings import reset_settings_cache
 from testing.hosting import HostProcess
 from testing.settings import sample_settings
 from testing.storage import clean_app_storage, create_app_storage
+
+# Property tests check answers, not speed (benchmarks do that): hypothesis's 200 ms deadline per example fails them
+# on a loaded machine (the suite runs on parallel workers).
+hypothesis_settings.register_profile("project", deadline=None)
+hypothesis_settings.load_profile("project")
 
 
 @pytest.fixture(scope="session")
