@@ -42,7 +42,7 @@ def timer_lock(function: TimerFunction, config: HostConfig, lock_host: str | Non
                     function.name)
         return None
     return ListenerLock(connection, lock_host, function.name, config.singleton.listener_lock_period,
-                        config.singleton.listener_lock_recovery)
+                        config.singleton.listener_lock_recovery, os.environ.get("WEBSITE_INSTANCE_ID", ""))
 
 
 async def serve(functions: list[Function], config: HostConfig, host: str, port: int,

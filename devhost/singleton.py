@@ -10,6 +10,9 @@ until it runs out (``listenerLockPeriod``), so a timer pauses for up to one peri
 when its host is lost. Both periods are the host.json ``singleton`` settings (https://learn.microsoft.com/en-us/
 azure/azure-functions/functions-host-json#singleton; defaults 1 minute each).
 
+A host started again on the same instance (``WEBSITE_INSTANCE_ID``, the platform's setting) proposes the same
+lease id, so it takes its locks back at once.
+
 The host id is ``AzureFunctionsWebHost__hostid`` when set (the runtime's setting, see
 https://learn.microsoft.com/en-us/azure/azure-functions/storage-considerations#host-id-considerations), else
 one derived from the machine and the app folder: two local hosts of the same folder share their timers' locks,
@@ -50,11 +53,14 @@ class ListenerLock:
     """A blob lease named after one timer function; ``hold`` keeps it while ``run`` runs."""
 
     def __init__(self, connection_string: str, host: str, function_name: str, period: float,
-                 recovery: float) -> None:
+                 recovery: float, instance: str = "") -> None:
         self.connection_string, self.blob = connection_string, f"locks/{host}/Host.Functions.{function_name}.Listener"
         self.period = int(min(MAX_LEASE_SECONDS, max(MIN_LEASE_SECONDS, period)))
         self.recovery = max(0.1, recovery)
-        self.lease_id = str(uuid.uuid4())
+        # One lease id per instance: a process started again on the same instance (``WEBSITE_INSTANCE_ID``) takes
+        # its lock back at once, as on Azure, where a crashed language worker is restarted by a Functions host that
+        # kept the lease. Without an instance id, each process is an instance of its own.
+        self.lease_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{instance}/{self.blob}") if instance else uuid.uuid4())
 
     def _client(self) -> Any:
         from azure.storage.blob.aio import BlobClient

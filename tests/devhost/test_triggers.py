@@ -151,3 +151,13 @@ def test_hosts_of_one_app_run_each_timer_once_per_tick(sample_host_factory) -> N
     assert not other.records(), "both hosts ran the timer"
     holder.stop()  # stopped cleanly, it releases the lock: the other host takes the schedule over
     other.wait_for(lambda r: sum(x["function"] == "tick" for x in r) >= 2, timeout=5)
+
+
+def test_a_host_killed_and_started_again_on_its_instance_takes_its_timer_back_at_once(sample_host_factory) -> None:
+    # SIGKILL leaves the lease held (up to listenerLockPeriod); the same instance proposes the same lease id.
+    host = sample_host_factory(TICK_SCHEDULE="*/1 * * * * *")
+    host.env.update(AzureFunctionsWebHost__hostid="one-instance", WEBSITE_INSTANCE_ID="instance-a")
+    host.start().wait_for(lambda r: len(r) >= 1, timeout=10)
+    host.kill()
+    killed = len(host.records())
+    host.start().wait_for(lambda r: len(r) >= killed + 2, timeout=5)
