@@ -136,7 +136,8 @@ class ListenerLock:
                     await BlobLeaseClient(client, self.lease_id).renew()
                     renewed = time.monotonic()
                 except Exception as error:
-                    if time.monotonic() - renewed >= self.period:
+                    # Halt before the lease can run out: another host may take it the moment it does.
+                    if time.monotonic() - renewed >= self.period - 2 * RENEW_RETRY_SECONDS:
                         log.warning("timer lock %s lost (%s): the schedule stops until it is acquired again",
                                     self.blob, error)
                         return
