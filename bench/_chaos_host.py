@@ -16,7 +16,9 @@ after_post     a flow answered a delivery 2xx; the queue message is not settled 
 
 ``CHAOS_RECONCILE_LEASE_SECONDS`` scales the reconcile lease down (the app's is 60 s), so that Graph latency
 longer than the lease costs seconds of bench time instead of minutes; ``CHAOS_STALE_PENDING_SECONDS`` likewise
-the age at which the outbox sweep takes over an event a crash left un-fanned-out (the app's: 1 minute).
+the age at which the outbox sweep takes over an event a crash left un-fanned-out (the app's: 1 minute);
+``CHAOS_FLOW_CACHE_SECONDS`` the flow cache of the delivery worker (the app's: 15 s), for the test of a flow
+removed on another host (tests/e2e/test_multi_host.py).
 """
 
 from __future__ import annotations
@@ -68,11 +70,19 @@ def _after(points: dict[str, float], point: str, func: Callable[..., Awaitable[A
     return wrapper
 
 
-def install(points: dict[str, float], lease_seconds: float | None, stale_pending_seconds: float | None) -> None:
+def install(points: dict[str, float], lease_seconds: float | None, stale_pending_seconds: float | None,
+            flow_cache_seconds: float | None = None) -> None:
     # The app's modules, imported before function_app so that its imports find the wrapped functions.
     from shared.messages import deliveries
     from shared.workers import delivery, outbox_sweep, reconcile
 
+    if flow_cache_seconds is not None:
+        from cachetools import TTLCache
+
+        from shared.records import flows
+
+        flows.FLOW_CACHE_SECONDS = flow_cache_seconds
+        flows._flow_cache = TTLCache(flows.FLOW_CACHE_SIZE, flow_cache_seconds)
     if lease_seconds is not None:
         reconcile.LEASE_SECONDS = lease_seconds
     if stale_pending_seconds is not None:
@@ -90,6 +100,7 @@ def install(points: dict[str, float], lease_seconds: float | None, stale_pending
 
 if __name__ == "__main__":
     lease, stale = os.environ.get("CHAOS_RECONCILE_LEASE_SECONDS"), os.environ.get("CHAOS_STALE_PENDING_SECONDS")
+    flow_cache = os.environ.get("CHAOS_FLOW_CACHE_SECONDS")
     install(parse_points(os.environ.get("CHAOS_KILL_POINTS", "")), float(lease) if lease else None,
-            float(stale) if stale else None)
+            float(stale) if stale else None, float(flow_cache) if flow_cache else None)
     sys.exit(main())

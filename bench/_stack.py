@@ -308,7 +308,7 @@ class Stack:
         from testing.hosting import HostProcess
 
         port = free_port()
-        env = self.app_settings(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
+        env = self.app_settings(**{"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **overrides})  # a proxy may own it
         host = HostProcess(ROOT, port, env=env, log_dir=self.log_dir / f"host-{len(self.hosts)}", module=module)
         host.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.hosts.append(host.start())

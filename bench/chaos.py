@@ -26,7 +26,8 @@ poison      messages left in the three poison queues at the end (target 0) + Que
 Scaled where production time would make a row take hours: the outbox sweep runs every 10 s and takes over
 events left un-fanned-out for 15 s (every 5 min, after 1 min on Azure), a queue message held by a killed
 host reappears after 10 s (the runtime's lease: 10 min), the reconcile lease of the slow-Graph row is 4 s
-(60 s), and the resync, off in every row but the one for dropped notifications (where nothing else can
+(60 s), a timer's listener lock held by a killed host runs out after 15 s and another host tries every 2 s
+(1 minute each), and the resync, off in every row but the one for dropped notifications (where nothing else can
 notice them), runs every minute there (hourly on Azure). The renewal timer is off: subscriptions outlive
 every row. So a row's max delay is the scaled one; on Azure, add the difference.
 
@@ -185,6 +186,10 @@ class Run:
     customers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # mailbox -> its customer records
     before: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # mailbox -> appointments made early
     slot: int = 0
+    others: list[Any] = field(default_factory=list)  # the hosts besides ``host`` of a several-host row
+
+    def host_logs(self) -> str:
+        return "".join(h.log for h in (self.host, *self.others))
 
     # -- the host, kept alive --
 
@@ -340,6 +345,7 @@ class Fault:
     persistent_storage: bool = False
     extra_bookings: Callable[[Run], list[Callable[[], None]]] = lambda run: []
     note: str = ""
+    hosts: int = 1  # > 1: that many hosts of the app share the storage, behind a round-robin proxy (see below)
 
 
 def _add_fault(run: Run, **rule: Any) -> None:
@@ -460,7 +466,97 @@ def faults(window: Callable[[], float]) -> list[Fault]:
         Fault("oversized", "a 40,000-character note and a 9,000-emoji note booked next to the others",
               extra_bookings=lambda run: [lambda: run.booking(run.mailboxes[0], group=False, note=LONG_NOTE),
                                           lambda: run.booking(run.mailboxes[0], group=False, note=EMOJI_NOTE)]),
+        *several_host_faults(window),
     ]
+
+
+# ---- several hosts of the app (Flex Consumption scaled out) ------------------------------------------------
+#
+# Flex Consumption runs as many instances as the load asks for, all on one storage account. The rows below
+# run N local hosts of the app on one Azurite, with a round-robin proxy in front of them as the app's public
+# URL (PUBLIC_BASE_URL), so Graph's change notifications, validations and lifecycle events are spread across
+# hosts, as the platform's front end spreads requests; queue messages go to whichever host polls first. The
+# hosts share one host id, so each timer runs on one of them (devhost.singleton: the runtime's listener lock,
+# scaled from 60 s to 15 s, another host trying every 2 s). One host, the first started and so the holder of
+# every timer lock, is SIGKILLed mid-window and stays dead (an instance lost for good): what it held (queue
+# messages, timer locks, HTTP requests in flight) must be taken over by the others.
+
+SHARED_HOST_ID = "chaos-several-hosts"
+
+
+class RoundRobin:
+    """The app's front end: each request to the next live host in turn (a host that refuses connections is
+    skipped, as a load balancer drops an instance that stopped answering)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.backends: list[str] = []
+        self.turn = 0
+
+        async def forward(request: Request) -> Response:
+            body = await request.body()
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+                for _ in range(len(self.backends)):
+                    self.turn += 1
+                    backend = self.backends[self.turn % len(self.backends)]
+                    try:
+                        r = await client.request(request.method, backend + request.url.path, params=request.url.query,
+                                                 content=body, headers=headers)
+                    except httpx.ConnectError:
+                        continue
+                    dropped = ("content-length", "content-encoding", "transfer-encoding")
+                    return Response(r.content, r.status_code,
+                                    {k: v for k, v in r.headers.items() if k.lower() not in dropped})
+            return Response(status_code=502)
+
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        app = Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for_port(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_several_hosts(run: Run, count: int) -> RoundRobin:
+    """``count - 1`` hosts started before ``run.host`` (so one of them holds the timer locks), all behind a proxy."""
+    proxy = RoundRobin()
+    run.host_env.update({"PUBLIC_BASE_URL": proxy.url, "AzureFunctionsWebHost__hostid": SHARED_HOST_ID})
+    run.others = [run.stack.start_host(module=run.host_module, **run.host_env) for _ in range(count - 1)]
+    time.sleep(1)  # the first host takes the timer locks before run.host starts
+    original = run.start_host
+
+    def start_host(**env: str) -> None:
+        original(**env)
+        proxy.backends = [h.url for h in (*run.others, run.host)]
+    run.start_host = start_host  # type: ignore[method-assign]
+    return proxy
+
+
+def _kill_lock_holder(run: Run) -> None:
+    victim = run.others[0]
+    if victim.process is not None and victim.process.poll() is None:
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(10)
+        victim.process = None
+        run.kills += 1
+        run.notes.append("host 1 (every timer lock's holder) SIGKILLed mid-window, not restarted")
+
+
+def several_host_faults(window: Callable[[], float]) -> list[Fault]:
+    return [Fault(f"{n}-hosts-one-killed", f"{n} hosts on one storage account behind a round-robin proxy; the one "
+                  "holding the timer locks SIGKILLed mid-window", hosts=n,
+                  tick=_at_moments((0.4,), window, _kill_lock_holder),
+                  note="timer lock 15 s (60 s on Azure); queue lease 10 s (10 min)") for n in (2, 3)]
 
 
 # ---- running one row -------------------------------------------------------------------------------------
@@ -495,6 +591,8 @@ def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> 
         "OUTBOX_SWEEP_SCHEDULE": "*/10 * * * * *",
         "CHAOS_STALE_PENDING_SECONDS": "15",
         "DEVHOST_QUEUE_LEASE_SECONDS": "10",
+        "AzureFunctionsJobHost__singleton__listenerLockPeriod": "00:00:15",
+        "AzureFunctionsJobHost__singleton__listenerLockRecoveryPollingInterval": "00:00:02",
         **fault.host_env,
     }
     with stack(persistent=fault.persistent_storage) as s, Receiver() as receiver:
@@ -510,6 +608,7 @@ def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> 
                                next(x["id"] for x in listed if x["maximumAttendeesCount"] > 1))
             run.customers[m] = run.graph.get(f"/{m}/customers").json()["value"]
             run.before[m] = [run.book(m, group=k >= 2) for k in range(4)]
+        proxy = start_several_hosts(run, fault.hosts) if fault.hosts > 1 else None
         run.start_host()
         admin = {"Authorization": f"Bearer {sb.user_token(ADMIN)}"}
         for m in mailboxes:
@@ -519,7 +618,7 @@ def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> 
                                json=flow_body(receiver.url(flow.name), trigger))
                 r.raise_for_status()
                 run.flows.append(flow)
-        _wait(lambda: all(f"reconcile {m}: reconciled" in run.host.log for m in mailboxes), 90, run,
+        _wait(lambda: all(f"reconcile {m}: reconciled" in run.host_logs() for m in mailboxes), 90, run,
               "the baseline reconcile of every mailbox")
 
         steps = run.workload() + fault.extra_bookings(run)
@@ -545,6 +644,8 @@ def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> 
         time.sleep(3)  # late repeats, if any, are counted too
         run.supervise()
         row = _account(run, fault)
+        if proxy is not None:
+            proxy.close()
         run.graph.close()
         if run.host.process is not None:
             run.host.stop()
@@ -596,7 +697,7 @@ def _account(run: Run, fault: Fault) -> Row:
     counted = tally(run.expectations, {f.name for f in run.flows if f.gone}, run.receiver.snapshot())
     lengths = run.queue_lengths()
     poison_left = sum(n for q, n in lengths.items() if q.endswith("-poison"))
-    log = run.host.log
+    log = run.host_logs()
     counts = {name: log.count(name) for name in EVENT_LINES}
     notes = list(run.notes)
     if fault.note:

@@ -1,8 +1,9 @@
 """What the local host reads before it loads the app: local.settings.json, host.json, keys.
 
 As with ``func start``, ``local.settings.json`` ``Values`` are copied into the environment, and a
-variable already set in the environment wins. ``host.json`` gives the HTTP route prefix and the queue
-trigger settings; missing entries take the Functions runtime's defaults. As on Azure, an app setting
+variable already set in the environment wins. ``host.json`` gives the HTTP route prefix, the queue
+trigger settings and the timers' ``singleton`` lock periods; missing entries take the Functions runtime's
+defaults. As on Azure, an app setting
 ``AzureFunctionsJobHost__<path>`` (e.g. ``AzureFunctionsJobHost__extensions__queues__maxDequeueCount``)
 overrides the host.json value at that path.
 """
@@ -42,10 +43,19 @@ class QueueOptions:
 
 
 @dataclass(frozen=True)
+class SingletonOptions:
+    """host.json ``singleton``: how long a timer's listener lock lasts, how often another host tries it."""
+
+    listener_lock_period: float = 60.0
+    listener_lock_recovery: float = 60.0
+
+
+@dataclass(frozen=True)
 class HostConfig:
     route_prefix: str = "api"
     queues: QueueOptions = QueueOptions()
     function_timeout: float | None = None
+    singleton: SingletonOptions = SingletonOptions()
 
     @classmethod
     def load(cls, path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> HostConfig:
@@ -67,7 +77,12 @@ class HostConfig:
             max_dequeue_count=int(q.get("maxDequeueCount", 5)),
         )
         timeout = data.get("functionTimeout")
-        return cls(prefix, queues, timespan_seconds(timeout, "functionTimeout") if timeout else None)
+        single = data.get("singleton", {})
+        singleton = SingletonOptions(
+            timespan_seconds(single.get("listenerLockPeriod", "00:01:00"), "singleton.listenerLockPeriod"),
+            timespan_seconds(single.get("listenerLockRecoveryPollingInterval", "00:01:00"),
+                             "singleton.listenerLockRecoveryPollingInterval"))
+        return cls(prefix, queues, timespan_seconds(timeout, "functionTimeout") if timeout else None, singleton)
 
 
 OVERRIDE_PREFIX = "azurefunctionsjobhost__"

@@ -23,6 +23,7 @@ from devhost.config import HostConfig, Keys, apply_local_settings
 from devhost.functions import Function, HttpFunction, QueueFunction, TimerFunction, load_functions
 from devhost.http_server import HttpHost
 from devhost.queues import QueueListener
+from devhost.singleton import ListenerLock, host_id
 from devhost.timers import run_timer
 
 log = logging.getLogger("devhost")
@@ -30,7 +31,22 @@ log = logging.getLogger("devhost")
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
-async def serve(functions: list[Function], config: HostConfig, host: str, port: int) -> None:
+def timer_lock(function: TimerFunction, config: HostConfig, lock_host: str | None) -> ListenerLock | None:
+    """The function's listener lock in AzureWebJobsStorage (none without a connection string: every host
+    then runs the timer, and says so)."""
+    connection = os.environ.get("AzureWebJobsStorage", "").strip()
+    if lock_host is None:
+        return None
+    if not connection:
+        log.warning("  %s: no AzureWebJobsStorage connection string, so no timer lock: every host runs it",
+                    function.name)
+        return None
+    return ListenerLock(connection, lock_host, function.name, config.singleton.listener_lock_period,
+                        config.singleton.listener_lock_recovery, os.environ.get("WEBSITE_INSTANCE_ID", ""))
+
+
+async def serve(functions: list[Function], config: HostConfig, host: str, port: int,
+                lock_host: str | None = None) -> None:
     keys = Keys.from_env()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,7 +61,8 @@ async def serve(functions: list[Function], config: HostConfig, host: str, port: 
     listeners = [QueueListener(f, config.queues, config.function_timeout)
                  for f in functions if isinstance(f, QueueFunction)]
     tasks = [asyncio.create_task(server.serve(), name="http")]
-    tasks += [asyncio.create_task(run_timer(f, stopping, config.function_timeout), name=f.name)
+    tasks += [asyncio.create_task(run_timer(f, stopping, config.function_timeout, timer_lock(f, config, lock_host)),
+                                  name=f.name)
               for f in functions if isinstance(f, TimerFunction)]
     tasks += [asyncio.create_task(listener.run(stopping), name=listener.function.name) for listener in listeners]
 
@@ -63,7 +80,8 @@ async def serve(functions: list[Function], config: HostConfig, host: str, port: 
             log.info("  %s: timer '%s'%s", f.name, f.schedule.expression, " (runs on start-up)" * f.run_on_startup)
         elif isinstance(f, QueueFunction):
             log.info("  %s: queue '%s'", f.name, f.queue_name)
-    log.info("Host started: %d functions, listening on http://%s:%d", len(functions), host, port)
+    log.info("Host started: %d functions, listening on http://%s:%d%s", len(functions), host, port,
+             f" (host id {lock_host})" if lock_host else "")
 
     await stopping.wait()
     log.info("Host stopping: finishing running invocations (up to %.0f s)", SHUTDOWN_GRACE_SECONDS)
@@ -99,5 +117,5 @@ def main(argv: list[str] | None = None) -> int:
     from shared.adapters.logs import configure_logging
 
     configure_logging()
-    asyncio.run(serve(functions, config, args.host, port))
+    asyncio.run(serve(functions, config, args.host, port, host_id(app_dir)))
     return 0

@@ -1,6 +1,8 @@
 """Timer triggers on their NCRONTAB schedules.
 
-One run at a time per function, as the runtime's singleton lock guarantees: an occurrence that falls
+One run at a time per function, and one host at a time per function (``devhost.singleton``: a blob lease
+in the app's storage account, as the runtime's timer listener lock) however many hosts share the
+account. One run at a time: an occurrence that falls
 due while the previous run is still going starts when it ends, with ``past_due=True`` (the runtime's
 meaning of past_due: the invocation is later than scheduled). ``run_on_startup`` runs once when the
 host starts. Unlike the runtime, the local host keeps no schedule status across restarts, so
@@ -16,13 +18,23 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 
 from devhost.functions import TimerFunction, invoke
+from devhost.singleton import ListenerLock
 
 log = logging.getLogger("devhost")
 
 PAST_DUE_TOLERANCE_SECONDS = 1.0
 
 
-async def run_timer(function: TimerFunction, stopping: asyncio.Event, time_limit: float | None = None) -> None:
+async def run_timer(function: TimerFunction, stopping: asyncio.Event, time_limit: float | None = None,
+                    lock: ListenerLock | None = None) -> None:
+    """The schedule, while this host holds the function's listener lock (always, without a lock)."""
+    if lock is None:
+        await _schedule(function, stopping, time_limit)
+    else:
+        await lock.hold(lambda halt: _schedule(function, halt, time_limit), stopping)
+
+
+async def _schedule(function: TimerFunction, stopping: asyncio.Event, time_limit: float | None) -> None:
     last: datetime | None = None
     if function.run_on_startup:
         now = datetime.now(UTC)

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from devhost.processes import python_module, stop_process, wait_for_port
 class HostProcess:
     def __init__(self, app_dir: Path, port: int, env: dict[str, str] | None = None,
                  log_dir: Path | None = None, module: str = "devhost") -> None:
-        self.app_dir, self.port, self.env = app_dir, port, env or {}
+        # Each host object is its own function app for the timers' listener locks (devhost.singleton), so that a
+        # host a test killed holds no lock another test's host waits for; hosts meant to share pass one id. Started
+        # again, it is the same instance (WEBSITE_INSTANCE_ID): it takes its locks back at once, as a restarted
+        # worker on Azure does.
+        self.env = {"AzureFunctionsWebHost__hostid": f"test-{uuid.uuid4().hex[:12]}",
+                    "WEBSITE_INSTANCE_ID": uuid.uuid4().hex, **(env or {})}
+        self.app_dir, self.port = app_dir, port
         self.module = module  # ``python -m <module>`` taking devhost's arguments (the chaos bench's launcher)
         self.log_file = (log_dir or app_dir) / "host.log"
         self.process: subprocess.Popen | None = None

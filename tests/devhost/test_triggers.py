@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 
 import pytest
 from azure.storage.queue import QueueClient
@@ -129,3 +130,34 @@ def test_lease_is_renewed_while_a_long_invocation_runs(sample_host_factory, azur
     host.wait_for(lambda r: any(x["function"] == "work" for x in r))
     asyncio.run(asyncio.sleep(7))
     assert sum(r["function"] == "work" for r in host.records()) == 1
+
+
+def test_hosts_of_one_app_run_each_timer_once_per_tick(sample_host_factory) -> None:
+    # Two hosts of one app (same host id) on one storage account: the timer's listener lock lets one run it.
+    shared = {"TICK_SCHEDULE": "*/1 * * * * *", "AzureFunctionsJobHost__singleton__listenerLockRecoveryPollingInterval":
+              "00:00:01"}
+    hosts = [sample_host_factory(**shared), sample_host_factory(**shared)]
+    for host in hosts:
+        host.env["AzureFunctionsWebHost__hostid"] = "two-hosts-one-app"  # the environment wins over the file
+    first, second = (host.start() for host in hosts)
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+    ticks = sorted(r["at"] for h in (first, second) for r in h.records() if r["function"] == "tick")
+    assert len(ticks) >= 3, ticks
+    # After the start-up run, one run per second across both hosts, never two for one occurrence.
+    assert all(b - a > 0.5 for a, b in itertools.pairwise(ticks[1:])), ticks
+    holder, other = (first, second) if first.records() else (second, first)
+    assert not other.records(), "both hosts ran the timer"
+    holder.stop()  # stopped cleanly, it releases the lock: the other host takes the schedule over
+    other.wait_for(lambda r: sum(x["function"] == "tick" for x in r) >= 2, timeout=5)
+
+
+def test_a_host_killed_and_started_again_on_its_instance_takes_its_timer_back_at_once(sample_host_factory) -> None:
+    # SIGKILL leaves the lease held (up to listenerLockPeriod); the same instance proposes the same lease id.
+    host = sample_host_factory(TICK_SCHEDULE="*/1 * * * * *")
+    host.env.update(AzureFunctionsWebHost__hostid="one-instance", WEBSITE_INSTANCE_ID="instance-a")
+    host.start().wait_for(lambda r: len(r) >= 1, timeout=10)
+    host.kill()
+    killed = len(host.records())
+    host.start().wait_for(lambda r: len(r) >= killed + 2, timeout=5)
