@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.contracts import events
 from shared.messages import deliveries
-from shared.records import outbox
+from shared.records import delivery_log, outbox
 from shared.records.dead_letters import DeadLetter, DeadLetterListing, DeadLetters
 from shared.records.flows import FlowRegistry
 
@@ -54,6 +54,8 @@ async def replay(letter: DeadLetter, registry: FlowRegistry, store: DeadLetters)
         await store.delete(letter)
         return EVENT_GONE
     await deliveries.enqueue(deliveries.new_message(letter.mailbox, letter.event_id, letter.flow_id, now))
+    if letter.first_attempt_at is not None:  # the dead-lettered delivery's log row; the replay gets its own
+        await delivery_log.mark_replayed(letter.mailbox, letter.flow_id, letter.event_id, letter.first_attempt_at)
     # Deleted after the enqueue: a crash in between leaves the row, and replaying it again is harmless.
     await store.delete(letter)
     return REPLAYED

@@ -35,6 +35,10 @@ Retries are our own messages, not the runtime's dequeue count: the runtime's ret
 10 s, 5 dequeues) is far too short for a flow that is down for an hour, and is left for failures of this
 worker itself. Those end in ``deliveries-poison``, which ``handle_poison`` turns into a dead letter.
 
+Each outcome but a gone flow is also a row of the delivery log (``shared.records.delivery_log``: delivered,
+retrying, dead-lettered; one upsert per attempt, keyed by the event, the flow and ``firstAttemptAt``, so the
+attempts of one delivery overwrite one row), which flow makers list from Power Automate.
+
 The callback URL never reaches a log, an event or a dead letter: only ``redact_url`` of it.
 """
 
@@ -67,7 +71,7 @@ from shared.messages.deliveries import (
     parse_message,
     parse_time,
 )
-from shared.records import flow_health, flows, outbox
+from shared.records import delivery_log, flow_health, flows, outbox
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import Flow, FlowRegistry
 from shared.services import subscriptions
@@ -144,7 +148,7 @@ async def attempt(item: DeliveryMessage) -> None:
     with telemetry_context(trigger=prepared.event["trigger"]):
         result = await _call(prepared)
         if result.outcome == "delivered":
-            _handle_success(prepared, result)
+            await _handle_success(prepared, result)
         else:
             await _handle_failure(prepared, result)
 
@@ -190,8 +194,9 @@ def _dimensions(prepared: _Prepared, result: Attempt) -> dict[str, Any]:
     return {"eventId": prepared.item["eventId"], "attempt": prepared.item["attempt"] + 1, "status": result.status}
 
 
-def _handle_success(prepared: _Prepared, result: Attempt) -> None:
-    """Delivered: the flow's health, the latency since the change was detected, and the log."""
+async def _handle_success(prepared: _Prepared, result: Attempt) -> None:
+    """Delivered: the delivery log, the flow's health, the latency since the change was detected, and the log."""
+    await _log_delivery(prepared.item, prepared.event, delivery_log.DELIVERED, result.status)
     flow_health.record_delivery(prepared.flow, delivered=True, status=result.status_text)
     detected_at = prepared.event["detectedAt"]
     detected = parse_time(detected_at) if detected_at else None
@@ -242,6 +247,8 @@ def _retry_delay(item: DeliveryMessage, result: Attempt) -> float | None:
 async def _retry(prepared: _Prepared, result: Attempt, delay: float) -> None:
     """Queue the next attempt, invisible for ``delay`` seconds."""
     item = prepared.item
+    # Before the retry is queued: whoever makes the next attempt writes its outcome after this.
+    await _log_delivery(item, prepared.event, delivery_log.RETRYING, result.status)
     await deliveries.enqueue({**item, "attempt": item["attempt"] + 1}, delay)
     track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=True,
                 **_dimensions(prepared, result))
@@ -295,10 +302,20 @@ async def dead_letter(item: DeliveryMessage, event: DeliveryEvent | None, *, rea
         change_type=change_type, appointment_id=appointment_id, reason=reason,
         status=status, error_code=error_code, error_text=error_text, attempts=item["attempt"] + 1,
         first_attempt_at=parse_time(item["firstAttemptAt"]), correlation_id=item["correlationId"])
+    await _log_delivery(item, event, delivery_log.DEAD_LETTERED, status)
     track_event(events.DELIVERY_DEAD_LETTERED, logging.ERROR, eventId=item["eventId"], attempt=item["attempt"] + 1,
                 status=status, errorCode=error_code, trigger=trigger or None)
     log.error("delivery of event %s to flow %s dead-lettered (%s, %s): %s", item["eventId"], item["flowId"], reason,
               error_code, redact(error_text)[:300])
+
+
+async def _log_delivery(item: DeliveryMessage, event: DeliveryEvent | None, state: str, status: int) -> None:
+    """This attempt's outcome in the delivery log (one upsert; never fails the delivery)."""
+    await delivery_log.record(
+        delivery_log.Delivery(item["mailbox"], item["flowId"], item["eventId"], parse_time(item["firstAttemptAt"]),
+                              event["trigger"] if event else "", event["appointmentId"] if event else "",
+                              bool(event and event["isTest"])),
+        state, attempts=item["attempt"] + 1, status=status)
 
 
 async def _flow_gone(flow: Flow, status: int) -> None:
