@@ -74,24 +74,26 @@ async def replay_one(mailbox: str, event_id: str, flow_id: str) -> tuple[DeadLet
     return letter, outcome
 
 
-async def replay_all(mailbox: str) -> list[tuple[DeadLetter, str]]:
-    """Replay every dead letter of the mailbox and report it; each with its outcome (letters another replay
-    claimed are left to it and not listed)."""
+async def replay_all(mailbox: str, flow_id: str | None = None) -> list[tuple[DeadLetter, str]]:
+    """Replay every dead letter of the mailbox (of one flow: ``flow_id``) and report it; each with its outcome
+    (letters another replay claimed are left to it and not listed)."""
     store = DeadLetters()
     registry = FlowRegistry.default()
     outcomes: list[tuple[DeadLetter, str]] = []
-    with telemetry_context(mailbox=mailbox):
+    with telemetry_context(mailbox=mailbox, flowId=flow_id):
         # One at a time: a storage failure half-way leaves the rest as they were, and the admin replays again.
         after: tuple[str, str] | None = None
         more = True
         while more:
             letters, more = await store.page(mailbox, after, REPLAY_PAGE)
             for letter in letters:
+                if flow_id is not None and letter.flow_id != flow_id:
+                    continue  # RowKeys lead with the event: a flow's letters are found among the mailbox's
                 outcome = await replay(letter, registry, store)
                 if outcome != BEING_REPLAYED:
                     outcomes.append((letter, outcome))
             after = (letters[-1].event_id, letters[-1].flow_id) if letters else None
-        _report(mailbox, outcomes)
+        _report(mailbox, outcomes, flow_id)
     return outcomes
 
 

@@ -4,8 +4,8 @@ It takes the event from the message (or, when the message does not carry it, fro
 and the callback URL from the flow row (``flows.flow_for_delivery``: read at most a few seconds ago; the
 secret never travels in the queue), then POSTs the payload as JSON through the guarded client
 (``shared.adapters.callback_client``) with ``Idempotency-Key: idempotency_key(eventId, flowId)`` (the same on
-every retry), ``X-Bookings-Trigger`` and ``X-Bookings-Event-Id`` (and ``X-Bookings-Test: true`` on a test
-event). Outcomes:
+every retry), ``X-Bookings-Trigger``, ``X-Bookings-Event-Id`` and ``X-Bookings-Webhook-Id`` (and
+``X-Bookings-Test: true`` on a test event). Outcomes:
 
 ===============================  ==================================================================
 2xx                              done; flow health: delivered count, last status, failures reset
@@ -183,7 +183,9 @@ async def _call(prepared: _Prepared) -> Attempt:
     body = json.dumps(payload, ensure_ascii=False).encode()
     headers = {"Content-Type": "application/json; charset=utf-8",
                "Idempotency-Key": idempotency_key(event_id, prepared.item["flowId"]),
-               "X-Bookings-Trigger": event["trigger"], "X-Bookings-Event-Id": event_id}
+               "X-Bookings-Trigger": event["trigger"], "X-Bookings-Event-Id": event_id,
+               # How a flow names itself to *List deliveries of a flow* (shared.endpoints.flow_deliveries).
+               "X-Bookings-Webhook-Id": prepared.item["flowId"]}
     if event["isTest"]:  # a sample the flow maker asked for (shared.services.test_events)
         headers["X-Bookings-Test"] = "true"
     return await post(prepared.flow.callback_url, body, headers)

@@ -107,6 +107,7 @@ async def test_2xx_delivers_the_payload_with_its_headers_and_counts_health(env, 
     assert request.headers["idempotency-key"] == idempotency_key(event, flow.webhook_id)
     assert request.headers["x-bookings-trigger"] == "AppointmentCreated"
     assert request.headers["x-bookings-event-id"] == event
+    assert request.headers["x-bookings-webhook-id"] == flow.webhook_id  # what names the flow to its deliveries
     health = await flow_row(flow.webhook_id)
     assert (health.delivered_count, health.failed_count, health.consecutive_failures) == (1, 0, 0)
     assert health.last_delivery_status == "200" and health.last_delivery is not None
