@@ -55,7 +55,7 @@ ACTIONS = {
 
 # DESIGN §2: the field names flows reference. Written out here because they are the contract: Microsoft's
 # fields, never renamed or dropped, plus our additions (ADDED).
-ADDED = {"AppointmentId", "ChangedFields", "IsTest", "Previous"}
+ADDED = {"AppointmentId", "CancelledBy", "ChangedFields", "IsTest", "Previous"}
 APPOINTMENT_DATA = ADDED | {
     "AdditionalInfo", "CancelReason", "CustomerEmail", "CustomerId", "CustomerLocation", "CustomerName",
     "CustomerNotes", "CustomerPhone", "CustomerTimeZone", "CustomQuestionAnswers", "Customers", "Duration",
