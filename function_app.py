@@ -105,6 +105,11 @@ async def appointment(req: func.HttpRequest) -> func.HttpResponse:
     return await appointment_api.get_appointment(req)
 
 
+@app.route(route=appointment_api.BUSINESSES_AS_STAFF_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def businesses_as_staff(req: func.HttpRequest) -> func.HttpResponse:
+    return await appointment_api.businesses_as_staff(req)
+
+
 @app.route(route=appointment_api.SERVICES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def services(req: func.HttpRequest) -> func.HttpResponse:
     return await appointment_api.list_services(req)
