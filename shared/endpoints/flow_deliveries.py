@@ -4,8 +4,9 @@ Routes (under the ``api`` route prefix):
 
 - ``GET  v1/bookingBusinesses/{smtp}/webhooks/{webhookId}/deliveries?top=&after=`` the flow's deliveries of the
   last ``DELIVERY_LOG_RETENTION_DAYS`` (``shared.records.delivery_log``: ids and statuses only), newest first,
-  ``{"businessSmtp", "webhookId", "trigger", "value": [...], "nextLink"}`` with at most ``top`` (``DEFAULT_PAGE_SIZE``,
-  up to ``MAX_PAGE_SIZE``) a page: ``nextLink`` (Power Automate's ``x-ms-pageable``) while more follow
+  ``{"businessSmtp", "webhookId", "trigger", "consecutiveFailures", "lastDeliveryStatus", "value": [...],
+  "nextLink"}`` with at most ``top`` (``DEFAULT_PAGE_SIZE``, up to ``MAX_PAGE_SIZE``) a page: ``nextLink`` (Power
+  Automate's ``x-ms-pageable``) while more follow
 - ``POST v1/bookingBusinesses/{smtp}/webhooks/{webhookId}/deadletters/replay`` the flow's dead letters delivered
   again (``shared.services.dead_letters.replay_all``) → 202 ``{"businessSmtp", "webhookId", "replayed",
   "discarded"}``
@@ -85,6 +86,9 @@ async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
     rows, more = await delivery_log.page(mailbox, flow.webhook_id, after=after, top=top, now=datetime.now(UTC),
                                         retention_days=get_settings().delivery_log_retention_days)
     body: dict[str, Any] = {"businessSmtp": mailbox, "webhookId": flow.webhook_id, "trigger": flow.trigger,
+                            # The flow's health (written behind the deliveries, within seconds): at a glance.
+                            "consecutiveFailures": flow.consecutive_failures,
+                            "lastDeliveryStatus": flow.last_delivery_status,
                             "value": [delivery_log.listing(row) for row in rows]}
     if more:
         body["nextLink"] = _next_link(mailbox, flow.webhook_id, top, delivery_log.cursor(rows[-1]))

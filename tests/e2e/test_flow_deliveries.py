@@ -85,6 +85,8 @@ def test_a_flows_deliveries_are_listed_paged_replayed_and_pruned(
     wait_until(lambda: deliveries.states(failing) == [(failed, "deadLettered")], "never dead-lettered")
     # The flow failing for good shows it, with the status its trigger answered; the flow is named by the id
     # each delivery carries.
+    health = ("consecutiveFailures", "lastDeliveryStatus")  # written behind the delivery, within a second
+    wait_until(lambda: [deliveries.listing(failing).json()[k] for k in health] == [1, "400"], "no health")
     (row,) = deliveries.listing(failing).json()["value"]
     assert (row["lastStatus"], row["attempts"], row["trigger"], row["isTest"]) == (400, 1, "AppointmentUpdated", True)
     assert deliveries.receiver.requests("ok")[0].headers["x-bookings-webhook-id"] == ok
