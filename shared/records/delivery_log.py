@@ -14,13 +14,22 @@ attempt), RowKey ``<flowId>:<inverted first attempt, ms>:<eventId>``. So:
 - pruning deletes whole day partitions: the partitions older than ``DELIVERY_LOG_RETENTION_DAYS`` are exactly
   the keys below one PartitionKey, a range query that reads nothing else (``prune``).
 
-Writing never fails a delivery (``record`` logs and returns False): a flow must not be posted an event again
-because its log line could not be written. The rows of the flows an event's filters left out are written
-together, one transaction per event (``record_filtered``).
+Writing never fails a delivery (a failed write is a warning): a flow must not be posted an event again because
+its log line could not be written. Two ways in:
+
+- ``record``: one upsert now, for the states a later attempt may overwrite or a flow maker must see however the
+  process ends (``retrying``, written before the retry is queued; ``deadLettered``);
+- ``note`` / ``note_filtered``: written behind (``FLUSH_SECONDS``), batched per partition, for the final states
+  of the hot path (``delivered``; ``filteredOut`` at fan-out). No later state can follow them, so a batch never
+  overwrites a newer row; what a killed process held is lost, as the flows' health counters are (telemetry has
+  every delivery). The 5 deliveries of an event to 5 flows then cost one transaction, not 5, and the delivery
+  does not wait for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections import defaultdict
@@ -33,6 +42,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.adapters.per_loop import PerLoop
 from shared.adapters.storage import DELIVERY_LOG_TABLE, TRANSACTION_MAX_OPERATIONS, get_store
 from shared.records.mailbox import iso, utc
 
@@ -42,6 +52,8 @@ DELIVERED, RETRYING, DEAD_LETTERED, FILTERED_OUT, REPLAYED = (
     "delivered", "retrying", "deadLettered", "filteredOut", "replayed")
 STATES = (DELIVERED, RETRYING, DEAD_LETTERED, FILTERED_OUT, REPLAYED)
 _INVERT = 10**13 - 1  # milliseconds since 1970 stay under 13 digits until the year 2286
+# A delivered or filtered-out row is written within this many seconds, batched with the others noted meanwhile.
+FLUSH_SECONDS = 1.0
 # A prune run deletes at most this many rows (the rest in the next run): one timer invocation stays short.
 PRUNE_MAX_ROWS = 5_000
 
@@ -114,22 +126,69 @@ async def record(delivery: Delivery, state: str, *, attempts: int, status: int) 
     return True
 
 
-async def record_filtered(mailbox: str, event_id: str, *, trigger: str, appointment_id: str,
-                          flow_ids: Iterable[str], at: datetime, is_test: bool = False) -> bool:
-    """The rows of the flows whose filters left the event out: one transaction (one partition: the mailbox's
-    day). False (and a warning) when storage refused."""
-    entities = [_entity(Delivery(mailbox, flow_id, event_id, at, trigger, appointment_id, is_test),
-                        FILTERED_OUT, 0, 0, at) for flow_id in flow_ids]
-    try:
-        for start in range(0, len(entities), TRANSACTION_MAX_OPERATIONS):
-            await table().submit_transaction(
-                [("upsert", entity, {"mode": UpdateMode.REPLACE})
-                 for entity in entities[start:start + TRANSACTION_MAX_OPERATIONS]])
-    except Exception as error:
-        log.warning("delivery log: event %s filtered out for %d flow(s), not written (%s)", event_id, len(entities),
-                    type(error).__name__)
-        return False
-    return True
+def note(delivery: Delivery, state: str, *, attempts: int, status: int) -> None:
+    """The delivery's final row (``delivered``), written behind: within ``FLUSH_SECONDS``, together with the
+    other rows noted meanwhile, one transaction per partition (a mailbox's day)."""
+    _batches.get().note(_entity(delivery, state, attempts, status, datetime.now(UTC)))
+
+
+def note_filtered(mailbox: str, event_id: str, *, trigger: str, appointment_id: str, flow_ids: Iterable[str],
+                  at: datetime, is_test: bool = False) -> None:
+    """The rows of the flows whose filters left the event out, written behind as ``note``'s."""
+    for flow_id in flow_ids:
+        _batches.get().note(_entity(Delivery(mailbox, flow_id, event_id, at, trigger, appointment_id, is_test),
+                                    FILTERED_OUT, 0, 0, at))
+
+
+async def flush() -> None:
+    """Write every row noted so far on this event loop (tests, benchmarks)."""
+    await _batches.get().flush()
+
+
+class _Batches:
+    """One event loop's rows not yet written (by partition, then RowKey: a later note of a row replaces an
+    earlier one) and the task writing them."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.now = asyncio.Event()
+
+    def note(self, entity: dict[str, Any]) -> None:
+        self.rows.setdefault(entity["PartitionKey"], {})[entity["RowKey"]] = entity
+        if self.task is None or self.task.done():
+            self.now = asyncio.Event()
+            self.task = asyncio.get_running_loop().create_task(self._write_behind(self.now))
+
+    async def flush(self) -> None:
+        if self.task is not None:
+            self.now.set()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _write_behind(self, now: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), FLUSH_SECONDS)
+        # Rows noted while a write is in flight go out right after it; between the last check and the task's
+        # end nothing else runs (no await), so a new row always finds a writer or starts one.
+        while self.rows:
+            rows, self.rows = self.rows, {}
+            await asyncio.gather(*(_write(partition, list(entities.values()))
+                                   for partition, entities in rows.items()))
+
+
+_batches: PerLoop[_Batches] = PerLoop(_Batches)
+
+
+async def _write(partition: str, entities: list[dict[str, Any]]) -> None:
+    """Upsert one partition's rows, 100 to a transaction; a failure is logged (the log never fails a delivery,
+    and what a process held when it died is lost with it, as the flows' health counters are)."""
+    for start in range(0, len(entities), TRANSACTION_MAX_OPERATIONS):
+        chunk = entities[start:start + TRANSACTION_MAX_OPERATIONS]
+        try:
+            await table().submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk])
+        except Exception as error:
+            log.warning("delivery log: %d row(s) of %s not written (%s)", len(chunk), partition,
+                        type(error).__name__)
 
 
 async def mark_replayed(mailbox: str, flow_id: str, event_id: str, first_attempt_at: datetime) -> None:

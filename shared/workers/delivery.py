@@ -35,9 +35,9 @@ Retries are our own messages, not the runtime's dequeue count: the runtime's ret
 10 s, 5 dequeues) is far too short for a flow that is down for an hour, and is left for failures of this
 worker itself. Those end in ``deliveries-poison``, which ``handle_poison`` turns into a dead letter.
 
-Each outcome but a gone flow is also a row of the delivery log (``shared.records.delivery_log``: delivered,
-retrying, dead-lettered; one upsert per attempt, keyed by the event, the flow and ``firstAttemptAt``, so the
-attempts of one delivery overwrite one row), which flow makers list from Power Automate.
+Each outcome but a gone flow is also a row of the delivery log (``shared.records.delivery_log``), which flow
+makers list from Power Automate: keyed by the event, the flow and ``firstAttemptAt``, so the attempts of one
+delivery overwrite one row; ``delivered`` written behind (batched), ``retrying`` and ``deadLettered`` at once.
 
 The callback URL never reaches a log, an event or a dead letter: only ``redact_url`` of it.
 """
@@ -148,7 +148,7 @@ async def attempt(item: DeliveryMessage) -> None:
     with telemetry_context(trigger=prepared.event["trigger"]):
         result = await _call(prepared)
         if result.outcome == "delivered":
-            await _handle_success(prepared, result)
+            _handle_success(prepared, result)
         else:
             await _handle_failure(prepared, result)
 
@@ -196,9 +196,11 @@ def _dimensions(prepared: _Prepared, result: Attempt) -> dict[str, Any]:
     return {"eventId": prepared.item["eventId"], "attempt": prepared.item["attempt"] + 1, "status": result.status}
 
 
-async def _handle_success(prepared: _Prepared, result: Attempt) -> None:
+def _handle_success(prepared: _Prepared, result: Attempt) -> None:
     """Delivered: the delivery log, the flow's health, the latency since the change was detected, and the log."""
-    await _log_delivery(prepared.item, prepared.event, delivery_log.DELIVERED, result.status)
+    item, event = prepared.item, prepared.event
+    delivery_log.note(_logged(item, event), delivery_log.DELIVERED, attempts=item["attempt"] + 1,
+                      status=result.status)
     flow_health.record_delivery(prepared.flow, delivered=True, status=result.status_text)
     detected_at = prepared.event["detectedAt"]
     detected = parse_time(detected_at) if detected_at else None
@@ -311,13 +313,15 @@ async def dead_letter(item: DeliveryMessage, event: DeliveryEvent | None, *, rea
               error_code, redact(error_text)[:300])
 
 
+def _logged(item: DeliveryMessage, event: DeliveryEvent | None) -> delivery_log.Delivery:
+    return delivery_log.Delivery(item["mailbox"], item["flowId"], item["eventId"], parse_time(item["firstAttemptAt"]),
+                                 event["trigger"] if event else "", event["appointmentId"] if event else "",
+                                 bool(event and event["isTest"]))
+
+
 async def _log_delivery(item: DeliveryMessage, event: DeliveryEvent | None, state: str, status: int) -> None:
-    """This attempt's outcome in the delivery log (one upsert; never fails the delivery)."""
-    await delivery_log.record(
-        delivery_log.Delivery(item["mailbox"], item["flowId"], item["eventId"], parse_time(item["firstAttemptAt"]),
-                              event["trigger"] if event else "", event["appointmentId"] if event else "",
-                              bool(event and event["isTest"])),
-        state, attempts=item["attempt"] + 1, status=status)
+    """A failed attempt's outcome in the delivery log, now (one upsert; never fails the delivery)."""
+    await delivery_log.record(_logged(item, event), state, attempts=item["attempt"] + 1, status=status)
 
 
 async def _flow_gone(flow: Flow, status: int) -> None:

@@ -93,7 +93,7 @@ async def _queue_all(mailbox: str, event_ids: Iterable[str],
         if any(flow.filtered for flow in targets):  # a flow filtered out gets no delivery at all
             services, staff = await outbox.filter_keys(mailbox, event, row)
             matching = [flow for flow in targets if flow.matches(services, staff)]
-            await _log_filtered(mailbox, event, row, [f.webhook_id for f in targets if f not in matching], now)
+            _log_filtered(mailbox, event, row, [f.webhook_id for f in targets if f not in matching], now)
             targets = matching
         carried = _carried(row) if targets else None
         await asyncio.gather(*(send(deliveries.new_message(mailbox, event, flow.webhook_id, now, carried))
@@ -106,12 +106,10 @@ async def _queue_all(mailbox: str, event_ids: Iterable[str],
     return sent
 
 
-async def _log_filtered(mailbox: str, event: str, row: Any, flow_ids: list[str], now: datetime) -> None:
-    """The flows the event's filters left out, in the delivery log (one transaction; never fails the fan-out)."""
-    if flow_ids:
-        await delivery_log.record_filtered(mailbox, event, trigger=str(row.get("Trigger", "")),
-                                           appointment_id=str(row.get("AppointmentId", "")), flow_ids=flow_ids,
-                                           at=now)
+def _log_filtered(mailbox: str, event: str, row: Any, flow_ids: list[str], now: datetime) -> None:
+    """The flows the event's filters left out, in the delivery log (written behind; never fails the fan-out)."""
+    delivery_log.note_filtered(mailbox, event, trigger=str(row.get("Trigger", "")),
+                               appointment_id=str(row.get("AppointmentId", "")), flow_ids=flow_ids, at=now)
 
 
 def _carried(row: Any) -> deliveries.DeliveryEvent | None:

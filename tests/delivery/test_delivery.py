@@ -55,8 +55,9 @@ async def test_an_event_stored_by_an_earlier_version_goes_out_in_todays_contract
     (request,) = receiver.requests("old")
     assert json.loads(request.body) == {
         "Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": "appt-8", "CustomerName": "Aiko 山田",
-        "ChangedFields": [], "IsTest": False, "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "",
-                                                          "ServiceName": "", "StaffMembers": [], "StartTime": ""}}
+        "ChangedFields": [], "IsTest": False, "CancelledBy": "",
+        "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [],
+                     "StartTime": ""}}
     assert "x-bookings-test" not in request.headers
 
 

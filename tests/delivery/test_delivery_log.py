@@ -20,6 +20,8 @@ from tests.delivery.test_fan_out import flow, payload
 
 
 async def log_rows() -> list[dict]:
+    """The log's rows once what was noted so far is written (delivered and filtered-out rows are written behind)."""
+    await delivery_log.flush()
     return [dict(e) async for e in get_store().table(DELIVERY_LOG_TABLE).list_entities()]
 
 
