@@ -21,6 +21,7 @@ from shared.endpoints import appointments as appointment_api
 from shared.endpoints import backups as backup_api
 from shared.endpoints import cancellation, health, test_events
 from shared.endpoints import dead_letters as dead_letter_api
+from shared.endpoints import flow_deliveries as flow_delivery_api
 from shared.endpoints import flow_webhooks as webhook_api
 from shared.endpoints import graph_lifecycle as lifecycle_api
 from shared.endpoints import graph_notifications as notification_api
@@ -104,6 +105,11 @@ async def appointment(req: func.HttpRequest) -> func.HttpResponse:
     return await appointment_api.get_appointment(req)
 
 
+@app.route(route=appointment_api.BUSINESSES_AS_STAFF_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def businesses_as_staff(req: func.HttpRequest) -> func.HttpResponse:
+    return await appointment_api.businesses_as_staff(req)
+
+
 @app.route(route=appointment_api.SERVICES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def services(req: func.HttpRequest) -> func.HttpResponse:
     return await appointment_api.list_services(req)
@@ -128,6 +134,17 @@ async def dead_letter_replay(req: func.HttpRequest) -> func.HttpResponse:
 async def dead_letters_replay(req: func.HttpRequest) -> func.HttpResponse:
     return await dead_letter_api.replay_dead_letters(req)
 
+
+
+# A flow's deliveries, for its creator and the business's administrators (the connector's actions).
+@app.route(route=flow_delivery_api.DELIVERIES_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def flow_deliveries(req: func.HttpRequest) -> func.HttpResponse:
+    return await flow_delivery_api.list_deliveries(req)
+
+
+@app.route(route=flow_delivery_api.REPLAY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def flow_dead_letters_replay(req: func.HttpRequest) -> func.HttpResponse:
+    return await flow_delivery_api.replay_dead_letters(req)
 
 # Operators only (the master key): the flow exports, and restoring one (scripts/restore-flows.sh).
 @app.route(route=backup_api.EXPORTS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ADMIN)

@@ -15,7 +15,10 @@ dropdown: ``GET /api/v1/bookingBusinessesUserAsAdmin``. Per size, on a fresh ind
 Graph calls are the sandbox's request log (token requests included). Graph lists at most 500 businesses
 (documented, not paged), so at 1,000 the dropdown knows the 500 Graph lists (and any with flows).
 
-    python -m bench.dropdown [--sizes 10,100,1000] [--warm 5]
+With ``--staff`` the call is the actions' dropdown instead (*GetBusinessesAsStaff*,
+``/api/v1/bookingBusinessesUserAsStaff``): the same index and the same staff list reads.
+
+    python -m bench.dropdown [--sizes 10,100,1000] [--warm 5] [--staff]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import httpx
 from bench._stack import ADMIN, QUEUE_FUNCTIONS, TIMER_FUNCTIONS, disabled, percentile, print_table, stack
 
 ROUTE = "/api/v1/bookingBusinessesUserAsAdmin"
+STAFF_ROUTE = "/api/v1/bookingBusinessesUserAsStaff"
 
 
 def _graph_calls(entries: list[dict[str, Any]]) -> tuple[int, int]:
@@ -123,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.dropdown", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000", help="businesses in the tenant, comma-separated")
     parser.add_argument("--warm", type=int, default=5, help="cached calls (and baseline calls) per size")
+    parser.add_argument("--staff", action="store_true", help="the actions' dropdown (GetBusinessesAsStaff)")
     args = parser.parse_args(argv)
+    if args.staff:
+        global ROUTE
+        ROUTE = STAFF_ROUTE
     sizes = [int(x) for x in args.sizes.split(",")]
 
     rows: list[list[Any]] = []

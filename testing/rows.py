@@ -26,7 +26,7 @@ def appointment(number: int = 1) -> dict[str, Any]:
     """A payload as the reconcile stores it today (a staff-made appointment: the zero GUID as its ids)."""
     return {"Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": f"appt-{number}",
             "CustomerName": "Aiko 山田", "ServiceName": "Consultation", "Duration": 30, "StaffMembers": [],
-            "Customers": [], "ChangedFields": [], "IsTest": False,
+            "Customers": [], "ChangedFields": [], "IsTest": False, "CancelledBy": "",
             "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [],
                          "StartTime": ""}}
 

@@ -26,6 +26,7 @@ var backupRetentionDays = 30
 var tableNames = [
   'mailboxes'
   'subscriptions'
+  'deliverylog'
 ]
 
 // Each queue and the `<queue>-poison` queue the Functions runtime moves a message to after the last

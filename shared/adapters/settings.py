@@ -93,6 +93,14 @@ def _whole_number(name: str, raw: str) -> int:
     return value
 
 
+def _log_days(name: str, raw: str) -> int:
+    """1 to 90 days: listing a flow's deliveries reads one partition per day of it."""
+    value = _positive_int(name, raw)
+    if value > 90:
+        raise SettingsError(f"Setting {name} must be at most 90 (days), got {value}.")
+    return value
+
+
 def _ratio(name: str, raw: str) -> float:
     """A share in (0, 1]: 0 would drop every trace, and above 1 means nothing."""
     try:
@@ -334,6 +342,9 @@ class Settings:
     dead_letter_retention_days: float = _setting("DEAD_LETTER_RETENTION_DAYS", "30", _positive_number,
         "How long a dead letter is kept for an administrator to replay (also one whose flow was removed since); "
         "then it is deleted, said in the log, and its event is pruned with it when no other dead letter needs it.")
+    delivery_log_retention_days: int = _setting("DELIVERY_LOG_RETENTION_DAYS", "7", _log_days,
+        "How many days of deliveries List deliveries of a flow shows (1 to 90); the outbox sweep deletes older days "
+        "of the delivery log.")
     outbox_sweep_schedule: str = _setting("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", _ncrontab,
         "NCRONTAB schedule of the outbox sweep: hands events left pending by a crash to their flows, and prunes "
         "delivered ones.")

@@ -42,7 +42,9 @@ else:
 MAILBOX_TABLE = "mailboxes"
 # Graph subscription id -> mailbox and clientState: the notification path's only read.
 SUBSCRIPTION_TABLE = "subscriptions"
-TABLES: tuple[str, ...] = (MAILBOX_TABLE, SUBSCRIPTION_TABLE)
+# One row per delivery of an event to a flow, partitioned by day (shared.records.delivery_log).
+DELIVERY_LOG_TABLE = "deliverylog"
+TABLES: tuple[str, ...] = (MAILBOX_TABLE, SUBSCRIPTION_TABLE, DELIVERY_LOG_TABLE)
 
 MAILBOX_CHANGES_QUEUE = "mailbox-changes"
 DELIVERIES_QUEUE = "deliveries"

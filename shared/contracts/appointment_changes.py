@@ -65,7 +65,8 @@ def upgrade_stored_payload(payload: Mapping[str, Any], appointment_id: str) -> d
     data = dict(payload)
     # Fields added since (all optional in the contract) get their empty values, so a flow's reference to
     # them resolves on every event.
-    for name, empty in (("ChangedFields", []), ("IsTest", False), ("Previous", empty_previous())):
+    for name, empty in (("ChangedFields", []), ("IsTest", False), ("Previous", empty_previous()),
+                        ("CancelledBy", "")):
         data.setdefault(name, empty)
     if is_current_payload(data):
         return data
@@ -140,6 +141,7 @@ def sample_appointment_data(change_type: str, now: datetime) -> AppointmentData:
     data: AppointmentData = {
         "AdditionalInfo": "Information for the customer (sample)", "AppointmentId": "sample-appointment-id",
         "CancelReason": "Cancelled for the test (sample)" if change_type == "Cancelled" else "",
+        "CancelledBy": "staff@example.invalid" if change_type == "Cancelled" else "",
         "ChangedFields": [], "CustomerEmail": customer["Email"], "CustomerId": customer["Id"],
         "CustomerLocation": location, "CustomerName": customer["Name"], "CustomerNotes": customer["Notes"],
         "CustomerPhone": "+1 206 555 0100", "CustomerTimeZone": customer["TimeZone"],

@@ -22,7 +22,9 @@ Rules
 * **Fill what Microsoft leaves empty**: customer notes, service notes, additional information and the
   custom question answers are filled for 1:1 appointments too; question text, options and "required"
   come from the answer itself, else from the business's custom questions and the service.
-  ``CancelReason`` is whatever the caller knows (Graph keeps no cancellation reason).
+  ``CancelReason`` is whatever the caller knows (Graph keeps no cancellation reason); ``CancelledBy`` (ours)
+  the signed-in address of whoever cancelled through *Cancel an appointment* (Graph records no canceller),
+  else "".
 * **Notes are the appointment's own.** ``ServiceNotes`` is the appointment's ``serviceNotes`` ("notes from
   a bookingStaffMember", returned only when the appointment is read by id) and ``AdditionalInfo`` its
   ``additionalInformation``; "" when Graph gives none. The service's notes or description never stand
@@ -137,6 +139,7 @@ class AppointmentData(TypedDict):
     AdditionalInfo: str
     AppointmentId: str  # our addition to Microsoft's schema: Graph's appointment id
     CancelReason: str
+    CancelledBy: str  # ours: who cancelled through Cancel an appointment; "" otherwise
     ChangedFields: list[str]  # ours: what an Updated event changed
     IsTest: bool  # ours: true only in a sample sent on request
     CustomerEmail: str
@@ -344,6 +347,7 @@ def _appointment_fields(
         "AdditionalInfo": additional if isinstance(additional, str) else "",
         "AppointmentId": as_str(appt.get("id")),
         "CancelReason": as_str(cancel_reason),
+        "CancelledBy": "",
         "ChangedFields": [],
         "CustomerEmail": "",
         "CustomerId": "",

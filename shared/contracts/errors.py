@@ -282,6 +282,16 @@ CATALOGUE: dict[str, ErrorText] = {
         "再送するものはありません。フローで引き続き予定を受け取る場合は、Power Automate でフローをもう一度保存して"
         "ください。",
     ),
+    # --- a flow's deliveries, from Power Automate (issue 27, section 2) ---
+    "NotFlowCreatorOrAdministrator": ErrorText(
+        403,
+        "Only the creator of the flow {id} and the administrators of the Bookings business {business} can see or "
+        "replay its deliveries; your role there: {role}.",
+        "Ask the flow's creator or an administrator of this Bookings business to run the action.",
+        "フロー {id} の配信を表示または再送できるのは、そのフローの作成者と Bookings ビジネス {business} の"
+        "管理者のみです。あなたの役割: {role}。",
+        "フローの作成者またはこの Bookings ビジネスの管理者に、このアクションの実行を依頼してください。",
+    ),
     "TooManyDirectoryLookups": ErrorText(
         429,
         "The list of your Bookings businesses was asked for too often.",

@@ -8,6 +8,10 @@ Routes (under the ``api`` route prefix; the business is named by its SMTP addres
 - ``POST v1/bookingBusinesses/{smtp}/appointments``  *Create an appointment* → 201 ``AppointmentData``, booked
   once however often the request is sent (``Idempotency-Key`` header: ``shared.services.appointments``)
 - ``GET  v1/bookingBusinesses/{smtp}/services``, ``…/staffMembers``  the lists (and the dropdowns' sources)
+- ``GET  v1/bookingBusinessesUserAsStaff``  the actions' business dropdown: ``{"mailboxes": [{"displayName",
+  "email"}]}`` of every business where the caller has a role that may use them (administrators, schedulers,
+  viewers, team members; guests may use none, so their businesses are not offered), from the shared index the
+  triggers' dropdown reads (``shared.services.bookings_directory``: never used to admit anyone)
 
 Who may: the caller must be on the business's staff list with a role that may read (every role that sees the
 calendar) or book (administrators and schedulers): ``shared.endpoints.access.staff_mailbox``, asked of the
@@ -24,11 +28,13 @@ from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
+from shared.adapters.auth import authenticate
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.contracts.graph_times import parse_graph_datetime
 from shared.endpoints.access import READ, WRITE, is_graph_id, parse_appointment_id, staff_mailbox
 from shared.endpoints.http import by_method, endpoint, json_object, json_response, text_field
+from shared.services import bookings_directory
 from shared.services.appointments import MAX_BOOKING_LENGTH, Appointments, NewAppointment
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ APPOINTMENTS_ROUTE = "v1/bookingBusinesses/{smtp}/appointments"
 APPOINTMENT_ROUTE = "v1/bookingBusinesses/{smtp}/appointments/{appointmentId}"
 SERVICES_ROUTE = "v1/bookingBusinesses/{smtp}/services"
 STAFF_ROUTE = "v1/bookingBusinesses/{smtp}/staffMembers"
+BUSINESSES_AS_STAFF_ROUTE = "v1/bookingBusinessesUserAsStaff"
 
 DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=366)
@@ -197,3 +204,13 @@ async def list_services(req: func.HttpRequest) -> func.HttpResponse:
 async def list_staff(req: func.HttpRequest) -> func.HttpResponse:
     mailbox, _ = await staff_mailbox(req, READ)
     return json_response({"value": await Appointments(mailbox).staff()})
+
+
+@endpoint
+async def businesses_as_staff(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"mailboxes": [{"displayName", "email"}]}``: fills the actions' business dropdown."""
+    caller = await authenticate(req.headers.get("authorization"))
+    businesses = await bookings_directory.get_directory().businesses_staffed_by(caller)
+    mailboxes = sorted(({"displayName": b["displayName"], "email": b["email"].lower()} for b in businesses),
+                       key=lambda b: (b["displayName"].lower(), b["email"]))
+    return json_response({"mailboxes": mailboxes})

@@ -290,13 +290,13 @@ async def delete_cancel_reason(mailbox: str, appointment_id: str) -> None:
     await mailbox_table().delete_entity(mailbox, _cancel_reason_key(appointment_id))
 
 
-async def cancel_reason(mailbox: str, appointment_id: str) -> str:
-    """The reason recorded for the appointment's cancellation, or ""."""
+async def cancellation(mailbox: str, appointment_id: str) -> tuple[str, str]:
+    """The reason recorded for the appointment's cancellation and who gave it (a sign-in address); ("", "")."""
     try:
         entity = await mailbox_table().get_entity(mailbox, _cancel_reason_key(appointment_id))
     except ResourceNotFoundError:
-        return ""
-    return str(entity.get("Reason", ""))
+        return "", ""
+    return str(entity.get("Reason", "")), str(entity.get("CancelledBy") or "")
 
 
 def delete_cancel_reason_operation(mailbox: str, appointment_id: str) -> tuple[Any, ...]:

@@ -29,6 +29,9 @@ The business dropdown
     on their behalf per instance (``TooManyDirectoryLookups``, 429 with ``Retry-After``, beyond). Rules that
     admit a caller (``staff_role``) read the staff list live and never use the index or a cached role: a
     demoted administrator is refused at once.
+
+    The actions' dropdown (``businesses_staffed_by``) is the same answer from the same index and staff list reads,
+    for every role that may use the actions (``business_admins.STAFF_ROLES`` and administrators).
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ from shared.adapters.graph import Graph, GraphError, get_graph
 from shared.adapters.on_behalf_of import graph_as
 from shared.contracts.errors import ApiError
 from shared.records import business_admins, flows
-from shared.records.business_admins import BusinessAdmins
+from shared.records.business_admins import STAFF_ROLES, BusinessAdmins
 
 log = logging.getLogger(__name__)
 
 ADMINISTRATOR = "administrator"
+STAFF = "staff"  # the actions' dropdown: every role that may use them (business_admins.STAFF_ROLES, administrators)
 LISTING_CACHE_SECONDS = 60.0
 ADDRESS_CACHE_SECONDS = 300.0
 GRAPH_CALLS_PER_CALLER_PER_MINUTE = 120
@@ -88,6 +92,10 @@ class BookingsDirectory(Protocol):
         """Every business where the caller is an administrator."""
         ...
 
+    async def businesses_staffed_by(self, caller: Caller) -> list[AdministeredBusiness]:
+        """Every business where the caller has a role that may use the actions (administrators included)."""
+        ...
+
 
 class _CallBudget:
     """At most ``limit`` Graph calls per caller in any 60 s (a sliding window per caller)."""
@@ -109,8 +117,9 @@ class _CallBudget:
             self._calls = {k: v for k, v in self._calls.items() if v and v[-1] > now - 60}
 
 
-# Bounded, least recently used first out, each entry for its own lifetime.
-_listings: TTLCache[str, list[AdministeredBusiness]] = TTLCache(maxsize=CACHE_SIZE, ttl=LISTING_CACHE_SECONDS)
+# Bounded, least recently used first out, each entry for its own lifetime. Keyed by (caller oid, which dropdown).
+_listings: TTLCache[tuple[str, str], list[AdministeredBusiness]] = TTLCache(maxsize=CACHE_SIZE,
+                                                                            ttl=LISTING_CACHE_SECONDS)
 _addresses: TTLCache[str, set[str]] = TTLCache(maxsize=CACHE_SIZE, ttl=ADDRESS_CACHE_SECONDS)
 _budget = _CallBudget(GRAPH_CALLS_PER_CALLER_PER_MINUTE)
 
@@ -175,7 +184,14 @@ class GraphBookingsDirectory:
         return _role_of(staff, await self.caller_addresses(caller))
 
     async def businesses_administered_by(self, caller: Caller) -> list[AdministeredBusiness]:
-        cached = _listings.get(caller.oid)
+        return await self._businesses(caller, ADMINISTRATOR)
+
+    async def businesses_staffed_by(self, caller: Caller) -> list[AdministeredBusiness]:
+        return await self._businesses(caller, STAFF)
+
+    async def _businesses(self, caller: Caller, which: str) -> list[AdministeredBusiness]:
+        """The dropdown ``which`` (``ADMINISTRATOR`` or ``STAFF``) for the caller, from the shared index."""
+        cached = _listings.get((caller.oid, which))
         if cached is not None:
             return cached
         _budget.spend(caller.oid, 2)  # the exchange and the listing
@@ -185,23 +201,26 @@ class GraphBookingsDirectory:
             raise _as_user_error(error, caller) from None
         index = await business_admins.read_all()
         await _note_listed(index, listed)
-        complete = await self._read_unread(index, asyncio.get_running_loop().time() + ON_DEMAND_SECONDS)
+        complete = await self._read_unread(index, asyncio.get_running_loop().time() + ON_DEMAND_SECONDS, which)
         keys = frozenset(map(business_admins.address_key, caller.claimed_addresses or {caller.upn}))
         read = [row for row in index.values() if row.admin_keys is not None]
-        if any(not row.administered_by(keys) for row in read):
+        listed = BusinessAdmins.administered_by if which == ADMINISTRATOR else BusinessAdmins.staffed_by
+        if any(not listed(row, keys) for row in read):
             if _addresses.get(caller.oid) is None:
                 _budget.spend(caller.oid, 1)
             keys |= frozenset(map(business_admins.address_key, await self.caller_addresses(caller)))
         found: list[AdministeredBusiness] = [{"displayName": row.display_name or row.mailbox, "email": row.mailbox}
-                                             for row in read if row.administered_by(keys)]
+                                             for row in read if listed(row, keys)]
         if complete:  # an answer missing businesses not read yet is not kept: the next call goes on reading
-            _listings[caller.oid] = found
+            _listings[(caller.oid, which)] = found
         return found
 
-    async def _read_unread(self, index: dict[str, BusinessAdmins], deadline: float) -> bool:
-        """Read the staff lists the index lacks (app-only), until ``deadline``; store and return whether all
-        were read. Each business is read on demand once (then the refresh keeps it), whoever calls."""
-        unread = [row for row in index.values() if row.admin_keys is None]
+    async def _read_unread(self, index: dict[str, BusinessAdmins], deadline: float, which: str) -> bool:
+        """Read the staff lists the index lacks for the dropdown ``which`` (app-only), until ``deadline``; store
+        and return whether all were read. Each business is read on demand once (then the refresh keeps it),
+        whoever calls; a row from before the ``Staff`` column only for the actions' dropdown."""
+        unread = [row for row in index.values()
+                  if (row.admin_keys is None if which == ADMINISTRATOR else not row.read)]
         if not unread:
             return True
         report = await self._read_staff_lists(unread, deadline=deadline, per_second=None,
@@ -232,7 +251,9 @@ class GraphBookingsDirectory:
                     if error.status != 404:  # throttled, down or refused: the rest waits
                         stop.set()
                     return
-            report.read.append(business_admins.read_row(row.mailbox, row.display_name, _administrators(staff)))
+            report.read.append(business_admins.read_row(
+                row.mailbox, row.display_name, _with_roles(staff, ADMINISTRATOR),
+                staff_addresses=_with_roles(staff, *STAFF_ROLES)))
 
         tasks: dict[asyncio.Task[None], str] = {}
         for number, row in enumerate(rows):
@@ -289,8 +310,8 @@ _ON_DEMAND_CONCURRENCY = 8
 _REFRESH_CONCURRENCY = 4
 
 
-def _administrators(staff: list[dict[str, Any]]) -> list[str]:
-    return [str(m.get("emailAddress") or "") for m in staff if m.get("role") == ADMINISTRATOR]
+def _with_roles(staff: list[dict[str, Any]], *roles: str) -> list[str]:
+    return [str(m.get("emailAddress") or "") for m in staff if m.get("role") in roles]
 
 
 def _read_failed(report: StaffReadReport, row: BusinessAdmins, error: GraphError) -> ApiError | None:

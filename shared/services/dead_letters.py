@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from shared.adapters.monitoring import telemetry_context, track_event
 from shared.contracts import events
 from shared.messages import deliveries
-from shared.records import outbox
+from shared.records import delivery_log, outbox
 from shared.records.dead_letters import DeadLetter, DeadLetterListing, DeadLetters
 from shared.records.flows import FlowRegistry
 
@@ -54,6 +54,8 @@ async def replay(letter: DeadLetter, registry: FlowRegistry, store: DeadLetters)
         await store.delete(letter)
         return EVENT_GONE
     await deliveries.enqueue(deliveries.new_message(letter.mailbox, letter.event_id, letter.flow_id, now))
+    if letter.first_attempt_at is not None:  # the dead-lettered delivery's log row; the replay gets its own
+        await delivery_log.mark_replayed(letter.mailbox, letter.flow_id, letter.event_id, letter.first_attempt_at)
     # Deleted after the enqueue: a crash in between leaves the row, and replaying it again is harmless.
     await store.delete(letter)
     return REPLAYED
@@ -72,24 +74,26 @@ async def replay_one(mailbox: str, event_id: str, flow_id: str) -> tuple[DeadLet
     return letter, outcome
 
 
-async def replay_all(mailbox: str) -> list[tuple[DeadLetter, str]]:
-    """Replay every dead letter of the mailbox and report it; each with its outcome (letters another replay
-    claimed are left to it and not listed)."""
+async def replay_all(mailbox: str, flow_id: str | None = None) -> list[tuple[DeadLetter, str]]:
+    """Replay every dead letter of the mailbox (of one flow: ``flow_id``) and report it; each with its outcome
+    (letters another replay claimed are left to it and not listed)."""
     store = DeadLetters()
     registry = FlowRegistry.default()
     outcomes: list[tuple[DeadLetter, str]] = []
-    with telemetry_context(mailbox=mailbox):
+    with telemetry_context(mailbox=mailbox, flowId=flow_id):
         # One at a time: a storage failure half-way leaves the rest as they were, and the admin replays again.
         after: tuple[str, str] | None = None
         more = True
         while more:
             letters, more = await store.page(mailbox, after, REPLAY_PAGE)
             for letter in letters:
+                if flow_id is not None and letter.flow_id != flow_id:
+                    continue  # RowKeys lead with the event: a flow's letters are found among the mailbox's
                 outcome = await replay(letter, registry, store)
                 if outcome != BEING_REPLAYED:
                     outcomes.append((letter, outcome))
             after = (letters[-1].event_id, letters[-1].flow_id) if letters else None
-        _report(mailbox, outcomes)
+        _report(mailbox, outcomes, flow_id)
     return outcomes
 
 

@@ -4,8 +4,8 @@ It takes the event from the message (or, when the message does not carry it, fro
 and the callback URL from the flow row (``flows.flow_for_delivery``: read at most a few seconds ago; the
 secret never travels in the queue), then POSTs the payload as JSON through the guarded client
 (``shared.adapters.callback_client``) with ``Idempotency-Key: idempotency_key(eventId, flowId)`` (the same on
-every retry), ``X-Bookings-Trigger`` and ``X-Bookings-Event-Id`` (and ``X-Bookings-Test: true`` on a test
-event). Outcomes:
+every retry), ``X-Bookings-Trigger``, ``X-Bookings-Event-Id`` and ``X-Bookings-Webhook-Id`` (and
+``X-Bookings-Test: true`` on a test event). Outcomes:
 
 ===============================  ==================================================================
 2xx                              done; flow health: delivered count, last status, failures reset
@@ -34,6 +34,10 @@ storage call. A failed attempt logs one warning per flow per ``WARNING_INTERVAL_
 Retries are our own messages, not the runtime's dequeue count: the runtime's retry (visibility timeout
 10 s, 5 dequeues) is far too short for a flow that is down for an hour, and is left for failures of this
 worker itself. Those end in ``deliveries-poison``, which ``handle_poison`` turns into a dead letter.
+
+Each outcome but a gone flow is also a row of the delivery log (``shared.records.delivery_log``), which flow
+makers list from Power Automate: keyed by the event, the flow and ``firstAttemptAt``, so the attempts of one
+delivery overwrite one row; ``delivered`` written behind (batched), ``retrying`` and ``deadLettered`` at once.
 
 The callback URL never reaches a log, an event or a dead letter: only ``redact_url`` of it.
 """
@@ -67,7 +71,7 @@ from shared.messages.deliveries import (
     parse_message,
     parse_time,
 )
-from shared.records import flow_health, flows, outbox
+from shared.records import delivery_log, flow_health, flows, outbox
 from shared.records.dead_letters import DeadLetters
 from shared.records.flows import Flow, FlowRegistry
 from shared.services import subscriptions
@@ -179,7 +183,9 @@ async def _call(prepared: _Prepared) -> Attempt:
     body = json.dumps(payload, ensure_ascii=False).encode()
     headers = {"Content-Type": "application/json; charset=utf-8",
                "Idempotency-Key": idempotency_key(event_id, prepared.item["flowId"]),
-               "X-Bookings-Trigger": event["trigger"], "X-Bookings-Event-Id": event_id}
+               "X-Bookings-Trigger": event["trigger"], "X-Bookings-Event-Id": event_id,
+               # How a flow names itself to *List deliveries of a flow* (shared.endpoints.flow_deliveries).
+               "X-Bookings-Webhook-Id": prepared.item["flowId"]}
     if event["isTest"]:  # a sample the flow maker asked for (shared.services.test_events)
         headers["X-Bookings-Test"] = "true"
     return await post(prepared.flow.callback_url, body, headers)
@@ -191,7 +197,10 @@ def _dimensions(prepared: _Prepared, result: Attempt) -> dict[str, Any]:
 
 
 def _handle_success(prepared: _Prepared, result: Attempt) -> None:
-    """Delivered: the flow's health, the latency since the change was detected, and the log."""
+    """Delivered: the delivery log, the flow's health, the latency since the change was detected, and the log."""
+    item, event = prepared.item, prepared.event
+    delivery_log.note(_logged(item, event), delivery_log.DELIVERED, attempts=item["attempt"] + 1,
+                      status=result.status)
     flow_health.record_delivery(prepared.flow, delivered=True, status=result.status_text)
     detected_at = prepared.event["detectedAt"]
     detected = parse_time(detected_at) if detected_at else None
@@ -242,6 +251,8 @@ def _retry_delay(item: DeliveryMessage, result: Attempt) -> float | None:
 async def _retry(prepared: _Prepared, result: Attempt, delay: float) -> None:
     """Queue the next attempt, invisible for ``delay`` seconds."""
     item = prepared.item
+    # Before the retry is queued: whoever makes the next attempt writes its outcome after this.
+    await _log_delivery(item, prepared.event, delivery_log.RETRYING, result.status)
     await deliveries.enqueue({**item, "attempt": item["attempt"] + 1}, delay)
     track_event(events.DELIVERY_FAILED, logging.WARNING, errorCode=result.error_code, willRetry=True,
                 **_dimensions(prepared, result))
@@ -295,10 +306,22 @@ async def dead_letter(item: DeliveryMessage, event: DeliveryEvent | None, *, rea
         change_type=change_type, appointment_id=appointment_id, reason=reason,
         status=status, error_code=error_code, error_text=error_text, attempts=item["attempt"] + 1,
         first_attempt_at=parse_time(item["firstAttemptAt"]), correlation_id=item["correlationId"])
+    await _log_delivery(item, event, delivery_log.DEAD_LETTERED, status)
     track_event(events.DELIVERY_DEAD_LETTERED, logging.ERROR, eventId=item["eventId"], attempt=item["attempt"] + 1,
                 status=status, errorCode=error_code, trigger=trigger or None)
     log.error("delivery of event %s to flow %s dead-lettered (%s, %s): %s", item["eventId"], item["flowId"], reason,
               error_code, redact(error_text)[:300])
+
+
+def _logged(item: DeliveryMessage, event: DeliveryEvent | None) -> delivery_log.Delivery:
+    return delivery_log.Delivery(item["mailbox"], item["flowId"], item["eventId"], parse_time(item["firstAttemptAt"]),
+                                 event["trigger"] if event else "", event["appointmentId"] if event else "",
+                                 bool(event and event["isTest"]))
+
+
+async def _log_delivery(item: DeliveryMessage, event: DeliveryEvent | None, state: str, status: int) -> None:
+    """A failed attempt's outcome in the delivery log, now (one upsert; never fails the delivery)."""
+    await delivery_log.record(_logged(item, event), state, attempts=item["attempt"] + 1, status=status)
 
 
 async def _flow_gone(flow: Flow, status: int) -> None:

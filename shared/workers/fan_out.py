@@ -29,7 +29,7 @@ from typing import Any
 
 from shared.adapters.per_loop import PerLoop
 from shared.messages import deliveries
-from shared.records import outbox
+from shared.records import delivery_log, outbox
 from shared.records.flows import Flow, FlowRegistry
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,9 @@ async def _queue_all(mailbox: str, event_ids: Iterable[str],
         targets = [flow for flow in flows if flow.trigger == row.get("Trigger")]
         if any(flow.filtered for flow in targets):  # a flow filtered out gets no delivery at all
             services, staff = await outbox.filter_keys(mailbox, event, row)
-            targets = [flow for flow in targets if flow.matches(services, staff)]
+            matching = [flow for flow in targets if flow.matches(services, staff)]
+            _log_filtered(mailbox, event, row, [f.webhook_id for f in targets if f not in matching], now)
+            targets = matching
         carried = _carried(row) if targets else None
         await asyncio.gather(*(send(deliveries.new_message(mailbox, event, flow.webhook_id, now, carried))
                                for flow in targets))
@@ -102,6 +104,12 @@ async def _queue_all(mailbox: str, event_ids: Iterable[str],
         log.info("event %s of %s (%s) fanned out to %d flow(s)", event, mailbox, row.get("Trigger"), len(targets),
                  extra={"mailbox": mailbox, "eventId": event})
     return sent
+
+
+def _log_filtered(mailbox: str, event: str, row: Any, flow_ids: list[str], now: datetime) -> None:
+    """The flows the event's filters left out, in the delivery log (written behind; never fails the fan-out)."""
+    delivery_log.note_filtered(mailbox, event, trigger=str(row.get("Trigger", "")),
+                               appointment_id=str(row.get("AppointmentId", "")), flow_ids=flow_ids, at=now)
 
 
 def _carried(row: Any) -> deliveries.DeliveryEvent | None:

@@ -10,6 +10,9 @@ or replay carries a ``firstAttemptAt`` no earlier than the row's ``LastEnqueuedA
 most ``DELIVERY_RETRY_HOURS`` (+ one capped back-off) later, as a success, a gone flow, or a dead letter;
 a dead letter keeps the row.
 
+Last it deletes the delivery log's day partitions older than ``DELIVERY_LOG_RETENTION_DAYS``
+(``shared.records.delivery_log.prune``: one range query, a request when nothing is due).
+
 Neither step scans the mailbox table: both read their due index (``shared.records.mailbox``, index rows),
 then only the due mailboxes' ``deadletter:`` or ``outbox:`` rows, and move each mailbox's due time on to
 when one of its rows needs the sweep next (a pending row: the next sweep; a fanned-out one: the end of its
@@ -26,7 +29,7 @@ from typing import Any
 
 from shared.adapters.monitoring import correlated
 from shared.adapters.settings import get_settings
-from shared.records import outbox
+from shared.records import delivery_log, outbox
 from shared.records.dead_letters import INDEX as dead_letters_index
 from shared.records.dead_letters import DeadLetters
 from shared.records.mailbox import ensure_index, index_mailbox, utc
@@ -46,6 +49,7 @@ class SweepReport:
     pruned: int = 0
     kept_for_dead_letters: int = 0
     dead_letters_deleted: int = 0  # past DEAD_LETTER_RETENTION_DAYS
+    deliveries_forgotten: int = 0  # delivery log rows past DELIVERY_LOG_RETENTION_DAYS
 
 
 def retention() -> timedelta:
@@ -71,10 +75,19 @@ async def _sweep(older_than: timedelta) -> SweepReport:
     await _prune_dead_letters(dead_letters, now, report)
     for index_entity in await outbox.due(now):
         await _sweep_mailbox(index_mailbox(index_entity), index_entity, dead_letters, now, older_than, report)
+    await _prune_delivery_log(now, report)
     log.info("outbox sweep: %d pending event(s) fanned out (%d messages), %d pruned, %d kept for dead letters, "
-             "%d expired dead letters deleted", report.fanned_out, report.messages, report.pruned,
-             report.kept_for_dead_letters, report.dead_letters_deleted)
+             "%d expired dead letters deleted, %d delivery log rows past retention", report.fanned_out, report.messages,
+             report.pruned, report.kept_for_dead_letters, report.dead_letters_deleted, report.deliveries_forgotten)
     return report
+
+
+async def _prune_delivery_log(now: datetime, report: SweepReport) -> None:
+    """The delivery log's expired days; a failure is logged and left to the next run (nothing depends on it)."""
+    try:
+        report.deliveries_forgotten = await delivery_log.prune(now, get_settings().delivery_log_retention_days)
+    except Exception as error:
+        log.warning("outbox sweep: delivery log not pruned (%s); the next run tries again", type(error).__name__)
 
 
 async def _prune_dead_letters(dead_letters: DeadLetters, now: datetime, report: SweepReport) -> None:

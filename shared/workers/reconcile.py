@@ -280,11 +280,11 @@ class Reconciler:
             appointment_id = old.appointment_id
             if still is not None:
                 continue  # moved out of the window; a later reconcile with the right window will see it
-            reason = await reconcile_state.cancel_reason(self.mailbox, appointment_id)
+            reason, cancelled_by = await reconcile_state.cancellation(self.mailbox, appointment_id)
             # The last state we saw; one stored before AppointmentId existed gets it (and Graph's ids) here.
             payload = upgrade_stored_payload(old.payload, appointment_id)
             if reason:
-                payload["CancelReason"] = reason
+                payload["CancelReason"], payload["CancelledBy"] = reason, cancelled_by
                 plan.operations.append(reconcile_state.delete_cancel_reason_operation(self.mailbox, appointment_id))
             plan.operations.append(reconcile_state.delete_snapshot_operation(self.mailbox, appointment_id))
             self._event_ops(plan, "Cancelled", appointment_id, payload, f"{old.fingerprint}@{old.last_updated}", now)

@@ -55,8 +55,9 @@ async def test_an_event_stored_by_an_earlier_version_goes_out_in_todays_contract
     (request,) = receiver.requests("old")
     assert json.loads(request.body) == {
         "Id": ZERO_GUID, "SelfServiceAppointmentId": ZERO_GUID, "AppointmentId": "appt-8", "CustomerName": "Aiko 山田",
-        "ChangedFields": [], "IsTest": False, "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "",
-                                                          "ServiceName": "", "StaffMembers": [], "StartTime": ""}}
+        "ChangedFields": [], "IsTest": False, "CancelledBy": "",
+        "Previous": {"Duration": 0, "EndTime": "", "ServiceId": "", "ServiceName": "", "StaffMembers": [],
+                     "StartTime": ""}}
     assert "x-bookings-test" not in request.headers
 
 
@@ -107,6 +108,7 @@ async def test_2xx_delivers_the_payload_with_its_headers_and_counts_health(env, 
     assert request.headers["idempotency-key"] == idempotency_key(event, flow.webhook_id)
     assert request.headers["x-bookings-trigger"] == "AppointmentCreated"
     assert request.headers["x-bookings-event-id"] == event
+    assert request.headers["x-bookings-webhook-id"] == flow.webhook_id  # what names the flow to its deliveries
     health = await flow_row(flow.webhook_id)
     assert (health.delivered_count, health.failed_count, health.consecutive_failures) == (1, 0, 0)
     assert health.last_delivery_status == "200" and health.last_delivery is not None

@@ -51,6 +51,13 @@ def test_services_and_staff_are_listed_for_every_staff_role_but_guests(app_host,
     refused = call(app_host, sandbox, "GET", "services", "outsider@contoso.test")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "BookingsRoleNotAllowed"
     assert call(app_host, sandbox, "GET", "services", None).status_code == 401
+    # The actions' business dropdown offers the clinic to each of them (the triggers' only to its administrator).
+    dropdown = f"{app_host.url}/api/v1/bookingBusinessesUserAsStaff"
+    for upn in ("viewer@contoso.test", "scheduler@contoso.test", "member@contoso.test"):
+        assert call(app_host, sandbox, "GET", dropdown, upn).json() == {
+            "mailboxes": [{"displayName": "Contoso Clinic", "email": CLINIC}]}, upn
+        assert call(app_host, sandbox, "GET", dropdown.replace("Staff", "Admin"), upn).json() == {"mailboxes": []}
+    assert call(app_host, sandbox, "GET", dropdown, "outsider@contoso.test").json() == {"mailboxes": []}
 
 
 def test_get_an_appointment_is_the_triggers_payload(app_host, sandbox) -> None:

@@ -106,6 +106,8 @@ def test_each_trigger_fires_once_with_full_data(stack: Stack) -> None:
     cancelled = stack.payloads("AppointmentDeleted", 1)[0]
     assert_valid(cancelled)
     assert cancelled["CancelReason"] == "the customer is ill" and cancelled["AppointmentId"] == booked["id"]
+    assert cancelled["CancelledBy"] == "admin@contoso.test"  # the signed-in user of Cancel an appointment
+    assert created["CancelledBy"] == updated["CancelledBy"] == ""
     assert cancelled["CustomerName"] == "Ada Lovelace" and cancelled["ServiceNotes"] == "bring forms and ID"
 
     # Exactly once each, each with its trigger and a stable idempotency key.

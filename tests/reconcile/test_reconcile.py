@@ -119,6 +119,7 @@ async def test_created_updated_cancelled_each_once(baselined: Bookings) -> None:
     assert len(cancelled) == 1
     last = read_payload(cancelled[0])
     assert last["CustomerName"] == "Walk In" and last["ServiceNotes"] == "bring forms and ID"
+    assert last["CancelledBy"] == ""  # cancelled in Graph, not through our route: Graph records no canceller
     assert last["AppointmentId"] == created["id"] and last["SelfServiceAppointmentId"] == last["Id"] == ZERO_GUID
     assert not [s for s in await rows(SNAPSHOT_PREFIX) if s["AppointmentId"] == created["id"]]
 
@@ -189,11 +190,13 @@ async def test_cancel_reason_recorded_by_our_api_reaches_the_event(baselined: Bo
     created = baselined.create()
     await reconcile(hint(full_resync=True))
     await get_store().table(MAILBOX_TABLE).upsert_entity(
-        {"PartitionKey": CLINIC, "RowKey": f"{CANCEL_REASON_PREFIX}{created['id']}", "Reason": "double booked"})
+        {"PartitionKey": CLINIC, "RowKey": f"{CANCEL_REASON_PREFIX}{created['id']}", "Reason": "double booked",
+         "CancelledBy": "admin@contoso.test"})
     baselined.cancel(created["id"], "double booked")
     await reconcile(hint(full_resync=True))
     cancelled = [e for e in await outbox() if e["ChangeType"] == "Cancelled"]
     assert read_payload(cancelled[0])["CancelReason"] == "double booked"
+    assert read_payload(cancelled[0])["CancelledBy"] == "admin@contoso.test"
 
 
 @pytest.fixture

@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from shared.endpoints.appointments import APPOINTMENT_ROUTE, APPOINTMENTS_ROUTE, SERVICES_ROUTE, STAFF_ROUTE
+from shared.endpoints.appointments import (
+    APPOINTMENT_ROUTE,
+    APPOINTMENTS_ROUTE,
+    BUSINESSES_AS_STAFF_ROUTE,
+    SERVICES_ROUTE,
+    STAFF_ROUTE,
+)
 from shared.endpoints.cancellation import ROUTE as CANCEL_ROUTE
+from shared.endpoints.flow_deliveries import DELIVERIES_ROUTE, REPLAY_ROUTE
 from shared.endpoints.flow_webhooks import (
     BUSINESSES_ROUTE,
     ROUTE_PREFIX,
@@ -30,12 +37,15 @@ SERVED: dict[str, set[str]] = {
     f"/{ROUTE_PREFIX}/{WEBHOOK_ROUTE}": {"post", "delete"},
     f"/{ROUTE_PREFIX}/{WEBHOOKS_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{BUSINESSES_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{BUSINESSES_AS_STAFF_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{APPOINTMENTS_ROUTE}": {"get", "post"},
     f"/{ROUTE_PREFIX}/{APPOINTMENT_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{CANCEL_ROUTE}": {"post"},
     f"/{ROUTE_PREFIX}/{SERVICES_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{STAFF_ROUTE}": {"get"},
     f"/{ROUTE_PREFIX}/{TEST_EVENT_ROUTE}": {"post"},
+    f"/{ROUTE_PREFIX}/{DELIVERIES_ROUTE}": {"get"},
+    f"/{ROUTE_PREFIX}/{REPLAY_ROUTE}": {"post"},
 }
 # The actions beyond Microsoft's connector (which has none), by operationId: summary, method.
 ACTIONS = {
@@ -46,11 +56,14 @@ ACTIONS = {
     "ListServices": ("List services", "get"),
     "ListStaffMembers": ("List staff members", "get"),
     "SendTestEvent": ("Send a test event to this flow", "post"),
+    "ListFlowDeliveries": ("List deliveries of a flow", "get"),
+    "ReplayFlowDeadLetters": ("Replay failed deliveries of a flow", "post"),
 }
+ADMIN_ACTIONS = {"CancelAppointmentWithReason", "SendTestEvent", "ListFlowDeliveries", "ReplayFlowDeadLetters"}
 
 # DESIGN §2: the field names flows reference. Written out here because they are the contract: Microsoft's
 # fields, never renamed or dropped, plus our additions (ADDED).
-ADDED = {"AppointmentId", "ChangedFields", "IsTest", "Previous"}
+ADDED = {"AppointmentId", "CancelledBy", "ChangedFields", "IsTest", "Previous"}
 APPOINTMENT_DATA = ADDED | {
     "AdditionalInfo", "CancelReason", "CustomerEmail", "CustomerId", "CustomerLocation", "CustomerName",
     "CustomerNotes", "CustomerPhone", "CustomerTimeZone", "CustomQuestionAnswers", "Customers", "Duration",
@@ -204,7 +217,10 @@ def test_the_actions(swagger: dict[str, Any]) -> None:
         # What a flow maker reads: a sentence, not an echo of the summary.
         assert operation["description"].endswith(".") and len(operation["description"]) > len(summary) + 20
         smtp = next(p for p in operation["parameters"] if p["name"] == "SMTPAddress")
-        assert smtp["x-ms-dynamic-values"]["operationId"] == "GetBusinessesAsAdmin"  # the triggers' dropdown
+        # Reading and booking: every staff role that may; cancelling and a flow's actions: administrators (and
+        # the flow's creator), the triggers' dropdown.
+        expected = "GetBusinessesAsAdmin" if operation_id in ADMIN_ACTIONS else "GetBusinessesAsStaff"
+        assert smtp["x-ms-dynamic-values"]["operationId"] == expected, operation_id
         for code, response in operation["responses"].items():
             if int(code) >= 400:  # every error in the project's JSON shape
                 assert response["schema"] == {"$ref": "#/definitions/ErrorResponse"}, (operation_id, code)
@@ -257,3 +273,16 @@ def test_the_listing_is_paged_as_power_automate_expects(swagger: dict[str, Any])
     next_link = operation["x-ms-pageable"]["nextLinkName"]
     page = resolve(swagger, operation["responses"]["200"]["schema"])["properties"]
     assert next_link in page and page["value"]["items"] == {"$ref": "#/definitions/AppointmentData"}
+
+
+def test_a_flows_deliveries_are_paged_and_name_the_flow_as_the_test_event_does(swagger: dict[str, Any]) -> None:
+    paths = swagger["paths"]
+    listing = paths["/v1/bookingBusinesses/{SMTPAddress}/webhooks/{WebhookId}/deliveries"]["get"]
+    page = resolve(swagger, listing["responses"]["200"]["schema"])["properties"]
+    assert listing["x-ms-pageable"]["nextLinkName"] in page
+    assert page["value"]["items"] == {"$ref": "#/definitions/Delivery"}
+    test_event = paths["/v1/bookingBusinesses/{SMTPAddress}/webhooks/{WebhookId}/test"]["post"]
+    replay = paths["/v1/bookingBusinesses/{SMTPAddress}/webhooks/{WebhookId}/deadletters/replay"]["post"]
+    for operation in (listing, replay):
+        flow = next(p for p in operation["parameters"] if p["name"] == "WebhookId")
+        assert flow["x-ms-dynamic-values"] == test_event["parameters"][1]["x-ms-dynamic-values"]

@@ -11,8 +11,10 @@ import time
 from typing import Any
 
 import pytest
+from azure.data.tables import UpdateMode
 
 from shared.contracts.errors import ApiError
+from shared.endpoints.access import ACTION_ROLES, READ
 from shared.records import business_admins
 from shared.services import bookings_directory
 from shared.services.bookings_directory import get_directory
@@ -180,3 +182,47 @@ async def test_graph_down_for_a_staff_list_is_a_503_and_what_was_read_is_kept(sa
     sandbox_env.control("DELETE", "/requests")
     assert [b["email"] for b in await get_directory().businesses_administered_by(caller)] == [CLINIC, SALON]
     assert staff_reads(sandbox_env) == 1  # only the clinic's, the one not read yet
+
+
+async def test_the_actions_dropdown_lists_every_business_where_the_caller_may_use_them(sandbox_env,
+                                                                                      monkeypatch) -> None:
+    """Schedulers, viewers and team members use the actions too: their dropdown lists the businesses where they
+    have such a role (from the same index), never one where they are a guest or not on the list."""
+    admin, scheduler = await signed_in(sandbox_env, ADMIN), await signed_in(sandbox_env, "scheduler@contoso.test")
+    directory = get_directory()
+    assert [b["email"] for b in await directory.businesses_staffed_by(admin)] == [CLINIC, SALON]
+    for upn in ("scheduler@contoso.test", "viewer@contoso.test", "member@contoso.test"):
+        caller = await signed_in(sandbox_env, upn)
+        assert [b["email"] for b in await directory.businesses_staffed_by(caller)] == [CLINIC], upn
+        assert await directory.businesses_administered_by(caller) == []  # the triggers' dropdown: unchanged
+    assert await directory.businesses_staffed_by(await signed_in(sandbox_env, "outsider@contoso.test")) == []
+    assert "scheduler@contoso.test" not in str(await business_admins.read_all())  # no address in clear
+    # A role change reaches it with the next refresh; a guest is offered nothing.
+    set_role(sandbox_env, CLINIC, "scheduler@contoso.test", "guest")
+    await directory_refresh.refresh_administrators()
+    another_instance(monkeypatch)
+    assert await directory.businesses_staffed_by(scheduler) == []
+
+
+async def test_an_index_row_from_before_staff_roles_is_read_again_once(sandbox_env) -> None:
+    """Rows written before the ``Staff`` column count as unread for the actions' dropdown: its first call reads
+    their staff lists again (the triggers' dropdown does not need to)."""
+    admin = await signed_in(sandbox_env, ADMIN)
+    await get_directory().businesses_administered_by(admin)
+    old = business_admins.read_row(CLINIC, "Contoso Clinic", [ADMIN])
+    entity = business_admins._entity(old)
+    del entity["Staff"]
+    await business_admins.mailbox_table().upsert_entity(entity, mode=UpdateMode.REPLACE)
+    assert not (await business_admins.read_all())[CLINIC].read
+    bookings_directory.forget_cached()
+    sandbox_env.control("DELETE", "/requests")
+    # The triggers' dropdown has what it needs: nothing read.
+    assert CLINIC in [b["email"] for b in await get_directory().businesses_administered_by(admin)]
+    assert staff_reads(sandbox_env) == 0
+    member = await signed_in(sandbox_env, "member@contoso.test")
+    assert [b["email"] for b in await get_directory().businesses_staffed_by(member)] == [CLINIC]
+    assert staff_reads(sandbox_env) == 1 and (await business_admins.read_all())[CLINIC].read
+
+
+def test_the_staff_roles_are_the_ones_the_actions_admit() -> None:
+    assert set(ACTION_ROLES[READ]) == {bookings_directory.ADMINISTRATOR, *business_admins.STAFF_ROLES}
