@@ -45,7 +45,7 @@ REPLAY_ROUTE = "v1/bookingBusinesses/{smtp}/webhooks/{webhookId}/deadletters/rep
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 100
 
 
-async def _flow(req: func.HttpRequest) -> tuple[str, Flow]:
+async def flow_of_creator_or_administrator(req: func.HttpRequest) -> tuple[str, Flow]:
     """The route's business and flow, once the caller is its creator or an administrator of the business."""
     caller = await authenticate(req.headers.get("authorization"))
     mailbox = parse_mailbox(req.route_params.get("smtp"))
@@ -77,7 +77,7 @@ def _next_link(mailbox: str, webhook_id: str, top: int, after: str) -> str:
 @endpoint
 async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
     """A page of the flow's deliveries, newest first (route ``DELIVERIES_ROUTE``)."""
-    mailbox, flow = await _flow(req)
+    mailbox, flow = await flow_of_creator_or_administrator(req)
     top = _page_size(req.params.get("top"))
     raw_after = req.params.get("after")
     after = delivery_log.parse_cursor(raw_after) if raw_after else None
@@ -98,7 +98,7 @@ async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
 @endpoint
 async def replay_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
     """Deliver the flow's dead letters again (route ``REPLAY_ROUTE``)."""
-    mailbox, flow = await _flow(req)
+    mailbox, flow = await flow_of_creator_or_administrator(req)
     outcomes = await dead_letters.replay_all(mailbox, flow.webhook_id)
     return json_response({
         "businessSmtp": mailbox, "webhookId": flow.webhook_id,

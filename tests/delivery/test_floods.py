@@ -300,3 +300,12 @@ async def test_a_page_of_a_long_list_stays_small(sandboxed, sandbox, receiver) -
     body = json.loads(answer.get_body())
     assert len(body["deadLetters"]) == deadletter_api.MAX_PAGE_SIZE and body["nextLink"]
     assert len(answer.get_body()) < 80_000
+
+
+async def test_a_test_event_by_someone_else_than_the_creator_or_an_administrator_is_403(sandboxed, sandbox,
+                                                                                       receiver) -> None:
+    flow = await add_flow(receiver.url("tested"))
+    answer = await test_event_api.handle(event_request(flow.webhook_id, sandbox.user_token("viewer@contoso.test")))
+    error = json.loads(answer.get_body())["error"]
+    assert (answer.status_code, error["code"]) == (403, "NotFlowCreatorOrAdministrator")
+    assert await queued() == []
