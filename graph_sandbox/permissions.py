@@ -159,6 +159,9 @@ ROUTES: tuple[Route, ...] = (
           call="get_event", note="An earlier revision of the page lists only Calendars.Read."),
     Route("GET", "/users/{user}/calendar/events/{event}", _CALENDAR, (), "event-get", delegated_self=_CALENDAR),
     Route("GET", "/users/{user}/calendarView", _CALENDAR, (), "user-list-calendarview", delegated_self=_CALENDAR),
+    Route("GET", "/users/{user}/calendarView/delta", ("Calendars.Read", "Calendars.ReadBasic", "Calendars.ReadWrite"),
+          (), "event-delta", delegated_self=("Calendars.Read", "Calendars.ReadBasic", "Calendars.ReadWrite"),
+          call="calendar_view_delta"),
     Route("POST", "/subscriptions", _SUBSCRIPTION, _SUBSCRIPTION, "subscription-post-subscriptions",
           denied=_subscription_denied("Create"), call="create_subscription",
           note="The permission of the resource (event: Calendars.Read); write permissions are refused where read "

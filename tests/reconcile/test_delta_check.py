@@ -1,0 +1,95 @@
+"""The delta check against the Graph sandbox and Azurite: a change nobody notified is found and reconciled."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+from azure.storage.queue import QueueClient
+
+from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, get_store
+from shared.records import delta_tokens, flows
+from shared.workers.delta_check import check_all
+from shared.workers.reconcile import reconcile
+from tests.reconcile.test_reconcile import CLINIC, Bookings, baselined, outbox
+
+__all__ = ["baselined"]  # the fixture, shared with the reconcile tests
+
+
+async def give_flows(mailbox: str, count: int = 1) -> None:
+    await get_store().table(MAILBOX_TABLE).upsert_entity({"PartitionKey": mailbox, "RowKey": "quota",
+                                                          "FlowCount": count})
+
+
+def take_hints(azurite) -> list[dict]:
+    """The hints queued since the last call (received and deleted)."""
+    client = QueueClient.from_connection_string(azurite.connection_string, MAILBOX_CHANGES_QUEUE)
+    hints = []
+    for message in client.receive_messages(max_messages=32):
+        hints.append(json.loads(base64.b64decode(message.content)))
+        client.delete_message(message)
+    return hints
+
+
+async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconciled(baselined: Bookings, sandbox,
+                                                                                   azurite) -> None:
+    await give_flows(CLINIC)
+    first = await check_all()
+    assert first.outcomes == {"started": 1} and take_hints(azurite) == []  # a full round, nothing to announce
+    booked = baselined.create()  # no subscription here: Graph notifies nobody
+    found = await check_all()
+    assert (found.outcomes, found.requests, found.hints) == ({"changed": 1}, 1, 1)
+    (hint,) = take_hints(azurite)
+    assert (hint["mailbox"], hint["reason"], hint["fullResync"]) == (CLINIC, "delta", False)
+    assert {c["changeType"] for c in hint["changes"]} == {"updated"}
+    assert await reconcile(hint) == "reconciled"
+    assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", booked["id"])]
+    quiet = await check_all()  # nothing changed since: one request, no hint
+    assert (quiet.outcomes, quiet.requests, quiet.hints) == ({"unchanged": 1}, 1, 0)
+    baselined.cancel(booked["id"])
+    assert (await check_all()).hints == 1
+    (removal,) = take_hints(azurite)
+    assert [c["changeType"] for c in removal["changes"]] == ["deleted"]
+    assert await reconcile(removal) == "reconciled"
+    assert sorted(e["ChangeType"] for e in await outbox()) == ["Cancelled", "Created"]
+
+
+async def test_a_change_the_notification_path_reconciled_is_covered(baselined: Bookings, azurite) -> None:
+    await give_flows(CLINIC)
+    await check_all()
+    baselined.create()
+    await asyncio.sleep(2.1)  # the reconcile's coverage margin: Graph may show a change a moment late
+    assert await reconcile({**(await _full_hint()), "reason": "notification"}) == "reconciled"
+    await check_all()
+    (hint,) = take_hints(azurite)
+    assert await reconcile(hint) == "covered"  # no Graph read: the notification's reconcile began after the change
+    assert len(await outbox()) == 1
+
+
+async def test_a_token_graph_dropped_means_a_full_resync_and_a_new_round(baselined: Bookings, sandbox,
+                                                                         azurite) -> None:
+    await give_flows(CLINIC)
+    await check_all()
+    sandbox.control("POST", "delta", {"expireMailbox": CLINIC})
+    expired = await check_all()
+    assert expired.outcomes == {"expired": 1}
+    (hint,) = take_hints(azurite)
+    assert (hint["fullResync"], hint["reason"]) == (True, "delta")
+    assert (await check_all()).outcomes == {"unchanged": 1}  # the new round's token works
+
+
+async def test_a_mailbox_without_flows_loses_its_round(baselined: Bookings, azurite) -> None:
+    await give_flows(CLINIC)
+    await check_all()
+    assert CLINIC in await delta_tokens.read_all()
+    await give_flows(CLINIC, 0)
+    await flows.drop_index_if_unused(CLINIC)  # as the renewal sweep's repair does
+    assert (await check_all()).outcomes == {}
+    assert await delta_tokens.read_all() == {}
+
+
+async def _full_hint() -> dict:
+    from shared.messages.mailbox_changes import change_message
+
+    return dict(change_message(CLINIC, full_resync=True, reason="notification"))
