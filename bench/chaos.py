@@ -461,6 +461,7 @@ def faults(window: Callable[[], float]) -> list[Fault]:
               extra_bookings=lambda run: [lambda: run.booking(run.mailboxes[0], group=False, note=LONG_NOTE),
                                           lambda: run.booking(run.mailboxes[0], group=False, note=EMOJI_NOTE)]),
         subscription_removed_silently(),
+        notifications_dropped_delta(),
     ]
 
 
@@ -523,6 +524,20 @@ def subscription_removed_silently() -> Fault:
                  host_env={"RENEWAL_SCHEDULE": RENEWAL_SCHEDULE_SCALED,
                            "AzureWebJobs.renew_subscriptions.Disabled": "false"},
                  note="resync off: only the renewal sweep can notice")
+
+
+# ---- a change whose notification never came, found by the delta check (issue 26 §1) -------------------------
+
+DELTA_CHECK_SCHEDULE_SCALED = "*/10 * * * * *"  # every 10 s here (DELTA_CHECK_SCHEDULE: every 4 min on Azure)
+
+
+def notifications_dropped_delta() -> Fault:
+    return Fault("notifications-dropped-delta", "every change notification is dropped, nothing says so; the delta "
+                 "check runs, the resync does not",
+                 start=lambda run: _add_fault(run, kind="dropNotifications"), stop=_clear_faults,
+                 host_env={"DELTA_CHECK_SCHEDULE": DELTA_CHECK_SCHEDULE_SCALED},
+                 note="only the delta check can notice: every 10 s here (every 4 min on Azure: bound 4 min + the "
+                      "run, under 5 min at 10,000 mailboxes, bench.delta)")
 
 
 # ---- running one row -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import bookings, calendar_delta, calendar_events, control, entra, silent_removal, subscriptions
+from . import batching, bookings, calendar_delta, calendar_events, control, entra, silent_removal, subscriptions
 from .calendar_events import Calendars
 from .config import SandboxConfig
 from .entra import Entra
@@ -92,7 +92,7 @@ def build_app(sandbox: Sandbox) -> Starlette:
     exception_handlers: dict[Any, Any] = {GraphError: _graph_error, HTTPException: _http_error}
     app = Starlette(
         routes=[*entra.routes, *bookings.routes, *calendar_events.routes, *subscriptions.routes, *control.routes,
-                *silent_removal.routes, *calendar_delta.routes],
+                *silent_removal.routes, *calendar_delta.routes, *batching.routes],
         middleware=[Middleware(GraphGate, sandbox=sandbox)],
         exception_handlers=exception_handlers,
         lifespan=lifespan,

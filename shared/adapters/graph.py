@@ -306,6 +306,24 @@ class Graph:
                 break
         raise GraphError(502, "NoDeltaLink", "the delta round ended without an @odata.deltaLink")
 
+    async def batch_get(self, urls: list[str]) -> list[tuple[int, dict, Any]]:
+        """GETs of up to 20 Graph URLs in one ``POST /$batch`` (https://learn.microsoft.com/en-us/graph/json-batching):
+        each answer's status, headers and JSON body, in the order of ``urls``. Graph counts and throttles each request
+        of a batch on its own; a throttled one answers its own 429 here."""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+
+        base = self.settings.graph_base_url
+        requests = [{"id": str(n), "method": "GET", "url": url.removeprefix(base) if url.startswith(base) else url}
+                    for n, url in enumerate(urls)]
+        info = RequestInformation(Method.POST)
+        info.url = f"{base}/$batch"
+        info.set_stream_content(json.dumps({"requests": requests}).encode(), "application/json")
+        answer = await self.send(info, retry=True) or {}
+        by_id = {str(r.get("id")): r for r in answer.get("responses", []) if isinstance(r, dict)}
+        return [(int(by_id.get(str(n), {}).get("status") or 0), by_id.get(str(n), {}).get("headers") or {},
+                 by_id.get(str(n), {}).get("body")) for n in range(len(urls))]
+
     async def get_event(self, mailbox: str, event_id: str) -> dict:
         """A calendar event of the mailbox (notifications name events, not appointments)."""
         info = self.sdk.users.by_user_id(mailbox).events.by_event_id(path_id(event_id)).to_get_request_information()

@@ -93,3 +93,19 @@ async def _full_hint() -> dict:
     from shared.messages.mailbox_changes import change_message
 
     return dict(change_message(CLINIC, full_resync=True, reason="notification"))
+
+
+async def test_rounds_travel_20_to_a_batch_and_a_throttled_one_is_checked_again_next_time(
+        baselined: Bookings, sandbox, azurite) -> None:
+    salon = "salon@contoso.test"
+    await give_flows(CLINIC)
+    await give_flows(salon)
+    assert (await check_all()).outcomes == {"started": 2}
+    quiet = await check_all()
+    assert (quiet.outcomes, quiet.requests, quiet.http_requests) == ({"unchanged": 2}, 2, 1)  # one $batch
+    baselined.create()
+    sandbox.add_fault(method="GET", path=f"/v1.0/users/{CLINIC}/calendarView/delta", status=429, retryAfter=1)
+    throttled = await check_all()
+    assert throttled.outcomes == {"failed": 1, "unchanged": 1} and take_hints(azurite) == []
+    again = await check_all()  # the same round again: the change is still there to find
+    assert again.outcomes == {"changed": 1, "unchanged": 1} and len(take_hints(azurite)) == 1
