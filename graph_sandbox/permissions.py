@@ -178,6 +178,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/subscriptions/{subscription}/reauthorize", _SUBSCRIPTION, _SUBSCRIPTION,
           "subscription-reauthorize", denied=_subscription_denied("Reauthorize"), call="reauthorize_subscription"),
 )
+# JSON batching: the batch itself needs only a Graph token (any permission the sandbox knows); each of its requests
+# is checked as if sent alone (graph_sandbox.batching). The app sends calendar_view_delta rounds this way.
+_EVERY_ROLE = tuple(sorted({p for r in ROUTES for p in r.application}))
+_EVERY_SCOPE = tuple(sorted({p for r in ROUTES for p in (*r.delegated, *r.delegated_self)}))
+ROUTES += (Route("POST", "/$batch", _EVERY_ROLE, _EVERY_SCOPE, "../json-batching",
+                 note="Only a token: each request of the batch is checked on its own."),)
 
 
 def find(method: str, path: str) -> tuple[Route, dict[str, str]] | None:

@@ -112,14 +112,20 @@ async def check(mailbox: str, state: DeltaRound | None, now: datetime | None = N
         if error.status != 410:
             raise _failure(error) from None
         return await _expired(mailbox, now, error.code)
-    return await _finish(state, items, link, requests, now)
+    return await _finish(state, items, link, requests, now, needs_roll(state, now))
 
 
-async def check_batch(states: list[DeltaRound], now: datetime | None = None) -> list[Checked]:
+def needs_roll(state: DeltaRound, now: datetime) -> bool:
+    """Whether the round's window is a day old (its token keeps the window; the resync horizon moved on)."""
+    return now - state.window_start >= WINDOW_ROLL + timedelta(days=get_settings().resync_past_days)
+
+
+async def check_batch(states: list[DeltaRound], now: datetime | None = None, roll: set[str] | None = None,
+                      ) -> list[Checked]:
     """Rounds of up to ``BATCH_SIZE`` mailboxes in one HTTP request (``POST /$batch``; Graph still counts each
     round as a request): a round whose changes fill more than a page follows its nextLink alone. A mailbox Graph
     refused comes back ``failed`` (its next check tries the same round); ``GraphFailure`` when the batch itself
-    failed."""
+    failed. The mailboxes in ``roll`` start a new round after this one (``needs_roll``; the caller spreads them)."""
     now = now or datetime.now(UTC)
     try:
         answers = await get_graph().batch_get([s.delta_link for s in states])
@@ -133,11 +139,11 @@ async def check_batch(states: list[DeltaRound], now: datetime | None = None) -> 
         elif status != 200:
             checked.append(Checked(state.mailbox, "failed", notes=[f"Graph {status}"]))
         else:
-            checked.append(await _from_page(state, page, now))
+            checked.append(await _from_page(state, page, now, state.mailbox in (roll or set())))
     return checked
 
 
-async def _from_page(state: DeltaRound, page: dict[str, Any], now: datetime) -> Checked:
+async def _from_page(state: DeltaRound, page: dict[str, Any], now: datetime, roll: bool) -> Checked:
     items, link, requests = list(page.get("value") or []), str(page.get("@odata.deltaLink") or ""), 0
     if not link and page.get("@odata.nextLink"):  # more changes than a page: the rest alone
         try:
@@ -149,7 +155,7 @@ async def _from_page(state: DeltaRound, page: dict[str, Any], now: datetime) -> 
         items += more
     if not link:
         return Checked(state.mailbox, "failed", notes=["no deltaLink"])
-    return await _finish(state, items, link, requests, now)
+    return await _finish(state, items, link, requests, now, roll)
 
 
 async def _expired(mailbox: str, now: datetime, code: str) -> Checked:
@@ -159,11 +165,12 @@ async def _expired(mailbox: str, now: datetime, code: str) -> Checked:
     return Checked(mailbox, "expired", mailbox_changes.full_resync(mailbox, REASON), 1 + more)
 
 
-async def _finish(state: DeltaRound, items: list[dict[str, Any]], link: str, requests: int, now: datetime) -> Checked:
-    """After a round: its hint, and the next round's state (a new round once the window is a day old)."""
+async def _finish(state: DeltaRound, items: list[dict[str, Any]], link: str, requests: int, now: datetime,
+                  roll: bool) -> Checked:
+    """After a round: its hint, and the next round's state (``roll``: a new round, the window moved on)."""
     hint = hint_for(state.mailbox, items)
     outcome = "changed" if hint else "unchanged"
-    if now - state.window_start >= WINDOW_ROLL + timedelta(days=get_settings().resync_past_days):
+    if roll:
         _, more = await _new_round(state.mailbox, now)
         return Checked(state.mailbox, outcome, hint, requests + more, ["window rolled"])
     await delta_tokens.put(DeltaRound(state.mailbox, link, state.window_start, state.window_end, now))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CONCURRENCY = 8  # batches (of 20 rounds) or first rounds at a time
 BATCH_SIZE = calendar_changes.BATCH_SIZE
+ROLLS_PER_RUN = 100  # 10,000 windows roll over 100 runs (under 7 hours on the default schedule)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class DeltaReport:
     requests: int = 0  # Graph requests the rounds took (each request of a batch counted)
     http_requests: int = 0  # HTTP requests to Graph (a batch of 20 rounds is one)
     hints: int = 0
+    rolled: int = 0  # rounds started afresh because their window was a day old
 
 
 async def check_all(now: datetime | None = None) -> DeltaReport:
@@ -52,10 +54,14 @@ async def check_all(now: datetime | None = None) -> DeltaReport:
         limit = asyncio.Semaphore(CONCURRENCY)
         ongoing = [rounds[m] for m in sorted(mailboxes) if m in rounds]
         batches = [ongoing[i:i + BATCH_SIZE] for i in range(0, len(ongoing), BATCH_SIZE)]
+        # Windows roll a day after they began; at most ROLLS_PER_RUN a run (oldest first), so that rounds started
+        # together (a deployment) do not all make a full synchronization in the same run and lengthen it.
+        due = sorted((s for s in ongoing if calendar_changes.needs_roll(s, now)), key=lambda s: s.window_start)
+        roll = {s.mailbox for s in due[:ROLLS_PER_RUN]}
 
         async def batch(states: list[delta_tokens.DeltaRound]) -> None:
             async with limit:
-                await _check_batch(states, now, report)
+                await _check_batch(states, now, report, roll)
 
         async def new(mailbox: str) -> None:
             async with limit:
@@ -68,10 +74,11 @@ async def check_all(now: datetime | None = None) -> DeltaReport:
         return report
 
 
-async def _check_batch(states: list[delta_tokens.DeltaRound], now: datetime, report: DeltaReport) -> None:
+async def _check_batch(states: list[delta_tokens.DeltaRound], now: datetime, report: DeltaReport,
+                       roll: set[str]) -> None:
     """Up to ``BATCH_SIZE`` rounds in one request; a failure is logged and left to the next run (nothing lost)."""
     try:
-        results = await calendar_changes.check_batch(states, now)
+        results = await calendar_changes.check_batch(states, now, roll & {s.mailbox for s in states})
     except Exception as error:  # Graph or storage: the next run tries the same rounds again
         report.outcomes["failed"] += len(states)
         log.warning("delta check of %d mailboxes failed: %s %s", len(states), type(error).__name__,
@@ -97,6 +104,7 @@ async def _check_one(mailbox: str, now: datetime, report: DeltaReport) -> None:
 
 async def _record(checked: calendar_changes.Checked, report: DeltaReport) -> None:
     report.outcomes[checked.outcome] += 1
+    report.rolled += "window rolled" in checked.notes
     report.requests += checked.requests
     report.http_requests += checked.requests
     if checked.outcome == "failed":

@@ -109,3 +109,24 @@ async def test_rounds_travel_20_to_a_batch_and_a_throttled_one_is_checked_again_
     assert throttled.outcomes == {"failed": 1, "unchanged": 1} and take_hints(azurite) == []
     again = await check_all()  # the same round again: the change is still there to find
     assert again.outcomes == {"changed": 1, "unchanged": 1} and len(take_hints(azurite)) == 1
+
+
+async def test_day_old_windows_roll_a_few_a_run_after_their_changes_were_taken(baselined: Bookings, azurite,
+                                                                             monkeypatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.workers import delta_check
+
+    salon = "salon@contoso.test"
+    await give_flows(CLINIC)
+    await give_flows(salon)
+    await check_all()
+    monkeypatch.setattr(delta_check, "ROLLS_PER_RUN", 1)
+    baselined.create()
+    later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+    first = await check_all(later)
+    assert (first.rolled, first.hints) == (1, 1)  # the change was taken from the old round first
+    assert (await check_all(later)).rolled == 1  # the other one, next run
+    assert (await check_all(later)).rolled == 0
+    windows = {m: r.window_start for m, r in (await delta_tokens.read_all()).items()}
+    assert all(start > later - timedelta(days=8) for start in windows.values())

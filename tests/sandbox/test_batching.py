@@ -29,6 +29,6 @@ def test_a_batch_answers_each_request_by_id_and_each_is_throttled_on_its_own(sb:
 def test_more_than_20_requests_or_no_token_are_refused(sb: SandboxServer, graph) -> None:
     many = [{"id": str(n), "method": "GET", "url": f"/users/{CLINIC}"} for n in range(21)]
     assert graph.post("/$batch", json={"requests": many}).status_code == 400
-    assert graph.post("/$batch", json={"requests": [{"id": "1", "method": "GET", "url": "/users/x"},
-                                                    {"id": "1", "method": "GET", "url": "/users/y"}]}).status_code == 400
+    twice = [{"id": "1", "method": "GET", "url": "/users/x"}, {"id": "1", "method": "GET", "url": "/users/y"}]
+    assert graph.post("/$batch", json={"requests": twice}).status_code == 400
     assert httpx.post(f"{sb.graph_url}/$batch", json={"requests": many[:1]}, trust_env=False).status_code == 401
