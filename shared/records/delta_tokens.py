@@ -9,8 +9,9 @@ delta-query-events), kept here, one row per mailbox (PartitionKey ``~index:delta
 - ``WindowStart``, ``WindowEnd``: the calendar view the round covers, fixed for its token;
 - ``CheckedAt``: when the round ended.
 
-The whole partition is read once per check (one query page per 1,000 mailboxes); a row is written after each
-round (Graph gives a new deltaLink every round) and deleted when its mailbox has no flows any more. Losing a row
+The whole partition is read once per check (one query page per 1,000 mailboxes); the rows of a batch of rounds are
+written after them in one transaction (Graph gives a new deltaLink every round), and a row is deleted when its
+mailbox has no flows any more. Losing a row
 costs one full synchronization of that calendar view (its events, no events sent: the snapshot decides).
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared.adapters.storage import TRANSACTION_MAX_OPERATIONS
 from shared.records.mailbox import index_mailbox, index_partition, index_row, index_rows, mailbox_table, utc
 
 KIND = "delta"
@@ -52,11 +54,21 @@ async def read_all() -> dict[str, DeltaRound]:
     return {r.mailbox: r for r in rounds if r is not None}
 
 
+def _entity(state: DeltaRound) -> dict[str, Any]:
+    return index_row(KIND, state.mailbox, DeltaLink=state.delta_link, WindowStart=state.window_start,
+                     WindowEnd=state.window_end, **({"CheckedAt": state.checked_at} if state.checked_at else {}))
+
+
 async def put(state: DeltaRound) -> None:
-    await mailbox_table().upsert_entity(index_row(
-        KIND, state.mailbox, DeltaLink=state.delta_link, WindowStart=state.window_start, WindowEnd=state.window_end,
-        **({"CheckedAt": state.checked_at} if state.checked_at else {})),
-        mode=UpdateMode.REPLACE)
+    await mailbox_table().upsert_entity(_entity(state), mode=UpdateMode.REPLACE)
+
+
+async def put_many(states: Iterable[DeltaRound]) -> None:
+    """Several rounds at once: one transaction per 100 (they share the partition), not a request each."""
+    operations = [("upsert", _entity(s), {"mode": UpdateMode.REPLACE}) for s in states]
+    table = mailbox_table()
+    for start in range(0, len(operations), TRANSACTION_MAX_OPERATIONS):
+        await table.submit_transaction(operations[start:start + TRANSACTION_MAX_OPERATIONS])
 
 
 async def forget(mailboxes: Iterable[str]) -> None:

@@ -53,6 +53,7 @@ class Checked:
     hint: MailboxChangeMessage | None = None
     requests: int = 0
     notes: list[str] = field(default_factory=list)
+    next: DeltaRound | None = None  # the round to store, when the caller stores it (``check_batch`` does)
 
 
 def window(now: datetime) -> tuple[datetime, datetime]:
@@ -112,7 +113,10 @@ async def check(mailbox: str, state: DeltaRound | None, now: datetime | None = N
         if error.status != 410:
             raise _failure(error) from None
         return await _expired(mailbox, now, error.code)
-    return await _finish(state, items, link, requests, now, needs_roll(state, now))
+    checked = await _finish(state, items, link, requests, now, needs_roll(state, now))
+    if checked.next is not None:
+        await delta_tokens.put(checked.next)
+    return checked
 
 
 def needs_roll(state: DeltaRound, now: datetime) -> bool:
@@ -140,6 +144,7 @@ async def check_batch(states: list[DeltaRound], now: datetime | None = None, rol
             checked.append(Checked(state.mailbox, "failed", notes=[f"Graph {status}"]))
         else:
             checked.append(await _from_page(state, page, now, state.mailbox in (roll or set())))
+    await delta_tokens.put_many(c.next for c in checked if c.next is not None)
     return checked
 
 
@@ -167,11 +172,12 @@ async def _expired(mailbox: str, now: datetime, code: str) -> Checked:
 
 async def _finish(state: DeltaRound, items: list[dict[str, Any]], link: str, requests: int, now: datetime,
                   roll: bool) -> Checked:
-    """After a round: its hint, and the next round's state (``roll``: a new round, the window moved on)."""
+    """After a round: its hint, and the next round's state in ``Checked.next`` for the caller to store (``roll``:
+    a new round instead, stored here: the window moved on)."""
     hint = hint_for(state.mailbox, items)
     outcome = "changed" if hint else "unchanged"
     if roll:
         _, more = await _new_round(state.mailbox, now)
         return Checked(state.mailbox, outcome, hint, requests + more, ["window rolled"])
-    await delta_tokens.put(DeltaRound(state.mailbox, link, state.window_start, state.window_end, now))
-    return Checked(state.mailbox, outcome, hint, requests)
+    following = DeltaRound(state.mailbox, link, state.window_start, state.window_end, now)
+    return Checked(state.mailbox, outcome, hint, requests, next=following)

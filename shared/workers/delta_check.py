@@ -29,7 +29,7 @@ from shared.services import calendar_changes
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY = 8  # batches (of 20 rounds) or first rounds at a time
+CONCURRENCY = 16  # batches (of 20 rounds) or first rounds at a time
 BATCH_SIZE = calendar_changes.BATCH_SIZE
 ROLLS_PER_RUN = 100  # 10,000 windows roll over 100 runs (under 7 hours on the default schedule)
 
