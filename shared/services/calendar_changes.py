@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_ROLL = timedelta(days=1)
 BATCH_SIZE = 20  # Graph's JSON batching: at most 20 requests a batch
+MAX_HINT_CHANGES = 50  # event ids of ~150 characters: a hint well under the queue's 64 KiB
 REASON = "delta"
 
 
@@ -63,9 +64,12 @@ def window(now: datetime) -> tuple[datetime, datetime]:
 
 
 def hint_for(mailbox: str, items: list[dict[str, Any]]) -> MailboxChangeMessage | None:
-    """The change hint for a round's items (None for none), timed at the latest change it names."""
+    """The change hint for a round's items (None for none), timed at the latest change it names; more than
+    ``MAX_HINT_CHANGES`` make a full-resync hint (a queue message holds 64 KiB)."""
     if not items:
         return None
+    if len(items) > MAX_HINT_CHANGES:
+        return mailbox_changes.full_resync(mailbox, REASON)
     changes: list[Change] = []
     times: list[datetime] = []
     removed = False
@@ -129,7 +133,8 @@ async def check_batch(states: list[DeltaRound], now: datetime | None = None, rol
     """Rounds of up to ``BATCH_SIZE`` mailboxes in one HTTP request (``POST /$batch``; Graph still counts each
     round as a request): a round whose changes fill more than a page follows its nextLink alone. A mailbox Graph
     refused comes back ``failed`` (its next check tries the same round); ``GraphFailure`` when the batch itself
-    failed. The mailboxes in ``roll`` start a new round after this one (``needs_roll``; the caller spreads them)."""
+    failed. The mailboxes in ``roll`` start a new round after this one (``needs_roll``; the caller spreads them).
+    The other rounds' next state is in ``Checked.next``: the caller queues the hints, then ``save``s them."""
     now = now or datetime.now(UTC)
     try:
         answers = await get_graph().batch_get([s.delta_link for s in states])
@@ -144,8 +149,13 @@ async def check_batch(states: list[DeltaRound], now: datetime | None = None, rol
             checked.append(Checked(state.mailbox, "failed", notes=[f"Graph {status}"]))
         else:
             checked.append(await _from_page(state, page, now, state.mailbox in (roll or set())))
-    await delta_tokens.put_many(c.next for c in checked if c.next is not None)
     return checked
+
+
+async def save(checked: list[Checked]) -> None:
+    """Store the next rounds of ``check_batch``'s results: after their hints were queued, so that a hint that could
+    not be queued is found again by the next run (its round was not moved on)."""
+    await delta_tokens.put_many(c.next for c in checked if c.next is not None)
 
 
 async def _from_page(state: DeltaRound, page: dict[str, Any], now: datetime, roll: bool) -> Checked:

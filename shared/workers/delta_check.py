@@ -86,8 +86,12 @@ async def _check_batch(states: list[delta_tokens.DeltaRound], now: datetime, rep
         return
     report.http_requests += 1
     report.requests += len(states)
-    for checked in results:
-        await _record(checked, report)
+    try:
+        for checked in results:
+            await _record(checked, report)
+        await calendar_changes.save(results)  # only now: a hint not queued leaves its round to be asked again
+    except Exception as error:  # storage: the next run asks the same rounds again
+        log.warning("delta check of %d mailboxes not saved: %s", len(states), type(error).__name__)
 
 
 async def _check_one(mailbox: str, now: datetime, report: DeltaReport) -> None:

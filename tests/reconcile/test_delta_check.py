@@ -130,3 +130,32 @@ async def test_day_old_windows_roll_a_few_a_run_after_their_changes_were_taken(b
     assert (await check_all(later)).rolled == 0
     windows = {m: r.window_start for m, r in (await delta_tokens.read_all()).items()}
     assert all(start > later - timedelta(days=8) for start in windows.values())
+
+
+async def test_a_hint_that_could_not_be_queued_is_found_again_next_run(baselined: Bookings, azurite,
+                                                                        monkeypatch) -> None:
+    from shared.messages import mailbox_changes
+
+    await give_flows(CLINIC)
+    await check_all()
+    baselined.create()
+    real = mailbox_changes.enqueue
+
+    async def storage_down(*args, **kwargs) -> None:
+        raise ConnectionError("queue unreachable")
+
+    monkeypatch.setattr(mailbox_changes, "enqueue", storage_down)
+    await check_all()
+    monkeypatch.setattr(mailbox_changes, "enqueue", real)
+    assert take_hints(azurite) == []
+    assert (await check_all()).hints == 1  # the round was not moved on: the change is still there to find
+    assert len(take_hints(azurite)) == 1
+
+
+def test_a_round_with_many_changes_asks_for_a_full_resync() -> None:
+    from shared.services.calendar_changes import MAX_HINT_CHANGES, hint_for
+
+    few = hint_for(CLINIC, [{"id": "e1", "lastModifiedDateTime": "2026-12-07T09:00:00Z"}])
+    assert few is not None and few["receivedAt"].startswith("2026-12-07T09:00:00") and not few["fullResync"]
+    many = hint_for(CLINIC, [{"id": f"e{n}"} for n in range(MAX_HINT_CHANGES + 1)])
+    assert many is not None and many["fullResync"] and many["changes"] == []
