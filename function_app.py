@@ -29,6 +29,7 @@ from shared.workers import (
     backup,
     credential_expiry,
     delivery,
+    delta_check,
     directory_refresh,
     outbox_sweep,
     poison,
@@ -198,6 +199,11 @@ async def sweep_outbox(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%RESYNC_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def resync_mailboxes(timer: func.TimerRequest) -> None:
     await resync.resync_all()
+
+
+@app.timer_trigger(schedule="%DELTA_CHECK_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def check_calendar_changes(timer: func.TimerRequest) -> None:
+    await delta_check.check_all()
 
 
 @app.timer_trigger(schedule="%RENEWAL_SCHEDULE%", arg_name="timer", run_on_startup=False)

@@ -467,6 +467,8 @@ def faults(window: Callable[[], float]) -> list[Fault]:
               extra_bookings=lambda run: [lambda: run.booking(run.mailboxes[0], group=False, note=LONG_NOTE),
                                           lambda: run.booking(run.mailboxes[0], group=False, note=EMOJI_NOTE)]),
         *several_host_faults(window),
+        subscription_removed_silently(),
+        notifications_dropped_delta(),
     ]
 
 
@@ -557,6 +559,81 @@ def several_host_faults(window: Callable[[], float]) -> list[Fault]:
                   "holding the timer locks SIGKILLed mid-window", hosts=n,
                   tick=_at_moments((0.4,), window, _kill_lock_holder),
                   note="timer lock 15 s (60 s on Azure); queue lease 10 s (10 min)") for n in (2, 3)]
+
+
+# ---- subscriptions Graph removed without a word (issue 26 §2) ---------------------------------------------
+
+RENEWAL_SCHEDULE_SCALED = "*/10 * * * * *"  # the renewal sweep every 10 s here (RENEWAL_SCHEDULE: 30 min on Azure)
+
+
+class SilentRemoval:
+    """At the window's start Graph removes every mailbox's subscription and tells nobody (no lifecycle
+    notification: ``DELETE /_sandbox/subscriptions/{id}``). Only the renewal sweep, comparing Graph's list of
+    subscriptions with the rows, can notice; its renewal's 404 re-creates the subscription and resyncs the mailbox.
+    Records how long each mailbox went without one."""
+
+    def __init__(self) -> None:
+        self.removed_at = 0.0
+        self.gone: dict[str, str] = {}  # mailbox -> the removed subscription's id
+        self.back: dict[str, float] = {}  # mailbox -> seconds until a new subscription existed
+        self.polled = 0.0
+
+    def _look(self, run: Run) -> None:
+        assert run.stack.sandbox is not None
+        now = time.monotonic()
+        for sub in run.stack.sandbox.control("GET", "subscriptions")["value"]:
+            mailbox = sub["mailbox"]
+            if mailbox in self.gone and mailbox not in self.back and sub["id"] != self.gone[mailbox]:
+                self.back[mailbox] = now - self.removed_at
+        self.polled = now
+
+    def start(self, run: Run) -> None:
+        assert run.stack.sandbox is not None
+        for sub in run.stack.sandbox.control("GET", "subscriptions")["value"]:
+            if sub["mailbox"] in run.mailboxes:
+                run.stack.sandbox.control("DELETE", f"subscriptions/{sub['id']}")
+                self.gone[sub["mailbox"]] = sub["id"]
+        self.removed_at = time.monotonic()
+
+    def tick(self, run: Run, elapsed: float) -> None:
+        if time.monotonic() - self.polled >= 0.5 and len(self.back) < len(self.gone):
+            self._look(run)
+
+    def stop(self, run: Run) -> None:
+        deadline = time.monotonic() + 120
+        while len(self.back) < len(self.gone) and time.monotonic() < deadline:
+            self._look(run)
+            time.sleep(0.5)
+        missing = sorted(set(self.gone) - set(self.back))
+        worst = max(self.back.values(), default=math.nan)
+        run.notes.append(f"{len(self.back)}/{len(self.gone)} subscriptions re-created, the last after {worst:.1f} s "
+                         f"(renewal sweep every 10 s here: bound one period + pacing; every 30 min on Azure)"
+                         + (f"; never re-created: {', '.join(missing)}" if missing else ""))
+        if missing:
+            run.notes.append("lost subscriptions")
+
+
+def subscription_removed_silently() -> Fault:
+    removal = SilentRemoval()
+    return Fault("subscription-removed-silently", "every mailbox's Graph subscription removed, no lifecycle "
+                 "notification", start=removal.start, tick=removal.tick, stop=removal.stop,
+                 host_env={"RENEWAL_SCHEDULE": RENEWAL_SCHEDULE_SCALED,
+                           "AzureWebJobs.renew_subscriptions.Disabled": "false"},
+                 note="resync off: only the renewal sweep can notice")
+
+
+# ---- a change whose notification never came, found by the delta check (issue 26 §1) -------------------------
+
+DELTA_CHECK_SCHEDULE_SCALED = "*/10 * * * * *"  # every 10 s here (DELTA_CHECK_SCHEDULE: every 4 min on Azure)
+
+
+def notifications_dropped_delta() -> Fault:
+    return Fault("notifications-dropped-delta", "every change notification is dropped, nothing says so; the delta "
+                 "check runs, the resync does not",
+                 start=lambda run: _add_fault(run, kind="dropNotifications"), stop=_clear_faults,
+                 host_env={"DELTA_CHECK_SCHEDULE": DELTA_CHECK_SCHEDULE_SCALED},
+                 note="only the delta check can notice: every 10 s here (every 4 min on Azure: bound 4 min + the "
+                      "run, under 5 min at 10,000 mailboxes, bench.delta)")
 
 
 # ---- running one row -------------------------------------------------------------------------------------

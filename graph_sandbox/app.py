@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import bookings, calendar_events, control, entra, subscriptions
+from . import batching, bookings, calendar_delta, calendar_events, control, entra, silent_removal, subscriptions
 from .calendar_events import Calendars
 from .config import SandboxConfig
 from .entra import Entra
@@ -40,6 +40,7 @@ class Sandbox:
         self.faults = Faults(self)
         self.notifier = Notifier(self)
         self.calendars = Calendars(self)
+        self.delta_tokens = calendar_delta.DeltaTokens()
         self.entra = Entra(self)
         self._default_roles = {a.client_id: list(a.roles) for a in self.config.apps}
         # The HTTPS listener (graph_sandbox.server): Entra's token endpoint as Microsoft's libraries want it.
@@ -58,6 +59,7 @@ class Sandbox:
         self.state.reset()
         self.faults.reset()
         self.notifier.reset()
+        self.delta_tokens.reset()
 
 
 async def _graph_error(request: Request, exc: Exception) -> Response:
@@ -89,7 +91,8 @@ def build_app(sandbox: Sandbox) -> Starlette:
 
     exception_handlers: dict[Any, Any] = {GraphError: _graph_error, HTTPException: _http_error}
     app = Starlette(
-        routes=[*entra.routes, *bookings.routes, *calendar_events.routes, *subscriptions.routes, *control.routes],
+        routes=[*entra.routes, *bookings.routes, *calendar_events.routes, *subscriptions.routes, *control.routes,
+                *silent_removal.routes, *calendar_delta.routes, *batching.routes],
         middleware=[Middleware(GraphGate, sandbox=sandbox)],
         exception_handlers=exception_handlers,
         lifespan=lifespan,

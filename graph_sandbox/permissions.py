@@ -159,6 +159,9 @@ ROUTES: tuple[Route, ...] = (
           call="get_event", note="An earlier revision of the page lists only Calendars.Read."),
     Route("GET", "/users/{user}/calendar/events/{event}", _CALENDAR, (), "event-get", delegated_self=_CALENDAR),
     Route("GET", "/users/{user}/calendarView", _CALENDAR, (), "user-list-calendarview", delegated_self=_CALENDAR),
+    Route("GET", "/users/{user}/calendarView/delta", ("Calendars.Read", "Calendars.ReadBasic", "Calendars.ReadWrite"),
+          (), "event-delta", delegated_self=("Calendars.Read", "Calendars.ReadBasic", "Calendars.ReadWrite"),
+          call="calendar_view_delta"),
     Route("POST", "/subscriptions", _SUBSCRIPTION, _SUBSCRIPTION, "subscription-post-subscriptions",
           denied=_subscription_denied("Create"), call="create_subscription",
           note="The permission of the resource (event: Calendars.Read); write permissions are refused where read "
@@ -175,6 +178,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/subscriptions/{subscription}/reauthorize", _SUBSCRIPTION, _SUBSCRIPTION,
           "subscription-reauthorize", denied=_subscription_denied("Reauthorize"), call="reauthorize_subscription"),
 )
+# JSON batching: the batch itself needs only a Graph token (any permission the sandbox knows); each of its requests
+# is checked as if sent alone (graph_sandbox.batching). The app sends calendar_view_delta rounds this way.
+_EVERY_ROLE = tuple(sorted({p for r in ROUTES for p in r.application}))
+_EVERY_SCOPE = tuple(sorted({p for r in ROUTES for p in (*r.delegated, *r.delegated_self)}))
+ROUTES += (Route("POST", "/$batch", _EVERY_ROLE, _EVERY_SCOPE, "../json-batching",
+                 note="Only a token: each request of the batch is checked on its own."),)
 
 
 def find(method: str, path: str) -> tuple[Route, dict[str, str]] | None:

@@ -21,7 +21,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -36,6 +36,8 @@ else:
     httpx = lazy("httpx")  # shared.adapters.lazy_imports
 
 PREFER_UNKNOWN_ENUMS = "include-unknown-enum-members"
+# Events per page of a delta round (``Prefer: odata.maxpagesize``); Graph does not document a default or maximum.
+DELTA_PAGE_SIZE = 100
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -280,6 +282,48 @@ class Graph:
         items = [a async for a in self.pages(info, counter=counter)]
         return items, len(counter)
 
+    async def calendar_view_delta(self, mailbox: str, link: str = "", start: datetime | None = None,
+                                  end: datetime | None = None) -> tuple[list[dict], str, int]:
+        """A round of ``GET /users/{mailbox}/calendarView/delta``: from ``link`` (a deltaLink) or a new round over
+        [start, end); every page followed. Returns the items (``@removed`` ones included), the round's deltaLink and
+        how many requests it took. A token Graph dropped raises ``GraphError`` 410: start a new round.
+        https://learn.microsoft.com/en-us/graph/api/event-delta"""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+
+        url = link or (f"{self.settings.graph_base_url}/users/{quote(mailbox, safe='@')}/calendarView/delta"
+                       f"?startDateTime={_graph_instant(start)}&endDateTime={_graph_instant(end)}")
+        items: list[dict] = []
+        for requests in range(1, 10_000):
+            info = RequestInformation(Method.GET)
+            info.url = url
+            page = await self.send(info, retry=True, prefer=f"odata.maxpagesize={DELTA_PAGE_SIZE}") or {}
+            items += page.get("value", [])
+            if page.get("@odata.deltaLink"):
+                return items, str(page["@odata.deltaLink"]), requests
+            url = str(page.get("@odata.nextLink") or "")
+            if not url:
+                break
+        raise GraphError(502, "NoDeltaLink", "the delta round ended without an @odata.deltaLink")
+
+    async def batch_get(self, urls: list[str]) -> list[tuple[int, dict, Any]]:
+        """GETs of up to 20 Graph URLs in one ``POST /$batch`` (https://learn.microsoft.com/en-us/graph/json-batching):
+        each answer's status, headers and JSON body, in the order of ``urls``. Graph counts and throttles each request
+        of a batch on its own; a throttled one answers its own 429 here."""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+
+        base = self.settings.graph_base_url
+        requests = [{"id": str(n), "method": "GET", "url": url.removeprefix(base) if url.startswith(base) else url}
+                    for n, url in enumerate(urls)]
+        info = RequestInformation(Method.POST)
+        info.url = f"{base}/$batch"
+        info.set_stream_content(json.dumps({"requests": requests}).encode(), "application/json")
+        answer = await self.send(info, retry=True) or {}
+        by_id = {str(r.get("id")): r for r in answer.get("responses", []) if isinstance(r, dict)}
+        return [(int(by_id.get(str(n), {}).get("status") or 0), by_id.get(str(n), {}).get("headers") or {},
+                 by_id.get(str(n), {}).get("body")) for n in range(len(urls))]
+
     async def get_event(self, mailbox: str, event_id: str) -> dict:
         """A calendar event of the mailbox (notifications name events, not appointments)."""
         info = self.sdk.users.by_user_id(mailbox).events.by_event_id(path_id(event_id)).to_get_request_information()
@@ -361,6 +405,10 @@ class Graph:
         info = self.sdk.me.to_get_request_information()
         info.url = f"{self.settings.graph_base_url}/me?$select={quote(select, safe=',')}"
         return await self.send(info, retry=True)
+
+
+def _graph_instant(moment: datetime | None) -> str:
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 _graphs: PerLoop[Graph] = PerLoop(Graph, stale=lambda graph: graph.settings is not get_settings())

@@ -333,6 +333,10 @@ class Settings:
         "How many days ahead a full resync compares appointments (and catches changes Graph never notified).")
     resync_past_days: int = _setting("RESYNC_PAST_DAYS", "7", _positive_int,
         "How many days back a full resync looks; older appointments leave the snapshot silently.")
+    delta_check_schedule: str = _setting("DELTA_CHECK_SCHEDULE", "0 */4 * * * *", _ncrontab,
+        "NCRONTAB schedule of the delta check: one Graph delta query per mailbox on its calendar view, so a change "
+        "whose notification never came is reconciled within one period plus the run (docs/architecture.md). One "
+        "Graph request per mailbox per run.")
     delivery_retry_hours: float = _setting("DELIVERY_RETRY_HOURS", "24", _positive_number,
         "How long a delivery to a flow is retried (429, 5xx, timeouts), counted from its first attempt, before it"
         " becomes a dead letter. Decimals allowed.")

@@ -52,6 +52,7 @@ SUBSCRIPTION_COUNT = "subscriptionCount"  # live subscriptions (mailboxes with f
 RENEWAL_COUNT = "renewalCount"
 REPAIR_COUNT = "repairCount"
 DELETED_COUNT = "deletedCount"
+MISSING_COUNT = "missingCount"  # subscriptions of the rows that Graph's list lacked (removed without a word)
 ROUTE = "route"  # an HTTP answer's request name: "<METHOD> /api/<route template>", as the requests row's name
 DAYS_LEFT = "daysLeft"  # whole days until a credential expires (negative: expired that many days ago)
 EXPORT = "export"  # a flow export's blob name in the flow-backups container
@@ -125,7 +126,7 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # (earliestExpiresAt, with that subscription's mailbox and subscriptionId). The renewal-heartbeat alert fires
     # when none came for 2 hours or earliestExpiresAt is under 6 hours away. mailbox: the earliest's.
     RENEWAL_SWEEP_COMPLETED: (*_COMMON, SUBSCRIPTION_ID, EARLIEST_EXPIRES_AT, SUBSCRIPTION_COUNT, RENEWAL_COUNT,
-                              REPAIR_COUNT, DELETED_COUNT, DURATION_MS),
+                              REPAIR_COUNT, DELETED_COUNT, MISSING_COUNT, DURATION_MS),
     # Error level. The app answered 5xx (route: the requests row's name, status: the status answered; durationMs).
     # Emitted inside the request's span: same operation_Id as its requests row, when that row is sampled in.
     # The notification-5xx alert counts these. shared/adapters/monitoring.py request_span.

@@ -11,7 +11,7 @@ Message (base64 JSON)::
       ],
       "fullResync": false,                       # true: compare the whole horizon, not just these events
       "baseline": false,                         # true: first sync of a new subscription, emit no events
-      "reason": "notification|missed|subscriptionRemoved|created|timer|cancelled|repair",
+      "reason": "notification|missed|subscriptionRemoved|created|timer|cancelled|repair|delta",
       "receivedAt": "2026-11-25T08:00:00+00:00",
       "correlationId": "…",
       "attempt": 0,                              # optional: how often Graph throttling sent it back already
@@ -73,11 +73,13 @@ class HintBundle(TypedDict):
 
 
 def change_message(mailbox: str, *, subscription_id: str = "", changes: list[Change] | None = None,
-                   full_resync: bool = False, baseline: bool = False, reason: str) -> MailboxChangeMessage:
-    """A hint received now, in the current correlation id."""
+                   full_resync: bool = False, baseline: bool = False, reason: str,
+                   received_at: datetime | None = None) -> MailboxChangeMessage:
+    """A hint received now (or at ``received_at``: when the change it names was made, as the delta check knows
+    it, so that a reconcile that began after it counts it covered), in the current correlation id."""
     return {"version": 1, "mailbox": mailbox, "subscriptionId": subscription_id, "changes": changes or [],
             "fullResync": full_resync, "baseline": baseline, "reason": reason,
-            "receivedAt": datetime.now(UTC).isoformat(), "correlationId": correlation_id()}
+            "receivedAt": (received_at or datetime.now(UTC)).isoformat(), "correlationId": correlation_id()}
 
 
 def full_resync(mailbox: str, reason: str, subscription_id: str = "") -> MailboxChangeMessage:

@@ -20,7 +20,8 @@ it deletes what it created in Graph: no orphan.
 
 The rest of the lifecycle is here too, driven by the renewal worker (``shared.workers.renewal``), which plans
 the sweep and paces the Graph writes: renew (and reauthorize) a subscription, re-create one Graph dropped, repair
-a mailbox whose rows disagree with its flows, and delete the orphans Graph has but no mailbox row knows. Graph's
+a mailbox whose rows disagree with its flows, delete the orphans Graph has but no mailbox row knows, and name the
+subscriptions the rows know but Graph no longer lists (``audit``). Graph's
 refusals reach the worker as ``GraphFailure`` (``shared.services.graph_failures``), which keeps Graph's status.
 """
 
@@ -31,6 +32,7 @@ import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,6 +86,14 @@ def graph_failure(error: GraphError, mailbox: str) -> GraphFailure:
     if error.status == 404:
         return GraphFailure(error, "BookingBusinessNotFound", business=mailbox)
     return GraphFailure(error, "DependencyUnavailable", dependency=f"Microsoft Graph ({error.status} {error.code})")
+
+
+@dataclass
+class GraphAudit:
+    """What comparing Graph's subscriptions with the rows found."""
+
+    orphans_deleted: int = 0
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, subscription id) Graph lacks
 
 
 class Subscriptions:
@@ -292,24 +302,34 @@ class Subscriptions:
         await subscription_rows.delete(record)
 
     async def delete_orphans(self, now: datetime | None = None, known_ids: set[str] | None = None) -> int:
-        """Delete Graph subscriptions that point at this app but that no mailbox row knows; returns how many.
+        """Delete Graph subscriptions that point at this app but that no mailbox row knows; returns how many
+        (``audit`` without the watched subscriptions)."""
+        return (await self.audit(now, known_ids or set(), {})).orphans_deleted
 
-        They appear when an instance dies between Graph creating a subscription and the app recording it.
-        One that is still being created (its mailbox row is 'creating' under a live lease) is left alone.
-        ``known_ids`` (what the sweep's mailbox rows name) spares a storage read per subscription; the
-        others are checked one by one against the index and the mailbox row. ``GraphFailure`` when Graph
-        would not list or delete them.
+    async def audit(self, now: datetime | None, known_ids: set[str], watched: dict[str, str]) -> GraphAudit:
+        """Compare Graph's list of the app's subscriptions with the rows: delete the orphans, name the missing.
+
+        One paged ``GET /subscriptions``: called app-only it lists the subscriptions this app created for any
+        user of the tenant (https://learn.microsoft.com/en-us/graph/api/subscription-list, "Permissions").
+        Orphans (Graph has them, no mailbox row knows them) appear when an instance dies between Graph creating a
+        subscription and the app recording it; one still being created (its row 'creating' under a live lease)
+        is left alone. ``known_ids`` (what the sweep's mailbox rows name) spares a storage read per subscription;
+        the others are checked one by one against the index and the mailbox row. Missing: ``watched`` (id →
+        mailbox: active rows of mailboxes with flows) that Graph does not list, removed without a word (a lost
+        ``subscriptionRemoved``); the caller has them renewed, and a renewal answered 404 re-creates them.
+        ``GraphFailure`` when Graph would not list or delete them.
         """
         now = now or datetime.now(UTC)
         ours = notification_urls()[0]
-        known = known_ids or set()
-        deleted = 0
+        result = GraphAudit()
         try:
             listed = await self.graph.list_subscriptions()
         except GraphError as error:
             raise graph_failure(error, "") from None
+        listed_ids = {graph_sub.get("id") for graph_sub in listed}
+        result.missing = sorted((mailbox, sub_id) for sub_id, mailbox in watched.items() if sub_id not in listed_ids)
         for graph_sub in listed:
-            if graph_sub.get("notificationUrl") != ours or graph_sub.get("id") in known:
+            if graph_sub.get("notificationUrl") != ours or graph_sub.get("id") in known_ids:
                 continue
             mailbox = _mailbox_of(graph_sub.get("resource", ""))
             if await self._still_wanted(graph_sub.get("id", ""), mailbox, now):
@@ -318,10 +338,10 @@ class Subscriptions:
                 await self.graph.delete_subscription(graph_sub["id"])
             except GraphError as error:
                 raise graph_failure(error, mailbox) from None
-            deleted += 1
+            result.orphans_deleted += 1
             log.warning("deleted orphaned Graph subscription %s (%s)", graph_sub["id"], mailbox or "unknown mailbox",
                         extra={"subscriptionId": graph_sub["id"], "mailbox": mailbox})
-        return deleted
+        return result
 
     async def _still_wanted(self, subscription_id: str, mailbox: str, now: datetime) -> bool:
         """Whether a Graph subscription no sweep row names is known after all, or is being created."""

@@ -7,8 +7,13 @@ The sweep (``RENEWAL_SCHEDULE``, default every 30 minutes) does no renewals itse
 through what we know and puts one task per piece of work on ``subscription-tasks``:
 
 - ``renew`` for every subscription expiring within ``RENEWAL_WINDOW_MINUTES``;
-- (itself) deletes Graph subscriptions that point at this app but that no mailbox knows (orphans of a crash;
-  ``Subscriptions.delete_orphans``);
+- (itself) lists Graph's subscriptions once (``Subscriptions.audit``) and deletes those that point at this app
+  but that no mailbox knows (orphans of a crash);
+- ``renew`` for every active subscription of a mailbox with flows that Graph's listing lacks: Graph removed it
+  and its ``subscriptionRemoved`` lifecycle notification was lost. The renewal answers 404 and the worker
+  re-creates it at once (below), so such a mailbox is watched again within one sweep period plus its pacing
+  (30 minutes on the default schedule; its changes meanwhile are found by the delta check or the resync);
+  a subscription Graph merely listed late is renewed early, which is harmless;
 - ``repair`` for every mailbox that has flows but no working subscription (a crash between steps, a
   manual deletion, a stuck 'creating'/'deleting' row whose owner died), and for every subscription row
   left behind by a mailbox that no longer has flows.
@@ -70,6 +75,7 @@ TASKS_PER_MESSAGE = 50  # about 2 s of writes at Graph's rate: far inside any ti
 RETRY_AFTER_ERROR_SECONDS = 30
 THROTTLED_DEFAULT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 900
+MISSING_FROM_GRAPH = "missing from Graph's list"
 
 
 @dataclass
@@ -82,6 +88,8 @@ class SweepReport:
     live: int = 0  # active subscriptions of mailboxes with flows
     earliest: SubscriptionRecord | None = None  # of those, the one that expires first
     earliest_mailbox: str = ""
+    watched: dict[str, str] = field(default_factory=dict)  # id → mailbox: active, with flows, not renewed now
+    missing: int = 0  # of those, how many Graph's listing lacked (renewed to find out: a 404 re-creates)
 
 
 async def plan_sweep(now: datetime | None = None) -> SweepReport:
@@ -111,6 +119,8 @@ async def plan_sweep(now: datetime | None = None) -> SweepReport:
             if record.expiration is None or record.expiration <= horizon:
                 report.tasks.append(task("renew", mailbox, record.subscription_id, "expiring"))
                 report.renewals += 1
+            else:
+                report.watched[record.subscription_id] = mailbox
     for mailbox in sorted(with_flows - rows.keys()):
         report.tasks.append(task("repair", mailbox, "", "flows without a subscription"))
         report.repairs += 1
@@ -142,12 +152,25 @@ async def _sweep(now: datetime | None) -> SweepReport:
     await asyncio.gather(*(put(i) for i in range(0, len(report.tasks), TASKS_PER_MESSAGE)))
     log.info("renewal sweep: %d renewals and %d repairs enqueued over %d s", report.renewals, report.repairs,
              len(report.tasks) // rate)
-    try:
-        report.orphans_deleted = await Subscriptions().delete_orphans(now, report.known_ids)
-    except GraphFailure as error:  # the next sweep tries again; renewals are already on their way
-        log.warning("orphan sweep skipped: Graph %s %s", error.graph_status, error.graph_code)
+    await _audit(report, now)
     heartbeat(report, (asyncio.get_running_loop().time() - started_at) * 1000)
     return report
+
+
+async def _audit(report: SweepReport, now: datetime | None) -> None:
+    """Graph's own list against the rows: delete orphans, renew what Graph lacks (a 404 re-creates it)."""
+    try:
+        audit = await Subscriptions().audit(now, report.known_ids, report.watched)
+    except GraphFailure as error:  # the next sweep tries again; renewals are already on their way
+        log.warning("subscription audit skipped: Graph %s %s", error.graph_status, error.graph_code)
+        return
+    report.orphans_deleted, report.missing = audit.orphans_deleted, len(audit.missing)
+    missing = [task("renew", mailbox, sub_id, MISSING_FROM_GRAPH) for mailbox, sub_id in audit.missing]
+    for mailbox, sub_id in audit.missing:
+        log.warning("subscription %s of %s is not in Graph's list; renewing it (a 404 re-creates it)", sub_id,
+                    mailbox, extra={"mailbox": mailbox, "subscriptionId": sub_id})
+    for first in range(0, len(missing), TASKS_PER_MESSAGE):  # rare and few: paced by the worker only
+        await enqueue_tasks(missing[first:first + TASKS_PER_MESSAGE])
 
 
 def heartbeat(report: SweepReport, duration_ms: float) -> None:
@@ -157,7 +180,7 @@ def heartbeat(report: SweepReport, duration_ms: float) -> None:
     track_event(events.RENEWAL_SWEEP_COMPLETED, mailbox=report.earliest_mailbox or None,
                 subscriptionId=earliest.subscription_id if earliest else None, earliestExpiresAt=expires,
                 subscriptionCount=report.live, renewalCount=report.renewals, repairCount=report.repairs,
-                deletedCount=report.orphans_deleted, durationMs=round(duration_ms))
+                deletedCount=report.orphans_deleted, missingCount=report.missing, durationMs=round(duration_ms))
 
 
 # ---- the worker -----------------------------------------------------------------------------------

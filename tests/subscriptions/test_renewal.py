@@ -261,3 +261,32 @@ async def test_sweep_deletes_orphans_but_not_a_subscription_being_created(app_ho
     assert report.orphans_deleted == 1
     assert {s["id"] for s in sandbox_subscriptions(sandbox)} == {kept.subscription_id}
     assert orphan["id"] not in {s["id"] for s in sandbox_subscriptions(sandbox)}
+
+
+async def test_a_subscription_graph_removed_silently_is_renewed_and_the_404_recreates_it(
+        app_host, sandbox, azurite, monkeypatch) -> None:
+    """Graph removed CLINIC's subscription and the subscriptionRemoved notification never came: the sweep finds
+    it missing from Graph's (paged) list, renews it, and the renewal's 404 re-creates it with a full resync. SALON's
+    subscription, which Graph still lists, is left alone."""
+    await give_flows(CLINIC)
+    await give_flows(SALON)
+    removed = await Subscriptions().ensure(CLINIC)
+    kept = await Subscriptions().ensure(SALON)
+    # Another of the app's subscriptions (not one of ours to audit), and pages of one: the listing takes two pages.
+    sandbox.control("POST", "subscriptions", {"value": [{"mailbox": SALON, "notificationUrl": "https://elsewhere.test/"}]})
+    monkeypatch.setattr(sandbox.sandbox.config, "default_page_size", 1)
+    gone = sandbox.control("DELETE", f"subscriptions/{removed.subscription_id}")
+    assert gone["notified"] is False
+    assert not [n for n in sandbox.notifications() if n.get("kind") == "lifecycle"]
+    report = await sweep_as("cid")
+    assert report.missing == 1 and report.renewals == 0
+    (renewal_task,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
+    assert (renewal_task["action"], renewal_task["mailbox"], renewal_task["subscriptionId"]) == (
+        "renew", CLINIC, removed.subscription_id)
+    assert len([r for r in sandbox.requests() if r["method"] == "GET" and r["path"] == "/v1.0/subscriptions"]) == 2
+    assert await run_task(renewal_task) == "recreated"
+    recreated = (await Subscriptions().get(CLINIC)).subscription_id
+    assert recreated != removed.subscription_id
+    assert {kept.subscription_id, recreated} <= {s["id"] for s in sandbox_subscriptions(sandbox)}
+    assert any(m["fullResync"] and m["mailbox"] == CLINIC for m in queued(azurite, MAILBOX_CHANGES_QUEUE))
+    assert (await sweep_as("cid2")).missing == 0  # the next sweep finds nothing to repair
