@@ -76,6 +76,8 @@ class Route:
 
     @property
     def url(self) -> str:
+        if self.doc.startswith("https://"):  # a concept page, not an API reference page
+            return self.doc
         return f"{DOCS}{self.doc}?view=graph-rest-1.0"
 
 
@@ -182,7 +184,7 @@ ROUTES: tuple[Route, ...] = (
 # is checked as if sent alone (graph_sandbox.batching). The app sends calendar_view_delta rounds this way.
 _EVERY_ROLE = tuple(sorted({p for r in ROUTES for p in r.application}))
 _EVERY_SCOPE = tuple(sorted({p for r in ROUTES for p in (*r.delegated, *r.delegated_self)}))
-ROUTES += (Route("POST", "/$batch", _EVERY_ROLE, _EVERY_SCOPE, "../json-batching",
+ROUTES += (Route("POST", "/$batch", _EVERY_ROLE, _EVERY_SCOPE, "https://learn.microsoft.com/en-us/graph/json-batching",
                  note="Only a token: each request of the batch is checked on its own."),)
 
 
