@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,12 @@ class DueReminder:
     trigger: str
     scheduled_for: datetime
     fire_at: datetime
+    # The keys the row was read under (``due_by``): what deletes it, whatever storage made of its times.
+    stored: tuple[str, str] | None = field(default=None, compare=False)
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return self.stored or (partition(self.fire_at), self.row_key)
 
     @property
     def row_key(self) -> str:
@@ -67,7 +73,7 @@ class DueReminder:
     def from_entity(cls, entity: Any) -> DueReminder:
         return cls(str(entity["Mailbox"]), str(entity["AppointmentId"]), str(entity["FlowId"]),
                    str(entity["Trigger"]), utc(entity["ScheduledFor"]) or datetime.now(UTC),
-                   utc(entity["FireAt"]) or datetime.now(UTC))
+                   utc(entity["FireAt"]) or datetime.now(UTC), (str(entity["PartitionKey"]), str(entity["RowKey"])))
 
 
 def _by_partition(reminders: Iterable[DueReminder]) -> list[list[DueReminder]]:
@@ -101,7 +107,7 @@ async def delete(reminders: Iterable[DueReminder]) -> None:
 
     async def one(reminder: DueReminder) -> None:
         try:
-            await table.delete_entity(partition(reminder.fire_at), reminder.row_key)
+            await table.delete_entity(*reminder.keys)
         except ResourceNotFoundError:
             pass
 

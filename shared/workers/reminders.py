@@ -77,9 +77,7 @@ async def run() -> Counter[str]:
             try:
                 outcomes[await fire(row, reader)] += 1
             except Exception:
-                log.exception("reminder %s of flow %s (appointment %s) failed; the next run tries again",
-                              iso(row.scheduled_for), row.flow_id, row.appointment_id)
-                outcomes["failed"] += 1
+                outcomes[await _failed(row)] += 1
 
     started = time.monotonic()
     await asyncio.gather(*(one(row) for row in rows))
@@ -134,8 +132,7 @@ async def _payload(reader: Bookings, appointment: dict[str, Any], row: DueRemind
 async def _graph_failed(row: DueReminder, error: GraphFailure) -> str:
     """Graph did not answer the read: the row stays for the next run, unless it has been failing for longer
     than deliveries are retried."""
-    too_old = datetime.now(UTC) - row.scheduled_for > timedelta(hours=get_settings().delivery_retry_hours)
-    if too_old and not error.unreachable_or_throttled:
+    if _too_old(row) and not error.unreachable_or_throttled:
         log.error("reminder %s of flow %s (appointment %s of %s) given up: Graph kept refusing the read (%s %s)",
                   iso(row.scheduled_for), row.flow_id, row.appointment_id, row.mailbox, error.graph_status,
                   error.graph_code, extra={"mailbox": row.mailbox})
@@ -143,6 +140,26 @@ async def _graph_failed(row: DueReminder, error: GraphFailure) -> str:
     log.warning("reminder %s of flow %s: Graph %s %s; the next run tries again", iso(row.scheduled_for),
                 row.flow_id, error.graph_status, error.graph_code, extra={"mailbox": row.mailbox})
     return "later"
+
+
+def _too_old(row: DueReminder) -> bool:
+    """Failing for longer than a delivery is retried: nothing unrecoverable is retried forever."""
+    return datetime.now(UTC) - row.scheduled_for > timedelta(hours=get_settings().delivery_retry_hours)
+
+
+async def _failed(row: DueReminder) -> str:
+    """Firing the row raised (storage, or an appointment the app cannot map): the next run tries again; a row
+    failing that long is given up, loudly."""
+    if _too_old(row):
+        log.exception("reminder %s of flow %s (appointment %s of %s) given up: it kept failing",
+                      iso(row.scheduled_for), row.flow_id, row.appointment_id, row.mailbox)
+        try:
+            return await _done(row, "given up")
+        except Exception:
+            return "failed"
+    log.exception("reminder %s of flow %s (appointment %s) failed; the next run tries again",
+                  iso(row.scheduled_for), row.flow_id, row.appointment_id)
+    return "failed"
 
 
 async def _done(row: DueReminder, outcome: str) -> str:
