@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 FIRE_CONCURRENCY = 16
 MAX_PER_RUN = 5_000  # a backlog (after an outage) is worked off over several runs, earliest minutes first
 LOOKAHEAD_CAP = timedelta(minutes=5)
+# Within a run the range is read again this often, for rows written after the run began that are due before the
+# next one (a booking a minute before its instant, one fired at once by the late rule): they wait seconds, not a
+# period. 6 queries a minute instead of 1, each returning only what is due.
+REREAD_SECONDS = 10.0
 CHANGE_TYPES = {"AppointmentStarting": "Starting", "AppointmentEnded": "Ended"}
 
 
@@ -60,10 +64,10 @@ def lookahead(now: datetime) -> timedelta:
 
 
 async def run() -> Counter[str]:
-    """One timer run: fire every row due now or within ``lookahead``. Returns what happened to each row."""
+    """One timer run: fire every row due now or within ``lookahead`` (the range read every ``REREAD_SECONDS``
+    until then). Returns what happened to each row."""
     now = datetime.now(UTC)
     horizon = now + lookahead(now)
-    rows = await due_by(horizon, MAX_PER_RUN)
     outcomes: Counter[str] = Counter()
     limit = asyncio.Semaphore(FIRE_CONCURRENCY)
     readers: dict[str, Bookings] = {}
@@ -80,9 +84,21 @@ async def run() -> Counter[str]:
                 outcomes[await _failed(row)] += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(one(row) for row in rows))
-    if rows:
-        log.info("reminders: %d row(s) due by %s in %.1f s: %s", len(rows), iso(horizon), time.monotonic() - started,
+    seen: set[tuple[str, str]] = set()  # rows taken by this run (one a Graph failure left is for the next run)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        while True:
+            for row in await due_by(horizon, MAX_PER_RUN):
+                if row.keys not in seen and len(seen) < MAX_PER_RUN:
+                    seen.add(row.keys)
+                    tasks.append(asyncio.ensure_future(one(row)))
+            if (horizon - datetime.now(UTC)).total_seconds() <= REREAD_SECONDS:
+                break
+            await asyncio.sleep(REREAD_SECONDS)
+    finally:  # storage failing a re-read: what was taken still fires
+        await asyncio.gather(*tasks)
+    if seen:
+        log.info("reminders: %d row(s) due by %s in %.1f s: %s", len(seen), iso(horizon), time.monotonic() - started,
                  dict(outcomes))
     return outcomes
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.settings import reset_settings_cache
 from shared.records import reminders as due_index
 from shared.records.flows import FlowRegistry
 from shared.records.mailbox import mailbox_table
@@ -30,6 +31,13 @@ async def due_rows() -> list[DueReminder]:
 
 def graph_time(text: str) -> datetime:
     return datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def fast_timer(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timer every 2 s: a run fires what is due within 2 s (the shipped minute would hold each run a minute)."""
+    monkeypatch.setenv("REMINDER_SCHEDULE", "*/2 * * * * *")
+    reset_settings_cache()
 
 
 @pytest.fixture
@@ -131,3 +139,19 @@ async def test_the_late_rule(clean_env) -> None:
     assert scheduling.due_reminder(old_ended, "a", (now - timedelta(minutes=30), now), later) is None
     ahead = scheduling.due_reminder(old_ended, "a", (now, now + timedelta(minutes=30)), later)
     assert ahead is not None and ahead.fire_at == ahead.scheduled_for == now + timedelta(minutes=30)
+
+
+async def test_a_row_written_during_a_run_fires_in_that_run(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row written after the run began and due before the next one (a booking just before its instant, the late
+    rule's at-once rows) is found by the run's re-reads: seconds late, not a period."""
+    import asyncio
+
+    monkeypatch.setenv("REMINDER_SCHEDULE", "*/3 * * * * *")
+    reset_settings_cache()
+    monkeypatch.setattr(timer, "REREAD_SECONDS", 0.5)
+    running = asyncio.ensure_future(timer.run())
+    await asyncio.sleep(1.0)
+    now = datetime.now(UTC)
+    await due_index.put([DueReminder(CLINIC, "a", "no-such-flow", "AppointmentStarting", now, now)])
+    outcomes = await running
+    assert outcomes["flow removed"] == 1 and await due_rows() == []
