@@ -41,26 +41,30 @@ from testing.receiver import Receiver
 
 OFFSET_MINUTES = 5
 SPREAD = timedelta(days=7)
-SEED_CONCURRENCY = 16
 OTHER_TIMERS = ("renew_subscriptions", "resync_mailboxes", "sweep_outbox", "measure_queues", "refresh_directory",
                 "export_flows", "check_credential_expiry")
 
 
 async def _seed(first: int, count: int, appointments: int, now: datetime) -> int:
-    """Not-due rows of mailboxes ``first``..``first + count`` (their instants 10 minutes to 7 days away)."""
+    """Not-due rows of mailboxes ``first``..``first + count``, ``appointments`` each, their instants spread evenly
+    over the minutes from 10 minutes to 7 days away (as many bookings as a week holds land in each minute's
+    partition; written a few hundred minutes at a time, one transaction per minute)."""
     from shared.records.reminders import DueReminder, put
 
+    total = count * appointments
+    minutes = int(SPREAD.total_seconds() // 60)
     rng = random.Random(first)
-    written = 0
-    for start in range(first, first + count, 200):  # 200 mailboxes at a time keep memory small
-        rows = []
-        for m in range(start, min(first + count, start + 200)):
-            flow = str(uuid.UUID(int=rng.getrandbits(128)))
-            for a in range(appointments):
-                instant = now + timedelta(minutes=10) + SPREAD * rng.random()
-                rows.append(DueReminder(f"tenant-{m}@contoso.test", f"appt-{m}-{a}", flow, "AppointmentStarting",
-                                        instant, instant))
-        written += await put(rows)
+    flows = {m: str(uuid.UUID(int=rng.getrandbits(128))) for m in range(first, first + count)}
+    written, rows = 0, []
+    for n in range(total):
+        m, a = first + n % count, n // count
+        minute = n * minutes // total
+        instant = now.replace(second=0, microsecond=0) + timedelta(minutes=10 + minute, seconds=rng.randrange(60))
+        rows.append(DueReminder(f"tenant-{m}@contoso.test", f"appt-{m}-{a}", flows[m], "AppointmentStarting",
+                                instant, instant))
+        if len(rows) >= 20_000 or n == total - 1:
+            written += await put(rows)
+            rows = []
     return written
 
 
@@ -85,7 +89,7 @@ def _seed_rows(s: Stack, first: int, count: int, appointments: int) -> float:
 
 
 def _sample(s: Stack, host: Any, meter: StorageMeter, receiver: Receiver, phase: str, mailboxes: int,
-            appointments: int) -> dict[str, Any]:
+            appointments: int, lead: float, spread: float) -> dict[str, Any]:
     """Flows and bookings in the sample mailboxes, then the deliveries and what they cost."""
     sb = s.sandbox
     assert sb is not None
@@ -104,9 +108,9 @@ def _sample(s: Stack, host: Any, meter: StorageMeter, receiver: Receiver, phase:
         time.sleep(0.2)
     graph = httpx.Client(base_url=f"{sb.graph_url}/solutions/bookingBusinesses", headers=sb.graph_headers(),
                          timeout=60, trust_env=False)
-    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=75)
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead)
     total = mailboxes * appointments
-    instants = [first + timedelta(seconds=120 * n / total) for n in range(total)]
+    instants = [first + timedelta(seconds=spread * n / total) for n in range(total)]
     for n, instant in enumerate(instants):
         m = names[n % mailboxes]
         service = next(x["id"] for x in graph.get(f"/{m}/services").json()["value"] if x["maximumAttendeesCount"] == 1)
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratio", type=int, default=10, help="large phase's not-due rows over the small one's")
     parser.add_argument("--sample-mailboxes", type=int, default=20)
     parser.add_argument("--sample-appointments", type=int, default=10, help="due appointments per sample mailbox")
+    parser.add_argument("--lead", type=float, default=75.0, help="seconds from the bookings to the first instant")
+    parser.add_argument("--spread", type=float, default=120.0, help="seconds the instants are spread over")
     args = parser.parse_args(argv)
     small = args.mailboxes // args.ratio
     results: dict[str, dict[str, Any]] = {}
@@ -168,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds = _seed_rows(s, already, upto - already, args.appointments)
             print(f"{phase}: seeded {(upto - already) * args.appointments:,} not-due rows in {seconds:.0f} s; "
                   f"{args.sample_mailboxes} × {args.sample_appointments} due through the product", flush=True)
-            results[phase] = _sample(s, host, meter, receiver, phase, args.sample_mailboxes, args.sample_appointments)
+            results[phase] = _sample(s, host, meter, receiver, phase, args.sample_mailboxes, args.sample_appointments,
+                                     args.lead, args.spread)
     small_cost, large_cost = _per_event(results["small"]), _per_event(results["large"])
     rows = []
     for phase, not_due in (("small", small * args.appointments), ("large", args.mailboxes * args.appointments)):

@@ -155,3 +155,15 @@ async def test_a_row_written_during_a_run_fires_in_that_run(clean_env, monkeypat
     await due_index.put([DueReminder(CLINIC, "a", "no-such-flow", "AppointmentStarting", now, now)])
     outcomes = await running
     assert outcomes["flow removed"] == 1 and await due_rows() == []
+
+
+async def test_a_test_event_of_a_time_relative_flow_says_when_it_was_due(clean_env) -> None:
+    from shared.records import outbox
+    from shared.services import test_events
+
+    flow = await FlowRegistry.default().register(CLINIC, "AppointmentStarting", "http://127.0.0.1:9/s",
+                                                 created_by_oid="o", created_by_upn="u", offset_minutes=90)
+    payload = outbox.read_payload(await outbox.get(CLINIC, await test_events.send(CLINIC, flow)))
+    start = datetime.fromisoformat(payload["StartTime"].replace("Z", "+00:00"))
+    assert payload["IsTest"] is True
+    assert payload["ScheduledFor"] == (start - timedelta(minutes=90)).isoformat().replace("+00:00", "Z")
