@@ -35,6 +35,7 @@ from shared.workers import (
     poison,
     queue_metrics,
     reconcile,
+    reminders,
     renewal,
     resync,
 )
@@ -194,6 +195,12 @@ async def subscription_tasks_poison(msg: func.QueueMessage) -> None:
 @app.timer_trigger(schedule="%OUTBOX_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
 async def sweep_outbox(timer: func.TimerRequest) -> None:
     await outbox_sweep.sweep_outbox()
+
+
+# The time-relative triggers (about to start, has ended): what is due until the next run, each at its instant.
+@app.timer_trigger(schedule="%REMINDER_SCHEDULE%", arg_name="timer", run_on_startup=False)
+async def fire_reminders(timer: func.TimerRequest) -> None:
+    await reminders.run()
 
 
 @app.timer_trigger(schedule="%RESYNC_SCHEDULE%", arg_name="timer", run_on_startup=False)

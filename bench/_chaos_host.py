@@ -12,6 +12,8 @@ before_commit  a reconcile read Graph and computed its events, but wrote nothing
 after_commit   the snapshot and the outbox rows are committed, the fan-out has not started
 after_enqueue  a delivery message was queued; its outbox row is not marked ``fannedOut`` yet
 after_post     a flow answered a delivery 2xx; the queue message is not settled yet
+reminder_event a reminder's outbox event is created, its fan-out has not started (time-relative triggers)
+reminder_done  a reminder was fired (or found stale); its due row is not deleted yet
 ============== =====================================================================================
 
 ``CHAOS_RECONCILE_LEASE_SECONDS`` scales the reconcile lease down (the app's is 60 s), so that Graph latency
@@ -33,7 +35,7 @@ from typing import Any
 
 from devhost.host import main
 
-POINTS = ("before_commit", "after_commit", "after_enqueue", "after_post")
+POINTS = ("before_commit", "after_commit", "after_enqueue", "after_post", "reminder_event", "reminder_done")
 
 
 def parse_points(text: str) -> dict[str, float]:
@@ -75,6 +77,7 @@ def install(points: dict[str, float], lease_seconds: float | None, stale_pending
     # The app's modules, imported before function_app so that its imports find the wrapped functions.
     from shared.messages import deliveries
     from shared.workers import delivery, outbox_sweep, reconcile
+    from shared.workers import reminders as reminder_timer
 
     if flow_cache_seconds is not None:
         from cachetools import TTLCache
@@ -93,6 +96,10 @@ def install(points: dict[str, float], lease_seconds: float | None, stale_pending
         reconcile.fan_out = _before(points, "after_commit", reconcile.fan_out)
     if "after_enqueue" in points:
         deliveries.enqueue = _after(points, "after_enqueue", deliveries.enqueue)
+    if "reminder_event" in points:
+        reminder_timer.fan_out = _before(points, "reminder_event", reminder_timer.fan_out)
+    if "reminder_done" in points:
+        reminder_timer._done = _before(points, "reminder_done", reminder_timer._done)
     if "after_post" in points:
         delivery.post = _after(points, "after_post", delivery.post,
                                when=lambda attempt: attempt.outcome == "delivered")

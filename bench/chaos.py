@@ -808,7 +808,7 @@ def _account(run: Run, fault: Fault) -> Row:
 def run(names: list[str] | None, mailbox_count: int, window: float, drain: float,
         echo: Callable[[str], None] = print) -> list[Row]:
     classes = faults(lambda: window)
-    known = {f.name for f in classes}
+    known = {f.name for f in classes} | {f.name for f in reminder_faults(lambda: window)}
     unknown = set(names or []) - known
     if unknown:
         raise SystemExit(f"unknown fault class(es): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -821,6 +821,7 @@ def run(names: list[str] | None, mailbox_count: int, window: float, drain: float
         rows.append(row)
         echo(f"  {fault.name}: {row.delivered}/{row.expected} delivered, {row.lost} lost, {row.new_key} new-key "
              f"duplicates, {row.poison_left} in poison ({time.monotonic() - started:.0f} s)")
+    rows += run_reminder_rows(names, mailbox_count, window, drain, echo)  # the time-relative triggers' rows
     return rows
 
 
@@ -849,6 +850,189 @@ def main(argv: list[str] | None = None) -> None:
     print_rows(rows)
     if not all(r.clean for r in rows):
         raise SystemExit(1)
+
+
+# ---- the time-relative triggers' rows (about to start, has ended) -----------------------------------------
+# Their own workload and accounting over the same stack, host, receiver and tally. Per mailbox: flows *about
+# to start* ×2 (5 minutes before) and *has ended* ×1 (at the end), registered first; then 3 appointments
+# starting 5 minutes and a few seconds after instants spread over the window, and 1 ending at such an instant.
+# In the window one of the three is moved to a later instant (its flows must get the new time only: a delivery
+# at the old time would be a second key for the same appointment) and one is cancelled before its instant (a
+# delivery would be "unexpected"). A row's max delay is the lateness after the instant. The timer runs every 5 s
+# here (every minute on Azure; each run fires what is due until the next, each at its instant).
+
+REMINDER_FLOWS = (("AppointmentStarting", 5), ("AppointmentStarting", 5), ("AppointmentEnded", 0))
+REMINDER_STEPS = (0.15, 0.35, 0.55, 0.45)  # instants (fractions of the window) of appointments 0-2 and the ending
+
+
+@dataclass
+class ReminderFault:
+    name: str
+    description: str
+    start: Callable[[Run], None] = lambda run: None
+    tick: Callable[[Run, float], None] = lambda run, elapsed: None
+    stop: Callable[[Run], None] = lambda run: None
+    persistent_storage: bool = False
+    note: str = ""
+
+
+def reminder_faults(window: Callable[[], float]) -> list[ReminderFault]:
+    kills = tuple(sorted(random.uniform(0.1, 0.9) for _ in range(3)))
+    return [
+        ReminderFault("reminders-none", "time-relative triggers, no fault: their reference row"),
+        ReminderFault("reminders-host-kill", "host SIGKILLed at random moments around the instants and at kill "
+                      "points (reminder event created, before its fan-out; fired, due row not deleted; after a 2xx)",
+                      start=lambda run: run.arm_kill_points("reminder_event:0.25,reminder_done:0.25,after_post:0.1"),
+                      tick=_at_moments(kills, window, lambda run: run.kill_host()),
+                      note="queue lease 10 s (10 min on Azure); outbox sweep every 10 s (5 min)"),
+        ReminderFault("reminders-storage-restart", "Azurite stopped and back 3 s later, twice, across the instants",
+                      tick=_at_moments((0.3, 0.5), window, _restart_storage), persistent_storage=True),
+        ReminderFault("reminders-graph-503", "every Graph GET answers 503 Retry-After: 10 from the window's start to "
+                      "60% of it, across the first instants",
+                      start=_graph_storm(503), tick=_at_moments((0.6,), window, _clear_faults), stop=_clear_faults),
+    ]
+
+
+def _at_instant(run: Run, began: float, fraction: float, window: float) -> tuple[datetime, float]:
+    """The wall-clock instant ``fraction`` into the window (whole seconds) and its monotonic twin."""
+    instant = (datetime.now(UTC) + timedelta(seconds=began + fraction * window - time.monotonic())).replace(
+        microsecond=0)
+    return instant, time.monotonic() + (instant - datetime.now(UTC)).total_seconds()
+
+
+def _reminder_expect(run: Run, mailbox: str, trigger: str, appointment: dict[str, Any], start: datetime,
+                     due: float) -> None:
+    for flow in run.flows:
+        if flow.mailbox == mailbox and flow.trigger == trigger:
+            run.expectations.append(Expectation(flow.name, trigger, appointment["id"],
+                                                start.replace(tzinfo=None).isoformat() + "Z", due))
+
+
+def _reminder_book(run: Run, mailbox: str, start: datetime, minutes: int = 30) -> dict[str, Any]:
+    assert run.graph is not None
+    body = {"serviceId": run.services[mailbox][0], **Run._times(start, minutes),
+            "customers": [{"@odata.type": "#microsoft.graph.bookingCustomerInformation", "name": "Chaos Reminder",
+                           "emailAddress": "chaos.reminder@example.test"}]}
+    r = run.graph.post(f"/{mailbox}/appointments", json=body)
+    r.raise_for_status()
+    run.changes += 1
+    return dict(r.json())
+
+
+def _reminder_workload(run: Run, began: float, window: float) -> list[tuple[float, Callable[[], None]]]:
+    """Book now; return the window's changes (when, what): a move to a later instant, a cancellation."""
+    before = timedelta(minutes=5)
+    changes: list[tuple[float, Callable[[], None]]] = []
+    for m in run.mailboxes:
+        booked = []
+        for fraction in REMINDER_STEPS[:3]:
+            instant, due = _at_instant(run, began, fraction, window)
+            booked.append((_reminder_book(run, m, instant + before), instant, due))
+        kept, instant, due = booked[2]  # [0] is moved, [1] cancelled, [2] stays
+        _reminder_expect(run, m, "AppointmentStarting", kept, instant + before, due)
+        moved_to, moved_due = _at_instant(run, began, 0.75, window)
+
+        def move(m: str = m, appointment: dict[str, Any] = booked[0][0], to: datetime = moved_to,
+                 due: float = moved_due) -> None:
+            assert run.graph is not None
+            run.graph.patch(f"/{m}/appointments/{quote(appointment['id'], safe='')}",
+                            json=Run._times(to + before)).raise_for_status()
+            run.changes += 1
+            _reminder_expect(run, m, "AppointmentStarting", appointment, to + before, due)
+
+        def cancel(m: str = m, appointment: dict[str, Any] = booked[1][0]) -> None:
+            assert run.graph is not None
+            run.graph.post(f"/{m}/appointments/{quote(appointment['id'], safe='')}/cancel",
+                           json={"cancellationMessage": "Chaos cancelled it."}).raise_for_status()
+            run.changes += 1
+
+        changes += [(0.05, move), (0.08, cancel)]
+        end, due = _at_instant(run, began, REMINDER_STEPS[3], window)
+        ending = _reminder_book(run, m, end - timedelta(minutes=30))
+        _reminder_expect(run, m, "AppointmentEnded", ending, end - timedelta(minutes=30), due)
+    return sorted(changes, key=lambda change: change[0])
+
+
+def _reminder_rows_due(run: Run) -> int:
+    """Due rows whose instant has passed: what the timer still owes."""
+    now = datetime.now(UTC)
+    with TableClient.from_connection_string(run.stack.connection_string, MAILBOX_TABLE) as table:
+        return sum(1 for _ in table.query_entities(
+            "PartitionKey ge '~due:' and PartitionKey lt '~due;' and FireAt le @now", parameters={"now": now},
+            select=["FireAt"]))
+
+
+def run_reminder_fault(fault: ReminderFault, mailbox_count: int, window: float, drain: float) -> Row:
+    mailboxes = [f"chaos-{i}@contoso.test" for i in range(mailbox_count)]
+    host_env = {**disabled("renew_subscriptions", "resync_mailboxes"), "OUTBOX_SWEEP_SCHEDULE": "*/10 * * * * *",
+                "CHAOS_STALE_PENDING_SECONDS": "15", "DEVHOST_QUEUE_LEASE_SECONDS": "10",
+                "REMINDER_SCHEDULE": "*/5 * * * * *"}
+    with stack(persistent=fault.persistent_storage) as s, Receiver() as receiver:
+        run = Run(s, receiver, mailboxes, host_env)
+        sb = s.sandbox
+        assert sb is not None
+        sb.clone_businesses(mailboxes)
+        run.graph = httpx.Client(base_url=f"{sb.graph_url}/solutions/bookingBusinesses", headers=sb.graph_headers(),
+                                 timeout=60, trust_env=False)
+        for m in mailboxes:
+            listed = run.graph.get(f"/{m}/services").json()["value"]
+            run.services[m] = (next(x["id"] for x in listed if x["maximumAttendeesCount"] == 1), "")
+        run.start_host()
+        admin = {"Authorization": f"Bearer {sb.user_token(ADMIN)}"}
+        for m in mailboxes:
+            for index, (trigger, offset) in enumerate(REMINDER_FLOWS):
+                flow = Flow(f"{m.split('@')[0]}-r{index}", m, trigger)
+                r = httpx.post(webhook_url(run.host.url, m, trigger), headers=admin, timeout=60,
+                               json={**flow_body(receiver.url(flow.name), trigger), "offsetMinutes": offset})
+                r.raise_for_status()
+                run.flows.append(flow)
+        _wait(lambda: all(f"reconcile {m}: reconciled" in run.host.log for m in mailboxes), 90, run,
+              "the baseline reconcile of every mailbox")
+        time.sleep(1.5)  # every instant after the flows' registration, in whole seconds
+        began = time.monotonic() + 5  # the bookings and their reconciles first
+        changes = _reminder_workload(run, began, window)
+        while time.monotonic() < began:
+            run.supervise()
+            time.sleep(0.05)
+        fault.start(run)
+        while (elapsed := time.monotonic() - began) < window:
+            while changes and changes[0][0] * window <= elapsed:
+                changes.pop(0)[1]()
+            fault.tick(run, elapsed)
+            run.supervise()
+            time.sleep(0.05)
+        fault.stop(run)
+
+        def quiet() -> bool:
+            return not run.unmet() and not any(run.queue_lengths().values()) and run.pending_outbox_rows() == 0 \
+                and _reminder_rows_due(run) == 0
+
+        if not _wait(quiet, drain, run, None):
+            run.notes.append(f"not quiet {drain:g} s after the fault ended")
+        time.sleep(6)  # a late repeat, or an old instant firing after all, is counted too
+        run.supervise()
+        row = _account(run, Fault(fault.name, fault.description, note=fault.note))
+        run.graph.close()
+        if run.host.process is not None:
+            run.host.stop()
+        return row
+
+
+def run_reminder_rows(names: list[str] | None, mailbox_count: int, window: float, drain: float,
+                      echo: Callable[[str], None] = print) -> list[Row]:
+    rows = []
+    for fault in reminder_faults(lambda: window):
+        if names and fault.name not in names and fault.name != "reminders-none":
+            continue
+        if names and not any(n.startswith("reminders-") for n in names):
+            continue
+        started = time.monotonic()
+        row = run_reminder_fault(fault, mailbox_count, window, drain)
+        rows.append(row)
+        echo(f"  {fault.name}: {row.delivered}/{row.expected} delivered, {row.lost} lost, {row.new_key} new-key "
+             f"duplicates, {row.unexpected} unexpected, {row.poison_left} in poison "
+             f"({time.monotonic() - started:.0f} s)")
+    return rows
 
 
 if __name__ == "__main__":

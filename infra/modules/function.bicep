@@ -112,6 +112,7 @@ var appSettings = {
   DELIVERY_LOG_RETENTION_DAYS: '7'
   OUTBOX_SWEEP_SCHEDULE: '0 */5 * * * *'
   QUEUE_METRICS_SCHEDULE: '0 */5 * * * *'
+  REMINDER_SCHEDULE: '0 * * * * *'
   DIRECTORY_REFRESH_SCHEDULE: '0 */10 * * * *'
   // Recorded by scripts/connector-secret.sh (azd env); the app warns from 30 days before.
   CONNECTOR_CREDENTIAL_EXPIRES_AT: connectorCredentialExpiresAt

@@ -352,6 +352,10 @@ class Settings:
     outbox_sweep_schedule: str = _setting("OUTBOX_SWEEP_SCHEDULE", "0 */5 * * * *", _ncrontab,
         "NCRONTAB schedule of the outbox sweep: hands events left pending by a crash to their flows, and prunes "
         "delivered ones.")
+    reminder_schedule: str = _setting("REMINDER_SCHEDULE", "0 * * * * *", _ncrontab,
+        "NCRONTAB schedule of the time-relative triggers' timer (about to start, has ended). Each run fires what is "
+        "due until the next run, each at its instant; every minute as on Azure by default (tests run it every few "
+        "seconds).")
     directory_refresh_schedule: str = _setting("DIRECTORY_REFRESH_SCHEDULE", "0 */10 * * * *", _ncrontab,
         "NCRONTAB schedule of the directory refresh: every business's administrators re-read for the connector's "
         "business dropdown. A staff change reaches the dropdown within one period plus one run (docs/api.md).")

@@ -60,9 +60,9 @@ from shared.contracts import events
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import administered_mailbox, parse_mailbox, require_administrator
 from shared.endpoints.http import by_method, empty_response, endpoint, json_object, json_response
-from shared.records.flows import TRIGGERS, FlowLimitReached, FlowRegistry, TooManyConcurrentChanges
+from shared.records.flows import OFFSET_RANGES, TRIGGERS, FlowLimitReached, FlowRegistry, TooManyConcurrentChanges
 from shared.records.mailbox import iso
-from shared.services import bookings_directory, subscriptions
+from shared.services import bookings_directory, reminders, subscriptions
 from shared.services.appointments import Appointments
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,27 @@ class RegistrationRequest:
     # The trigger's optional filters (ours): only appointments of these services / staff members.
     service_ids: tuple[str, ...] = ()
     staff_member_ids: tuple[str, ...] = ()
+    offset_minutes: int | None = None  # the time-relative triggers' offset (OFFSET_RANGES)
 
 
 MAX_FILTER_IDS = 20
+
+
+def _offset(value: Any, trigger: str) -> int | None:
+    """The offset of a time-relative trigger (minutes; a whole number, or its text), within its range; None for
+    the other triggers, which take none. *Has ended* without one: at the end (0)."""
+    if trigger not in OFFSET_RANGES:
+        return None
+    low, high = OFFSET_RANGES[trigger]
+    if value is None or value == "":
+        if low > 0:
+            raise ApiError("InvalidRequest", reason=f"offsetMinutes is required for {trigger} ({low} to {high})")
+        value = low
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ApiError("InvalidRequest", reason=f"offsetMinutes must be a whole number from {low} to {high}")
+    return value
 
 
 def _filter_ids(value: Any, name: str) -> tuple[str, ...]:
@@ -149,7 +167,8 @@ def parse_registration_body(body: bytes, trigger: str) -> RegistrationRequest:
         notification_url=url,
         service_ids=_filter_ids(_field(fields, "serviceId", "serviceIds", "service_id"), "serviceId"),
         staff_member_ids=_filter_ids(_field(fields, "staffMemberId", "staffMemberIds", "staff_member_id"),
-                                     "staffMemberId"))
+                                     "staffMemberId"),
+        offset_minutes=_offset(_field(fields, "offsetMinutes", "offset_minutes"), trigger))
 
 
 async def check_filters(mailbox: str, body: RegistrationRequest) -> None:
@@ -212,9 +231,11 @@ async def _register(req: func.HttpRequest) -> func.HttpResponse:
     registry = FlowRegistry.default()
     with _answering_refusals(mailbox, trigger):
         flow = await registry.register(mailbox, trigger, url, created_by_oid=caller.oid, created_by_upn=caller.upn,
-                                       service_ids=body.service_ids, staff_member_ids=body.staff_member_ids)
+                                       service_ids=body.service_ids, staff_member_ids=body.staff_member_ids,
+                                       offset_minutes=body.offset_minutes)
     try:
         await subscriptions.ensure(mailbox)
+        await reminders.schedule_flow(flow)  # a time-relative trigger: the appointments already known
     except Exception:
         # Nothing half-made stays behind: without its subscription the flow would never fire.
         try:

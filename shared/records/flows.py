@@ -76,12 +76,20 @@ TRIGGERS: dict[str, str] = {
     "AppointmentCreated": "Created",
     "AppointmentUpdated": "Updated",
     "AppointmentDeleted": "Deleted",
+    # The time-relative triggers (shared.services.reminders): each flow carries its offset in minutes.
+    "AppointmentStarting": "Starting",
+    "AppointmentEnded": "Ended",
 }
+# Offset range (minutes) of each time-relative trigger: 5 minutes to 7 days before the start; 0 to 7 days after
+# the end.
+OFFSET_RANGES: dict[str, tuple[int, int]] = {"AppointmentStarting": (5, 10_080), "AppointmentEnded": (0, 10_080)}
 
 # What a flow maker calls each trigger (the connector's summaries), for the flows' listing.
 TRIGGER_TITLES = {"AppointmentCreated": "When an appointment is created",
                   "AppointmentUpdated": "When an appointment is updated",
-                  "AppointmentDeleted": "When an appointment is cancelled"}
+                  "AppointmentDeleted": "When an appointment is cancelled",
+                  "AppointmentStarting": "When an appointment is about to start",
+                  "AppointmentEnded": "When an appointment has ended"}
 
 QUOTA_ROW = "quota"
 FLOW_PREFIX = "flow:"
@@ -111,6 +119,7 @@ class FlowListing(TypedDict):
     serviceIds: list[str]
     staffMemberIds: list[str]
     displayName: str
+    offsetMinutes: int | None  # the time-relative triggers' offset; None for the others
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,8 @@ class Flow:
     # The trigger's optional filters: only events of these services / staff members reach it (empty: all).
     service_ids: tuple[str, ...] = ()
     staff_member_ids: tuple[str, ...] = ()
+    # A time-relative trigger's offset (minutes before the start, or after the end); None for the others.
+    offset_minutes: int | None = None
 
     @property
     def row_key(self) -> str:
@@ -157,6 +168,7 @@ class Flow:
             "serviceIds": list(self.service_ids), "staffMemberIds": list(self.staff_member_ids),
             "displayName": f"{TRIGGER_TITLES.get(self.trigger, self.trigger)} · {self.created_by_upn} · "
                            f"{iso(self.created)[:16].replace('T', ' ')}",
+            "offsetMinutes": self.offset_minutes,
         }
 
     def entity(self) -> dict[str, Any]:
@@ -171,6 +183,8 @@ class Flow:
             entity["ServiceFilter"] = ",".join(self.service_ids)
         if self.staff_member_ids:
             entity["StaffFilter"] = ",".join(self.staff_member_ids)
+        if self.offset_minutes is not None:
+            entity["OffsetMinutes"] = self.offset_minutes
         return entity
 
     @classmethod
@@ -185,6 +199,7 @@ class Flow:
             last_delivery=utc(entity.get("LastDeliveryDateTime")),
             service_ids=tuple(i for i in str(entity.get("ServiceFilter") or "").split(",") if i),
             staff_member_ids=tuple(i for i in str(entity.get("StaffFilter") or "").split(",") if i),
+            offset_minutes=int(entity["OffsetMinutes"]) if entity.get("OffsetMinutes") is not None else None,
         )
 
 
@@ -270,13 +285,18 @@ class FlowRegistry:
 
     async def register(self, mailbox: str, trigger: str, callback_url: str, *, created_by_oid: str,
                        created_by_upn: str, service_ids: tuple[str, ...] = (),
-                       staff_member_ids: tuple[str, ...] = ()) -> Flow:
-        """Add a flow, atomically with the mailbox's count. ``FlowLimitReached`` at the limit."""
+                       staff_member_ids: tuple[str, ...] = (), offset_minutes: int | None = None) -> Flow:
+        """Add a flow, atomically with the mailbox's count. ``FlowLimitReached`` at the limit. A time-relative
+        trigger (``OFFSET_RANGES``) needs its offset; the others take none."""
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}")
+        low, high = OFFSET_RANGES.get(trigger, (None, None))
+        if (offset_minutes is None) != (low is None) or (low is not None and not low <= offset_minutes <= high):
+            raise ValueError(f"offset {offset_minutes!r} does not fit trigger {trigger}")
         flow = Flow(mailbox=mailbox, webhook_id=str(uuid.uuid4()), trigger=trigger, callback_url=callback_url,
                     created_by_oid=created_by_oid, created_by_upn=created_by_upn,
-                    created=datetime.now(UTC), service_ids=service_ids, staff_member_ids=staff_member_ids)
+                    created=datetime.now(UTC), service_ids=service_ids, staff_member_ids=staff_member_ids,
+                    offset_minutes=offset_minutes)
         async with self._queue(mailbox):
             await self._index(mailbox)  # before the flow row: the index is a superset
             registered = await self._register(flow)

@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from shared.adapters.storage import ENTITY_MAX_BYTES, ENTITY_MAX_PROPERTIES, entity_size, utf16_units
@@ -59,7 +59,9 @@ PENDING, FANNED_OUT = "pending", "fannedOut"
 
 # Change type of an event -> the trigger (registration route name) whose flows receive it.
 TRIGGER_OF_CHANGE = {"Created": "AppointmentCreated", "Updated": "AppointmentUpdated",
-                     "Cancelled": "AppointmentDeleted"}
+                     "Cancelled": "AppointmentDeleted",
+                     # The time-relative triggers' events: each for one flow (``FlowId``), see ``put_reminder_event``.
+                     "Starting": "AppointmentStarting", "Ended": "AppointmentEnded"}
 
 
 def event_id(mailbox: str, appointment_id: str, change_type: str, version: str) -> str:
@@ -212,6 +214,12 @@ def filter_properties(payload: Mapping[str, Any]) -> dict[str, str]:
     return {"ServiceIds": ",".join(dict.fromkeys(services)), "StaffMemberIds": ",".join(dict.fromkeys(staff))}
 
 
+def filter_keys_of(payload: Mapping[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The service ids and staff ids of ``payload`` for the flows' filters (``filter_properties``)."""
+    props = filter_properties(payload)
+    return frozenset(_ids(props["ServiceIds"].split(","))), frozenset(_ids(props["StaffMemberIds"].split(",")))
+
+
 def event_operation(mailbox: str, event: str, change_type: str, appointment_id: str, payload: Mapping[str, Any],
                     detected_at: datetime) -> tuple[Any, ...]:
     """The transaction operation writing a new ``pending`` event (beside the snapshot change it comes from)."""
@@ -239,6 +247,23 @@ async def put_test_event(mailbox: str, event: str, change_type: str, payload: Ma
                  State=FANNED_OUT, FannedOutAt=at, LastEnqueuedAt=at, FlowCount=1, IsTest=True)
     await before_writing(mailbox)
     await mailbox_table().upsert_entity({**entity, **payload_properties(payload, entity)}, mode=UpdateMode.REPLACE)
+
+
+async def put_reminder_event(mailbox: str, event: str, change_type: str, flow_id: str, payload: Mapping[str, Any],
+                             scheduled_for: datetime) -> bool:
+    """A time-relative trigger's event for one flow (``FlowId``: fan-out sends it to that flow only), ``pending``
+    as a reconcile's event is, so a crash before its fan-out leaves it to the outbox sweep. ``DetectedAt`` is the
+    instant it was due (its lateness is what the delivery latency then measures). Created, never replaced: False
+    when the event exists already (fired before: the caller does not fire it again)."""
+    entity = row(mailbox, outbox_row_key(event), EventId=event, Trigger=TRIGGER_OF_CHANGE[change_type],
+                 ChangeType=change_type, AppointmentId=str(payload.get("AppointmentId") or ""),
+                 DetectedAt=scheduled_for, State=PENDING, FlowId=flow_id, **filter_properties(payload))
+    await before_writing(mailbox)
+    try:
+        await mailbox_table().create_entity({**entity, **payload_properties(payload, entity)})
+    except ResourceExistsError:
+        return False
+    return True
 
 
 async def get(mailbox: str, event: str, select: list[str] | None = None) -> Any | None:

@@ -260,6 +260,32 @@ async def snapshots(mailbox: str) -> dict[str, Snapshot]:
     return {e["AppointmentId"]: Snapshot.from_entity(e) for e in await rows_with_prefix(mailbox, SNAPSHOT_PREFIX)}
 
 
+Times = tuple[datetime | None, datetime | None]  # an appointment's start and end as its snapshot holds them
+
+
+async def snapshot_times(mailbox: str) -> dict[str, Times]:
+    """Every snapshot's start and end (no payloads): what the time-relative triggers are scheduled from."""
+    return {e["AppointmentId"]: (e.get("Start"), e.get("End"))
+            for e in await rows_with_prefix(mailbox, SNAPSHOT_PREFIX, select=["AppointmentId", "Start", "End"])}
+
+
+def snapshot_changes(operations: list[tuple[Any, ...]]) -> tuple[dict[str, Times], list[str]]:
+    """What a reconcile's operations do to the snapshots: the times of each appointment written, and the ids of
+    those deleted."""
+    written: dict[str, Times] = {}
+    deleted: list[str] = []
+    for operation in operations:
+        key = str(operation[1].get("RowKey", ""))
+        if not key.startswith(SNAPSHOT_PREFIX):
+            continue
+        appointment_id = key.removeprefix(SNAPSHOT_PREFIX)
+        if operation[0] == "delete":
+            deleted.append(appointment_id)
+        else:
+            written[appointment_id] = (operation[1].get("Start"), operation[1].get("End"))
+    return written, deleted
+
+
 def snapshot_operation(mailbox: str, appointment: Mapping[str, Any], fingerprint: str, list_fingerprint: str,
                        payload: Mapping[str, Any]) -> tuple[Any, ...]:
     """The transaction operation recording ``appointment`` (Graph's JSON) as last seen."""

@@ -40,7 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from shared.adapters.blobs import FLOW_BACKUP_CONTAINER, get_blobs
 from shared.adapters.callback_urls import CallbackPolicy, check_notification_url
@@ -73,13 +73,18 @@ class ExportedFlow(TypedDict):
     createdDateTime: str
     serviceIds: list[str]
     staffMemberIds: list[str]
+    offsetMinutes: NotRequired[int]  # the time-relative triggers only
 
 
 def _exported(flow: Flow) -> ExportedFlow:
-    return {"mailbox": flow.mailbox, "webhookId": flow.webhook_id, "trigger": flow.trigger,
-            "callbackUrl": flow.callback_url, "createdByOid": flow.created_by_oid,
-            "createdByUpn": flow.created_by_upn, "createdDateTime": iso(flow.created),
-            "serviceIds": list(flow.service_ids), "staffMemberIds": list(flow.staff_member_ids)}
+    exported: ExportedFlow = {
+        "mailbox": flow.mailbox, "webhookId": flow.webhook_id, "trigger": flow.trigger,
+        "callbackUrl": flow.callback_url, "createdByOid": flow.created_by_oid,
+        "createdByUpn": flow.created_by_upn, "createdDateTime": iso(flow.created),
+        "serviceIds": list(flow.service_ids), "staffMemberIds": list(flow.staff_member_ids)}
+    if flow.offset_minutes is not None:
+        exported["offsetMinutes"] = flow.offset_minutes
+    return exported
 
 
 def _flow(item: ExportedFlow) -> Flow:
@@ -88,7 +93,8 @@ def _flow(item: ExportedFlow) -> Flow:
                 created_by_upn=item.get("createdByUpn", ""),
                 created=utc(item["createdDateTime"]) or datetime.now(UTC),
                 service_ids=tuple(item.get("serviceIds") or ()),
-                staff_member_ids=tuple(item.get("staffMemberIds") or ()))
+                staff_member_ids=tuple(item.get("staffMemberIds") or ()),
+                offset_minutes=item["offsetMinutes"] if isinstance(item.get("offsetMinutes"), int) else None)
 
 
 def blob_name(moment: datetime) -> str:

@@ -21,9 +21,12 @@ from datetime import UTC, datetime
 
 from shared.contracts.appointment_changes import sample_appointment_data
 from shared.contracts.errors import ApiError
+from shared.contracts.graph_times import parse_graph_datetime
 from shared.messages import deliveries
 from shared.records import outbox, test_event_limit
 from shared.records.flows import Flow
+from shared.records.mailbox import iso
+from shared.services import reminders
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,12 @@ async def send(mailbox: str, flow: Flow) -> str:
     change_type = CHANGE_OF_TRIGGER[flow.trigger]
     now = datetime.now(UTC)
     event = uuid.uuid4().hex
-    await outbox.put_test_event(mailbox, event, change_type, sample_appointment_data(change_type, now), now)
+    payload = dict(sample_appointment_data(change_type, now))
+    if flow.trigger in reminders.TRIGGERS:  # a time-relative trigger's sample says when it was due, too
+        scheduled = reminders.scheduled_instant(flow, parse_graph_datetime(payload["StartTime"]),
+                                                parse_graph_datetime(payload["EndTime"]))
+        payload["ScheduledFor"] = iso(scheduled) if scheduled else ""
+    await outbox.put_test_event(mailbox, event, change_type, payload, now)
     await deliveries.enqueue(deliveries.new_message(mailbox, event, flow.webhook_id, now))
     log.info("test event %s sent to flow %s on %s", event, flow.webhook_id, mailbox,
              extra={"mailbox": mailbox, "flowId": flow.webhook_id, "eventId": event})

@@ -90,6 +90,8 @@ async def _queue_all(mailbox: str, event_ids: Iterable[str],
             flows = await FlowRegistry.default().list_flows(mailbox)
         now = datetime.now(UTC)
         targets = [flow for flow in flows if flow.trigger == row.get("Trigger")]
+        if row.get("FlowId"):  # a time-relative trigger's event: for its one flow (outbox.put_reminder_event)
+            targets = [flow for flow in targets if flow.webhook_id == row["FlowId"]]
         if any(flow.filtered for flow in targets):  # a flow filtered out gets no delivery at all
             services, staff = await outbox.filter_keys(mailbox, event, row)
             matching = [flow for flow in targets if flow.matches(services, staff)]

@@ -63,6 +63,7 @@ from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
 from shared.records import outbox, reconcile_state
 from shared.records.reconcile_state import NO_LEASE, LeaseLost, Snapshot
+from shared.services import reminders
 from shared.services.bookings import Bookings
 from shared.services.graph_failures import GraphFailure
 from shared.workers import delivery
@@ -297,6 +298,7 @@ class Reconciler:
         storage refuse an appointment's rows anyway, the others are stored and that one is left out (error
         log, ``AppointmentNotStored``) for the next reconcile to try again: its snapshot did not move."""
         batches = reconcile_state.transactions(plan.operations)
+        await reminders.before_commit(self.mailbox, plan.operations)  # the time-relative triggers' due rows
         if plan.events:
             await outbox.before_writing(self.mailbox)  # the outbox sweep's index first: it is a superset
         for index, batch in enumerate(batches):

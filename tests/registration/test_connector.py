@@ -79,7 +79,11 @@ TRIGGERS = {
     "CreateAppointment": ("When an appointment is created", "Created"),
     "UpdateAppointment": ("When an appointment is updated", "Updated"),
     "CancelAppointment": ("When an appointment is cancelled", "Deleted"),
+    "AppointmentAboutToStart": ("When an appointment is about to start", "Starting"),
+    "AppointmentEnded": ("When an appointment has ended", "Ended"),
 }
+# The time-relative triggers: their payload (AppointmentData and ScheduledFor), and their offset's range.
+TIME_TRIGGERS = {"AppointmentAboutToStart": (5, 10_080), "AppointmentEnded": (0, 10_080)}
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +147,15 @@ def test_the_three_triggers(swagger: dict[str, Any]) -> None:
             assert method == "post" and operation["x-ms-trigger"] == "single"
             assert operation["summary"] == summary
             content = item["x-ms-notification-content"]
-            assert content["schema"] == {"$ref": "#/definitions/AppointmentData"}
             body = next(p for p in operation["parameters"] if p["in"] == "body")["schema"]
+            if operation["operationId"] in TIME_TRIGGERS:
+                assert content["schema"] == {"$ref": "#/definitions/AppointmentReminderData"}
+                offset = body["properties"]["offsetMinutes"]
+                assert (offset["minimum"], offset["maximum"]) == TIME_TRIGGERS[operation["operationId"]]
+                assert offset["type"] == "integer" and offset["x-ms-visibility"] == "important"
+                assert ("offsetMinutes" in body["required"]) == (offset["minimum"] > 0)
+            else:
+                assert content["schema"] == {"$ref": "#/definitions/AppointmentData"}
             url_fields = [n for n, p in body["properties"].items() if p.get("x-ms-notification-url") is True]
             assert url_fields == ["notificationURL"]
             assert body["properties"]["changeType"]["default"] == [change]
@@ -154,6 +165,14 @@ def test_the_three_triggers(swagger: dict[str, Any]) -> None:
             parse_registration_body(json.dumps(sample).encode(), parse_trigger(path.rsplit("/", 1)[1]))
             assert set(operation["responses"]) >= {"201", "401", "403", "429", "500"}
     assert set(found) == set(TRIGGERS)
+
+
+def test_reminder_data_is_appointment_data_and_when_it_was_due(swagger: dict[str, Any]) -> None:
+    reminder = swagger["definitions"]["AppointmentReminderData"]["properties"]
+    assert set(reminder) == APPOINTMENT_DATA | {"ScheduledFor"}
+    assert {k: v for k, v in reminder.items() if k != "ScheduledFor"} == \
+        swagger["definitions"]["AppointmentData"]["properties"]
+    assert reminder["ScheduledFor"]["format"] == "date-time" and reminder["ScheduledFor"]["description"]
 
 
 def test_appointment_data_is_the_contract(swagger: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from shared.adapters.storage import MAILBOX_TABLE, get_store
 from shared.contracts.errors import ApiError
 from shared.endpoints import flow_webhooks as registration_api
 from shared.records import flows as registrations
+from shared.records.flows import OFFSET_RANGES, FlowRegistry
 from shared.services import bookings_directory, subscriptions
 from shared.services.bookings_directory import AdministeredBusiness
 from tests.registration.conftest import TokenIssuer, new_rsa_key
@@ -161,6 +162,8 @@ async def test_location_is_the_delete_route(api, issuer, business) -> None:
 @pytest.mark.parametrize("trigger", list(registrations.TRIGGERS))
 async def test_every_trigger(api, issuer, business, trigger) -> None:
     body = flat(change=registrations.TRIGGERS[trigger])
+    if trigger in OFFSET_RANGES:
+        body["offsetMinutes"] = 60
     response = await post(business, issuer.token(), body, trigger=trigger.lower())  # route names: any case
     assert response.status_code == 201
     assert json.loads(response.get_body())["trigger"] == trigger
@@ -185,6 +188,29 @@ async def test_registrations_removals_and_refusals_are_events_the_flows_tile_cou
     # The workbook's flows-per-mailbox tile: one flow left on the business, of 5.
     (tile,) = captured.query((INFRA / "queries" / "flows-per-mailbox.kql").read_text())
     assert (tile["mailbox"], tile["flowCount"], tile["maxFlows"]) == (business, 1, 5)
+
+
+@pytest.mark.parametrize(("trigger", "offset", "status", "stored"), [
+    ("AppointmentStarting", 5, 201, 5), ("AppointmentStarting", "10080", 201, 10_080),
+    ("AppointmentStarting", 4, 400, None), ("AppointmentStarting", None, 400, None),
+    ("AppointmentStarting", 10_081, 400, None), ("AppointmentStarting", 7.5, 400, None),
+    ("AppointmentEnded", None, 201, 0), ("AppointmentEnded", 0, 201, 0), ("AppointmentEnded", -1, 400, None),
+    ("AppointmentCreated", 30, 201, None),  # the other triggers take no offset
+])
+async def test_time_relative_triggers_take_an_offset_in_their_range(api, issuer, business, trigger, offset, status,
+                                                                    stored) -> None:
+    body = flat(change=registrations.TRIGGERS[trigger])
+    if offset is not None:
+        body["offsetMinutes"] = offset
+    response = await post(business, issuer.token(), body, trigger=trigger)
+    assert response.status_code == status, response.get_body()
+    if status == 201:
+        flow = await FlowRegistry.default().get_flow(business, json.loads(response.get_body())["webhookId"])
+        assert flow is not None and flow.offset_minutes == stored
+        assert flow.listing()["offsetMinutes"] == stored
+    else:
+        assert json.loads(response.get_body())["error"]["code"] == "InvalidRequest"
+        assert await flow_count(business) == 0
 
 
 # --- rule 1: 401 ----------------------------------------------------------------------------------------
