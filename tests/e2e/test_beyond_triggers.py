@@ -65,7 +65,7 @@ def test_a_test_event_reaches_only_that_flow_marked_as_a_test(flows: Flows, azur
     assert flows.receiver.requests("other") == []  # one flow's test is no other flow's event
     # Refusals: a staff member who neither created the flow nor administers the business; an unknown flow.
     refused = flows.test_event(updated.json()["webhookId"], "scheduler@contoso.test")
-    assert refused.status_code == 403 and refused.json()["error"]["code"] == "NotBookingsAdministrator"
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "NotFlowCreatorOrAdministrator"
     missing = flows.test_event("00000000-0000-4000-8000-000000000000")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "FlowNotFound"
     listing = httpx.get(f"{flows.host.url}/api/v1/bookingBusinesses/{CLINIC}/webhooks", timeout=30,

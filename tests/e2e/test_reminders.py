@@ -84,7 +84,9 @@ def test_time_relative_triggers_follow_the_appointment(reminder_stack: Stack) ->
     register(stack, "AppointmentStarting", "starting", 5)
     register(stack, "AppointmentEnded", "ended", 0)
     stack.wait_baseline()
-    time.sleep(1)  # so that "inside"'s instant, a second before now (in whole seconds), is after the flows'
+    # So that "inside"'s instant, a second before now in whole seconds, is after the flows' registration: with one
+    # second only, a registration at x.9 s and a quick baseline made the instant earlier than the flow (flaky).
+    time.sleep(2)
     now = datetime.now(UTC).replace(microsecond=0)
     soon = now + timedelta(minutes=5)  # an appointment starting then is due now for "5 minutes before"
     moved = book(stack, soon + timedelta(seconds=5))
