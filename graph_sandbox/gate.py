@@ -5,9 +5,10 @@ segments are matched case-insensitively; ``/v1.0`` requests need a valid Graph t
 ``InvalidAuthenticationToken``): an app token (``roles``) or a delegated one (``scp``); the route's
 documented permissions (``permissions.ROUTES``) decide whether it may (403, or 400 for app tokens on
 ``/me``); Outlook's per app and mailbox limits (4 concurrent requests, 10,000 in 10 minutes; on unless a
-test turns them off) and, when switched on, the subscription write limit answer 429 with ``Retry-After``; then the first matching fault rule may add latency and/or answer an error instead of
-the real handler (or, with ``afterHandler``, replace its answer once it has run: a write stored, its answer
-lost). Graph responses get ``request-id`` and ``client-request-id`` headers.
+test turns them off) and, when switched on, the subscription write limit answer 429 with ``Retry-After``;
+then the first matching fault rule may add latency and/or answer an error instead of the real handler (or,
+with ``afterHandler``, replace its answer once it has run: a write stored, its answer lost). Graph
+responses get ``request-id`` and ``client-request-id`` headers.
 """
 
 from __future__ import annotations
