@@ -2,9 +2,10 @@
 with a reason.
 
 Graph is asked through ``shared.services.bookings`` (app-only), which also turns Graph's failures into catalogue
-errors. An appointment is always read by id before it is shown (listings omit customers and notes), and mapped
-by ``shared.contracts.appointment_data`` exactly as the triggers' payloads are, so an action's
-``AppointmentData`` and a trigger's are the same thing.
+errors; every call is on behalf of a caller and spends the callers' share of the mailbox's Graph limits
+(``shared.services.caller_budget``: ``429 GraphBudgetSpent`` beyond it). An appointment is always read by id
+before it is shown (listings omit customers and notes), and mapped by ``shared.contracts.appointment_data``
+exactly as the triggers' payloads are, so an action's ``AppointmentData`` and a trigger's are the same thing.
 
 Listing (``Appointments.page``): appointments overlapping a range, in (start time, id) order, a page at a time
 after a cursor (the start and id of the last one shown, or a time before which everything was shown). Graph is
@@ -110,7 +111,7 @@ class Appointments:
 
     def __init__(self, mailbox: str, bookings: Bookings | None = None) -> None:
         self.mailbox = mailbox
-        self.bookings = bookings or Bookings(mailbox)
+        self.bookings = bookings or Bookings(mailbox, for_caller=True)  # spends the callers' share of Graph
 
     async def lookups(self) -> Lookups:
         """Services, staff and custom questions of the business (what payloads name)."""
@@ -153,6 +154,7 @@ class Appointments:
             following: ListingCursor | None = ListingCursor(_listing_key(last)[0], _listing_key(last)[1], window)
         else:  # everything starting before ``scanned`` is on this page (or was on an earlier one)
             following = ListingCursor(scanned, "", window) if scanned < end else None
+        await self.bookings.reserve(len(chosen))  # the reads by id, spent at once
         fulls = await asyncio.gather(*(self._read(str(item["id"])) for item in chosen))
         # One cancelled between the listing and its read is simply not shown.
         return [await self._map(full) for full in fulls if full is not None], following
