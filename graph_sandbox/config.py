@@ -87,10 +87,18 @@ class SandboxConfig:
     # published now lists Bookings.Read.All. Off: the stricter reading (403), the default; on: the other one.
     # POST /_sandbox/permissions switches it at run time (reset restores this value).
     app_can_list_businesses: bool = False
-    # Graph's documented limits, enforced only when switched on (POST /_sandbox/limits).
+    # Graph's documented limits. Outlook's per app and mailbox limits are on by default, for the mailbox's calendar
+    # and (a Bookings business is a mailbox, and the page says nothing else) its Bookings routes: 4 concurrent
+    # requests, 10,000 requests in 10 minutes, 429 + Retry-After beyond
+    # (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits). A test that is about
+    # something else turns them off (POST /_sandbox/limits, or mailbox_limits=False); reset restores this value.
+    # The subscription write limit is enforced only when switched on.
+    mailbox_limits: bool = True
     subscription_write_limit: int = 500
     subscription_write_window_s: float = 20.0
     mailbox_concurrency_limit: int = 4
+    mailbox_request_limit: int = 10_000
+    mailbox_request_window_s: float = 600.0
 
     def __post_init__(self) -> None:
         # The default registration is also the API callers sign in to (one registration locally).

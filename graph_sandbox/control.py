@@ -204,6 +204,8 @@ async def limits(request: Request) -> Response:
         sb.faults.limits.subscription_writes = bool(body["subscriptionWrites"])
     if "mailboxConcurrency" in body:
         sb.faults.limits.mailbox_concurrency = bool(body["mailboxConcurrency"])
+    if "mailboxRequests" in body:
+        sb.faults.limits.mailbox_requests = bool(body["mailboxRequests"])
     cfg = sb.config
     return JSONResponse(
         {
@@ -212,6 +214,9 @@ async def limits(request: Request) -> Response:
             "subscriptionWriteLimit": cfg.subscription_write_limit,
             "subscriptionWriteWindowSeconds": cfg.subscription_write_window_s,
             "mailboxConcurrencyLimit": cfg.mailbox_concurrency_limit,
+            "mailboxRequests": sb.faults.limits.mailbox_requests,
+            "mailboxRequestLimit": cfg.mailbox_request_limit,
+            "mailboxRequestWindowSeconds": cfg.mailbox_request_window_s,
         }
     )
 

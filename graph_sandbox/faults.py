@@ -117,6 +117,7 @@ class FaultRule:
 class Limits:
     subscription_writes: bool = False
     mailbox_concurrency: bool = False
+    mailbox_requests: bool = False
 
 
 class Faults:
@@ -125,19 +126,25 @@ class Faults:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.rules: list[FaultRule] = []
-        self.limits = Limits()
+        self.limits = self.configured_limits()
         self.readings = self.configured_readings()
         self.in_flight: dict[tuple[str, str], int] = defaultdict(int)  # (app, mailbox) -> requests
         self.writes: dict[str, deque[float]] = defaultdict(deque)  # app -> write times
+        self.mailbox_requests: dict[tuple[str, str], deque[float]] = defaultdict(deque)  # (app, mailbox) -> times
         self.request_log: deque[dict[str, Any]] = deque(maxlen=sandbox.config.log_limit)
         self._seq = itertools.count(1)
 
     def reset(self) -> None:
         self.rules.clear()
-        self.limits = Limits()
+        self.limits = self.configured_limits()
         self.readings = self.configured_readings()
         self.writes.clear()
+        self.mailbox_requests.clear()
         self.request_log.clear()
+
+    def configured_limits(self) -> Limits:
+        on = self.sandbox.config.mailbox_limits
+        return Limits(mailbox_concurrency=on, mailbox_requests=on)
 
     def configured_readings(self) -> Readings:
         return Readings(app_can_list_businesses=self.sandbox.config.app_can_list_businesses)
@@ -174,6 +181,19 @@ class Faults:
             window.popleft()
         if len(window) >= cfg.subscription_write_limit:
             return max(0.001, cfg.subscription_write_window_s - (now - window[0]))
+        window.append(now)
+        return None
+
+    def check_mailbox_requests(self, slot: tuple[str, str]) -> float | None:
+        """Seconds to wait when the app made 10,000 requests to the mailbox in the last 10 minutes, else None (and
+        count this one). A sliding window: a throttled request is not counted."""
+        cfg = self.sandbox.config
+        now = time.monotonic()
+        window = self.mailbox_requests[slot]
+        while window and now - window[0] >= cfg.mailbox_request_window_s:
+            window.popleft()
+        if len(window) >= cfg.mailbox_request_limit:
+            return max(0.001, cfg.mailbox_request_window_s - (now - window[0]))
         window.append(now)
         return None
 

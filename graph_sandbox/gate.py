@@ -4,10 +4,11 @@ In order: the request is logged (``rawPath`` is the path as sent, still percent-
 segments are matched case-insensitively; ``/v1.0`` requests need a valid Graph token (401
 ``InvalidAuthenticationToken``): an app token (``roles``) or a delegated one (``scp``); the route's
 documented permissions (``permissions.ROUTES``) decide whether it may (403, or 400 for app tokens on
-``/me``); when switched on, the subscription write limit and the per-mailbox concurrency limit answer 429
-with ``Retry-After``; then the first matching fault rule may add latency and/or answer an error instead of
-the real handler (or, with ``afterHandler``, replace its answer once it has run: a write stored, its answer
-lost). Graph responses get ``request-id`` and ``client-request-id`` headers.
+``/me``); Outlook's per app and mailbox limits (4 concurrent requests, 10,000 in 10 minutes; on unless a
+test turns them off) and, when switched on, the subscription write limit answer 429 with ``Retry-After``;
+then the first matching fault rule may add latency and/or answer an error instead of the real handler (or,
+with ``afterHandler``, replace its answer once it has run: a write stored, its answer lost). Graph
+responses get ``request-id`` and ``client-request-id`` headers.
 """
 
 from __future__ import annotations
@@ -225,6 +226,19 @@ class GraphGate:
                     "ApplicationThrottled",
                     "Application is over its MailboxConcurrency limit.",
                     {"Retry-After": "1"},
+                ),
+                None,
+            )
+        wait = faults.check_mailbox_requests(slot) if faults.limits.mailbox_requests else None
+        if wait is not None:
+            entry["throttled"] = "mailboxRequests"
+            return (
+                graph_error(
+                    request,
+                    429,
+                    "ApplicationThrottled",
+                    "Application is over its request limit for this mailbox.",  # wording not documented: a guess
+                    {"Retry-After": _retry_after_header(wait)},
                 ),
                 None,
             )

@@ -299,6 +299,17 @@ CATALOGUE: dict[str, ErrorText] = {
         "Bookings ビジネスの一覧の要求が多すぎます。",
         "{seconds} 秒待ってから、もう一度一覧を開いてください。",
     ),
+    "GraphBudgetSpent": ErrorText(
+        429,
+        "The actions have used their share of Microsoft Graph for the Bookings business {business} for now: "
+        "{perTenMinutes} calls in 10 minutes, the rest is kept for the triggers.",
+        "Wait {seconds} seconds, then try again (Power Automate retries a 429 by itself). A flow that lists "
+        "appointments in a loop should list fewer, or less often.",
+        "アクションは Bookings ビジネス {business} に対する Microsoft Graph の割り当てを使い切りました "
+        "(10 分あたり {perTenMinutes} 回。残りはトリガー用に確保されています)。",
+        "{seconds} 秒待ってから、もう一度お試しください (Power Automate は 429 を自動で再試行します)。"
+        "ループで予定を一覧表示するフローは、件数か頻度を減らしてください。",
+    ),
     "GraphConsentMissing": ErrorText(
         500,
         "This app could not act on your behalf in Microsoft Graph ({reason}).",

@@ -3,8 +3,10 @@
 Routes (under the ``api`` route prefix; the business is named by its SMTP address, as in the triggers):
 
 - ``GET  v1/bookingBusinesses/{smtp}/appointments/{appointmentId}``  *Get an appointment* → ``AppointmentData``
-- ``GET  v1/bookingBusinesses/{smtp}/appointments?startDateTime=&endDateTime=``  *List appointments*: a page
-  ``{"value": [AppointmentData…], "nextLink"}``, as Power Automate's ``x-ms-pageable`` follows it
+- ``GET  v1/bookingBusinesses/{smtp}/appointments?startDateTime=&endDateTime=&top=``  *List appointments*: a
+  page ``{"value": [AppointmentData…], "nextLink"}``, as Power Automate's ``x-ms-pageable`` follows it; the
+  nextLink repeats the query and adds ``after``, an opaque cursor (``encode_cursor``; the paging itself is
+  ``shared.services.appointments``)
 - ``POST v1/bookingBusinesses/{smtp}/appointments``  *Create an appointment* → 201 ``AppointmentData``, booked
   once however often the request is sent (``Idempotency-Key`` header: ``shared.services.appointments``)
 - ``GET  v1/bookingBusinesses/{smtp}/services``, ``…/staffMembers``  the lists (and the dropdowns' sources)
@@ -21,6 +23,9 @@ directory on every request. Cancelling is ``shared.endpoints.cancellation``. Gra
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +40,14 @@ from shared.contracts.graph_times import parse_graph_datetime
 from shared.endpoints.access import READ, WRITE, is_graph_id, parse_appointment_id, staff_mailbox
 from shared.endpoints.http import by_method, endpoint, json_object, json_response, text_field
 from shared.services import bookings_directory
-from shared.services.appointments import MAX_BOOKING_LENGTH, Appointments, NewAppointment
+from shared.services.appointments import (
+    MAX_BOOKING_LENGTH,
+    MAX_WINDOW,
+    MIN_WINDOW,
+    Appointments,
+    ListingCursor,
+    NewAppointment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +62,7 @@ DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=366)
 LISTING_YEARS = (1900, 2999)  # a listing's start and end lie within these years (Python's dates end at 9999)
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 50  # each appointment on a page is one Graph read by id
+MAX_CURSOR_CHARS, CURSOR_DIGEST_CHARS = 1024, 32
 MAX_BODY_BYTES = 64 * 1024
 # What a booking may be, checked before Graph is asked: one in year 1 or 100 years long is nobody's booking.
 BOOKING_PAST = timedelta(days=1)  # the start at most a day ago (a flow catching up on yesterday's visit)
@@ -132,9 +145,46 @@ def parse_new_appointment(body: bytes, now: datetime | None = None) -> NewAppoin
     return new
 
 
-def _next_link(mailbox: str, start: datetime, end: datetime, top: int, skip: int) -> str:
+def _cursor_digest(mailbox: str, start: datetime, end: datetime, top: int, fields: list[Any]) -> str:
+    text = json.dumps([mailbox, start.isoformat(), end.isoformat(), top, *fields], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:CURSOR_DIGEST_CHARS]
+
+
+def encode_cursor(mailbox: str, start: datetime, end: datetime, top: int, cursor: ListingCursor) -> str:
+    """The ``after`` of a nextLink: opaque to callers, bound to the listing it continues (business, range, page
+    size) by a digest, so a cursor moved to another listing or edited is refused, not followed."""
+    fields = [cursor.start.isoformat(), cursor.after_id, int(cursor.window.total_seconds())]
+    raw = json.dumps([*fields, _cursor_digest(mailbox, start, end, top, fields)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, mailbox: str, start: datetime, end: datetime, top: int) -> ListingCursor:
+    """The cursor ``encode_cursor`` wrote for this listing; ``InvalidRequest`` for anything else. Nothing in it
+    grants more than the query does (the caller's role is checked on every page): the digest is a check that the
+    link was followed as given, not a secret."""
+    refused = ApiError("InvalidRequest", reason="after must be the value of the previous page's nextLink, unchanged")
+    if not (0 < len(raw) <= MAX_CURSOR_CHARS) or not raw.isascii():
+        raise refused
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        raise refused from None
+    if not (isinstance(fields, list) and len(fields) == 4 and all(isinstance(f, str) for f in fields[:2])
+            and type(fields[2]) is int and isinstance(fields[3], str)) or \
+            fields[3] != _cursor_digest(mailbox, start, end, top, fields[:3]):
+        raise refused
+    moment = parse_graph_datetime(fields[0])
+    if moment is None or not LISTING_YEARS[0] <= moment.year <= LISTING_YEARS[1] or moment > end or \
+            not MIN_WINDOW.total_seconds() <= fields[2] <= MAX_WINDOW.total_seconds() or \
+            (fields[1] and not is_graph_id(fields[1])):
+        raise refused
+    return ListingCursor(moment, fields[1], timedelta(seconds=fields[2]))
+
+
+def _next_link(mailbox: str, start: datetime, end: datetime, top: int, cursor: ListingCursor) -> str:
     query = urlencode({"startDateTime": start.isoformat().replace("+00:00", "Z"),
-                       "endDateTime": end.isoformat().replace("+00:00", "Z"), "top": top, "skip": skip})
+                       "endDateTime": end.isoformat().replace("+00:00", "Z"), "top": top,
+                       "after": encode_cursor(mailbox, start, end, top, cursor)})
     path = APPOINTMENTS_ROUTE.replace("{smtp}", quote(mailbox, safe="@"))
     return f"{get_settings().public_base_url}/{ROUTE_PREFIX}/{path}?{query}"
 
@@ -150,11 +200,11 @@ async def _list(req: func.HttpRequest) -> func.HttpResponse:
         raise ApiError("InvalidRequest", reason=f"endDateTime must be after startDateTime, at most "
                                                 f"{MAX_RANGE.days} days later")
     top = _int(params.get("top"), "top", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-    skip = _int(params.get("skip"), "skip", 0, 0, 100_000)
-    items, more = await Appointments(mailbox).page(start, end, skip, top)
+    after = decode_cursor(params["after"], mailbox, start, end, top) if params.get("after") else None
+    items, following = await Appointments(mailbox).page(start, end, top, after)
     body: dict[str, Any] = {"value": items}
-    if more:
-        body["nextLink"] = _next_link(mailbox, start, end, top, skip + top)
+    if following is not None:
+        body["nextLink"] = _next_link(mailbox, start, end, top, following)
     return json_response(body)
 
 

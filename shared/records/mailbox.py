@@ -20,6 +20,7 @@ RowKey                      row                                      owner
 ``deadletter:<ev>:<flow>``  a delivery that gave up                 ``shared.records.dead_letters``
 ``testevents``              each flow's test-event rate limit       ``shared.records.test_event_limit``
 ``idem:<sha256>``           a create's idempotency key              ``shared.records.idempotency``
+``graphbudget``             the callers' share of Graph's limits    ``shared.records.graph_budget``
 ==========================  ======================================  ==========================================
 
 The properties of each row are in ``docs/architecture.md`` (one table, once). This module holds what

@@ -2,9 +2,18 @@
 with a reason.
 
 Graph is asked through ``shared.services.bookings`` (app-only), which also turns Graph's failures into catalogue
-errors. An appointment is always read by id before it is shown (listings omit customers and notes), and mapped
-by ``shared.contracts.appointment_data`` exactly as the triggers' payloads are, so an action's
-``AppointmentData`` and a trigger's are the same thing.
+errors; every call is on behalf of a caller and spends the callers' share of the mailbox's Graph limits
+(``shared.services.caller_budget``: ``429 GraphBudgetSpent`` beyond it). An appointment is always read by id
+before it is shown (listings omit customers and notes), and mapped by ``shared.contracts.appointment_data``
+exactly as the triggers' payloads are, so an action's ``AppointmentData`` and a trigger's are the same thing.
+
+Listing (``Appointments.page``): appointments overlapping a range, in (start time, id) order, a page at a time
+after a cursor (the start and id of the last one shown, or a time before which everything was shown). Graph is
+read in calendar views from the cursor on: the first ``FIRST_WINDOW`` long, each next one twice as long while
+they hold fewer than a page, at most ``MAX_WINDOWS`` per page; the window length travels in the cursor, halved after
+one that held more than ``DENSE_PAGES`` pages. A page therefore costs the same Graph calls for a week's range as
+for a year's, and never re-lists what earlier pages covered. An appointment booked or cancelled between two pages
+moves nothing: each one is listed once, or (booked before the cursor) not at all, never twice.
 
 Cancelling with a reason: Graph has no cancellation-reason property (a cancelled appointment simply disappears),
 so the reason is recorded in the mailbox partition (``shared.records.reconcile_state``) *before* Graph is asked
@@ -31,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -47,6 +57,21 @@ log = logging.getLogger(__name__)
 MAX_BOOKING_LENGTH = timedelta(hours=24)  # also the longest a create request may ask for (the endpoint checks)
 MAX_LOOKUP_READS = 5  # appointments read by id when looking for one a create may have made
 RETRY_SECONDS = 10  # Retry-After when Graph gave none
+# Listing (module docstring): the calendar view is read in windows from the cursor on, never the whole range.
+FIRST_WINDOW = timedelta(days=1)
+MIN_WINDOW, MAX_WINDOW = timedelta(minutes=15), timedelta(days=366)
+MAX_WINDOWS = 3  # calendar views per page at most (each doubling the window while they hold too few)
+DENSE_PAGES = 4  # a window holding more than this many pages of appointments is halved for the next page
+
+
+@dataclass(frozen=True)
+class ListingCursor:
+    """Where a page of *List appointments* continues: after the appointment starting at ``start`` with id
+    ``after_id`` ("" : everything starting before ``start`` was listed), reading Graph ``window`` at a time."""
+
+    start: datetime
+    after_id: str
+    window: timedelta
 
 
 class ServiceItem(TypedDict):
@@ -86,7 +111,7 @@ class Appointments:
 
     def __init__(self, mailbox: str, bookings: Bookings | None = None) -> None:
         self.mailbox = mailbox
-        self.bookings = bookings or Bookings(mailbox)
+        self.bookings = bookings or Bookings(mailbox, for_caller=True)  # spends the callers' share of Graph
 
     async def lookups(self) -> Lookups:
         """Services, staff and custom questions of the business (what payloads name)."""
@@ -112,17 +137,50 @@ class Appointments:
             raise ApiError("AppointmentNotFound", business=self.mailbox)
         return await self._map(found)
 
-    async def page(self, start: datetime, end: datetime, skip: int, top: int) -> tuple[list[AppointmentData], bool]:
-        """Appointments overlapping [start, end), ordered by start, from the ``skip``-th, at most ``top``; and
-        whether more follow. Each is read by id (the listing lacks customers and notes)."""
-        listing, _ = await self.bookings.calendar_view(start, end)
-        ids = list(dict.fromkeys(str(item.get("id")) for item in listing if item.get("id")))
-        chosen = ids[skip:skip + top]
-        fulls = await asyncio.gather(*(self._read(appointment_id) for appointment_id in chosen))
+    async def page(self, start: datetime, end: datetime, top: int,
+                   after: ListingCursor | None = None) -> tuple[list[AppointmentData], ListingCursor | None]:
+        """Appointments overlapping [start, end) in (start time, id) order after ``after``, at most ``top``; and
+        the cursor of the next page (None when none follows). Each is read by id (listings lack customers and
+        notes). Graph is read in time windows from the cursor on (module docstring, "Listing"), so a page costs at
+        most ``MAX_WINDOWS`` calendar views and ``top`` reads, whatever the range."""
+        # The first page has no floor: it also lists appointments that began before ``start`` and overlap it.
+        cursor = after or ListingCursor(start, "", FIRST_WINDOW)
+        floor = (cursor.start, cursor.after_id) if after else (datetime.min.replace(tzinfo=UTC), "")
+        found, scanned, window = await self._windows(start, end, top, cursor, floor)
+        ordered = sorted(found.values(), key=_listing_key)
+        chosen = ordered[:top]
+        if len(ordered) > top:  # the last window held more: the next page starts after the last one shown
+            last = chosen[-1]
+            following: ListingCursor | None = ListingCursor(_listing_key(last)[0], _listing_key(last)[1], window)
+        else:  # everything starting before ``scanned`` is on this page (or was on an earlier one)
+            following = ListingCursor(scanned, "", window) if scanned < end else None
+        await self.bookings.reserve(len(chosen))  # the reads by id, spent at once
+        fulls = await asyncio.gather(*(self._read(str(item["id"])) for item in chosen))
         # One cancelled between the listing and its read is simply not shown.
-        items = [await self._map(full) for full in fulls if full is not None]
-        items.sort(key=lambda a: (a["StartTime"], a["AppointmentId"]))
-        return items, skip + top < len(ids)
+        return [await self._map(full) for full in fulls if full is not None], following
+
+    async def _windows(self, start: datetime, end: datetime, top: int,
+                       cursor: ListingCursor, floor: tuple[datetime, str]
+                       ) -> tuple[dict[str, dict[str, Any]], datetime, timedelta]:
+        """The appointments after ``floor`` (by id) from at most ``MAX_WINDOWS`` consecutive calendar views, each
+        twice as long as the one before while they hold fewer than ``top``; how far they reached, and the window
+        length the next page starts with (halved after a window that held more than ``DENSE_PAGES`` pages)."""
+        found: dict[str, dict[str, Any]] = {}
+        window, scanned = cursor.window, cursor.start
+        for _ in range(MAX_WINDOWS):
+            # A second's lead: an appointment starting exactly at the cursor still overlaps the view.
+            view_end = min(end, scanned + window)
+            listing, _ = await self.bookings.calendar_view(scanned - timedelta(seconds=1), view_end)
+            held = [a for a in listing if a.get("id") and _in_listing(a, start, end)
+                    and _listing_key(a) > floor]
+            found.update((str(a["id"]), a) for a in held)
+            scanned = view_end
+            if len(held) > DENSE_PAGES * top:
+                window = max(MIN_WINDOW, window / 2)
+            if len(found) >= top or scanned >= end:
+                break
+            window = min(MAX_WINDOW, window * 2)
+        return found, scanned, window
 
     async def services(self) -> list[ServiceItem]:
         services = (await self.lookups())["services"]
@@ -340,3 +398,16 @@ def _minutes(duration: Any) -> int:
 def _graph_time(moment: datetime) -> dict[str, str]:
     return {"@odata.type": "#microsoft.graph.dateTimeTimeZone",
             "dateTime": moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat(), "timeZone": "UTC"}
+
+
+def _listing_key(appointment: dict[str, Any]) -> tuple[datetime, str]:
+    """The listing's order: start time, then id (the cursor is one such key)."""
+    start = parse_graph_datetime(appointment.get("startDateTime")) or datetime.min.replace(tzinfo=UTC)
+    return start, str(appointment.get("id") or "")
+
+
+def _in_listing(appointment: dict[str, Any], start: datetime, end: datetime) -> bool:
+    """Whether it overlaps [start, end): a window may begin before the range (a cursor at an earlier start)."""
+    begins, ends = parse_graph_datetime(appointment.get("startDateTime")), parse_graph_datetime(
+        appointment.get("endDateTime"))
+    return begins is not None and ends is not None and begins < end and (ends > start or begins >= start)

@@ -26,7 +26,9 @@ A read of an appointment or event that Graph answers 404 is ``None``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -34,13 +36,14 @@ from typing import Any, TypedDict
 from cachetools import TTLCache
 
 from shared.adapters.graph import Graph, GraphError, get_graph
+from shared.services import caller_budget
 from shared.services.graph_failures import GraphFailure
 
 LOOKUP_CACHE_SECONDS = 600.0
 LOOKUP_CACHE_SIZE = 2000
 ACTION_LOOKUP_SECONDS = 60.0
-# Graph (Outlook) serves at most 4 concurrent requests per app and mailbox.
-MAILBOX_CONCURRENCY = 4
+# Graph (Outlook) serves at most 4 concurrent requests per app and mailbox: the reconcile keeps 3, callers 1.
+MAILBOX_CONCURRENCY = caller_budget.RECONCILE_CONCURRENCY
 
 
 class Lookups(TypedDict):
@@ -100,19 +103,44 @@ def failure(error: GraphError, mailbox: str, *, appointment: bool = False, write
 class Bookings:
     """One business's appointments, calendar, customers and lookups in Graph (app-only)."""
 
-    def __init__(self, mailbox: str, graph: Graph | None = None) -> None:
+    def __init__(self, mailbox: str, graph: Graph | None = None, *, for_caller: bool = False) -> None:
+        """``for_caller``: the calls are made on behalf of a caller (an action), and spend the callers' share of
+        the mailbox's Graph limits (``shared.services.caller_budget``); the reconcile's do not."""
         self.mailbox = mailbox
         self.graph = graph or get_graph()
         self.calls = 0  # Graph requests made
+        self.for_caller = for_caller
         self._limit = asyncio.Semaphore(MAILBOX_CONCURRENCY)
+        self._prepaid = 0  # calls already spent from the callers' share (``reserve``)
         self._pinned: Lookups | None = None  # what this reader maps with
         self._read_here = False  # read from Graph by this reader (not again, whatever is missing)
+
+    async def reserve(self, calls: int) -> None:
+        """Spend ``calls`` of the callers' share at once, for calls about to be made together (one storage
+        read and write for all of them)."""
+        if self.for_caller and calls > 0:
+            await caller_budget.spend(self.mailbox, calls)
+            self._prepaid += calls
+
+    @contextlib.asynccontextmanager
+    async def _calling(self, calls: int = 1) -> AsyncIterator[None]:
+        """Around each Graph request: for a caller, spend from the share (what ``reserve`` paid first) and hold
+        the callers' slot of the mailbox; for the reconcile, nothing (its own concurrency is ``_limit``)."""
+        if not self.for_caller:
+            yield
+            return
+        prepaid = min(self._prepaid, calls)
+        self._prepaid -= prepaid
+        if calls > prepaid:
+            await caller_budget.spend(self.mailbox, calls - prepaid)
+        async with caller_budget.slot(self.mailbox):
+            yield
 
     # ---- reads ------------------------------------------------------------------------------------
 
     async def appointment(self, appointment_id: str) -> dict[str, Any] | None:
         """``GET …/appointments/{id}``, at most ``MAILBOX_CONCURRENCY`` at a time; None when Graph has none."""
-        async with self._limit:
+        async with self._limit, self._calling():
             self.calls += 1
             try:
                 return await self.graph.get_appointment(self.mailbox, appointment_id)
@@ -125,7 +153,8 @@ class Bookings:
         """The mailbox's calendar event (what a notification names); None when Graph has none."""
         self.calls += 1
         try:
-            return await self.graph.get_event(self.mailbox, event_id)
+            async with self._calling():
+                return await self.graph.get_event(self.mailbox, event_id)
         except GraphError as error:
             if error.status == 404:
                 return None
@@ -135,7 +164,8 @@ class Bookings:
         """The appointments overlapping ``start``..``end`` (without customers and notes), and how many pages
         (requests) the listing took."""
         try:
-            listing, pages = await self.graph.calendar_view_pages(self.mailbox, start, end)
+            async with self._calling():  # a caller's views are windows of a page or two (``Appointments.page``)
+                listing, pages = await self.graph.calendar_view_pages(self.mailbox, start, end)
         except GraphError as error:
             raise failure(error, self.mailbox) from None
         self.calls += pages
@@ -144,7 +174,8 @@ class Bookings:
     async def customers(self) -> list[dict[str, Any]]:
         self.calls += 1
         try:
-            return await self.graph.list_customers(self.mailbox)
+            async with self._calling():
+                return await self.graph.list_customers(self.mailbox)
         except GraphError as error:
             raise failure(error, self.mailbox) from None
 
@@ -176,10 +207,17 @@ class Bookings:
 
     async def _read_lookups(self) -> Lookups:
         self.calls += 3
+        business = self.mailbox
         try:
-            services, staff, questions = await asyncio.gather(
-                self.graph.list_services(self.mailbox), self.graph.list_staff(self.mailbox),
-                self.graph.list_custom_questions(self.mailbox))
+            if self.for_caller:  # one after the other, in the callers' one slot
+                async with self._calling(3):
+                    services, staff, questions = (await self.graph.list_services(business),
+                                                  await self.graph.list_staff(business),
+                                                  await self.graph.list_custom_questions(business))
+            else:
+                services, staff, questions = await asyncio.gather(
+                    self.graph.list_services(business), self.graph.list_staff(business),
+                    self.graph.list_custom_questions(business))
         except GraphError as error:
             raise failure(error, self.mailbox) from None
         found: Lookups = {"services": services, "staff": staff, "questions": questions}
@@ -192,14 +230,16 @@ class Bookings:
         """``POST …/appointments``: Graph's answer is the whole appointment."""
         self.calls += 1
         try:
-            return await self.graph.create_appointment(self.mailbox, body) or {}
+            async with self._calling():
+                return await self.graph.create_appointment(self.mailbox, body) or {}
         except GraphError as error:
             raise failure(error, self.mailbox, write=True) from None
 
     async def create_customer(self, customer: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
         try:
-            return await self.graph.create_customer(self.mailbox, customer)
+            async with self._calling():
+                return await self.graph.create_customer(self.mailbox, customer)
         except GraphError as error:
             raise failure(error, self.mailbox, write=True) from None
 
@@ -207,6 +247,7 @@ class Bookings:
         """Cancel the appointment; Bookings sends ``message`` to the customer."""
         self.calls += 1
         try:
-            await self.graph.cancel_appointment(self.mailbox, appointment_id, message)
+            async with self._calling():
+                await self.graph.cancel_appointment(self.mailbox, appointment_id, message)
         except GraphError as error:
             raise failure(error, self.mailbox, appointment=True) from None

@@ -52,6 +52,7 @@ from shared.adapters.on_behalf_of import graph_as
 from shared.contracts.errors import ApiError
 from shared.records import business_admins, flows
 from shared.records.business_admins import STAFF_ROLES, BusinessAdmins
+from shared.services import caller_budget
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,12 @@ class GraphBookingsDirectory:
         self.graph = graph
 
     async def _staff(self, mailbox: str) -> list[dict[str, Any]]:
+        """The staff list, live: a check on a caller's behalf, spending the callers' share of the mailbox's Graph
+        limits (``shared.services.caller_budget``)."""
+        await caller_budget.spend(mailbox, headroom=caller_budget.ADMISSION_HEADROOM)
         try:
-            return await self.graph.list_staff(mailbox)
+            async with caller_budget.slot(mailbox):
+                return await self.graph.list_staff(mailbox)
         except GraphError as error:
             raise _directory_error(error, mailbox) from None
 

@@ -92,7 +92,7 @@ def test_request_log_records_what_was_called(sb: SandboxServer, graph: httpx.Cli
 
 
 def test_mailbox_concurrency_limit(sb: SandboxServer, graph: httpx.Client) -> None:
-    assert sb.control("POST", "limits", {"mailboxConcurrency": True})["mailboxConcurrencyLimit"] == 4
+    assert sb.control("GET", "limits")["mailboxConcurrencyLimit"] == 4  # on by default
     sb.add_fault(method="GET", path="/v1.0/solutions/bookingBusinesses/*/staffMembers", latencyMs=400, count=None)
     headers = dict(graph.headers)
 
@@ -113,10 +113,36 @@ def test_mailbox_concurrency_limit(sb: SandboxServer, graph: httpx.Client) -> No
     assert graph.get(f"{B}/staffMembers").status_code == 200
 
 
-def test_limits_are_off_by_default(sb: SandboxServer) -> None:
+def test_outlook_limits_are_on_by_default_and_a_test_may_turn_them_off(sb: SandboxServer) -> None:
     limits = sb.control("GET", "limits")
-    assert limits["subscriptionWrites"] is False and limits["mailboxConcurrency"] is False
+    assert limits["mailboxConcurrency"] is True and limits["mailboxRequests"] is True
+    assert limits["mailboxRequestLimit"] == 10_000 and limits["mailboxRequestWindowSeconds"] == 600
+    assert limits["subscriptionWrites"] is False
     assert limits["subscriptionWriteLimit"] == 500 and limits["subscriptionWriteWindowSeconds"] == 20
+    kinder = sb.control("POST", "limits", {"mailboxConcurrency": False, "mailboxRequests": False})
+    assert kinder["mailboxConcurrency"] is False and kinder["mailboxRequests"] is False
+    sb.reset()  # reset restores the configured defaults
+    assert sb.control("GET", "limits")["mailboxConcurrency"] is True
+
+
+def test_mailbox_request_limit_per_app_and_mailbox() -> None:
+    """10,000 requests in 10 minutes per app and mailbox (here 6 in 1 s): the calendar and the Bookings routes of a
+    mailbox share its count; another mailbox has its own; the window slides."""
+    config = SandboxConfig(mailbox_request_limit=6, mailbox_request_window_s=1.0)
+    with SandboxServer(config) as server:
+        client = httpx.Client(base_url=server.graph_url, headers=server.graph_headers(), trust_env=False)
+        paths = [f"{B}/staffMembers", f"/users/{CLINIC}/events", f"{B}/services"] * 2
+        assert [client.get(p).status_code for p in paths] == [200] * 6
+        throttled = client.get(f"/users/{CLINIC}/calendarView?startDateTime=2030-01-01&endDateTime=2030-01-02")
+        assert throttled.status_code == 429 and throttled.json()["error"]["code"] == "ApplicationThrottled"
+        assert 1 <= int(throttled.headers["Retry-After"]) <= 1
+        assert client.get("/solutions/bookingBusinesses/salon@contoso.test/services").status_code == 200
+        assert client.get("/subscriptions").status_code == 200  # not a mailbox's route
+        time.sleep(1.05)
+        assert client.get(f"{B}/services").status_code == 200
+        assert server.requests(path=f"/v1.0{B}/*", status="429") == [] and len(
+            [r for r in server.requests() if r["throttled"] == "mailboxRequests"]) == 1
+        client.close()
 
 
 def test_subscription_write_limit() -> None:
