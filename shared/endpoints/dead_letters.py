@@ -24,7 +24,7 @@ import azure.functions as func
 from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import administered_mailbox
-from shared.endpoints.http import endpoint, json_response
+from shared.endpoints.http import endpoint, json_response, page_size
 from shared.records.dead_letters import DeadLetter, parse_public_id
 from shared.services import dead_letters
 from shared.services.dead_letters import BEING_REPLAYED, REASON_TEXT, REPLAYED
@@ -53,7 +53,7 @@ class ReplayAnswer(TypedDict):
 async def list_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
     """A page of the mailbox's dead letters in id order (``nextLink`` to the next); callback URLs are never shown."""
     mailbox, _ = await administered_mailbox(req)
-    top = _page_size(req.params.get("top"))
+    top = page_size(req.params.get("top"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     raw_after = req.params.get("after")
     after = parse_public_id(raw_after) if raw_after else None
     if raw_after and after is None:
@@ -64,13 +64,6 @@ async def list_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
         body["nextLink"] = _next_link(mailbox, top, letters[-1]["id"])
     return json_response(body)
 
-
-def _page_size(raw: str | None) -> int:
-    if not raw:
-        return DEFAULT_PAGE_SIZE
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE_SIZE):
-        raise ApiError("InvalidRequest", reason=f"top must be a whole number from 1 to {MAX_PAGE_SIZE}")
-    return int(raw)
 
 
 def _next_link(mailbox: str, top: int, last_id: str) -> str:

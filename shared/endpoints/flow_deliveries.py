@@ -33,7 +33,7 @@ from shared.adapters.settings import get_settings
 from shared.contracts.errors import ApiError
 from shared.endpoints.access import parse_mailbox
 from shared.endpoints.flow_webhooks import ROUTE_PREFIX, parse_webhook_id
-from shared.endpoints.http import endpoint, json_response
+from shared.endpoints.http import endpoint, json_response, page_size
 from shared.records import delivery_log
 from shared.records.flows import Flow, FlowRegistry
 from shared.services import bookings_directory, dead_letters
@@ -61,13 +61,6 @@ async def flow_of_creator_or_administrator(req: func.HttpRequest) -> tuple[str, 
     return mailbox, flow
 
 
-def _page_size(raw: str | None) -> int:
-    if not raw:
-        return DEFAULT_PAGE_SIZE
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE_SIZE):
-        raise ApiError("InvalidRequest", reason=f"top must be a whole number from 1 to {MAX_PAGE_SIZE}")
-    return int(raw)
-
 
 def _next_link(mailbox: str, webhook_id: str, top: int, after: str) -> str:
     path = DELIVERIES_ROUTE.replace("{smtp}", quote(mailbox, safe="@")).replace("{webhookId}", webhook_id)
@@ -78,7 +71,7 @@ def _next_link(mailbox: str, webhook_id: str, top: int, after: str) -> str:
 async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
     """A page of the flow's deliveries, newest first (route ``DELIVERIES_ROUTE``)."""
     mailbox, flow = await flow_of_creator_or_administrator(req)
-    top = _page_size(req.params.get("top"))
+    top = page_size(req.params.get("top"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     raw_after = req.params.get("after")
     after = delivery_log.parse_cursor(raw_after) if raw_after else None
     if raw_after and after is None:

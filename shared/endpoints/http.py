@@ -76,6 +76,15 @@ _LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MULTILINE_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def page_size(raw: str | None, default: int, maximum: int) -> int:
+    """A listing's ``top`` query parameter: ``default`` when absent, else a whole number from 1 to ``maximum``."""
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum):
+        raise ApiError("InvalidRequest", reason=f"top must be a whole number from 1 to {maximum}")
+    return int(raw)
+
+
 def text_field(value: Any, name: str, limit: int, *, multiline: bool = False) -> str:
     """A text field of a request body, stripped: a string of at most ``limit`` characters with no lone surrogate
     (JSON's ``"\\ud800"``, which no store or Graph can encode) and no control character (line breaks and tabs

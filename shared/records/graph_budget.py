@@ -27,13 +27,11 @@ import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
 from shared.adapters.per_loop import PerLoop
-from shared.records.mailbox import if_unchanged, mailbox_table, row, utc
+from shared.records.mailbox import mailbox_table, replace_if_unchanged, row, utc
 
 ROW_KEY = "graphbudget"
 PER_TEN_MINUTES = 2_000  # a fifth of Outlook's 10,000: the other 8,000 stay the triggers'
@@ -81,18 +79,7 @@ async def _take(mailbox: str, calls: int, headroom: int, table: TableClient) -> 
         wait = (arrival + headroom * INTERVAL - BURST * INTERVAL - now).total_seconds()
         if wait > 0:
             return wait
-        if await _write(table, entity, row(mailbox, ROW_KEY, Kind=ROW_KEY, Tat=arrival)):
+        if await replace_if_unchanged(table, entity, row(mailbox, ROW_KEY, Kind=ROW_KEY, Tat=arrival)):
             return 0.0
     return INTERVAL.total_seconds() * calls
 
-
-async def _write(table: TableClient, read: Any | None, entity: dict[str, Any]) -> bool:
-    """Write the row as computed from ``read`` (None: there was none). False when another writer came first."""
-    if read is None:
-        try:
-            await table.create_entity(entity)
-        except ResourceExistsError:
-            return False
-        return True
-    return await if_unchanged(table.update_entity(entity, mode=UpdateMode.REPLACE, etag=read.metadata["etag"],
-                                                  match_condition=MatchConditions.IfNotModified))

@@ -148,6 +148,19 @@ async def get_index(kind: str, mailbox: str, table: TableClient | None = None) -
         return None
 
 
+async def replace_if_unchanged(table: TableClient, read: Any | None, entity: dict[str, Any]) -> bool:
+    """Write ``entity`` as computed from ``read`` (None: there was no row): create it, or replace the row read under
+    its ETag (replace, not merge: columns the new row drops go). False when another writer came first."""
+    if read is None:
+        try:
+            await table.create_entity(entity)
+        except ResourceExistsError:
+            return False
+        return True
+    return await if_unchanged(table.update_entity(entity, mode=UpdateMode.REPLACE, etag=read.metadata["etag"],
+                                                  match_condition=MatchConditions.IfNotModified))
+
+
 async def if_unchanged(write: Awaitable[Any]) -> bool:
     """Await an ETag-guarded write or delete: False when the row changed (412) or went (404) meanwhile."""
     try:

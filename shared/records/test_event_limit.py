@@ -20,12 +20,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
-from shared.records.mailbox import if_unchanged, mailbox_table, row, utc
+from shared.records.mailbox import mailbox_table, replace_if_unchanged, row, utc
 
 ROW_KEY = "testevents"
 BURST = 3
@@ -62,19 +60,7 @@ async def take(mailbox: str, flow_id: str, table: TableClient | None = None) -> 
         if wait > 0:
             return wait
         kept[column] = arrival + INTERVAL
-        if await _write(table, entity, row(mailbox, ROW_KEY, Kind=ROW_KEY, **kept)):
+        if await replace_if_unchanged(table, entity, row(mailbox, ROW_KEY, Kind=ROW_KEY, **kept)):
             return 0.0
     return INTERVAL.total_seconds()
 
-
-async def _write(table: TableClient, read: Any | None, entity: dict[str, Any]) -> bool:
-    """Write the row as computed from ``read`` (None: there was none). False when another writer came first."""
-    if read is None:
-        try:
-            await table.create_entity(entity)
-        except ResourceExistsError:
-            return False
-        return True
-    # Replace, not merge: the columns of flows whose allowance is full again go.
-    return await if_unchanged(table.update_entity(entity, mode=UpdateMode.REPLACE, etag=read.metadata["etag"],
-                                                  match_condition=MatchConditions.IfNotModified))
