@@ -661,6 +661,22 @@ class Row:
         return self.lost == 0 and self.new_key == 0 and self.poison_left == 0 and self.gone_kept == 0
 
 
+def _open_run(s: Any, receiver: Receiver, mailboxes: list[str], host_env: dict[str, str]) -> Run:
+    """A run on the stack: the mailboxes cloned from the demo business in the sandbox, a Graph client for the bench's
+    own writes, and each mailbox's 1:1 and group service ids."""
+    run = Run(s, receiver, mailboxes, host_env)
+    sb = s.sandbox
+    assert sb is not None
+    sb.clone_businesses(mailboxes)
+    run.graph = httpx.Client(base_url=f"{sb.graph_url}/solutions/bookingBusinesses", headers=sb.graph_headers(),
+                             timeout=60, trust_env=False)
+    for m in mailboxes:
+        listed = run.graph.get(f"/{m}/services").json()["value"]
+        run.services[m] = (next(x["id"] for x in listed if x["maximumAttendeesCount"] == 1),
+                           next(x["id"] for x in listed if x["maximumAttendeesCount"] > 1))
+    return run
+
+
 def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> Row:
     mailboxes = [f"chaos-{i}@contoso.test" for i in range(mailbox_count)]
     host_env = {
@@ -673,16 +689,9 @@ def run_fault(fault: Fault, mailbox_count: int, window: float, drain: float) -> 
         **fault.host_env,
     }
     with stack(persistent=fault.persistent_storage) as s, Receiver() as receiver:
-        run = Run(s, receiver, mailboxes, host_env)
+        run = _open_run(s, receiver, mailboxes, host_env)
         sb = s.sandbox
-        assert sb is not None
-        sb.clone_businesses(mailboxes)
-        run.graph = httpx.Client(base_url=f"{sb.graph_url}/solutions/bookingBusinesses", headers=sb.graph_headers(),
-                                 timeout=60, trust_env=False)
         for m in mailboxes:
-            listed = run.graph.get(f"/{m}/services").json()["value"]
-            run.services[m] = (next(x["id"] for x in listed if x["maximumAttendeesCount"] == 1),
-                               next(x["id"] for x in listed if x["maximumAttendeesCount"] > 1))
             run.customers[m] = run.graph.get(f"/{m}/customers").json()["value"]
             run.before[m] = [run.book(m, group=k >= 2) for k in range(4)]
         proxy = start_several_hosts(run, fault.hosts) if fault.hosts > 1 else None
@@ -968,15 +977,8 @@ def run_reminder_fault(fault: ReminderFault, mailbox_count: int, window: float, 
                 "CHAOS_STALE_PENDING_SECONDS": "15", "DEVHOST_QUEUE_LEASE_SECONDS": "10",
                 "REMINDER_SCHEDULE": "*/5 * * * * *"}
     with stack(persistent=fault.persistent_storage) as s, Receiver() as receiver:
-        run = Run(s, receiver, mailboxes, host_env)
+        run = _open_run(s, receiver, mailboxes, host_env)
         sb = s.sandbox
-        assert sb is not None
-        sb.clone_businesses(mailboxes)
-        run.graph = httpx.Client(base_url=f"{sb.graph_url}/solutions/bookingBusinesses", headers=sb.graph_headers(),
-                                 timeout=60, trust_env=False)
-        for m in mailboxes:
-            listed = run.graph.get(f"/{m}/services").json()["value"]
-            run.services[m] = (next(x["id"] for x in listed if x["maximumAttendeesCount"] == 1), "")
         run.start_host()
         admin = {"Authorization": f"Bearer {sb.user_token(ADMIN)}"}
         for m in mailboxes:
