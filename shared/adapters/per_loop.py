@@ -38,3 +38,18 @@ class PerLoop(Generic[T]):
     def pop(self) -> T | None:
         """Forget the running loop's value (the caller closes it); ``None`` when it had none."""
         return self._values.pop(asyncio.get_running_loop(), None)
+
+
+class LocksByKey:
+    """One ``asyncio.Lock`` per key on the running loop, gone once nobody holds or awaits it (weak values): an
+    in-process queue per mailbox, say, that keeps no entry for mailboxes nobody is writing."""
+
+    def __init__(self) -> None:
+        self._locks: PerLoop[weakref.WeakValueDictionary[str, asyncio.Lock]] = PerLoop(weakref.WeakValueDictionary)
+
+    def lock(self, key: str) -> asyncio.Lock:
+        locks = self._locks.get()
+        found = locks.get(key)
+        if found is None:
+            found = locks[key] = asyncio.Lock()
+        return found

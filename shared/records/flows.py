@@ -40,7 +40,6 @@ import logging
 import random
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -53,7 +52,7 @@ from cachetools import TTLCache
 
 from shared.adapters.logs import redact_url
 from shared.adapters.monitoring import track_event
-from shared.adapters.per_loop import PerLoop
+from shared.adapters.per_loop import LocksByKey
 from shared.adapters.settings import get_settings
 from shared.contracts import events
 from shared.records.mailbox import (
@@ -242,15 +241,8 @@ def _conflict(error: TableTransactionError) -> bool:
 
 # In-process queue per mailbox, per event loop (a lock belongs to one); entries vanish when no caller holds
 # the lock.
-_local_locks: PerLoop[weakref.WeakValueDictionary[str, asyncio.Lock]] = PerLoop(weakref.WeakValueDictionary)
+_local_locks = LocksByKey()
 
-
-def _local_lock(mailbox: str) -> asyncio.Lock:
-    locks = _local_locks.get()
-    lock = locks.get(mailbox)
-    if lock is None:
-        lock = locks[mailbox] = asyncio.Lock()
-    return lock
 
 
 async def _backoff(attempt: int) -> None:
@@ -275,7 +267,7 @@ class FlowRegistry:
         return cls(mailbox_table(), get_settings().max_flows_per_mailbox)
 
     def _queue(self, mailbox: str) -> contextlib.AbstractAsyncContextManager[Any]:
-        return _local_lock(mailbox) if self.serialize_locally else contextlib.nullcontext()
+        return _local_locks.lock(mailbox) if self.serialize_locally else contextlib.nullcontext()
 
     async def _get(self, mailbox: str, row_key: str) -> Any:
         try:

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
-from shared.adapters.per_loop import PerLoop
+from shared.adapters.per_loop import LocksByKey
 from shared.records.mailbox import mailbox_table, replace_if_unchanged, row, utc
 
 ROW_KEY = "graphbudget"
@@ -40,7 +39,7 @@ BURST = 60  # a page of 50 appointments with its calendar views and staff check,
 TRIES = 5
 
 # In-process queue per mailbox, per event loop (a lock belongs to one); entries vanish when no take holds the lock.
-_local_locks: PerLoop[weakref.WeakValueDictionary[str, asyncio.Lock]] = PerLoop(weakref.WeakValueDictionary)
+_local_locks = LocksByKey()
 
 
 async def _read(table: TableClient, mailbox: str) -> Any | None:
@@ -50,13 +49,6 @@ async def _read(table: TableClient, mailbox: str) -> Any | None:
         return None
 
 
-def _local_lock(mailbox: str) -> asyncio.Lock:
-    locks = _local_locks.get()
-    lock = locks.get(mailbox)
-    if lock is None:
-        lock = locks[mailbox] = asyncio.Lock()
-    return lock
-
 
 async def take(mailbox: str, calls: int = 1, table: TableClient | None = None, *, headroom: int = 0) -> float:
     """Spend ``calls`` Graph calls of the mailbox's allowance: 0.0 when allowed (and counted), else the seconds
@@ -65,7 +57,7 @@ async def take(mailbox: str, calls: int = 1, table: TableClient | None = None, *
     calls = max(1, min(calls, BURST))  # more than a burst at once is a burst's worth: never refused for ever
     headroom = max(0, min(headroom, BURST - calls))
     # One take at a time per mailbox in this process: ETag races are then between instances only.
-    async with _local_lock(mailbox):
+    async with _local_locks.lock(mailbox):
         return await _take(mailbox, calls, headroom, table or mailbox_table())
 
 
