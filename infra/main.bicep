@@ -120,7 +120,7 @@ param callbackHostAllowlist string = '*.logic.azure.com,*.logic.azure.us,*.logic
 param renewalSchedule string = '0 */30 * * * *'
 
 @description('NCRONTAB schedule of the periodic resync of every mailbox.')
-param resyncSchedule string = '0 0 * * * *'
+param resyncSchedule string = '0 0 */6 * * *'
 
 @description('Minutes over which each periodic resync spreads its mailboxes (0: all at once). Must be shorter than the shortest gap between two resyncSchedule runs: the app refuses to start otherwise.')
 @minValue(0)

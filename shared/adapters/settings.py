@@ -323,8 +323,9 @@ class Settings:
     subscription_writes_per_second: int = _setting("SUBSCRIPTION_WRITES_PER_SECOND", "24", _positive_int,
         "Pace of the renewal sweep's subscription writes, just below Graph's 500 writes per 20 s per app (25/s); "
         "a sweep is rarely that large, and a new flow that meets the limit is told when to retry.")
-    resync_schedule: str = _setting("RESYNC_SCHEDULE", "0 0 * * * *", _ncrontab,
-        "NCRONTAB schedule of the periodic full resync of every mailbox.")
+    resync_schedule: str = _setting("RESYNC_SCHEDULE", "0 0 */6 * * *", _ncrontab,
+        "NCRONTAB schedule of the periodic full resync of every mailbox: the safety net behind the notifications "
+        "and the delta check (docs/architecture.md).")
     resync_spread_minutes: int = _setting("RESYNC_SPREAD_MINUTES", "50", _whole_number,
         "The periodic resync spreads its mailboxes' full resyncs evenly over this many minutes (queue visibility "
         "delays) instead of starting them all at once (0: all at once). Checked at start-up: it must be shorter "

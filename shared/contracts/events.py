@@ -73,6 +73,7 @@ SUBSCRIPTION_LIFECYCLE = "SubscriptionLifecycleEvent"
 NOTIFICATIONS_RECEIVED = "GraphNotificationsReceived"
 # Change detection.
 APPOINTMENT_NOT_STORED = "AppointmentNotStored"
+CHANGE_NOT_NOTIFIED = "ChangeNotNotified"
 # Delivery to flows.
 DELIVERY_FAILED = "DeliveryFailed"
 DELIVERY_DEAD_LETTERED = "DeliveryDeadLettered"
@@ -112,6 +113,9 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # Error level. Storage refused an appointment's rows (status, its errorCode); the mailbox's other changes
     # were stored, this one is tried again by every reconcile until storage takes it.
     APPOINTMENT_NOT_STORED: (*_COMMON, APPOINTMENT_ID, ERROR_CODE, STATUS),
+    # Warning level. The delta check found changes no notification announced (itemCount: the events they made);
+    # they were delivered, minutes late. The mailbox's subscription is renewed at once (a 404 re-creates it).
+    CHANGE_NOT_NOTIFIED: (*_COMMON, ITEM_COUNT),
     # One failed attempt (429/5xx/timeout: willRetry=true; other 4xx: false, followed by DeliveryDeadLettered).
     DELIVERY_FAILED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE, WILL_RETRY),
     # The delivery gave up (retries exhausted, non-retryable answer, or poison message): a dead-letter row exists.

@@ -63,10 +63,10 @@ from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
 from shared.records import outbox, reconcile_state
 from shared.records.reconcile_state import NO_LEASE, LeaseLost, Snapshot
-from shared.services import reminders
+from shared.services import calendar_changes, reminders
 from shared.services.bookings import Bookings
 from shared.services.graph_failures import GraphFailure
-from shared.workers import delivery
+from shared.workers import delivery, renewal
 from shared.workers.fan_out import fan_out
 
 log = logging.getLogger(__name__)
@@ -465,7 +465,23 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
                      mailbox=mailbox, fullResync="true" if full else "false")
     if plan.events:  # one delivery message per matching flow
         await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=delivery.attempt)
+        if message.get("reason") == calendar_changes.REASON:
+            await _unannounced(message, len(plan.events))
     return "reconciled"
+
+
+async def _unannounced(message: MailboxChangeMessage, count: int) -> None:
+    """A delta check's hint made events: no notification had announced those changes (one that had would have
+    been reconciled first and covered this hint). Said loudly, and the subscription is checked at once."""
+    mailbox = message["mailbox"].lower()
+    log.warning("the delta check found %d change(s) of %s that no notification announced; checking its "
+                "subscription", count, mailbox, extra={"mailbox": mailbox})
+    track_event(events.CHANGE_NOT_NOTIFIED, logging.WARNING, mailbox=mailbox, itemCount=count)
+    try:
+        await renewal.check_after_unannounced_change(mailbox)
+    except Exception as error:  # storage: the renewal sweep's audit still finds a removed subscription
+        log.warning("could not queue the subscription check of %s (%s)", mailbox, type(error).__name__,
+                    extra={"mailbox": mailbox})
 
 
 async def handle_message(msg: Any) -> None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 
 from azure.storage.queue import QueueClient
 
-from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, get_store
+from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
+from shared.contracts import events
 from shared.records import delta_tokens, flows
 from shared.workers.delta_check import check_all
 from shared.workers.reconcile import reconcile
+from shared.workers.renewal import UNANNOUNCED_CHANGE
 from tests.reconcile.test_reconcile import CLINIC, Bookings, baselined, outbox
+from tests.subscriptions.test_renewal import queued
 
 __all__ = ["baselined"]  # the fixture, shared with the reconcile tests
 
@@ -33,7 +37,8 @@ def take_hints(azurite) -> list[dict]:
 
 
 async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconciled(baselined: Bookings, sandbox,
-                                                                                   azurite) -> None:
+                                                                                   azurite, caplog) -> None:
+    caplog.set_level(logging.INFO)
     await give_flows(CLINIC)
     first = await check_all()
     assert first.outcomes == {"started": 1} and take_hints(azurite) == []  # a full round, nothing to announce
@@ -45,6 +50,10 @@ async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconcile
     assert {c["changeType"] for c in hint["changes"]} == {"updated"}
     assert await reconcile(hint) == "reconciled"
     assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", booked["id"])]
+    # No notification announced it: said loudly, and the mailbox's subscription is checked at once.
+    (check,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
+    assert (check["action"], check["mailbox"], check["reason"]) == ("renew", CLINIC, UNANNOUNCED_CHANGE)
+    assert any(r.getMessage().startswith(events.CHANGE_NOT_NOTIFIED) for r in caplog.records)
     quiet = await check_all()  # nothing changed since: one request, no hint
     assert (quiet.outcomes, quiet.requests, quiet.hints) == ({"unchanged": 1}, 1, 0)
     baselined.cancel(booked["id"])
@@ -65,6 +74,7 @@ async def test_a_change_the_notification_path_reconciled_is_covered(baselined: B
     (hint,) = take_hints(azurite)
     assert await reconcile(hint) == "covered"  # no Graph read: the notification's reconcile began after the change
     assert len(await outbox()) == 1
+    assert queued(azurite, SUBSCRIPTION_TASKS_QUEUE) == []  # notified: nothing to check
 
 
 async def test_a_token_graph_dropped_means_a_full_resync_and_a_new_round(baselined: Bookings, sandbox,
