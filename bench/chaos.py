@@ -460,7 +460,8 @@ def faults(window: Callable[[], float]) -> list[Fault]:
               start=lambda run: _add_fault(run, kind="dropNotifications"), stop=_clear_faults,
               host_env={"RESYNC_SCHEDULE": "0 */1 * * * *", "RESYNC_SPREAD_MINUTES": "0",
                         "AzureWebJobs.resync_mailboxes.Disabled": "false"},
-              note="only the resync can notice: every minute here (hourly on Azure)"),
+              note="the delta check off: only the resync can notice, every minute here (every 6 hours on Azure, "
+                   "where the delta check finds it first: notifications-dropped-delta)"),
         Fault("lifecycle-missed", "every change notification is dropped and a 'missed' lifecycle event sent",
               start=lambda run: _add_fault(run, kind="dropNotifications", sendMissed=True), stop=_clear_faults),
         Fault("oversized", "a 40,000-character note and a 9,000-emoji note booked next to the others",
@@ -468,6 +469,7 @@ def faults(window: Callable[[], float]) -> list[Fault]:
                                           lambda: run.booking(run.mailboxes[0], group=False, note=EMOJI_NOTE)]),
         *several_host_faults(window),
         subscription_removed_silently(),
+        subscription_removed_silently_delta(),
         notifications_dropped_delta(),
     ]
 
@@ -572,7 +574,9 @@ class SilentRemoval:
     subscriptions with the rows, can notice; its renewal's 404 re-creates the subscription and resyncs the mailbox.
     Records how long each mailbox went without one."""
 
-    def __init__(self) -> None:
+    def __init__(self, finder: str = "renewal sweep every 10 s here: bound one period + pacing; every 30 min on "
+                                     "Azure") -> None:
+        self.finder = finder  # what re-creates the subscriptions in this row, and its bound on Azure
         self.removed_at = 0.0
         self.gone: dict[str, str] = {}  # mailbox -> the removed subscription's id
         self.back: dict[str, float] = {}  # mailbox -> seconds until a new subscription existed
@@ -607,7 +611,7 @@ class SilentRemoval:
         missing = sorted(set(self.gone) - set(self.back))
         worst = max(self.back.values(), default=math.nan)
         run.notes.append(f"{len(self.back)}/{len(self.gone)} subscriptions re-created, the last after {worst:.1f} s "
-                         f"(renewal sweep every 10 s here: bound one period + pacing; every 30 min on Azure)"
+                         f"({self.finder})"
                          + (f"; never re-created: {', '.join(missing)}" if missing else ""))
         if missing:
             run.notes.append("lost subscriptions")
@@ -620,6 +624,17 @@ def subscription_removed_silently() -> Fault:
                  host_env={"RENEWAL_SCHEDULE": RENEWAL_SCHEDULE_SCALED,
                            "AzureWebJobs.renew_subscriptions.Disabled": "false"},
                  note="resync off: only the renewal sweep can notice")
+
+
+def subscription_removed_silently_delta() -> Fault:
+    """The same removal with the renewal sweep off: the delta check finds the mailboxes' unannounced changes, and the
+    reconcile that delivers them renews each subscription (``ChangeNotNotified``), whose 404 re-creates it."""
+    removal = SilentRemoval("found by the delta check, every 10 s here: bound one delta period + a reconcile + the "
+                            "renewal task, under 5 min on Azure for a mailbox that changes")
+    return Fault("subscription-removed-silently-delta", "every mailbox's Graph subscription removed, no lifecycle "
+                 "notification; the renewal sweep does not run", start=removal.start, tick=removal.tick,
+                 stop=removal.stop, host_env={"DELTA_CHECK_SCHEDULE": DELTA_CHECK_SCHEDULE_SCALED},
+                 note="resync and renewal sweep off: only the delta check's unannounced changes can notice")
 
 
 # ---- a change whose notification never came, found by the delta check (issue 26 §1) -------------------------

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
+from cachetools import TTLCache
 
 from shared.adapters.monitoring import correlated, telemetry_context, track_event
 from shared.adapters.per_loop import PerLoop
@@ -65,7 +66,7 @@ from shared.records.flows import mailboxes_with_flows
 from shared.records.mailbox import ensure_index
 from shared.records.subscription_rows import SubscriptionRecord
 from shared.services.graph_failures import GraphFailure
-from shared.services.subscriptions import Subscriptions, new_expiration
+from shared.services.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,11 @@ THROTTLED_DEFAULT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 900
 MISSING_FROM_GRAPH = "missing from Graph's list"
 # A change the delta check found that no notification announced: the subscription may be gone. Renewing it finds
-# out (a 404 re-creates it); a subscription renewed or created this recently is left alone, so a mailbox whose
-# notifications merely raced the delta check costs at most one write per cool-down.
+# out (a 404 re-creates it). At most once per mailbox and cool-down on each instance, so a mailbox whose
+# notifications merely race the delta check costs at most four subscription writes an hour.
 UNANNOUNCED_CHANGE = "a change was never notified"
 UNANNOUNCED_COOLDOWN = timedelta(minutes=15)
+_checked: TTLCache[str, bool] = TTLCache(20_000, UNANNOUNCED_COOLDOWN.total_seconds())
 
 
 @dataclass
@@ -178,11 +180,16 @@ async def _audit(report: SweepReport, now: datetime | None) -> None:
         await enqueue_tasks(missing[first:first + TASKS_PER_MESSAGE])
 
 
-async def check_after_unannounced_change(mailbox: str) -> None:
+async def check_after_unannounced_change(mailbox: str) -> bool:
     """The delta check found a change of ``mailbox`` that no notification announced: renew its subscription now
     (whichever it is) instead of waiting for the sweep's audit, so a subscription Graph removed without a word is
-    re-created within a delta period whenever its mailbox changes."""
+    re-created within a delta period whenever its mailbox changes. False when this instance checked the mailbox
+    within ``UNANNOUNCED_COOLDOWN`` (nothing queued)."""
+    if mailbox in _checked:
+        return False
     await enqueue_task(task("renew", mailbox, "", UNANNOUNCED_CHANGE))
+    _checked[mailbox] = True
+    return True
 
 
 def heartbeat(report: SweepReport, duration_ms: float) -> None:
@@ -269,9 +276,6 @@ async def _renew(subs: Subscriptions, item: SubscriptionTask, record: Subscripti
     if _stale(item, record) or record is None or record.state != "active":
         await subs.refresh_index(item["mailbox"], record)  # the sweep planned on an outdated copy
         return "stale task"  # the subscription it names was replaced or removed meanwhile
-    if item["reason"] == UNANNOUNCED_CHANGE and record.expiration is not None \
-            and record.expiration > new_expiration() - UNANNOUNCED_COOLDOWN:
-        return "renewed recently"
     await _pace_write()
     try:
         expires = await (subs.reauthorize(record) if item["action"] == "reauthorize" else subs.renew(record))

@@ -12,6 +12,7 @@ from azure.storage.queue import QueueClient
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.contracts import events
 from shared.records import delta_tokens, flows
+from shared.workers import renewal
 from shared.workers.delta_check import check_all
 from shared.workers.reconcile import reconcile
 from shared.workers.renewal import UNANNOUNCED_CHANGE
@@ -39,6 +40,7 @@ def take_hints(azurite) -> list[dict]:
 async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconciled(baselined: Bookings, sandbox,
                                                                                    azurite, caplog) -> None:
     caplog.set_level(logging.INFO)
+    renewal._checked.clear()  # no cool-down left by an earlier test in this process
     await give_flows(CLINIC)
     first = await check_all()
     assert first.outcomes == {"started": 1} and take_hints(azurite) == []  # a full round, nothing to announce

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from azure.storage.queue import QueueClient
+from cachetools import TTLCache
 
 from shared.adapters.monitoring import telemetry_context
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.messages.subscription_tasks import task
 from shared.records import mailbox as mailbox_rows
 from shared.records import subscription_rows
-from shared.services.subscriptions import Subscriptions, new_expiration
+from shared.services.subscriptions import Subscriptions
 from shared.workers import renewal
 from shared.workers.renewal import plan_sweep, run_task, sweep
 from tests.subscriptions.conftest import sandbox_subscriptions
@@ -292,27 +293,24 @@ async def test_a_subscription_graph_removed_silently_is_renewed_and_the_404_recr
     assert (await sweep_as("cid2")).missing == 0  # the next sweep finds nothing to repair
 
 
-async def test_an_unannounced_change_renews_the_subscription_unless_it_was_renewed_within_the_cool_down(
-        app_host, sandbox, azurite) -> None:
+
+async def test_an_unannounced_change_renews_the_subscription_once_per_cool_down(app_host, sandbox, azurite,
+                                                                                 monkeypatch) -> None:
     """The delta check found a change no notification announced: the mailbox's subscription is renewed at once
     (whichever it is: the task names none), so one Graph removed without a word is re-created (its 404) without
-    waiting for the sweep's audit. A subscription created or renewed within the cool-down is left alone: a
-    notification that merely raced the delta check costs no write."""
+    waiting for the sweep's audit, also right after it was created. An instance checks a mailbox at most once per
+    cool-down: notifications that merely race the delta check cost few writes."""
+    monkeypatch.setattr(renewal, "_checked", TTLCache(10, 0.5))  # the cool-down, scaled to 0.5 s
     await give_flows(CLINIC)
     created = await Subscriptions().ensure(CLINIC)
-    await renewal.check_after_unannounced_change(CLINIC)
+    assert await renewal.check_after_unannounced_change(CLINIC) is True
+    assert await renewal.check_after_unannounced_change(CLINIC) is False  # within the cool-down: nothing queued
     (fresh,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
     assert (fresh["action"], fresh["mailbox"], fresh["subscriptionId"], fresh["reason"]) == (
         "renew", CLINIC, "", renewal.UNANNOUNCED_CHANGE)
-    writes = len([r for r in sandbox.requests() if r["method"] == "PATCH"])
-    assert await run_task(fresh) == "renewed recently"
-    assert len([r for r in sandbox.requests() if r["method"] == "PATCH"]) == writes  # no Graph write
-    # As if renewed 5 minutes before the cool-down began.
-    renewed_earlier = int((new_expiration() - renewal.UNANNOUNCED_COOLDOWN - datetime.now(UTC)).total_seconds()
-                          // 60) - 5
-    await expire_soon(CLINIC, minutes=renewed_earlier)
     assert await run_task(fresh) == "renewed"
     sandbox.control("DELETE", f"subscriptions/{created.subscription_id}")  # Graph removes it, tells nobody
-    await expire_soon(CLINIC, minutes=renewed_earlier)
+    await asyncio.sleep(0.6)
+    assert await renewal.check_after_unannounced_change(CLINIC) is True
     assert await run_task(fresh) == "recreated"
     assert (await Subscriptions().get(CLINIC)).subscription_id != created.subscription_id
