@@ -1,10 +1,11 @@
 """The delta check: Graph calls per idle mailbox-hour, before and after, and how late a run reaches its last mailbox.
 
-Part 1, idle cost. ``--idle`` clones of the demo clinic, 4 appointments each, baselined. Before: what the hourly
-resync costs an idle mailbox (one full reconcile each, as its timer's hint asks). After: a delta check run over the
-same mailboxes, once to start the rounds (a full synchronization each, paid once a day when the window rolls) and
-once with nothing changed. Graph requests counted in the sandbox's request log, per mailbox and run, then per idle
-mailbox-hour on the shipped schedules (resync hourly, delta check every 4 minutes: 15 runs).
+Part 1, idle cost. ``--idle`` clones of the demo clinic, ``--appointments`` each (spread over the horizon),
+baselined. Before: what the hourly resync (the schedule before the delta check) costs an idle mailbox (one full
+reconcile each, as its timer's hint asks). After: a delta check run over the same mailboxes, once to start the rounds
+(a full synchronization each, paid again once a week when the window rolls) and once with nothing changed, plus the
+resync at ``--resync-runs-per-hour`` (shipped: every 6 hours). Graph requests counted in the sandbox's request log,
+per mailbox and run, then per idle mailbox-hour (delta check every 4 minutes: 15 runs).
 
 Part 2, recovery bound at scale. ``--mailboxes`` mailboxes with flows (their index rows) and empty calendars,
 Graph answering each delta request after ``--latency-ms`` (about what Graph takes; the sandbox alone answers in a
@@ -14,7 +15,7 @@ reconcile (part 1's reconcile time).
 
 In this process, Azurite in memory, the sandbox as its own process.
 
-    python -m bench.delta [--idle 20] [--mailboxes 10000] [--latency-ms 150]     # ~3 min at the defaults
+    python -m bench.delta [--idle 20] [--appointments 4] [--mailboxes 10000] [--latency-ms 150]   # ~8 min
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from bench._stack import Stack, print_table, stack
+from shared.services.calendar_changes import WINDOW_ROLL
 
-RESYNC_RUNS_PER_HOUR = 1  # RESYNC_SCHEDULE 0 0 * * * *
+BEFORE_RESYNC_RUNS_PER_HOUR = 1  # RESYNC_SCHEDULE before the delta check: 0 0 * * * *
+SHIPPED_RESYNC_RUNS_PER_HOUR = 1 / 6  # RESYNC_SCHEDULE 0 0 */6 * * *
 DELTA_RUNS_PER_HOUR = 15  # DELTA_CHECK_SCHEDULE 0 */4 * * * *
 DELTA_PERIOD_SECONDS = 240
 
 
 def _book(graph: httpx.Client, mailbox: str, service: str, n: int) -> None:
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2, hours=n)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2, hours=17 * n)
     times = {k: {"dateTime": t.replace(tzinfo=None).isoformat(), "timeZone": "UTC"}
              for k, t in (("startDateTime", start), ("endDateTime", start + timedelta(minutes=30)))}
     graph.post(f"/{mailbox}/appointments", json={"serviceId": service, **times, "customers": [
@@ -52,7 +55,7 @@ def _graph_requests(s: Stack, since: int) -> tuple[int, int]:
     return graph, http
 
 
-def _seed_graph(s: Stack, mailboxes: list[str]) -> None:
+def _seed_graph(s: Stack, mailboxes: list[str], appointments: int) -> None:
     assert s.sandbox is not None
     s.sandbox.clone_businesses(mailboxes)
     with httpx.Client(base_url=f"{s.sandbox.graph_url}/solutions/bookingBusinesses",
@@ -60,7 +63,7 @@ def _seed_graph(s: Stack, mailboxes: list[str]) -> None:
         for m in mailboxes:
             service = next(x["id"] for x in graph.get(f"/{m}/services").json()["value"]
                            if x["maximumAttendeesCount"] == 1)
-            for n in range(4):
+            for n in range(appointments):
                 _book(graph, m, service, n)
 
 
@@ -70,7 +73,7 @@ def _seq(s: Stack) -> int:
     return max((e["seq"] for e in entries), default=0)
 
 
-async def idle_cost(s: Stack, count: int) -> dict[str, float]:
+async def idle_cost(s: Stack, count: int, appointments: int) -> dict[str, float]:
     """Graph requests per idle mailbox and run: the resync's full reconcile, the delta check's rounds."""
     from shared.messages.mailbox_changes import full_resync
     from shared.records import flows
@@ -80,7 +83,7 @@ async def idle_cost(s: Stack, count: int) -> dict[str, float]:
 
     assert s.sandbox is not None
     mailboxes = [f"idle-{i}@contoso.test" for i in range(count)]
-    _seed_graph(s, mailboxes)
+    _seed_graph(s, mailboxes, appointments)
     table = mailbox_table()
     for m in mailboxes:
         await table.upsert_entity({"PartitionKey": m, "RowKey": flows.QUOTA_ROW, "FlowCount": 1})
@@ -135,20 +138,23 @@ async def run_length(s: Stack, count: int, latency_ms: int) -> tuple[float, floa
 async def run(args: argparse.Namespace) -> None:
     with stack() as s:
         s.use_in_process()
-        idle = await idle_cost(s, args.idle)
+        idle = await idle_cost(s, args.idle, args.appointments)
         first_run, timed, failed, cpu = await run_length(s, args.mailboxes, args.latency_ms)
     resync_runs = args.resync_runs_per_hour
-    before_hour = idle["before"] * RESYNC_RUNS_PER_HOUR
-    daily = idle["start_round"] / 24
-    graph_hour = idle["after"] * DELTA_RUNS_PER_HOUR + idle["before"] * resync_runs + daily
-    http_hour = idle["after_http"] * DELTA_RUNS_PER_HOUR + idle["before"] * resync_runs + daily
-    print(f"Graph requests per idle mailbox ({args.idle} mailboxes, 4 appointments each; Graph-counted / HTTP)")
+    before_hour = idle["before"] * BEFORE_RESYNC_RUNS_PER_HOUR
+    rolls = 3600 / WINDOW_ROLL.total_seconds()  # rounds started afresh an hour
+    rolled = idle["start_round"] * rolls
+    graph_hour = idle["after"] * DELTA_RUNS_PER_HOUR + idle["before"] * resync_runs + rolled
+    http_hour = idle["after_http"] * DELTA_RUNS_PER_HOUR + idle["before"] * resync_runs + rolled
+    print(f"Graph requests per idle mailbox ({args.idle} mailboxes, {args.appointments} appointments each; "
+          "Graph-counted / HTTP)")
     print_table(["what", "Graph per run", "HTTP per run", "runs an hour", "Graph per hour", "HTTP per hour"], [
-        ["before: hourly resync (full listing)", idle["before"], idle["before"], RESYNC_RUNS_PER_HOUR, before_hour,
-         before_hour],
+        ["before: hourly resync (full listing)", idle["before"], idle["before"], BEFORE_RESYNC_RUNS_PER_HOUR,
+         before_hour, before_hour],
         ["delta check, nothing changed ($batch of 20)", idle["after"], idle["after_http"], DELTA_RUNS_PER_HOUR,
          idle["after"] * DELTA_RUNS_PER_HOUR, idle["after_http"] * DELTA_RUNS_PER_HOUR],
-        ["delta round started (daily)", idle["start_round"], idle["start_round"], 1 / 24, daily, daily],
+        ["delta round started (weekly window roll)", idle["start_round"], idle["start_round"], rolls, rolled,
+         rolled],
         [f"resync at {resync_runs:g} a hour", idle["before"], idle["before"], resync_runs,
          idle["before"] * resync_runs, idle["before"] * resync_runs],
         ["after: all of it", "", "", "", graph_hour, http_hour],
@@ -175,10 +181,11 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.delta", description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=int, default=20)
+    parser.add_argument("--appointments", type=int, default=4, help="appointments in each idle mailbox")
     parser.add_argument("--mailboxes", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=int, default=150)
-    parser.add_argument("--resync-runs-per-hour", type=float, default=1.0,
-                        help="the resync's runs an hour after the change (RESYNC_SCHEDULE)")
+    parser.add_argument("--resync-runs-per-hour", type=float, default=SHIPPED_RESYNC_RUNS_PER_HOUR,
+                        help="the resync's runs an hour with the delta check (RESYNC_SCHEDULE; shipped: 1/6)")
     asyncio.run(run(parser.parse_args(argv)))
 
 

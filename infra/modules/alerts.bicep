@@ -144,6 +144,16 @@ var rules = [
     query: loadTextContent('../queries/alert-appointments-not-stored.kql')
   }
   {
+    name: 'notifications-missing'
+    displayName: 'Bookings triggers: Graph change notifications not arriving'
+    description: 'More than 10 times in an hour the delta check found appointment changes that no Graph notification announced. They were delivered, up to about 5 minutes late; if notifications stay away, every change waits for the delta check. See docs/operations.md.'
+    severity: 3
+    frequency: 'PT15M'
+    window: 'PT1H'
+    threshold: 10
+    query: loadTextContent('../queries/alert-notifications-missing.kql')
+  }
+  {
     // A daily event: the window covers one day's check, so the alert resolves the day after a rotation.
     name: 'connector-secret-expiring'
     displayName: 'Bookings triggers: connector client secret expiring'

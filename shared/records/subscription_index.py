@@ -12,7 +12,8 @@ flood naming the same made-up (or deleted) subscription ids costs one read per i
 notification. The window is short because a new subscription's first notification may race its index
 row; and ``put()`` forgets any absence of its id (also one recorded by a read that overlapped the write),
 so in this process a subscription is never "unknown" once its row is written. Another instance may keep
-an absence for up to 10 s; the mailbox's baseline and hourly resync cover a hint dropped in that window.
+an absence for up to 10 s; the mailbox's baseline, the delta check and the periodic resync cover a hint
+dropped in that window.
 
 Ids Table storage cannot hold as a key (``storable_id``: ``/ \\ # ?``, control characters, lone
 surrogates, more than ``MAX_ID_CHARS``) can name no subscription: they are unknown without a read.

@@ -3,7 +3,8 @@
 Every mailbox with flows gets one Graph delta round on its calendar view (``shared.services.calendar_changes``):
 one request when nothing changed. A round that names changes becomes a change hint on ``mailbox-changes`` at
 once, so a change whose notification was lost reaches its flows within one period plus the run's own length and a
-reconcile, instead of waiting for the hourly resync (which stays: it also catches what the calendar does not show).
+reconcile, instead of waiting for the periodic resync (every 6 hours: the safety net under notifications and this
+check).
 
 The rounds travel ``BATCH_SIZE`` (20) to a Graph JSON batch (``POST /$batch``), ``CONCURRENCY`` batches at a time: one
 HTTP request per 20 mailboxes, though Graph counts (and throttles) each round as a request of its own. A mailbox's
@@ -40,7 +41,7 @@ class DeltaReport:
     requests: int = 0  # Graph requests the rounds took (each request of a batch counted)
     http_requests: int = 0  # HTTP requests to Graph (a batch of 20 rounds is one)
     hints: int = 0
-    rolled: int = 0  # rounds started afresh because their window was a day old
+    rolled: int = 0  # rounds started afresh because their window was a week old (WINDOW_ROLL)
 
 
 async def check_all(now: datetime | None = None) -> DeltaReport:
@@ -54,7 +55,7 @@ async def check_all(now: datetime | None = None) -> DeltaReport:
         limit = asyncio.Semaphore(CONCURRENCY)
         ongoing = [rounds[m] for m in sorted(mailboxes) if m in rounds]
         batches = [ongoing[i:i + BATCH_SIZE] for i in range(0, len(ongoing), BATCH_SIZE)]
-        # Windows roll a day after they began; at most ROLLS_PER_RUN a run (oldest first), so that rounds started
+        # Windows roll WINDOW_ROLL after they began; at most ROLLS_PER_RUN a run (oldest first), so that rounds started
         # together (a deployment) do not all make a full synchronization in the same run and lengthen it.
         due = sorted((s for s in ongoing if calendar_changes.needs_roll(s, now)), key=lambda s: s.window_start)
         roll = {s.mailbox for s in due[:ROLLS_PER_RUN]}

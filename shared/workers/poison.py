@@ -1,14 +1,14 @@
 """Consumers of the ``mailbox-changes-poison`` and ``subscription-tasks-poison`` queues.
 
 The Functions runtime moves a message here after its worker failed on it ``maxDequeueCount`` times in a row
-(a bug, storage or Graph down throughout). Nothing may wait there silently for the hourly timer, so:
+(a bug, storage or Graph down throughout). Nothing may wait there silently for the periodic resync, so:
 
 - a **mailbox-change hint** (a bundle is split first) comes back as a *full-resync* hint for its mailbox after
   a back-off (``BACKOFF_SECONDS``, by how often that mailbox's hints were poisoned already): a full reconcile
   covers whatever the hint was about, whatever it named;
 - a **subscription task** goes back on ``subscription-tasks`` as it was, after the same back-off;
 - each message carries ``poisonings`` (how often it was poisoned); after ``MAX_POISONINGS`` it is given up
-  loudly (error log, the event below): the hourly resync and renewal sweep remain, and an admin is alerted;
+  loudly (error log, the event below): the periodic resync and renewal sweep remain, and an admin is alerted;
 - a **malformed** message is logged and dropped (retrying cannot fix it).
 
 Every poisoned message emits ``QueueMessagePoisoned`` (queue, attempt = poisonings, willRetry, reason
@@ -56,7 +56,7 @@ def _malformed(queue: str, error: Exception) -> None:
 
 
 def _gave_up(queue: str, mailbox: str, poisonings: int, what: str) -> None:
-    log.error("%s for %s was poisoned %d times; giving up (the hourly resync and renewal sweep remain): "
+    log.error("%s for %s was poisoned %d times; giving up (the periodic resync and renewal sweep remain): "
               "look for the errors of its correlation id", what, mailbox, poisonings, extra={"mailbox": mailbox})
     track_event(events.QUEUE_MESSAGE_POISONED, mailbox=mailbox, queue=poison_queue(queue), attempt=poisonings,
                 willRetry=False, reason="gaveUp")

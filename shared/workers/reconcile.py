@@ -78,7 +78,8 @@ LEASE_SECONDS = 60
 # start are not treated as covered by it.
 COVERAGE_MARGIN_SECONDS = 2.0
 # Graph throttling (429/503/504) or unreachable: the hint comes back as a full reconcile after Retry-After
-# (bounded, jittered) without spending a dequeue attempt. After this many the hourly resync takes over.
+# (bounded, jittered) without spending a dequeue attempt. After this many the periodic resync (every 6 hours)
+# takes over.
 THROTTLE_DELAY_CAP_SECONDS = 300
 THROTTLE_DEFAULT_SECONDS = 10
 MAX_THROTTLED_RETRIES = 60

@@ -127,6 +127,7 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("connector-secret-expiring", events.CONNECTOR_SECRET_EXPIRING),
     ("notification-5xx", events.REQUEST_FAILED),
     ("flow-export-missing", events.FLOWS_EXPORTED),
+    ("notifications-missing", events.CHANGE_NOT_NOTIFIED),
     ("poison-queue-length", None),
     ("app-silent", None),
 ])

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 
 from azure.storage.queue import QueueClient
 
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
-from shared.contracts import events
 from shared.records import delta_tokens, flows
 from shared.workers import renewal
 from shared.workers.delta_check import check_all
 from shared.workers.reconcile import reconcile
 from shared.workers.renewal import UNANNOUNCED_CHANGE
+from tests.app_insights import alert_rows, capture, fires
 from tests.reconcile.test_reconcile import CLINIC, Bookings, baselined, outbox
 from tests.subscriptions.test_renewal import queued
 
@@ -38,8 +37,7 @@ def take_hints(azurite) -> list[dict]:
 
 
 async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconciled(baselined: Bookings, sandbox,
-                                                                                   azurite, caplog) -> None:
-    caplog.set_level(logging.INFO)
+                                                                                   azurite) -> None:
     renewal._checked.clear()  # no cool-down left by an earlier test in this process
     await give_flows(CLINIC)
     first = await check_all()
@@ -50,12 +48,15 @@ async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconcile
     (hint,) = take_hints(azurite)
     assert (hint["mailbox"], hint["reason"], hint["fullResync"]) == (CLINIC, "delta", False)
     assert {c["changeType"] for c in hint["changes"]} == {"updated"}
-    assert await reconcile(hint) == "reconciled"
+    with capture() as captured:
+        assert await reconcile(hint) == "reconciled"
     assert [(e["ChangeType"], e["AppointmentId"]) for e in await outbox()] == [("Created", booked["id"])]
     # No notification announced it: said loudly, and the mailbox's subscription is checked at once.
     (check,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
     assert (check["action"], check["mailbox"], check["reason"]) == ("renew", CLINIC, UNANNOUNCED_CHANGE)
-    assert any(r.getMessage().startswith(events.CHANGE_NOT_NOTIFIED) for r in caplog.records)
+    (row,) = alert_rows("notifications-missing", captured)
+    assert (row["mailbox"], row["changes"]) == (CLINIC, 1)
+    assert not fires("notifications-missing", [row]) and fires("notifications-missing", [row] * 11)
     quiet = await check_all()  # nothing changed since: one request, no hint
     assert (quiet.outcomes, quiet.requests, quiet.hints) == ({"unchanged": 1}, 1, 0)
     baselined.cancel(booked["id"])
@@ -123,7 +124,7 @@ async def test_rounds_travel_20_to_a_batch_and_a_throttled_one_is_checked_again_
     assert again.outcomes == {"changed": 1, "unchanged": 1} and len(take_hints(azurite)) == 1
 
 
-async def test_day_old_windows_roll_a_few_a_run_after_their_changes_were_taken(baselined: Bookings, azurite,
+async def test_week_old_windows_roll_a_few_a_run_after_their_changes_were_taken(baselined: Bookings, azurite,
                                                                              monkeypatch) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -134,8 +135,9 @@ async def test_day_old_windows_roll_a_few_a_run_after_their_changes_were_taken(b
     await give_flows(salon)
     await check_all()
     monkeypatch.setattr(delta_check, "ROLLS_PER_RUN", 1)
+    assert (await check_all(datetime.now(UTC) + timedelta(days=6, hours=23))).rolled == 0  # within the week
     baselined.create()
-    later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+    later = datetime.now(UTC) + timedelta(days=7, minutes=1)
     first = await check_all(later)
     assert (first.rolled, first.hints) == (1, 1)  # the change was taken from the old round first
     assert (await check_all(later)).rolled == 1  # the other one, next run
