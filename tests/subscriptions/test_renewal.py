@@ -314,3 +314,32 @@ async def test_an_unannounced_change_renews_the_subscription_once_per_cool_down(
     assert await renewal.check_after_unannounced_change(CLINIC) is True
     assert await run_task(fresh) == "recreated"
     assert (await Subscriptions().get(CLINIC)).subscription_id != created.subscription_id
+
+
+async def test_a_subscription_removed_silently_is_recreated_once_its_mailbox_changes(app_host, sandbox,
+                                                                                     azurite) -> None:
+    """End to end in process: Graph removes CLINIC's subscription without a word; the next booking is announced to
+    nobody, the delta check finds it, its reconcile delivers it and renews the subscription, and the renewal's 404
+    re-creates it, with no renewal sweep."""
+    from shared.messages.mailbox_changes import parse as parse_hint
+    from shared.workers.delta_check import check_all
+    from shared.workers.reconcile import reconcile
+    from tests.reconcile.test_delta_check import take_hints
+    from tests.reconcile.test_reconcile import Bookings, outbox
+
+    renewal._checked.clear()
+    await give_flows(CLINIC)
+    removed = await Subscriptions().ensure(CLINIC)
+    for baseline in take_hints(azurite):
+        await reconcile(parse_hint(json.dumps(baseline).encode()))
+    assert (await check_all()).outcomes == {"started": 1}
+    sandbox.control("DELETE", f"subscriptions/{removed.subscription_id}")
+    booked = Bookings(sandbox).create()
+    assert [n["kind"] for n in sandbox.notifications()] == ["validation", "validation"]  # nobody was told
+    assert (await check_all()).hints == 1
+    (hint,) = take_hints(azurite)
+    assert await reconcile(hint) == "reconciled"
+    assert [e["AppointmentId"] for e in await outbox()] == [booked["id"]]
+    (check,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
+    assert await run_task(check) == "recreated"
+    assert (await Subscriptions().get(CLINIC)).subscription_id in {s["id"] for s in sandbox_subscriptions(sandbox)}
