@@ -113,8 +113,9 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # Error level. Storage refused an appointment's rows (status, its errorCode); the mailbox's other changes
     # were stored, this one is tried again by every reconcile until storage takes it.
     APPOINTMENT_NOT_STORED: (*_COMMON, APPOINTMENT_ID, ERROR_CODE, STATUS),
-    # Warning level. The delta check found changes no notification announced (itemCount: the events they made);
-    # they were delivered, minutes late. The mailbox's subscription is renewed at once (a 404 re-creates it).
+    # Warning level. The delta check found changes no notification announced within Graph's 3-minute maximum latency
+    # (itemCount: the events they made); they were delivered, minutes late. The mailbox's subscription is renewed at
+    # once (a 404 re-creates it). The notifications-missing alert counts these.
     CHANGE_NOT_NOTIFIED: (*_COMMON, ITEM_COUNT),
     # One failed attempt (429/5xx/timeout: willRetry=true; other 4xx: false, followed by DeliveryDeadLettered).
     DELIVERY_FAILED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE, WILL_RETRY),

@@ -85,6 +85,13 @@ THROTTLE_DEFAULT_SECONDS = 10
 MAX_THROTTLED_RETRIES = 60
 
 
+# A change the delta check found before its notification came is only said to be unannounced (ChangeNotNotified)
+# once it is older than Graph's documented maximum latency of calendar notifications, 3 minutes
+# (https://learn.microsoft.com/en-us/graph/change-notifications-overview, "Latency"): younger, the notification may
+# still be on its way.
+UNANNOUNCED_GRACE = timedelta(minutes=3)
+
+
 # A hint about one event lists the whole horizon when the mailbox's last whole listing took at most this
 # many pages (else: the event's time, then a narrow window).
 WHOLE_LISTING_MAX_PAGES = 1
@@ -467,17 +474,19 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
     if plan.events:  # one delivery message per matching flow
         await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=delivery.attempt)
         if message.get("reason") == calendar_changes.REASON:
-            await _unannounced(message, len(plan.events))
+            await _unannounced(message, len(plan.events), datetime.now(UTC) - received)
     return "reconciled"
 
 
-async def _unannounced(message: MailboxChangeMessage, count: int) -> None:
+async def _unannounced(message: MailboxChangeMessage, count: int, age: timedelta) -> None:
     """A delta check's hint made events: no notification had announced those changes (one that had would have
-    been reconciled first and covered this hint). Said loudly, and the subscription is checked at once."""
+    been reconciled first and covered this hint), or not yet. The subscription is checked at once either way; a
+    change older than Graph's documented notification latency (``UNANNOUNCED_GRACE``) is said loudly."""
     mailbox = message["mailbox"].lower()
-    log.warning("the delta check found %d change(s) of %s that no notification announced; checking its "
-                "subscription", count, mailbox, extra={"mailbox": mailbox})
-    track_event(events.CHANGE_NOT_NOTIFIED, logging.WARNING, mailbox=mailbox, itemCount=count)
+    if age >= UNANNOUNCED_GRACE:
+        log.warning("the delta check found %d change(s) of %s that no notification announced; checking its "
+                    "subscription", count, mailbox, extra={"mailbox": mailbox})
+        track_event(events.CHANGE_NOT_NOTIFIED, logging.WARNING, mailbox=mailbox, itemCount=count)
     try:
         await renewal.check_after_unannounced_change(mailbox)
     except Exception as error:  # storage: the renewal sweep's audit still finds a removed subscription

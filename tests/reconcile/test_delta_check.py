@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import timedelta
 
 from azure.storage.queue import QueueClient
 
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.records import delta_tokens, flows
+from shared.workers import reconcile as reconcile_worker
 from shared.workers import renewal
 from shared.workers.delta_check import check_all
 from shared.workers.reconcile import reconcile
@@ -37,12 +39,14 @@ def take_hints(azurite) -> list[dict]:
 
 
 async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconciled(baselined: Bookings, sandbox,
-                                                                                   azurite) -> None:
+                                                                                   azurite, monkeypatch) -> None:
+    monkeypatch.setattr(reconcile_worker, "UNANNOUNCED_GRACE", timedelta(seconds=1))  # Graph's 3 min, scaled
     renewal._checked.clear()  # no cool-down left by an earlier test in this process
     await give_flows(CLINIC)
     first = await check_all()
     assert first.outcomes == {"started": 1} and take_hints(azurite) == []  # a full round, nothing to announce
     booked = baselined.create()  # no subscription here: Graph notifies nobody
+    await asyncio.sleep(1)
     found = await check_all()
     assert (found.outcomes, found.requests, found.hints) == ({"changed": 1}, 1, 1)
     (hint,) = take_hints(azurite)
@@ -173,3 +177,21 @@ def test_a_round_with_many_changes_asks_for_a_full_resync() -> None:
     assert few is not None and few["receivedAt"].startswith("2026-12-07T09:00:00") and not few["fullResync"]
     many = hint_for(CLINIC, [{"id": f"e{n}"} for n in range(MAX_HINT_CHANGES + 1)])
     assert many is not None and many["fullResync"] and many["changes"] == []
+
+
+async def test_a_change_the_check_saw_before_its_notification_is_not_called_unannounced(baselined: Bookings, sandbox,
+                                                                                       azurite) -> None:
+    """Graph's calendar notifications take up to 3 minutes: a change the delta check finds sooner is delivered and
+    the subscription checked, but ChangeNotNotified (what the notifications-missing alert counts) waits for that."""
+    renewal._checked.clear()
+    await give_flows(CLINIC)
+    await check_all()
+    baselined.create()
+    await check_all()
+    (hint,) = take_hints(azurite)
+    with capture() as captured:
+        assert await reconcile(hint) == "reconciled"
+    assert len(await outbox()) == 1
+    assert alert_rows("notifications-missing", captured) == []
+    (check,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
+    assert check["reason"] == UNANNOUNCED_CHANGE
