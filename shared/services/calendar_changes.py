@@ -128,8 +128,11 @@ async def check(mailbox: str, state: DeltaRound | None, now: datetime | None = N
 
 
 def needs_roll(state: DeltaRound, now: datetime) -> bool:
-    """Whether the round's window is ``WINDOW_ROLL`` old (its token keeps the window; the resync horizon moved on)."""
-    return now - state.window_start >= WINDOW_ROLL + timedelta(days=get_settings().resync_past_days)
+    """Whether the round's window is ``WINDOW_ROLL`` old (its token keeps the window; the resync horizon moved on),
+    or shorter than a new round's (a round of an earlier version, or ``RESYNC_HORIZON_DAYS`` raised since)."""
+    start, end = window(now)
+    return now - state.window_start >= WINDOW_ROLL + timedelta(days=get_settings().resync_past_days) \
+        or state.window_end - state.window_start < end - start
 
 
 async def check_batch(states: list[DeltaRound], now: datetime | None = None, roll: set[str] | None = None,

@@ -195,3 +195,22 @@ async def test_a_change_the_check_saw_before_its_notification_is_not_called_unan
     assert alert_rows("notifications-missing", captured) == []
     (check,) = queued(azurite, SUBSCRIPTION_TASKS_QUEUE)
     assert check["reason"] == UNANNOUNCED_CHANGE
+
+
+async def test_a_window_shorter_than_a_new_rounds_rolls_at_once(baselined: Bookings, azurite) -> None:
+    """A round started with a shorter window (by an earlier version, or before RESYNC_HORIZON_DAYS was raised) does
+    not cover the horizon: it rolls at the next run, after its changes were taken."""
+    from dataclasses import replace
+
+    from shared.services import calendar_changes
+
+    await give_flows(CLINIC)
+    await check_all()
+    (state,) = (await delta_tokens.read_all()).values()
+    assert not calendar_changes.needs_roll(state, state.checked_at)
+    short = replace(state, window_end=state.window_end - calendar_changes.WINDOW_ROLL)
+    assert calendar_changes.needs_roll(short, state.checked_at)
+    await delta_tokens.put(short)
+    assert (await check_all()).rolled == 1
+    (rolled,) = (await delta_tokens.read_all()).values()
+    assert rolled.window_end - rolled.window_start == state.window_end - state.window_start
