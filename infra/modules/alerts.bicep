@@ -144,6 +144,16 @@ var rules = [
     query: loadTextContent('../queries/alert-appointments-not-stored.kql')
   }
   {
+    name: 'delta-check-failing'
+    displayName: 'Bookings triggers: the delta check of a mailbox keeps failing'
+    description: 'For an hour every delta check of a mailbox failed (Graph refused or throttled it). Its changes are still notified, and it gets an hourly full resync instead, but a change Graph never notified can wait up to an hour instead of 5 minutes. See docs/operations.md.'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT1H'
+    threshold: 0
+    query: loadTextContent('../queries/alert-delta-check-failing.kql')
+  }
+  {
     name: 'notifications-missing'
     displayName: 'Bookings triggers: Graph change notifications not arriving'
     description: 'More than 10 times in an hour the delta check found appointment changes that no Graph notification announced. They were delivered, up to about 5 minutes late; if notifications stay away, every change waits for the delta check. See docs/operations.md.'

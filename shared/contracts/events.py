@@ -74,6 +74,7 @@ NOTIFICATIONS_RECEIVED = "GraphNotificationsReceived"
 # Change detection.
 APPOINTMENT_NOT_STORED = "AppointmentNotStored"
 CHANGE_NOT_NOTIFIED = "ChangeNotNotified"
+DELTA_CHECK_FAILING = "DeltaCheckFailing"
 # Delivery to flows.
 DELIVERY_FAILED = "DeliveryFailed"
 DELIVERY_DEAD_LETTERED = "DeliveryDeadLettered"
@@ -117,6 +118,10 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     # (itemCount: the events they made); they were delivered, minutes late. The mailbox's subscription is renewed at
     # once (a 404 re-creates it). The notifications-missing alert counts these.
     CHANGE_NOT_NOTIFIED: (*_COMMON, ITEM_COUNT),
+    # Error level. The delta check of a mailbox failed consecutiveFailures times in a row (status: Graph's, 0 when
+    # Graph was not reached); every 15 (an hour) this event and a full resync of the mailbox. The
+    # delta-check-failing alert. shared/workers/delta_check.py.
+    DELTA_CHECK_FAILING: (*_COMMON, CONSECUTIVE_FAILURES, STATUS),
     # One failed attempt (429/5xx/timeout: willRetry=true; other 4xx: false, followed by DeliveryDeadLettered).
     DELIVERY_FAILED: (*_COMMON, FLOW_ID, TRIGGER, EVENT_ID, ATTEMPT, STATUS, ERROR_CODE, WILL_RETRY),
     # The delivery gave up (retries exhausted, non-retryable answer, or poison message): a dead-letter row exists.

@@ -7,7 +7,9 @@ delta-query-events), kept here, one row per mailbox (PartitionKey ``~index:delta
 
 - ``DeltaLink``: the URL of the next round (opaque; it carries no secret, Graph asks for the app's token);
 - ``WindowStart``, ``WindowEnd``: the calendar view the round covers, fixed for its token;
-- ``CheckedAt``: when the round ended.
+- ``CheckedAt``: when the round ended;
+- ``Failures``: the checks in a row that failed for this mailbox (absent: none). A mailbox whose first round never
+  succeeded has a row with only this.
 
 The whole partition is read once per check (one query page per 1,000 mailboxes); the rows of a batch of rounds are
 written after them in one transaction (Graph gives a new deltaLink every round), and a row is deleted when its
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -38,14 +40,23 @@ class DeltaRound:
     window_start: datetime
     window_end: datetime
     checked_at: datetime | None = None
+    failures: int = 0
+
+    @property
+    def started(self) -> bool:
+        """Whether the round has a deltaLink to ask (else its mailbox needs a first round)."""
+        return bool(self.delta_link)
 
 
 def _from_entity(entity: Any) -> DeltaRound | None:
     start, end = utc(entity.get("WindowStart")), utc(entity.get("WindowEnd"))
     link = str(entity.get("DeltaLink") or "")
+    failures = int(entity.get("Failures") or 0)
     if not link or start is None or end is None:
-        return None  # unreadable: a new round replaces it
-    return DeltaRound(index_mailbox(entity), link, start, end, utc(entity.get("CheckedAt")))
+        if not failures:
+            return None  # unreadable: a new round replaces it
+        link, start, end = "", utc(entity.get("CheckedAt")) or datetime.now(UTC), datetime.now(UTC)
+    return DeltaRound(index_mailbox(entity), link, start, end, utc(entity.get("CheckedAt")), failures)
 
 
 async def read_all() -> dict[str, DeltaRound]:
@@ -57,6 +68,17 @@ async def read_all() -> dict[str, DeltaRound]:
 def _entity(state: DeltaRound) -> dict[str, Any]:
     return index_row(KIND, state.mailbox, DeltaLink=state.delta_link, WindowStart=state.window_start,
                      WindowEnd=state.window_end, **({"CheckedAt": state.checked_at} if state.checked_at else {}))
+
+
+async def record_failures(mailboxes: Iterable[str], known: dict[str, DeltaRound]) -> dict[str, int]:
+    """One more failed check for each of ``mailboxes`` (``known``: their rounds as read this run, if any); a merge
+    keeps the round itself. Returns each mailbox's failures in a row now."""
+    counts = {m: (known[m].failures if m in known else 0) + 1 for m in mailboxes}
+    operations = [("upsert", index_row(KIND, m, Failures=n), {"mode": UpdateMode.MERGE}) for m, n in counts.items()]
+    table = mailbox_table()
+    for start in range(0, len(operations), TRANSACTION_MAX_OPERATIONS):
+        await table.submit_transaction(operations[start:start + TRANSACTION_MAX_OPERATIONS])
+    return counts
 
 
 async def put(state: DeltaRound) -> None:

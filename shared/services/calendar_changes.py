@@ -56,6 +56,7 @@ class Checked:
     hint: MailboxChangeMessage | None = None
     requests: int = 0
     notes: list[str] = field(default_factory=list)
+    status: int = 0  # Graph's status for a failed round (0: not Graph's answer)
     next: DeltaRound | None = None  # the round to store, when the caller stores it (``check_batch`` does)
 
 
@@ -153,7 +154,7 @@ async def check_batch(states: list[DeltaRound], now: datetime | None = None, rol
         if status == 410:
             checked.append(await _expired(state.mailbox, now, str((page.get("error") or {}).get("code", ""))))
         elif status != 200:
-            checked.append(Checked(state.mailbox, "failed", notes=[f"Graph {status}"]))
+            checked.append(Checked(state.mailbox, "failed", notes=[f"Graph {status}"], status=status))
         else:
             checked.append(await _from_page(state, page, now, state.mailbox in (roll or set())))
     return checked
@@ -172,7 +173,7 @@ async def _from_page(state: DeltaRound, page: dict[str, Any], now: datetime, rol
             more, link, requests = await get_graph().calendar_view_delta(state.mailbox, str(page["@odata.nextLink"]))
         except GraphError as error:
             if error.status != 410:
-                return Checked(state.mailbox, "failed", notes=[f"Graph {error.status}"])
+                return Checked(state.mailbox, "failed", notes=[f"Graph {error.status}"], status=error.status)
             return await _expired(state.mailbox, now, error.code)
         items += more
     if not link:

@@ -128,6 +128,7 @@ def _alert_rules() -> list[dict[str, Any]]:
     ("notification-5xx", events.REQUEST_FAILED),
     ("flow-export-missing", events.FLOWS_EXPORTED),
     ("notifications-missing", events.CHANGE_NOT_NOTIFIED),
+    ("delta-check-failing", events.DELTA_CHECK_FAILING),
     ("poison-queue-length", None),
     ("app-silent", None),
 ])

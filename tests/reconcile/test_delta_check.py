@@ -214,3 +214,33 @@ async def test_a_window_shorter_than_a_new_rounds_rolls_at_once(baselined: Booki
     assert (await check_all()).rolled == 1
     (rolled,) = (await delta_tokens.read_all()).values()
     assert rolled.window_end - rolled.window_start == state.window_end - state.window_start
+
+
+async def test_a_mailbox_whose_check_keeps_failing_is_reported_and_resynced_every_so_many_runs(
+        baselined: Bookings, sandbox, azurite, monkeypatch) -> None:
+    """Graph refuses CLINIC's calendar (403) from its first round on: its failures are counted on its row, and every
+    FAILURES_PER_REPORT in a row it gets DeltaCheckFailing (the alert) and a full-resync hint. A round that works
+    again starts afresh, and the count with it."""
+    from shared.workers import delta_check
+
+    monkeypatch.setattr(delta_check, "FAILURES_PER_REPORT", 2)
+    await give_flows(CLINIC)
+    sandbox.add_fault(method="GET", path=f"/v1.0/users/{CLINIC}/calendarView/delta", status=403, count=None)
+    with capture() as captured:
+        assert (await check_all()).failed == {CLINIC: 403}
+        assert take_hints(azurite) == [] and alert_rows("delta-check-failing", captured) == []
+        await check_all()
+    (row,) = alert_rows("delta-check-failing", captured)
+    assert (row["mailbox"], row["consecutiveFailures"], row["status"]) == (CLINIC, 2, 403)
+    (hint,) = take_hints(azurite)
+    assert (hint["mailbox"], hint["fullResync"], hint["reason"]) == (CLINIC, True, delta_check.FAILING)
+    await check_all()
+    assert take_hints(azurite) == []  # the third: not yet the next report
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()
+    assert (await check_all()).outcomes == {"started": 1}
+    (state,) = (await delta_tokens.read_all()).values()
+    assert state.started and state.failures == 0
+    sandbox.add_fault(method="GET", path=f"/v1.0/users/{CLINIC}/calendarView/delta", status=403, count=None)
+    assert (await check_all()).failed == {CLINIC: 403}  # an ongoing round refused inside its batch
+    (kept,) = (await delta_tokens.read_all()).values()
+    assert (kept.delta_link, kept.failures) == (state.delta_link, 1)  # the round kept, the failure counted
