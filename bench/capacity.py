@@ -29,7 +29,7 @@ Consumption instance (2,048 MB has one vCPU of its own and storage on other mach
 
     python -m bench.capacity --quick                 # ~5 minutes: 10 mailboxes, 10 s steps
     python -m bench.capacity                         # 20 mailboxes x 2 flows, 20 s steps, up to 64 changes/s
-    python -m bench.capacity --idle-only             # ~8 minutes: the timers only, no ramp
+    python -m bench.capacity --idle-only             # ~9 minutes: the timers only, no ramp
 """
 
 from __future__ import annotations
