@@ -39,6 +39,61 @@ def disabled(*names: str) -> dict[str, str]:
     return {f"AzureWebJobs.{name}.Disabled": "true" for name in names}
 
 
+@dataclass(frozen=True)
+class Timer:
+    """A timer of function_app whose schedule is a setting, and its runs an hour at the setting's default."""
+
+    setting: str
+    per_hour: float
+    # A run that lasts its period (it waits for what falls due within it): what a run costs depends on the
+    # period, so benches measure it on the shipped schedule, not a short one.
+    paced: bool = False
+
+    @property
+    def shipped(self) -> str:
+        return _default(self.setting)
+
+
+def _default(setting: str) -> str:
+    from shared.adapters.settings import SPECS
+
+    return next(str(s.default) for s in SPECS if s.name == setting)
+
+
+def _timer(setting: str, paced: bool = False) -> Timer:
+    """Runs an hour counted over a week of the default schedule (shared/adapters/settings.py), so they follow it."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.contracts.ncrontab import fire_times
+
+    default = _default(setting)
+    start = datetime(2026, 1, 5, tzinfo=UTC) - timedelta(seconds=1)  # a Monday at midnight, included
+    runs = 0
+    for when in fire_times(default, start):
+        if when >= start + timedelta(weeks=1):
+            break
+        runs += 1
+    return Timer(setting, runs / 168, paced)
+
+
+# Every timer of function_app with a schedule setting (the daily check_credential_expiry is fixed in code, so
+# not measured): what bench.capacity and bench.telemetry measure per run and scale to the shipped schedules.
+TIMERS = {"sweep_outbox": _timer("OUTBOX_SWEEP_SCHEDULE"), "measure_queues": _timer("QUEUE_METRICS_SCHEDULE"),
+          "resync_mailboxes": _timer("RESYNC_SCHEDULE"), "check_calendar_changes": _timer("DELTA_CHECK_SCHEDULE"),
+          "fire_reminders": _timer("REMINDER_SCHEDULE", paced=True), "renew_subscriptions": _timer("RENEWAL_SCHEDULE"),
+          "refresh_directory": _timer("DIRECTORY_REFRESH_SCHEDULE"), "export_flows": _timer("BACKUP_SCHEDULE")}
+FIXED_TIMERS = ("check_credential_expiry",)
+
+
+def measured_on(timer: str, seconds: int) -> tuple[str, float]:
+    """The schedule a bench measures ``timer``'s runs on, and its period in seconds: every ``seconds`` s, or the
+    shipped schedule for a paced timer."""
+    t = TIMERS[timer]
+    if t.paced:
+        return t.shipped, 3600 / t.per_hour
+    return f"*/{seconds} * * * * *", float(seconds)
+
+
 # ---- statistics and output ------------------------------------------------------------------------
 
 

@@ -14,16 +14,22 @@ counts as infinitely late. The ramp stops at the first rate whose p99 exceeds 5 
 under it. Per change: the figures over the steps up to the knee. Telemetry per change includes the metric rows
 of one export interval after the last step (the exporter sends metrics every 60 s).
 
-Idle: each timer of the app on its own, on a 5 s schedule with the mailboxes registered and nothing changing;
-its storage transactions, Graph calls and telemetry items per run (counted between its first and last run),
-times its runs per hour at the shipped schedule, over the mailboxes: per idle mailbox-hour. The host's queue
-polling with nothing to do is per instance, not per mailbox: counted apart, per instance-hour.
+Idle: each timer of the app on its own (``bench._stack.TIMERS``), on a 5 s schedule with the mailboxes
+registered and nothing changing; its storage transactions, Graph requests and telemetry items per run, times its
+runs per hour at the shipped schedule (from the settings' defaults): per hour, and over the mailboxes per idle
+mailbox-hour. Runs are counted from the end of the timer's first run, so what a first run does once (the delta
+check starts every mailbox's round: a full synchronization) is left out: the figures are steady state. A timer
+whose run lasts its period (the reminders' timer waits for what falls due) runs on its shipped schedule instead.
+Graph requests are counted as Graph counts them (each request of a JSON batch) and as HTTP requests (a batch
+once). The host's queue polling with nothing to do is per instance, not per mailbox: counted apart, per
+instance-hour.
 
 This machine has 2 cores for the host, Azurite, the sandbox and the bench: the knee is a floor for one Flex
 Consumption instance (2,048 MB has one vCPU of its own and storage on other machines), not its ceiling.
 
     python -m bench.capacity --quick                 # ~5 minutes: 10 mailboxes, 10 s steps
     python -m bench.capacity                         # 20 mailboxes x 2 flows, 20 s steps, up to 64 changes/s
+    python -m bench.capacity --idle-only             # ~9 minutes: the timers only, no ramp
 """
 
 from __future__ import annotations
@@ -40,30 +46,48 @@ from typing import Any
 
 import httpx
 
-from bench._stack import ADMIN, Stack, disabled, flow_body, percentile, print_table, stack, webhook_url
+from bench._stack import (
+    ADMIN,
+    FIXED_TIMERS,
+    QUEUE_FUNCTIONS,
+    TIMERS,
+    Stack,
+    disabled,
+    flow_body,
+    measured_on,
+    percentile,
+    print_table,
+    stack,
+    webhook_url,
+)
 from bench._storage_meter import StorageMeter, summary
 from bench.end_to_end import Receiver
 from bench.telemetry import METRIC_INTERVAL_S, Sink
 
 KNEE_P99_SECONDS = 5.0
-# Every timer of the app, its schedule setting and its runs per hour at the shipped schedule (docs/configuration.md).
-TIMERS = {"sweep_outbox": ("OUTBOX_SWEEP_SCHEDULE", 12), "measure_queues": ("QUEUE_METRICS_SCHEDULE", 12),
-          "resync_mailboxes": ("RESYNC_SCHEDULE", 1), "renew_subscriptions": ("RENEWAL_SCHEDULE", 2),
-          "refresh_directory": ("DIRECTORY_REFRESH_SCHEDULE", 6), "export_flows": ("BACKUP_SCHEDULE", 1 / 24)}
-ALL_TIMERS = (*TIMERS, "check_credential_expiry")
-
+ALL_TIMERS = (*TIMERS, *FIXED_TIMERS)
+IDLE_SCHEDULE_SECONDS = 5
+# A resync run's reconciles take seconds: runs 5 s apart would overlap (its hints deferred behind the last run's
+# leases, some mailboxes read twice), which runs 6 hours apart never do.
+IDLE_SCHEDULE_SECONDS_OF = {"resync_mailboxes": 20}
+# The queue functions a timer's idle run needs (the resync's hints are reconciled), and the queue each polls; the
+# others are off while a timer is measured, so their polls (per instance, counted apart) are not in its figures.
+NEEDS = {"resync_mailboxes": ("reconcile_mailbox",)}
+POLLS = {"reconcile_mailbox": "mailbox-changes"}
 
 _EXECUTED = re.compile(r"Executed 'Functions\.(\w+)' \(.*?duration=(\d+)ms")
-Reading = tuple[Counter[tuple[str, str, str]], int, Counter[str], Counter[str], int]
+Reading = tuple[Counter[tuple[str, str, str]], int, int, Counter[str], Counter[str], int]
 
 
 @dataclass
 class Costs:
-    """What a stretch of time cost: storage transactions by kind, Graph calls, telemetry items and bytes by kind,
-    function executions and their summed duration (from the host's log)."""
+    """What a stretch of time cost: storage transactions by kind, Graph requests (as Graph counts them: each
+    request of a JSON batch; and HTTP requests: a batch once), telemetry items and bytes by kind, function
+    executions and their summed duration (from the host's log)."""
 
     storage: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     graph: int = 0
+    graph_http: int = 0
     telemetry: Counter[str] = field(default_factory=Counter)
     telemetry_bytes: Counter[str] = field(default_factory=Counter)
     executions: int = 0
@@ -92,15 +116,18 @@ class Meters:
 
     def read(self) -> Reading:
         assert self.sandbox is not None
-        calls = sum(1 for e in self.sandbox.requests_since(0) if "oauth2" not in e["path"]
-                    and not (e["method"] == "POST" and e["path"].endswith("/appointments")))
+        # Graph's own routes (not Entra's token and key routes), less the bench's bookings.
+        logged = [e for e in self.sandbox.requests_since(0) if e["path"].startswith("/v1.0/")
+                  and not (e["method"] == "POST" and e["path"].endswith("/appointments"))]
+        graph = sum(1 for e in logged if e["path"] != "/v1.0/$batch")
+        http = sum(1 for e in logged if not str(e.get("clientRequestId") or "").startswith("batched:"))
         items, sizes = self.sink.snapshot()
-        return self.meter.snapshot(), calls, items, sizes, len(self.host.log)
+        return self.meter.snapshot(), graph, http, items, sizes, len(self.host.log)
 
     def between(self, before: Reading, after: Reading) -> Costs:
-        ran = _EXECUTED.findall(self.host.log[before[4]:after[4]])
+        ran = _EXECUTED.findall(self.host.log[before[5]:after[5]])
         return Costs(after[0] - before[0], after[1] - before[1], after[2] - before[2], after[3] - before[3],
-                     len(ran), sum(float(ms) for _, ms in ran))
+                     after[4] - before[4], len(ran), sum(float(ms) for _, ms in ran))
 
 
 @dataclass
@@ -190,8 +217,8 @@ def _queued(s: Stack, queue: str) -> int:
         return int(client.get_queue_properties().approximate_message_count)
 
 
-def ramp(args: argparse.Namespace) -> tuple[list[Step], Costs, float]:
-    """The ramp's steps, the metric rows of the export interval after it, and the idle polls per hour."""
+def ramp(args: argparse.Namespace) -> tuple[list[Step], Costs]:
+    """The ramp's steps, and the metric rows of the export interval after it."""
     mailboxes = [f"capacity-{i}@contoso.test" for i in range(args.mailboxes)]
     with stack() as s, Receiver() as receiver, Sink() as sink:
         assert s.sandbox is not None
@@ -200,11 +227,6 @@ def ramp(args: argparse.Namespace) -> tuple[list[Step], Costs, float]:
         host = s.start_host(**_host_settings(sink, meter), **disabled(*ALL_TIMERS))
         register(s, host, receiver, mailboxes, args.flows)
         meters = Meters(s, meter, sink, host)
-        time.sleep(3)
-        quiet0 = meters.mark()
-        time.sleep(args.idle_polls)
-        polls = meters.between(quiet0, meters.read())
-        polls_per_hour = sum(polls.storage.values()) * 3600 / args.idle_polls
         load = Ramp(s, receiver, mailboxes, args.flows)
         steps: list[Step] = []
         rate = 1.0
@@ -224,7 +246,7 @@ def ramp(args: argparse.Namespace) -> tuple[list[Step], Costs, float]:
         tail0 = meters.mark()
         time.sleep(METRIC_INTERVAL_S + 10)  # the exporter's next metric export, and its batch of spans and logs
         tail = meters.between(tail0, meters.read())
-    return steps, tail, polls_per_hour
+    return steps, tail
 
 
 def _host_settings(sink: Sink, meter: StorageMeter) -> dict[str, str]:
@@ -233,8 +255,10 @@ def _host_settings(sink: Sink, meter: StorageMeter) -> dict[str, str]:
             "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"}
 
 
-def idle(args: argparse.Namespace) -> dict[str, tuple[Costs, int]]:
-    """Each timer alone on a 5 s schedule: its costs between its first and last run, and the runs between."""
+def idle(args: argparse.Namespace) -> tuple[dict[str, tuple[Costs, int]], float]:
+    """Each timer alone: its costs from the end of its first run to the end of its last, and the runs between
+    (the first run's one-off work, such as the delta check starting its rounds, is not counted). And the queue
+    polls per hour of the host with every timer off and nothing to do."""
     mailboxes = [f"capacity-idle-{i}@contoso.test" for i in range(args.mailboxes)]
     found: dict[str, tuple[Costs, int]] = {}
     with stack() as s, Receiver() as receiver, Sink() as sink:
@@ -244,36 +268,63 @@ def idle(args: argparse.Namespace) -> dict[str, tuple[Costs, int]]:
         host = s.start_host(**_host_settings(sink, meter), **disabled(*ALL_TIMERS))
         meters = Meters(s, meter, sink, host)
         register(s, host, receiver, mailboxes, args.flows)
+        time.sleep(1)
+        quiet0 = meters.mark()
+        time.sleep(args.idle_polls)
+        polls = meters.between(quiet0, meters.read()).storage
+        print("  idle polls per second: " + ", ".join(f"{k} {v / args.idle_polls:.2f}"
+                                                       for k, v in summary(polls).items()), flush=True)
         host.stop()
-        for timer, (setting, _) in TIMERS.items():
-            others = [t for t in ALL_TIMERS if t != timer]
-            host.start({**disabled(*others), "AzureWebJobs." + timer + ".Disabled": "false",
-                        setting: "*/5 * * * * *", "RESYNC_SPREAD_MINUTES": "0"})
-            done = _runs(host, timer)
-            _wait_runs(host, timer, done + 1)
-            time.sleep(1)
-            before = meters.mark()
-            _wait_runs(host, timer, done + 1 + args.idle_runs)
-            time.sleep(2)  # the run's queued work (a resync's reconciles) done
-            found[timer] = (meters.between(before, meters.read()), args.idle_runs)
-            host.stop()
-    return found
+        for timer in args.timers:
+            found[timer] = _idle_timer(host, meters, timer, args.idle_runs, polls, args.idle_polls)
+    return found, sum(polls.values()) * 3600 / args.idle_polls
+
+
+def _idle_timer(host: Any, meters: Meters, timer: str, runs: int, polls: Counter[tuple[str, str, str]],
+                polled_for: float) -> tuple[Costs, int]:
+    """One timer's costs over ``runs`` runs after its first, less the polls of the queues it needed (at the
+    rate of ``polls`` over ``polled_for`` seconds)."""
+    schedule, period = _schedule(timer)
+    needs = NEEDS.get(timer, ())
+    host.start({**disabled(*(f for f in (*ALL_TIMERS, *QUEUE_FUNCTIONS) if f != timer and f not in needs)),
+                "AzureWebJobs." + timer + ".Disabled": "false", TIMERS[timer].setting: schedule,
+                "RESYNC_SPREAD_MINUTES": "0"})
+    done = _runs(host, timer)
+    _wait_runs(host, timer, done + 1, 60 + 2 * period)
+    time.sleep(1)
+    before, began = meters.mark(), time.monotonic()
+    _wait_runs(host, timer, done + 1 + runs, 60 + (runs + 1) * period)
+    time.sleep(2)  # the run's queued work (a resync's reconciles) done
+    costs = meters.between(before, meters.read())
+    elapsed = time.monotonic() - began
+    for kind, n in polls.items():
+        if kind[0] == "queue" and kind[1] in {POLLS[f] for f in needs}:
+            costs.storage[kind] = max(0, costs.storage[kind] - round(n * elapsed / polled_for))
+    host.stop()
+    kinds = ", ".join(f"{k} {v / runs:.1f}" for k, v in list(summary(costs.storage).items())[:5])
+    items = ", ".join(f"{k} {v / runs:.2f}" for k, v in costs.telemetry.most_common(4) if k != "devhost polls")
+    print(f"  {timer}: {runs} runs on {schedule!r}; per run: storage {kinds or '-'}; telemetry {items or '-'}",
+          flush=True)
+    return costs, runs
+
+
+def _schedule(timer: str) -> tuple[str, float]:
+    return measured_on(timer, IDLE_SCHEDULE_SECONDS_OF.get(timer, IDLE_SCHEDULE_SECONDS))
 
 
 def _runs(host: Any, timer: str) -> int:
     return len(re.findall(rf"Executed 'Functions\.{timer}' \(", host.log))
 
 
-def _wait_runs(host: Any, timer: str, count: int) -> None:
-    deadline = time.monotonic() + 60
+def _wait_runs(host: Any, timer: str, count: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
     while _runs(host, timer) < count:
         if time.monotonic() > deadline:
             raise SystemExit(f"{timer} did not run {count} times; host log: {host.log_file}")
         time.sleep(0.2)
 
 
-def report(args: argparse.Namespace, steps: list[Step], tail: Costs, polls_per_hour: float,
-           timers: dict[str, tuple[Costs, int]]) -> None:
+def report_ramp(args: argparse.Namespace, steps: list[Step], tail: Costs) -> None:
     good = [s for s in steps if s.p99 <= KNEE_P99_SECONDS]
     knee = good[-1].rate if good else 0.0
     print_table(["changes/s", "changes", "deliveries", "delivered", "p50 s", "p99 s", "p99/5 s", "storage tx/change",
@@ -286,36 +337,51 @@ def report(args: argparse.Namespace, steps: list[Step], tail: Costs, polls_per_h
     counted = good or steps
     changes = sum(s.changes for s in counted)
     share = changes / sum(s.changes for s in steps)  # of the metric rows exported after the ramp
-    total = Costs(sum((s.costs.storage for s in counted), Counter()), sum(s.costs.graph for s in counted))
+    total = Costs(sum((s.costs.storage for s in counted), Counter()), sum(s.costs.graph for s in counted),
+                  sum(s.costs.graph_http for s in counted))
     items = sum(s.costs.items for s in counted) + tail.items * share
     size = sum(s.costs.bytes for s in counted) + tail.bytes * share
     runs = sum(s.costs.executions for s in counted)
     busy = sum(s.costs.execution_ms for s in counted)
     print(f"per change (steps up to the knee, {changes} changes, {args.flows} flows each): "
-          f"{sum(total.storage.values()) / changes:.1f} storage transactions, {total.graph / changes:.2f} Graph calls, "
-          f"{items / changes:.2f} telemetry items ({size / changes:,.0f} bytes), {runs / changes:.2f} executions "
-          f"({busy / changes:.0f} ms of execution)")
+          f"{sum(total.storage.values()) / changes:.1f} storage transactions, {total.graph / changes:.2f} Graph calls "
+          f"({total.graph_http / changes:.2f} HTTP requests), {items / changes:.2f} telemetry items "
+          f"({size / changes:,.0f} bytes), {runs / changes:.2f} executions ({busy / changes:.0f} ms of execution)")
     kinds = list(summary(total.storage).items())[:10]
     print("  storage by kind: " + ", ".join(f"{k} {v / changes:.2f}" for k, v in kinds))
+
+
+def report_idle(args: argparse.Namespace, polls_per_hour: float, timers: dict[str, tuple[Costs, int]]) -> None:
     print(f"idle host, nothing to do: {polls_per_hour:,.0f} storage transactions per instance-hour (queue polls)")
+    print(f"\ntimers with {args.mailboxes} idle mailboxes ({args.flows} flows each), per run (steady state: "
+          "the first run not counted)")
+    print_table(["timer", "measured on", "runs/h shipped", "storage tx/run", "Graph/run", "HTTP/run", "items/run",
+                 "bytes/run", "executions/run", "execution ms/run"],
+                [[timer, _schedule(timer)[0], TIMERS[timer].per_hour,
+                  *(v / n for v in _figures(costs))] for timer, (costs, n) in timers.items()])
     rows = []
     for timer, (costs, n) in timers.items():
-        per_hour = TIMERS[timer][1] / n / args.mailboxes
-        rows.append([timer, TIMERS[timer][1], sum(costs.storage.values()) / n, costs.graph / n, costs.items / n,
-                     costs.executions / n, sum(costs.storage.values()) * per_hour, costs.graph * per_hour,
-                     costs.items * per_hour, costs.bytes * per_hour, costs.executions * per_hour,
-                     costs.execution_ms * per_hour])
-    rows.append(["total per idle mailbox-hour", "", "", "", "", "",
-                 *(sum(r[k] for r in rows) for k in range(6, 12))])
-    print(f"\ntimers with {args.mailboxes} idle mailboxes ({args.flows} flows each): per run, and per idle "
-          "mailbox-hour at the shipped schedules (each run's fixed part shared by the mailboxes)")
-    print_table(["timer", "runs/h", "storage tx/run", "Graph/run", "items/run", "executions/run", "storage tx/mbx-h",
-                 "Graph/mbx-h", "items/mbx-h", "bytes/mbx-h", "executions/mbx-h", "execution ms/mbx-h"], rows)
+        per_hour = [v * TIMERS[timer].per_hour / n for v in _figures(costs)]
+        rows.append([timer, *per_hour, *(v / args.mailboxes for v in per_hour)])
+    rows.append(["total", *(sum(r[k] for r in rows) for k in range(1, 15))])
+    print(f"\nper hour at the shipped schedules: the whole app with {args.mailboxes} mailboxes, then per idle "
+          "mailbox-hour (the app's figure over the mailboxes: each run's fixed part shared by them)")
+    print_table(["timer", "storage tx/h", "Graph/h", "HTTP/h", "items/h", "bytes/h", "executions/h",
+                 "execution ms/h", "storage tx/mbx-h", "Graph/mbx-h", "HTTP/mbx-h", "items/mbx-h", "bytes/mbx-h",
+                 "executions/mbx-h", "execution ms/mbx-h"], rows)
+
+
+def _figures(costs: Costs) -> list[float]:
+    """Storage transactions, Graph requests (Graph-counted, HTTP), telemetry items and bytes, executions and
+    their milliseconds."""
+    return [sum(costs.storage.values()), costs.graph, costs.graph_http, costs.items, costs.bytes, costs.executions,
+            costs.execution_ms]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 mailboxes, 10 s steps, up to 32 changes/s")
+    parser.add_argument("--idle-only", action="store_true", help="only the timers (and the idle polls): no ramp")
     parser.add_argument("--mailboxes", type=int, default=20)
     parser.add_argument("--flows", type=int, default=2, help="AppointmentCreated flows per mailbox")
     parser.add_argument("--step", type=float, default=20.0, help="seconds each rate is held")
@@ -323,15 +389,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-rate", type=float, default=64.0)
     parser.add_argument("--idle-polls", type=float, default=20.0, help="seconds of idle host to count polls over")
     parser.add_argument("--idle-runs", type=int, default=3, help="runs of each timer to count")
+    parser.add_argument("--timers", nargs="*", choices=list(TIMERS), default=list(TIMERS),
+                        help="the timers to measure idle (default: all)")
     args = parser.parse_args(argv)
     if args.quick:
         args.mailboxes, args.step, args.drain, args.max_rate, args.idle_polls, args.idle_runs = 10, 10, 20, 32, 10, 2
-    print(f"capacity: one host, {args.mailboxes} mailboxes x {args.flows} flows, rates doubling from 1/s, "
-          f"{args.step:g} s each, until change -> flow p99 > {KNEE_P99_SECONDS:g} s")
-    steps, tail, polls = ramp(args)
-    timers = idle(args)
+    if not args.idle_only:
+        print(f"capacity: one host, {args.mailboxes} mailboxes x {args.flows} flows, rates doubling from 1/s, "
+              f"{args.step:g} s each, until change -> flow p99 > {KNEE_P99_SECONDS:g} s")
+        steps, tail = ramp(args)
+    print(f"idle: each timer alone, {args.mailboxes} mailboxes x {args.flows} flows, {args.idle_runs} runs each")
+    timers, polls = idle(args)
     print()
-    report(args, steps, tail, polls, timers)
+    if not args.idle_only:
+        report_ramp(args, steps, tail)
+    report_idle(args, polls, timers)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ Live metrics posts are answered "not subscribed" and not counted (Live Metrics i
 
 Per change: one mailbox with ``--flows`` flows, ``--changes`` appointment creations; everything the exporter
 sends from the first change until every flow got every change and one metric export interval passed, over the
-number of changes. Per idle mailbox-hour: the timers (resync, renewal sweep, outbox sweep, queue metrics) are
-run on a short schedule for ``--idle`` seconds with nothing to do, their items counted per run, and scaled to the
-shipped schedules (RESYNC hourly, renewal every 30 min, outbox sweep and queue metrics every 5 min).
+number of changes. Per idle mailbox-hour: each timer of the app (``bench._stack.TIMERS``, or those ``--timers``
+names) is run alone on a 10 s schedule for ``--idle`` seconds with nothing to do (a timer whose run lasts its
+period, the reminders', on its shipped schedule), its items counted per run, and scaled to its runs an hour at the
+shipped schedule (the settings' defaults).
 
 The devhost polls queues with the Azure SDK in the app's own process, so its polls would be dependencies that
 on Azure (the Functions host polls, in .NET) do not exist: the traces its polls start (a receive_messages span
@@ -18,7 +19,7 @@ or its GET at their root) are counted apart as "devhost polls", not in the figur
 it handed to a function is counted with the app's (the Functions host does that on Azure too): the figures are
 a little high, not low.
 
-    python -m bench.telemetry [--changes 20] [--flows 1 5] [--sampling 1.0]
+    python -m bench.telemetry [--changes 20] [--flows 1 5] [--sampling 1.0] [--idle 120 [--timers NAME ...]]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bench._stack import ADMIN, disabled, flow_body, print_table, stack, webhook_url
+from bench._stack import ADMIN, FIXED_TIMERS, TIMERS, disabled, flow_body, measured_on, print_table, stack, webhook_url
 from bench.end_to_end import Receiver
 from devhost.processes import free_port, wait_for_port
 
@@ -190,25 +191,22 @@ def changes_run(flows: int, changes: int, sampling: str | None) -> tuple[Counter
         return items1 - items0, bytes1 - bytes0
 
 
-# Runs per hour of each timer at its shipped schedule, and a short schedule to measure one run of it.
-TIMERS = {"resync_mailboxes": ("RESYNC_SCHEDULE", 1), "renew_subscriptions": ("RENEWAL_SCHEDULE", 2),
-          "sweep_outbox": ("OUTBOX_SWEEP_SCHEDULE", 12), "measure_queues": ("QUEUE_METRICS_SCHEDULE", 12)}
-
-
-def idle_run(seconds: float, sampling: str | None) -> dict[str, tuple[float, float]]:
-    """Items and bytes per run of each timer with one idle mailbox (1 flow), measured on a 10 s schedule. Spans,
-    events and log lines are counted per run; metric rows per export interval (60 s), since at the shipped
-    schedules (5 minutes or more apart) each run's measurements are exported on their own."""
+def idle_run(seconds: float, sampling: str | None, timers: list[str]) -> dict[str, tuple[float, float]]:
+    """Items and bytes per run of each timer with one idle mailbox (1 flow), measured on a 10 s schedule (a paced
+    one on its shipped schedule). Spans, events and log lines are counted per run; metric rows per export interval
+    (60 s), since at the shipped schedules (a minute or more apart) each run's measurements are exported on their
+    own."""
     mailbox = "bench-tel-idle@contoso.test"
     found: dict[str, tuple[float, float]] = {}
-    for timer, (setting, _) in TIMERS.items():
-        others = [t for t in TIMERS if t != timer]
+    for timer in timers:
+        schedule, period = measured_on(timer, 10)
+        others = [t for t in (*TIMERS, *FIXED_TIMERS) if t != timer]
         with stack() as s, Receiver() as receiver, Sink() as sink:
             sb = s.sandbox
             assert sb is not None
             sb.clone_businesses([mailbox])
             host = s.start_host(**_host_settings(sink, sampling, **disabled(*others), **{
-                setting: "*/10 * * * * *", "RESYNC_SPREAD_MINUTES": "0"}))
+                TIMERS[timer].setting: schedule, "RESYNC_SPREAD_MINUTES": "0"}))
             admin = {"Authorization": f"Bearer {sb.user_token(ADMIN)}"}
             httpx.post(webhook_url(host.url, mailbox, "AppointmentCreated"), headers=admin, timeout=60,
                        json=flow_body(receiver.url("idle"), "AppointmentCreated")).raise_for_status()
@@ -216,7 +214,7 @@ def idle_run(seconds: float, sampling: str | None) -> dict[str, tuple[float, flo
             items0, bytes0 = sink.snapshot()
             time.sleep(seconds)
             items1, bytes1 = sink.snapshot()
-            runs, exports = seconds / 10, seconds / METRIC_INTERVAL_S
+            runs, exports = seconds / period, seconds / METRIC_INTERVAL_S
             items, sizes = items1 - items0, bytes1 - bytes0
             per_run = [0.0, 0.0]
             for k in items:
@@ -248,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flows", type=int, nargs="*", default=[1, 5], help="flows per run (none: skip)")
     parser.add_argument("--sampling", default=None, help="TELEMETRY_SAMPLING_RATIO (default: the shipped one)")
     parser.add_argument("--idle", type=float, default=0, help="seconds per timer for the idle figure (0: skip)")
+    parser.add_argument("--timers", nargs="*", choices=list(TIMERS), default=list(TIMERS),
+                        help="the timers the idle figure measures (default: all)")
     args = parser.parse_args(argv)
 
     if args.flows:
@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         _print_changes({flows: changes_run(flows, args.changes, args.sampling) for flows in args.flows},
                        args.changes)
     if args.idle:
-        idle = idle_run(args.idle, args.sampling)
-        rows: list[list[Any]] = [[t, items, b, TIMERS[t][1] * items, TIMERS[t][1] * b]
+        idle = idle_run(args.idle, args.sampling, args.timers)
+        rows: list[list[Any]] = [[t, items, b, TIMERS[t].per_hour * items, TIMERS[t].per_hour * b]
                                  for t, (items, b) in idle.items()]
         rows.append(["total per idle hour", "", "", sum(r[3] for r in rows), sum(r[4] for r in rows)])
         print("\nidle host, one mailbox with one flow: per timer run, and per hour at the shipped schedules")
