@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 FIRE_CONCURRENCY = 16
 MAX_PER_RUN = 5_000  # a backlog (after an outage) is worked off over several runs, earliest minutes first
 LOOKAHEAD_CAP = timedelta(minutes=5)
-# Within a run the range is read again this often, for rows written after the run began that are due before the
-# next one (a booking a minute before its instant, one fired at once by the late rule): they wait seconds, not a
-# period. 6 queries a minute instead of 1, each returning only what is due.
+# While a run waits for rows due later in its period, it reads the range again this often, for rows written after
+# it began that are due before the next run (a booking a minute before its instant, one fired at once by the late
+# rule): they wait seconds, not a period. A run with nothing (left) to wait for ends at once, so an idle minute costs
+# one query and milliseconds of execution, not a minute of it: a row written then waits for the next run.
 REREAD_SECONDS = 10.0
 CHANGE_TYPES = {"AppointmentStarting": "Starting", "AppointmentEnded": "Ended"}
 
@@ -64,8 +65,8 @@ def lookahead(now: datetime) -> timedelta:
 
 
 async def run() -> Counter[str]:
-    """One timer run: fire every row due now or within ``lookahead`` (the range read every ``REREAD_SECONDS``
-    until then). Returns what happened to each row."""
+    """One timer run: fire every row due now or within ``lookahead`` (the range read again every ``REREAD_SECONDS``
+    while rows wait for their instant; the run ends when none is left). Returns what happened to each row."""
     now = datetime.now(UTC)
     horizon = now + lookahead(now)
     outcomes: Counter[str] = Counter()
@@ -92,9 +93,10 @@ async def run() -> Counter[str]:
                 if row.keys not in seen and len(seen) < MAX_PER_RUN:
                     seen.add(row.keys)
                     tasks.append(asyncio.ensure_future(one(row)))
-            if (horizon - datetime.now(UTC)).total_seconds() <= REREAD_SECONDS:
+            pending = [t for t in tasks if not t.done()]
+            if not pending or (horizon - datetime.now(UTC)).total_seconds() <= REREAD_SECONDS:
                 break
-            await asyncio.sleep(REREAD_SECONDS)
+            await asyncio.wait(pending, timeout=REREAD_SECONDS)
     finally:  # storage failing a re-read: what was taken still fires
         await asyncio.gather(*tasks)
     if seen:

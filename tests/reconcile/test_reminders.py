@@ -143,18 +143,36 @@ async def test_the_late_rule(clean_env) -> None:
 
 async def test_a_row_written_during_a_run_fires_in_that_run(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A row written after the run began and due before the next one (a booking just before its instant, the late
-    rule's at-once rows) is found by the run's re-reads: seconds late, not a period."""
+    rule's at-once rows) is found by the run's re-reads while it waits for a later row: seconds late, not a
+    period."""
     import asyncio
 
     monkeypatch.setenv("REMINDER_SCHEDULE", "*/3 * * * * *")
     reset_settings_cache()
     monkeypatch.setattr(timer, "REREAD_SECONDS", 0.5)
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    await due_index.put([DueReminder(CLINIC, "b", "no-such-flow", "AppointmentStarting", later, later)])
     running = asyncio.ensure_future(timer.run())
     await asyncio.sleep(1.0)
     now = datetime.now(UTC)
     await due_index.put([DueReminder(CLINIC, "a", "no-such-flow", "AppointmentStarting", now, now)])
     outcomes = await running
-    assert outcomes["flow removed"] == 1 and await due_rows() == []
+    assert outcomes["flow removed"] == 2 and await due_rows() == []
+
+
+async def test_a_run_with_nothing_due_ends_at_once(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing due within the period: one read and the run ends (Flex Consumption bills the time an execution is
+    open: a run held for its whole minute would bill every minute of the month)."""
+    import time
+
+    monkeypatch.setenv("REMINDER_SCHEDULE", "0 * * * * *")
+    reset_settings_cache()
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    await due_index.put([DueReminder(CLINIC, "a", "no-such-flow", "AppointmentStarting", later, later)])
+    started = time.monotonic()
+    assert await timer.run() == {}
+    assert time.monotonic() - started < 5  # not the minute of the period
+    assert len(await due_rows()) == 1
 
 
 async def test_a_test_event_of_a_time_relative_flow_says_when_it_was_due(clean_env) -> None:
