@@ -75,21 +75,19 @@ def _rows_at(flows: list[Flow], appointment_id: str, times: Times, after: dateti
     return rows
 
 
-async def time_relative_flows(mailbox: str) -> list[Flow]:
-    return [f for f in await FlowRegistry.default().list_flows(mailbox) if f.trigger in TRIGGERS]
-
-
-async def before_commit(mailbox: str, operations: list[tuple[Any, ...]]) -> None:
+async def before_commit(mailbox: str, operations: list[tuple[Any, ...]]) -> list[Flow] | None:
     """The reconcile's hook, before it commits ``operations``: rows for the appointments they add or move,
     rows of old times and vanished appointments deleted. Storage: nothing when no snapshot changes; else one
     query of the mailbox's flows, and with time-relative flows one of its snapshots' times (no payloads) and a
-    write per (moved appointment, flow)."""
+    write per (moved appointment, flow). Returns the mailbox's flows when it read them (fan-out after the commit
+    uses them instead of reading them again), else None."""
     written, deleted = reconcile_state.snapshot_changes(operations)
     if not written and not deleted:
-        return
-    flows = await time_relative_flows(mailbox)
+        return None
+    every = await FlowRegistry.default().list_flows(mailbox)
+    flows = [f for f in every if f.trigger in TRIGGERS]
     if not flows:
-        return
+        return every
     old = await reconcile_state.snapshot_times(mailbox)
     now = datetime.now(UTC)
     new_rows: list[DueReminder] = []
@@ -110,6 +108,7 @@ async def before_commit(mailbox: str, operations: list[tuple[Any, ...]]) -> None
     if new_rows or stale:
         log.info("reminders of %s: %d scheduled, %d withdrawn", mailbox, len(new_rows), len(stale),
                  extra={"mailbox": mailbox})
+    return every
 
 
 async def schedule_flow(flow: Flow) -> int:

@@ -49,9 +49,11 @@ _background: PerLoop[set[asyncio.Task[None]]] = PerLoop(set)
 FirstAttempt = Callable[[deliveries.DeliveryMessage], Awaitable[None]]
 
 
-async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: FirstAttempt | None = None) -> int:
+async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: FirstAttempt | None = None,
+                  flows: list[Flow] | None = None) -> int:
     """Enqueue one delivery per (event, matching flow) and mark each row ``fannedOut``; with ``attempt_now``,
-    make the first attempts with it too (see the module). Returns messages sent.
+    make the first attempts with it too (see the module); ``flows``: the mailbox's flows as the caller read them
+    since the events were derived (the reconcile's hook), else read here. Returns messages sent.
 
     Rows already ``fannedOut`` are skipped, so calling this twice for the same events is harmless."""
     limit = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
@@ -65,7 +67,7 @@ async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: FirstA
                 await deliveries.enqueue(message)
 
     try:
-        sent = await _queue_all(mailbox, event_ids, send)
+        sent = await _queue_all(mailbox, event_ids, send, flows)
     except Exception:
         # Messages already queued are invisible for the safety net's minute: make their attempts anyway (a
         # storage blip while marking a row must not hold deliveries back that long), then fail as before.
@@ -76,8 +78,7 @@ async def fan_out(mailbox: str, event_ids: Iterable[str], *, attempt_now: FirstA
 
 
 async def _queue_all(mailbox: str, event_ids: Iterable[str],
-                     send: Callable[[deliveries.DeliveryMessage], Awaitable[None]]) -> int:
-    flows: list[Flow] | None = None
+                     send: Callable[[deliveries.DeliveryMessage], Awaitable[None]], flows: list[Flow] | None) -> int:
     sent = 0
     for event in event_ids:
         row = await outbox.get(mailbox, event)

@@ -62,6 +62,7 @@ from shared.contracts.graph_times import parse_graph_datetime as graph_time
 from shared.messages import mailbox_changes
 from shared.messages.mailbox_changes import MailboxChangeMessage
 from shared.records import outbox, reconcile_state
+from shared.records.flows import Flow
 from shared.records.reconcile_state import NO_LEASE, LeaseLost, Snapshot
 from shared.services import calendar_changes, reminders
 from shared.services.bookings import Bookings
@@ -158,6 +159,7 @@ class Reconciler:
         self.bookings = bookings or Bookings(mailbox)
         self.settings = get_settings()
         self.etag: str | None = None  # of the sync row, after our last committed batch
+        self.flows: list[Flow] | None = None  # the mailbox's flows, when the commit's hook read them (for fan-out)
 
     @property
     def graph_calls(self) -> int:
@@ -306,7 +308,8 @@ class Reconciler:
         storage refuse an appointment's rows anyway, the others are stored and that one is left out (error
         log, ``AppointmentNotStored``) for the next reconcile to try again: its snapshot did not move."""
         batches = reconcile_state.transactions(plan.operations)
-        await reminders.before_commit(self.mailbox, plan.operations)  # the time-relative triggers' due rows
+        # The time-relative triggers' due rows; the flows it reads (after the events were derived) serve fan-out.
+        self.flows = await reminders.before_commit(self.mailbox, plan.operations)
         if plan.events:
             await outbox.before_writing(self.mailbox)  # the outbox sweep's index first: it is a superset
         for index, batch in enumerate(batches):
@@ -472,7 +475,7 @@ async def _reconcile(message: MailboxChangeMessage) -> str:
     record_histogram(events.MAILBOX_RECONCILED_MS, round((time.perf_counter() - started_clock) * 1000),
                      mailbox=mailbox, fullResync="true" if full else "false")
     if plan.events:  # one delivery message per matching flow
-        await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=delivery.attempt)
+        await fan_out(mailbox, [eid for eid, _, _ in plan.events], attempt_now=delivery.attempt, flows=worker.flows)
         if message.get("reason") == calendar_changes.REASON:
             await _unannounced(message, len(plan.events), datetime.now(UTC) - received)
     return "reconciled"
