@@ -29,6 +29,7 @@ from shared.records import test_event_limit
 from shared.records.dead_letters import DeadLetters, public_id
 from shared.services import dead_letters as dead_letter_service
 from shared.workers import delivery
+from testing.instances import in_another_instance
 from testing.receiver import Reply
 from testing.rows import CLINIC, add_event, add_flow
 from tests.delivery.conftest import queued, run_worker, set_env
@@ -39,19 +40,6 @@ HOUR = 3600.0
 
 def table():
     return get_store().table(MAILBOX_TABLE)
-
-
-def in_another_instance(work: Any) -> Any:
-    """Run ``work()`` (a coroutine function) as another instance would: its own event loop, so its own storage
-    clients (``get_store`` is per loop) and in-process state, on the same Azurite."""
-
-    async def instance() -> Any:
-        try:
-            return await work()
-        finally:
-            await get_store().close()
-
-    return asyncio.to_thread(asyncio.run, instance())
 
 
 @pytest.fixture

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from datetime import timedelta
-
-from azure.storage.queue import QueueClient
 
 from shared.adapters.storage import MAILBOX_CHANGES_QUEUE, MAILBOX_TABLE, SUBSCRIPTION_TASKS_QUEUE, get_store
 from shared.records import delta_tokens, flows
@@ -18,6 +14,7 @@ from shared.workers.reconcile import reconcile
 from shared.workers.renewal import UNANNOUNCED_CHANGE
 from tests.app_insights import alert_rows, capture, fires
 from tests.reconcile.test_reconcile import CLINIC, Bookings, baselined, outbox
+from tests.subscriptions.test_notifications import drain
 from tests.subscriptions.test_renewal import queued
 
 __all__ = ["baselined"]  # the fixture, shared with the reconcile tests
@@ -30,12 +27,7 @@ async def give_flows(mailbox: str, count: int = 1) -> None:
 
 def take_hints(azurite) -> list[dict]:
     """The hints queued since the last call (received and deleted)."""
-    client = QueueClient.from_connection_string(azurite.connection_string, MAILBOX_CHANGES_QUEUE)
-    hints = []
-    for message in client.receive_messages(max_messages=32):
-        hints.append(json.loads(base64.b64decode(message.content)))
-        client.delete_message(message)
-    return hints
+    return drain(azurite, MAILBOX_CHANGES_QUEUE)
 
 
 async def test_a_change_nobody_notified_is_found_by_the_next_check_and_reconciled(baselined: Bookings, sandbox,

@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import azure.functions as func
 import pytest
 
-from shared.adapters.storage import get_store
 from shared.contracts.errors import ApiError, error_body
 from shared.endpoints.appointments import APPOINTMENT_ROUTE, get_appointment
 from shared.records import graph_budget
 from shared.services import bookings, bookings_directory, caller_budget
 from shared.services.bookings import Bookings
+from testing.instances import in_another_instance
 
 CLINIC = "clinic@contoso.test"
 BASE = "http://127.0.0.1:7071/api/"
@@ -33,19 +32,6 @@ async def test_a_burst_then_the_rate_and_nothing_counted_when_refused(clean_env)
     await asyncio.sleep(wait + 0.05)
     assert await graph_budget.take(mailbox) == 0.0
     assert await graph_budget.take("other@contoso.test", 60) == 0.0  # per mailbox
-
-
-def in_another_instance(work: Any) -> Any:
-    """Run ``work()`` as another instance would: its own event loop, so its own storage clients and in-process
-    state (``get_store`` and the per-mailbox queue of takes are per loop), on the same Azurite."""
-
-    async def instance() -> Any:
-        try:
-            return await work()
-        finally:
-            await get_store().close()
-
-    return asyncio.to_thread(asyncio.run, instance())
 
 
 async def test_two_instances_share_one_allowance(clean_env) -> None:
